@@ -1,0 +1,281 @@
+//! The one typed configuration struct and how it is loaded.
+//!
+//! Layers, later wins: built-in defaults < TOML file < `MXMEDIA_*` environment variables, with
+//! `__` separating nested keys (`MXMEDIA_AUTH__HOMESERVER_URL` is `auth.homeserver_url`). The doc
+//! comments on the fields are the operator manual: the README's table is written from them.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use bytesize::ByteSize;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `MXMEDIA_` prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
+
+/// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The homeserver name that `mxc://` URIs carry. Default `localhost`.
+    pub server_name: String,
+    /// Address the HTTP listener binds. Default `127.0.0.1:8090`.
+    pub listen: SocketAddr,
+    /// Where the sled database, blob files and generated secrets live. Default `./mxmedia-data`.
+    pub data_dir: PathBuf,
+    /// HTTP worker threads. 0 = one per core.
+    pub workers: usize,
+    pub auth: AuthConfig,
+    pub media: MediaConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When set, access tokens are checked with the homeserver's
+    /// `GET /_matrix/client/v3/account/whoami`, e.g. `http://127.0.0.1:8008`.
+    pub homeserver_url: Option<String>,
+    /// Fixed tokens, token -> user id, e.g. `{tok1="@alice:example.org"}`: for bots, tests and
+    /// standalone use. Checked before the homeserver.
+    pub static_tokens: BTreeMap<String, String>,
+    /// Seconds a token the homeserver accepted is trusted without asking again. Default 60.
+    pub token_cache_secs: u64,
+    /// Seconds a token the homeserver refused is remembered as bad. Kept short so that a token
+    /// used right after login is not refused for long. Default 5.
+    pub invalid_token_cache_secs: u64,
+    /// Accept the deprecated `?access_token=` query parameter (Matrix up to v1.19). Default true.
+    pub allow_query_token: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest upload, in bytes or as `"100MiB"`. Also advertised as `m.upload.size`. Default 50 MiB.
+    pub max_upload_size: ByteSize,
+    /// Serve local media on the deprecated unauthenticated `/_matrix/media/v3/download` and
+    /// `/thumbnail` endpoints. Off by default: since Matrix v1.12 servers freeze them, and media
+    /// is then only served to authenticated users.
+    pub legacy_unauthenticated_downloads: bool,
+    /// Seconds an id from `/create` stays valid without an upload. Default 24 h.
+    pub unused_expiry_secs: u64,
+    /// Async uploads a user may have pending at once. Default 5.
+    pub max_pending_uploads: usize,
+    /// Upper bound on a client's `timeout_ms` when waiting for an async upload. Default 60 s.
+    pub max_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled's page cache, in bytes or as `"64MiB"`. Default 32 MiB, suited to a 1 GB VPS.
+    pub cache_capacity: ByteSize,
+    /// Uploads are refused while the data dir's file system has less free space than this:
+    /// bytes, `"1GiB"`, or a share of the disk such as `"5%"`. Default `1GiB`.
+    pub min_free_space: FreeSpace,
+    /// Blobs up to this size live inside sled; larger ones are content-addressed files under
+    /// `data_dir/blobs`. Default 256 KiB (see the README's storage section for why).
+    pub inline_blob_max: ByteSize,
+}
+
+/// A free-space floor: an absolute size or a percentage of the file system.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FreeSpace {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            data_dir: PathBuf::from("./mxmedia-data"),
+            workers: 0,
+            auth: AuthConfig {
+                homeserver_url: None,
+                static_tokens: BTreeMap::new(),
+                token_cache_secs: 60,
+                invalid_token_cache_secs: 5,
+                allow_query_token: true,
+            },
+            media: MediaConfig {
+                max_upload_size: ByteSize::mib(50),
+                legacy_unauthenticated_downloads: false,
+                unused_expiry_secs: 24 * 60 * 60,
+                max_pending_uploads: 5,
+                max_timeout_ms: 60_000,
+            },
+            store: StoreConfig {
+                cache_capacity: ByteSize::mib(32),
+                min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
+                inline_blob_max: ByteSize::kib(256),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Figment(#[from] Box<figment::Error>),
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then the environment.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let file = file
+            .or_else(|| std::env::var_os("MXMEDIA_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                default.exists().then_some(default)
+            });
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // An explicitly named file that is missing is an error, not an empty layer.
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "config file",
+                    reason: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("MXMEDIA_").split("__").ignore(NON_CONFIG_ENV));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        if !crate::media::id::is_valid_server_name(&self.server_name) {
+            return Err(invalid(
+                "MXMEDIA_SERVER_NAME",
+                "not a Matrix server name (hostname[:port])",
+            ));
+        }
+        if let Some(url) = &self.auth.homeserver_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "MXMEDIA_AUTH__HOMESERVER_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        for user in self.auth.static_tokens.values() {
+            if !user.starts_with('@') || !user.contains(':') {
+                return Err(invalid(
+                    "MXMEDIA_AUTH__STATIC_TOKENS",
+                    "values must be user ids like @alice:example.org",
+                ));
+            }
+        }
+        if self.media.max_upload_size.as_u64() == 0 {
+            return Err(invalid(
+                "MXMEDIA_MEDIA__MAX_UPLOAD_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if let FreeSpace::Percent(p) = self.store.min_free_space
+            && !(0.0..100.0).contains(&p)
+        {
+            return Err(invalid(
+                "MXMEDIA_STORE__MIN_FREE_SPACE",
+                "percentage must be in 0..100",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML with secrets masked, for `mxmedia check-config`.
+    pub fn masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.auth.static_tokens = shown
+            .auth
+            .static_tokens
+            .into_values()
+            .enumerate()
+            .map(|(i, user)| (format!("<token {} masked>", i + 1), user))
+            .collect();
+        toml_string(&shown)
+    }
+
+    /// Whether any way to check access tokens is configured.
+    pub fn has_auth_source(&self) -> bool {
+        self.auth.homeserver_url.is_some() || !self.auth.static_tokens.is_empty()
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // figment re-exports no TOML writer; serde_json is good enough for a human-readable dump.
+    serde_json::to_string_pretty(config).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}
+
+impl Serialize for FreeSpace {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Bytes(b) => s.serialize_str(&ByteSize::b(*b).display().iec().to_string()),
+            Self::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FreeSpace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(b) => Ok(Self::Bytes(b)),
+            Raw::Str(s) => {
+                if let Some(p) = s.trim().strip_suffix('%') {
+                    p.trim()
+                        .parse::<f64>()
+                        .map(Self::Percent)
+                        .map_err(|_| serde::de::Error::custom(format!("bad percentage {s:?}")))
+                } else {
+                    s.parse::<ByteSize>()
+                        .map(|b| Self::Bytes(b.as_u64()))
+                        .map_err(|e| serde::de::Error::custom(format!("bad size {s:?}: {e}")))
+                }
+            }
+        }
+    }
+}
+
+impl FreeSpace {
+    /// The floor in bytes for a file system of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            Self::Bytes(b) => b,
+            // Percentages of real disks fit f64 exactly enough; truncation is harmless here.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            Self::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

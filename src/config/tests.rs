@@ -1,0 +1,129 @@
+// figment's Jail API returns its large error type by value.
+#![allow(clippy::result_large_err)]
+
+use bytesize::ByteSize;
+use figment::Jail;
+
+use super::{Config, FreeSpace};
+
+/// With nothing set, the documented defaults apply.
+#[test]
+fn defaults() {
+    Jail::expect_with(|_jail| {
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.server_name, "localhost");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8090");
+        assert_eq!(config.media.max_upload_size, ByteSize::mib(50));
+        assert_eq!(config.auth.token_cache_secs, 60);
+        Ok(())
+    });
+}
+
+/// The environment overrides the file, the file overrides the defaults, `__` nests.
+#[test]
+fn layering_and_nesting() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "mx.toml",
+            r#"
+                server_name = "file.example"
+                [media]
+                max_upload_size = "10MiB"
+                [auth]
+                token_cache_secs = 30
+            "#,
+        )?;
+        jail.set_env("MXMEDIA_CONFIG", "mx.toml");
+        jail.set_env("MXMEDIA_SERVER_NAME", "env.example:8448");
+        jail.set_env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "100MiB");
+        jail.set_env(
+            "MXMEDIA_AUTH__STATIC_TOKENS",
+            r#"{tok1="@alice:env.example"}"#,
+        );
+        jail.set_env("MXMEDIA_STORE__MIN_FREE_SPACE", "5%");
+        jail.set_env("MXMEDIA_LOG", "debug");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.server_name, "env.example:8448");
+        assert_eq!(config.media.max_upload_size, ByteSize::mib(100));
+        assert_eq!(config.auth.token_cache_secs, 30);
+        assert_eq!(
+            config.auth.static_tokens.get("tok1").map(String::as_str),
+            Some("@alice:env.example")
+        );
+        assert_eq!(config.store.min_free_space, FreeSpace::Percent(5.0));
+        Ok(())
+    });
+}
+
+/// Sizes are accepted as plain byte counts too.
+#[test]
+fn size_as_integer() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "1048576");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.media.max_upload_size, ByteSize::mib(1));
+        Ok(())
+    });
+}
+
+/// A bad value names the variable in the error.
+#[test]
+fn bad_values_name_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "lots");
+        let err = Config::load(None)
+            .err()
+            .ok_or("accepted a bad size")?
+            .to_string();
+        assert!(
+            err.contains("MAX_UPLOAD_SIZE") || err.contains("max_upload_size"),
+            "{err}"
+        );
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_SERVER_NAME", "bad name/with path");
+        let err = Config::load(None)
+            .err()
+            .ok_or("accepted a bad server name")?
+            .to_string();
+        assert!(err.contains("MXMEDIA_SERVER_NAME"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_LISTEN", "not-an-address");
+        let err = Config::load(None)
+            .err()
+            .ok_or("accepted a bad listen address")?
+            .to_string();
+        assert!(err.to_lowercase().contains("listen"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_MEDIA__NO_SUCH_KEY", "1");
+        assert!(
+            Config::load(None).is_err(),
+            "unknown keys are typos and must be refused"
+        );
+        Ok(())
+    });
+}
+
+/// `check-config` output never shows a static token.
+#[test]
+fn masked_output_hides_tokens() {
+    let mut config = Config::default();
+    config
+        .auth
+        .static_tokens
+        .insert("s3cr3t-token".into(), "@bot:localhost".into());
+    let shown = config.masked_toml();
+    assert!(!shown.contains("s3cr3t-token"));
+    assert!(shown.contains("@bot:localhost"));
+}
+
+#[test]
+fn free_space_percent() {
+    assert_eq!(FreeSpace::Percent(5.0).bytes(1000), 50);
+    assert_eq!(FreeSpace::Bytes(7).bytes(1000), 7);
+}

@@ -1,0 +1,141 @@
+//! The route table, CORS, and the Matrix answers for unknown routes and wrong methods.
+//!
+//! One line per endpoint. Deprecated and unstable prefixes that clients still use map onto the
+//! same handlers. Everything not listed answers 404 `M_UNRECOGNIZED`; a listed path with a method
+//! it does not take answers 405 `M_UNRECOGNIZED`, as the spec requires.
+
+pub mod client;
+pub mod extract;
+pub mod response;
+pub mod upload;
+
+use actix_web::{
+    HttpResponse,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{Method, header},
+    middleware::Next,
+    web::{self, ServiceConfig},
+};
+
+use crate::error::Error;
+
+/// Prefixes of the authenticated client media API (v1.11) and its MSC3916 unstable twin.
+const CLIENT_MEDIA: &[&str] = &[
+    "/_matrix/client/v1/media",
+    "/_matrix/client/unstable/org.matrix.msc3916/media",
+];
+/// Prefixes of the media API under `/_matrix/media`: upload lives here, the rest is deprecated.
+const LEGACY_MEDIA: &[&str] = &[
+    "/_matrix/media/v3",
+    "/_matrix/media/r0",
+    "/_matrix/media/v1",
+];
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.app_data(extract::query_config())
+        .app_data(extract::path_config())
+        .service(resource("/_mxmedia/health").route(web::get().to(client::health)));
+    for prefix in CLIENT_MEDIA {
+        cfg.service(
+            resource(&format!("{prefix}/config")).route(web::get().to(client::get_media_config)),
+        )
+        .service(downloads(
+            &format!("{prefix}/download/{{server_name}}/{{media_id}}"),
+            client::get_content,
+        ))
+        .service(downloads(
+            &format!("{prefix}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
+            client::get_content_as_filename,
+        ));
+    }
+    for prefix in LEGACY_MEDIA {
+        cfg.service(
+            resource(&format!("{prefix}/upload")).route(web::post().to(upload::create_content)),
+        )
+        .service(
+            resource(&format!("{prefix}/upload/{{server_name}}/{{media_id}}"))
+                .route(web::put().to(upload::upload_content)),
+        )
+        .service(
+            resource(&format!("{prefix}/config")).route(web::get().to(client::get_media_config)),
+        )
+        .service(downloads(
+            &format!("{prefix}/download/{{server_name}}/{{media_id}}"),
+            client::get_content_legacy,
+        ))
+        .service(downloads(
+            &format!("{prefix}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
+            client::get_content_as_filename_legacy,
+        ));
+    }
+    for path in [
+        "/_matrix/media/v1/create",
+        "/_matrix/media/unstable/fi.mau.msc2246/create",
+    ] {
+        cfg.service(resource(path).route(web::post().to(upload::create_mxc_uri)));
+    }
+    cfg.service(
+        resource("/_matrix/media/unstable/fi.mau.msc2246/upload/{server_name}/{media_id}")
+            .route(web::put().to(upload::upload_content)),
+    );
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// A download resource: GET and HEAD share the handler.
+fn downloads<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed)
+}
+
+pub async fn unrecognized() -> Result<HttpResponse, Error> {
+    Err(Error::Unrecognized)
+}
+
+const CORS_HEADERS: [(&str, &str); 3] = [
+    ("access-control-allow-origin", "*"),
+    (
+        "access-control-allow-methods",
+        "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    ),
+    (
+        "access-control-allow-headers",
+        "X-Requested-With, Content-Type, Authorization, Date",
+    ),
+];
+
+/// CORS on every response, and `OPTIONS` answered here without running any endpoint logic.
+pub async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req.method() == Method::OPTIONS {
+        let mut response = HttpResponse::NoContent();
+        for header in CORS_HEADERS {
+            response.insert_header(header);
+        }
+        return Ok(req.into_response(response.finish()));
+    }
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    let headers = res.headers_mut();
+    for (name, value) in CORS_HEADERS {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from_static(value),
+        );
+    }
+    Ok(res)
+}

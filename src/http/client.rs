@@ -1,0 +1,133 @@
+//! Download and config endpoints, authenticated (v1.11) and deprecated (`/_matrix/media/v3`).
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    extract::{AuthedUser, MediaPath, parse_bool},
+    response::{Caching, is_inline, media_response},
+};
+use crate::{error::Error, state::AppState};
+
+#[derive(Deserialize)]
+pub struct DownloadQuery {
+    timeout_ms: Option<u64>,
+    allow_remote: Option<String>,
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
+pub async fn get_content(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    _user: AuthedUser,
+    path: web::Path<MediaPath>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, Error> {
+    serve(&req, &state, &path, &query, None, Caching::Private).await
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
+pub async fn get_content_as_filename(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    _user: AuthedUser,
+    path: web::Path<MediaPath>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, Error> {
+    serve(
+        &req,
+        &state,
+        &path,
+        &query,
+        path.file_name(),
+        Caching::Private,
+    )
+    .await
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (deprecated, unauthenticated)
+pub async fn get_content_legacy(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<MediaPath>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, Error> {
+    legacy_allowed(&state, &query)?;
+    serve(&req, &state, &path, &query, None, Caching::Public).await
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}` (deprecated)
+pub async fn get_content_as_filename_legacy(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<MediaPath>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, Error> {
+    legacy_allowed(&state, &query)?;
+    serve(
+        &req,
+        &state,
+        &path,
+        &query,
+        path.file_name(),
+        Caching::Public,
+    )
+    .await
+}
+
+/// The legacy endpoints are frozen (Matrix v1.12): media is served there only when the admin
+/// keeps the old behaviour on.
+fn legacy_allowed(state: &AppState, query: &DownloadQuery) -> Result<(), Error> {
+    parse_bool("allow_remote", query.allow_remote.as_deref())?;
+    if state.config.media.legacy_unauthenticated_downloads {
+        Ok(())
+    } else {
+        Err(Error::NotFound)
+    }
+}
+
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    path: &MediaPath,
+    query: &DownloadQuery,
+    file_name: Option<&str>,
+    caching: Caching,
+) -> Result<HttpResponse, Error> {
+    let key = path.key()?;
+    if !state.media.is_local(&key.server_name) {
+        // Remote media arrives with the federation client; until then it cannot exist here.
+        return Err(Error::NotFound);
+    }
+    let content = state
+        .media
+        .content(&key, query.timeout_ms.map(Duration::from_millis))
+        .await?;
+    let reader = state.media.open(&content).await?;
+    let disposition = if is_inline(&content.content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let name = file_name.or(content.filename.as_deref());
+    media_response(req, &content, reader, disposition, name, caching)
+}
+
+/// # `GET /_matrix/client/v1/media/config`
+pub async fn get_media_config(
+    state: web::Data<AppState>,
+    user: AuthedUser,
+) -> Result<HttpResponse, Error> {
+    user.not_guest()?;
+    Ok(HttpResponse::Ok().json(json!({ "m.upload.size": state.media.max_upload_size() })))
+}
+
+/// # `GET /_mxmedia/health`
+pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let size = state.media.store().blocking(|s| s.size_on_disk()).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "db_bytes": size })))
+}

@@ -1,0 +1,130 @@
+//! mxmedia: a Matrix media repository. `run` starts the server; `main.rs` only parses the
+//! command line and hands over, so tests can start a real server in-process.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod media;
+pub mod state;
+pub mod store;
+
+use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
+
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context as _;
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    media::MediaService,
+    state::{AppState, WorkerState},
+    store::Store,
+};
+
+/// A server bound and ready: await `server` to run it until shutdown.
+pub struct Running {
+    pub server: actix_web::dev::Server,
+    pub store: Store,
+    pub dev_token: Option<String>,
+}
+
+/// Opens the store, binds nothing itself (the listener is given), and builds the server.
+pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Store::open(&config).context("opening the store")?;
+    let swept = store
+        .sweep_orphans()
+        .context("sweeping unreferenced blobs")?;
+    if swept > 0 {
+        tracing::info!(swept, "removed blob files left by an interrupted upload");
+    }
+    let dev_token = if config.has_auth_source() {
+        None
+    } else {
+        Some(dev_token(store.data_dir())?)
+    };
+    let auth = Authenticator::new(
+        &config.auth,
+        dev_token
+            .as_ref()
+            .map(|t| (t.clone(), format!("@admin:{}", config.server_name))),
+    );
+    let media = MediaService::new(&config, store.clone())?;
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    } else {
+        config.workers
+    };
+    let state = web::Data::new(AppState {
+        config,
+        media,
+        auth,
+    });
+    spawn_expiry(state.clone());
+    let tls = Arc::new(client_tls());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(WorkerState::new(tls.clone())))
+            .wrap(middleware::from_fn(http::cors))
+            .configure(http::configure)
+            .default_service(web::to(http::unrecognized))
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(Running {
+        server,
+        store,
+        dev_token,
+    })
+}
+
+fn client_tls() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The token for `@admin` when no other auth is configured: made once, kept in the data dir.
+fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("dev-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_owned());
+        }
+    }
+    let token = format!("mxm_{}", media::id::MediaId::generate().as_str());
+    let tmp = data_dir.join("dev-token.tmp");
+    std::fs::write(&tmp, &token)?;
+    restrict_permissions(&tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
+
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Removes expired `/create` reservations every minute.
+fn spawn_expiry(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match state.media.expire_pending().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired unused async upload ids"),
+                Err(e) => tracing::warn!(error = %e, "expiring async upload ids failed"),
+            }
+        }
+    });
+}

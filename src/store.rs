@@ -1,0 +1,502 @@
+//! The embedded database: media metadata, blob records and small blobs in sled; large blobs in
+//! a `BlobStore` beside it. Every method blocks; async callers go through `Store::blocking`.
+//!
+//! Trees (named `<key>_<value>`):
+//! - `mediaid_meta`: `server/mediaId` -> `MediaMeta` (JSON)
+//! - `sha256_blob`: hex sha256 -> `BlobRecord` (JSON): length, placement, reference count
+//! - `blob_chunks`: sha256 bytes + chunk index -> bytes of an inline blob
+//! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
+//!
+//! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
+//! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
+//! leaves at most an unreferenced blob file, swept at the next start.
+
+pub mod blob;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use serde::{Deserialize, Serialize};
+use sled::{
+    Transactional,
+    transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
+};
+
+use self::blob::{BlobRead, BlobStore, CHUNK_SIZE, FileBlobs, Placement, Staged, Staging};
+use crate::{
+    config::Config,
+    error::{Error, Result},
+    media::{
+        id::MediaKey,
+        meta::{Content, MediaMeta, MediaState},
+    },
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BlobRecord {
+    len: u64,
+    placement: Placement,
+    refs: u64,
+}
+
+/// How a committed upload relates to what was there before.
+pub enum Expect<'a> {
+    /// A freshly minted id: nothing may exist under it.
+    Absent,
+    /// An id reserved by `/create`: it must be pending, unexpired and reserved by `user`.
+    PendingFor { user: &'a str, now_ms: u64 },
+}
+
+/// What an upload records besides its bytes.
+pub struct Upload<'a> {
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub uploader: &'a str,
+    pub created_at: u64,
+    pub expect: Expect<'a>,
+}
+
+/// A blob opened for reading.
+pub enum BlobReader {
+    /// An inline blob, read whole: it is at most `inline_blob_max` bytes.
+    Inline(bytes::Bytes),
+    Stream(Box<dyn BlobRead>),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    blobs: sled::Tree,
+    chunks: sled::Tree,
+    pending: sled::Tree,
+    files: Box<dyn BlobStore>,
+    tmp_dir: PathBuf,
+    data_dir: PathBuf,
+    inline_max: u64,
+    /// Serialises commits and deletions of blobs: without it, a deletion could remove a blob
+    /// file between another upload's rename and its transaction.
+    blob_lock: Mutex<()>,
+}
+
+impl Store {
+    pub fn open(config: &Config) -> Result<Self> {
+        let data_dir = config.data_dir.clone();
+        let tmp_dir = data_dir.join("tmp");
+        std::fs::create_dir_all(&data_dir)?;
+        // Leftovers of uploads interrupted by a crash: never committed, so never visible.
+        if tmp_dir.exists() {
+            std::fs::remove_dir_all(&tmp_dir)?;
+        }
+        std::fs::create_dir_all(&tmp_dir)?;
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(config.store.cache_capacity.as_u64())
+            .open()?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                meta: db.open_tree("mediaid_meta")?,
+                blobs: db.open_tree("sha256_blob")?,
+                chunks: db.open_tree("blob_chunks")?,
+                pending: db.open_tree("userid_pending")?,
+                files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
+                db,
+                tmp_dir,
+                data_dir,
+                inline_max: config.store.inline_blob_max.as_u64(),
+                blob_lock: Mutex::new(()),
+            }),
+        };
+        Ok(store)
+    }
+
+    /// Runs blocking store work off the async workers.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn stage(&self) -> Result<Staging> {
+        Ok(Staging::new(&self.inner.tmp_dir)?)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get_meta(&self, key: &MediaKey) -> Result<Option<MediaMeta>> {
+        self.inner
+            .meta
+            .get(key.db_key())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Reserves an id for an async upload. Fails if the id exists (ids are random, so never).
+    pub fn insert_pending(&self, key: &MediaKey, meta: &MediaMeta) -> Result<()> {
+        let MediaState::Pending { unused_expires_at } = meta.state else {
+            return Err(Error::internal(anyhow::anyhow!(
+                "insert_pending on complete media"
+            )));
+        };
+        let value = encode(meta)?;
+        let pending_key = pending_key(&meta.uploader, key);
+        (&self.inner.meta, &self.inner.pending)
+            .transaction(|(meta_tree, pending_tree)| {
+                if meta_tree.get(key.db_key())?.is_some() {
+                    return abort(Error::CannotOverwrite);
+                }
+                meta_tree.insert(key.db_key(), value.as_slice())?;
+                pending_tree.insert(pending_key.as_slice(), &unused_expires_at.to_be_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// Unexpired async uploads `user` has reserved and not made yet, as their expiry times.
+    pub fn pending_expiries(&self, user: &str, now_ms: u64) -> Result<Vec<u64>> {
+        let mut prefix = user.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.inner.pending.scan_prefix(prefix) {
+            let (_, value) = entry?;
+            let expiry = read_u64(&value);
+            if expiry > now_ms {
+                out.push(expiry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes async reservations whose deadline passed without an upload.
+    pub fn expire_pending(&self, now_ms: u64) -> Result<usize> {
+        let mut expired = 0;
+        for entry in self.inner.pending.iter() {
+            let (pkey, value) = entry?;
+            if read_u64(&value) > now_ms {
+                continue;
+            }
+            let media_key = pkey
+                .splitn(2, |b| *b == 0)
+                .nth(1)
+                .unwrap_or_default()
+                .to_vec();
+            (&self.inner.meta, &self.inner.pending)
+                .transaction(|(meta_tree, pending_tree)| {
+                    pending_tree.remove(&pkey)?;
+                    if let Some(v) = meta_tree.get(&media_key)?
+                        && matches!(
+                            decode::<MediaMeta>(&v),
+                            Ok(MediaMeta {
+                                state: MediaState::Pending { .. },
+                                ..
+                            })
+                        )
+                    {
+                        meta_tree.remove(media_key.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<Error>>(())
+                })
+                .map_err(tx_error)?;
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
+    /// Makes a staged blob the content of `key`, atomically, and flushes before returning.
+    pub fn commit_upload(
+        &self,
+        key: &MediaKey,
+        mut staged: Staged,
+        upload: Upload<'_>,
+    ) -> Result<()> {
+        let Upload {
+            content_type,
+            filename,
+            uploader,
+            created_at,
+            expect,
+        } = upload;
+        let inline = staged.len <= self.inner.inline_max;
+        let inline_bytes = if inline {
+            Some(staged.read_all()?)
+        } else {
+            None
+        };
+        let sha256 = staged.sha256.clone();
+        let content = Content {
+            content_type,
+            filename,
+            len: staged.len,
+            sha256: sha256.clone(),
+        };
+        let _guard = self
+            .inner
+            .blob_lock
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        if !inline {
+            self.inner.files.persist(staged)?;
+        }
+        let placement = if inline {
+            Placement::Inline
+        } else {
+            Placement::File
+        };
+        let db_key = key.db_key();
+        let result = (
+            &self.inner.meta,
+            &self.inner.blobs,
+            &self.inner.chunks,
+            &self.inner.pending,
+        )
+            .transaction(|(meta_tree, blob_tree, chunk_tree, pending_tree)| {
+                let created_at = match &expect {
+                    Expect::Absent => {
+                        if meta_tree.get(&db_key)?.is_some() {
+                            return abort(Error::CannotOverwrite);
+                        }
+                        created_at
+                    }
+                    Expect::PendingFor { user, now_ms } => {
+                        let Some(existing) = meta_tree.get(&db_key)? else {
+                            return abort(Error::NotFound);
+                        };
+                        let existing: MediaMeta =
+                            decode(&existing).map_err(ConflictableTransactionError::Abort)?;
+                        match existing.state {
+                            MediaState::Complete(_) => return abort(Error::CannotOverwrite),
+                            MediaState::Pending { unused_expires_at }
+                                if unused_expires_at <= *now_ms =>
+                            {
+                                return abort(Error::NotFound);
+                            }
+                            MediaState::Pending { .. } => {}
+                        }
+                        if existing.uploader != *user {
+                            return abort(Error::Forbidden(
+                                "Only the user who created this media id may upload to it".into(),
+                            ));
+                        }
+                        pending_tree.remove(pending_key(user, key))?;
+                        existing.created_at
+                    }
+                };
+                add_blob_ref(
+                    blob_tree,
+                    chunk_tree,
+                    &sha256,
+                    content.len,
+                    placement,
+                    inline_bytes.as_deref(),
+                )?;
+                let meta = MediaMeta {
+                    uploader: uploader.to_owned(),
+                    created_at,
+                    state: MediaState::Complete(content.clone()),
+                };
+                meta_tree.insert(
+                    db_key.as_slice(),
+                    encode(&meta).map_err(ConflictableTransactionError::Abort)?,
+                )?;
+                Ok(())
+            })
+            .map_err(tx_error);
+        if let Err(err) = result {
+            // The file may now be a blob nothing points at; drop it unless another record does.
+            if !inline && self.inner.blobs.get(&sha256)?.is_none() {
+                self.inner.files.remove(&sha256)?;
+            }
+            return Err(err);
+        }
+        drop(_guard);
+        self.flush()
+    }
+
+    /// Deletes media and, with its last reference, its blob. Returns whether it existed.
+    pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
+        let _guard = self
+            .inner
+            .blob_lock
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let db_key = key.db_key();
+        let removed = (&self.inner.meta, &self.inner.blobs, &self.inner.chunks)
+            .transaction(|(meta_tree, blob_tree, chunk_tree)| {
+                let Some(old) = meta_tree.remove(db_key.as_slice())? else {
+                    return Ok((false, None));
+                };
+                let meta: MediaMeta = decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                let MediaState::Complete(content) = meta.state else {
+                    return Ok((true, None));
+                };
+                Ok((true, drop_blob_ref(blob_tree, chunk_tree, &content.sha256)?))
+            })
+            .map_err(tx_error)?;
+        let (existed, unreferenced) = removed;
+        if let Some((sha256, Placement::File)) = &unreferenced {
+            self.inner.files.remove(sha256)?;
+        }
+        self.flush()?;
+        Ok(existed)
+    }
+
+    /// Opens the bytes of a blob for reading.
+    pub fn open_blob(&self, sha256: &str) -> Result<BlobReader> {
+        let Some(record) = self.inner.blobs.get(sha256)? else {
+            return Err(Error::internal(anyhow::anyhow!(
+                "blob {sha256} has no record"
+            )));
+        };
+        let record: BlobRecord = decode(&record)?;
+        match record.placement {
+            Placement::File => Ok(BlobReader::Stream(self.inner.files.open(sha256)?)),
+            Placement::Inline => {
+                let mut out = Vec::with_capacity(usize::try_from(record.len).unwrap_or(0));
+                for chunk in self.inner.chunks.scan_prefix(blob::chunk_prefix(sha256)) {
+                    out.extend_from_slice(&chunk?.1);
+                }
+                Ok(BlobReader::Inline(out.into()))
+            }
+        }
+    }
+
+    /// Removes blob files that no record points at: left by a crash between a rename and its
+    /// transaction, or between a transaction and a file removal.
+    pub fn sweep_orphans(&self) -> Result<usize> {
+        let _guard = self
+            .inner
+            .blob_lock
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let mut removed = 0;
+        for sha256 in self.inner.files.list()? {
+            if self.inner.blobs.get(&sha256)?.is_none() {
+                self.inner.files.remove(&sha256)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Bytes sled uses on disk (its own estimate) and media bytes by placement.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+fn add_blob_ref(
+    blob_tree: &TransactionalTree,
+    chunk_tree: &TransactionalTree,
+    sha256: &str,
+    len: u64,
+    placement: Placement,
+    inline_bytes: Option<&[u8]>,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let record = match blob_tree.get(sha256)? {
+        Some(existing) => {
+            let mut record: BlobRecord =
+                decode(&existing).map_err(ConflictableTransactionError::Abort)?;
+            record.refs += 1;
+            record
+        }
+        None => {
+            if let Some(bytes) = inline_bytes {
+                for (index, chunk) in (0u32..).zip(bytes.chunks(CHUNK_SIZE)) {
+                    chunk_tree.insert(blob::chunk_key(sha256, index), chunk)?;
+                }
+            }
+            BlobRecord {
+                len,
+                placement,
+                refs: 1,
+            }
+        }
+    };
+    blob_tree.insert(
+        sha256,
+        encode(&record).map_err(ConflictableTransactionError::Abort)?,
+    )?;
+    Ok(())
+}
+
+/// Drops one reference; with the last one the record and any inline chunks go.
+fn drop_blob_ref(
+    blob_tree: &TransactionalTree,
+    chunk_tree: &TransactionalTree,
+    sha256: &str,
+) -> Result<Option<(String, Placement)>, ConflictableTransactionError<Error>> {
+    let Some(existing) = blob_tree.get(sha256)? else {
+        return Ok(None);
+    };
+    let mut record: BlobRecord = decode(&existing).map_err(ConflictableTransactionError::Abort)?;
+    record.refs = record.refs.saturating_sub(1);
+    if record.refs > 0 {
+        blob_tree.insert(
+            sha256,
+            encode(&record).map_err(ConflictableTransactionError::Abort)?,
+        )?;
+        return Ok(None);
+    }
+    blob_tree.remove(sha256)?;
+    if record.placement == Placement::Inline {
+        let chunks = record
+            .len
+            .div_ceil(u64::try_from(CHUNK_SIZE).unwrap_or(u64::MAX));
+        for index in 0..u32::try_from(chunks).unwrap_or(u32::MAX) {
+            chunk_tree.remove(blob::chunk_key(sha256, index))?;
+        }
+    }
+    Ok(Some((sha256.to_owned(), record.placement)))
+}
+
+fn pending_key(user: &str, key: &MediaKey) -> Vec<u8> {
+    let mut out = user.as_bytes().to_vec();
+    out.push(0);
+    out.extend_from_slice(&key.db_key());
+    out
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::internal)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(Error::internal)
+}
+
+fn abort<T>(err: Error) -> Result<T, ConflictableTransactionError<Error>> {
+    Err(ConflictableTransactionError::Abort(err))
+}
+
+fn tx_error(err: TransactionError<Error>) -> Error {
+    match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(err) => err.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

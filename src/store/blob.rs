@@ -1,0 +1,162 @@
+//! Where media bytes live. Blobs are addressed by their sha256, so identical uploads share one
+//! copy. Small blobs are sled values (chunked); large ones are files under `data_dir/blobs`.
+//!
+//! This module owns bytes only. Which media points at which blob, and how many do (the
+//! reference count), is `store`'s business, kept in sled next to the metadata.
+
+use std::{
+    fs::{self, File},
+    io::{self, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+/// Size of one sled value for inline blobs, and of one read when streaming a blob file.
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// Where a blob's bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Chunks in the `blob_chunks` sled tree.
+    Inline,
+    /// A file in the blob directory.
+    File,
+}
+
+/// A blob being received: a temp file in the data dir that disappears unless committed.
+pub struct Staging {
+    file: NamedTempFile,
+    hasher: Sha256,
+    len: u64,
+}
+
+/// A fully received, fsynced blob waiting to be committed under its hash.
+pub struct Staged {
+    pub(crate) file: NamedTempFile,
+    pub sha256: String,
+    pub len: u64,
+}
+
+impl Staging {
+    pub fn new(tmp_dir: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: NamedTempFile::new_in(tmp_dir)?,
+            hasher: Sha256::new(),
+            len: 0,
+        })
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.hasher.update(buf);
+        self.file.as_file_mut().write_all(buf)?;
+        self.len += u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        Ok(())
+    }
+
+    /// Flushes the bytes to disk: after this, a crash loses nothing that is later committed.
+    pub fn finish(self) -> io::Result<Staged> {
+        self.file.as_file().sync_all()?;
+        Ok(Staged {
+            file: self.file,
+            sha256: hex::encode(self.hasher.finalize()),
+            len: self.len,
+        })
+    }
+}
+
+impl Staged {
+    /// Reads the whole staged blob. Only used for inline blobs, which are small by config.
+    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let file = self.file.as_file_mut();
+        file.seek(SeekFrom::Start(0))?;
+        let mut buf = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        file.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// A backend for large blobs. Files today; an object store can follow behind the same calls.
+/// Every call blocks: callers run them off the async workers.
+pub trait BlobStore: Send + Sync {
+    /// Makes a staged blob durable under its hash. Idempotent for identical content.
+    fn persist(&self, staged: Staged) -> io::Result<()>;
+    /// Opens a blob for reading from any offset.
+    fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>>;
+    /// Removes a blob; a missing one is not an error.
+    fn remove(&self, sha256: &str) -> io::Result<()>;
+    /// Every blob present, for the start-up sweep of blobs no record points at.
+    fn list(&self) -> io::Result<Vec<String>>;
+}
+
+pub trait BlobRead: Read + Seek + Send {}
+impl<T: Read + Seek + Send> BlobRead for T {}
+
+/// Content-addressed files: `blobs/<first two hex digits>/<sha256>`.
+#[derive(Debug, Clone)]
+pub struct FileBlobs {
+    root: PathBuf,
+}
+
+impl FileBlobs {
+    pub fn open(root: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(sha256.get(..2).unwrap_or("00")).join(sha256)
+    }
+}
+
+impl BlobStore for FileBlobs {
+    fn persist(&self, staged: Staged) -> io::Result<()> {
+        let path = self.path(&staged.sha256);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        staged.file.persist(&path).map_err(|e| e.error)?;
+        // The rename is durable only once the directory entry is.
+        File::open(&dir)?.sync_all()
+    }
+
+    fn remove(&self, sha256: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(sha256)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.root)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path())? {
+                if let Some(name) = entry?.file_name().to_str() {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {
+        Ok(Box::new(File::open(self.path(sha256))?))
+    }
+}
+
+/// Key of chunk `index` of an inline blob: the 32 hash bytes, then the big-endian index, so a
+/// prefix scan returns the chunks in order.
+pub fn chunk_key(sha256: &str, index: u32) -> Vec<u8> {
+    let mut key = hex::decode(sha256).unwrap_or_default();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub fn chunk_prefix(sha256: &str) -> Vec<u8> {
+    hex::decode(sha256).unwrap_or_default()
+}

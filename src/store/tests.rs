@@ -1,0 +1,198 @@
+use super::{BlobReader, Expect, Store, Upload};
+use crate::{
+    config::Config,
+    media::{
+        id::{MediaId, MediaKey, ServerName},
+        meta::{MediaMeta, MediaState},
+    },
+};
+
+fn store(inline_max: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.store.inline_blob_max = bytesize::ByteSize::b(inline_max);
+    (dir, Store::open(&config).unwrap())
+}
+
+fn key() -> MediaKey {
+    MediaKey {
+        server_name: ServerName::parse("localhost").unwrap(),
+        media_id: MediaId::generate(),
+    }
+}
+
+fn put(store: &Store, key: &MediaKey, bytes: &[u8]) {
+    let mut staging = store.stage().unwrap();
+    staging.write(bytes).unwrap();
+    let staged = staging.finish().unwrap();
+    let upload = Upload {
+        content_type: "text/plain".into(),
+        filename: None,
+        uploader: "@a:localhost",
+        created_at: 1,
+        expect: Expect::Absent,
+    };
+    store.commit_upload(key, staged, upload).unwrap();
+}
+
+fn read(store: &Store, sha256: &str) -> Vec<u8> {
+    match store.open_blob(sha256).unwrap() {
+        BlobReader::Inline(b) => b.to_vec(),
+        BlobReader::Stream(mut r) => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut out).unwrap();
+            out
+        }
+    }
+}
+
+fn sha(store: &Store, key: &MediaKey) -> String {
+    match store.get_meta(key).unwrap().unwrap().state {
+        MediaState::Complete(c) => c.sha256,
+        MediaState::Pending { .. } => panic!("pending"),
+    }
+}
+
+fn blob_files(dir: &tempfile::TempDir) -> usize {
+    walk(&dir.path().join("blobs"))
+}
+
+fn walk(path: &std::path::Path) -> usize {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// Identical content under two ids is stored once, and survives until the last id goes.
+#[test]
+fn dedupe_and_refcount_for_files_and_inline() {
+    for (inline_max, big) in [(16, true), (1 << 20, false)] {
+        let (dir, store) = store(inline_max);
+        let (a, b) = (key(), key());
+        let bytes = vec![7u8; 600_000];
+        put(&store, &a, &bytes);
+        put(&store, &b, &bytes);
+        assert_eq!(sha(&store, &a), sha(&store, &b));
+        assert_eq!(blob_files(&dir), usize::from(big));
+        assert!(store.delete_media(&a).unwrap());
+        assert_eq!(
+            read(&store, &sha(&store, &b)),
+            bytes,
+            "still readable after one delete"
+        );
+        let hash = sha(&store, &b);
+        assert!(store.delete_media(&b).unwrap());
+        assert_eq!(blob_files(&dir), 0, "last reference removes the file");
+        assert!(store.open_blob(&hash).is_err());
+        assert!(!store.delete_media(&b).unwrap());
+    }
+}
+
+/// Inline blobs spanning several sled chunks come back whole.
+#[test]
+fn multi_chunk_inline_roundtrip() {
+    let (_dir, store) = store(4 << 20);
+    let k = key();
+    let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    put(&store, &k, &bytes);
+    assert_eq!(read(&store, &sha(&store, &k)), bytes);
+}
+
+/// An unreferenced blob file (a crash between rename and commit) is swept; referenced ones stay.
+#[test]
+fn sweep_removes_only_orphans() {
+    let (dir, store) = store(16);
+    let k = key();
+    put(&store, &k, b"referenced content");
+    let orphan = dir
+        .path()
+        .join("blobs/ab/abababababababababababababababababababababababababababababababab");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+    assert_eq!(store.sweep_orphans().unwrap(), 1);
+    assert!(!orphan.exists());
+    assert_eq!(read(&store, &sha(&store, &k)), b"referenced content");
+}
+
+/// A reservation expires: its metadata goes and it no longer counts as pending.
+#[test]
+fn pending_expiry() {
+    let (_dir, store) = store(16);
+    let k = key();
+    let meta = MediaMeta {
+        uploader: "@a:localhost".into(),
+        created_at: 0,
+        state: MediaState::Pending {
+            unused_expires_at: 1000,
+        },
+    };
+    store.insert_pending(&k, &meta).unwrap();
+    assert_eq!(
+        store.pending_expiries("@a:localhost", 500).unwrap(),
+        vec![1000]
+    );
+    assert_eq!(
+        store.pending_expiries("@b:localhost", 500).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(store.expire_pending(999).unwrap(), 0);
+    assert_eq!(store.expire_pending(1000).unwrap(), 1);
+    assert!(store.get_meta(&k).unwrap().is_none());
+}
+
+/// Filling a reservation checks owner, expiry and that it is still empty.
+#[test]
+fn pending_commit_rules() {
+    let (_dir, store) = store(1 << 20);
+    let k = key();
+    let meta = MediaMeta {
+        uploader: "@a:localhost".into(),
+        created_at: 5,
+        state: MediaState::Pending {
+            unused_expires_at: 1000,
+        },
+    };
+    store.insert_pending(&k, &meta).unwrap();
+    let commit = |user: &str, now_ms| {
+        let mut staging = store.stage().unwrap();
+        staging.write(b"x").unwrap();
+        let upload = Upload {
+            content_type: "a/b".into(),
+            filename: None,
+            uploader: user,
+            created_at: 9,
+            expect: Expect::PendingFor { user, now_ms },
+        };
+        store.commit_upload(&k, staging.finish().unwrap(), upload)
+    };
+    assert_eq!(
+        commit("@b:localhost", 10).unwrap_err().errcode(),
+        "M_FORBIDDEN"
+    );
+    assert_eq!(
+        commit("@a:localhost", 1000).unwrap_err().errcode(),
+        "M_NOT_FOUND"
+    );
+    commit("@a:localhost", 10).unwrap();
+    assert_eq!(
+        commit("@a:localhost", 10).unwrap_err().errcode(),
+        "M_CANNOT_OVERWRITE_MEDIA"
+    );
+    let stored = store.get_meta(&k).unwrap().unwrap();
+    assert_eq!(stored.created_at, 5, "creation time is the reservation's");
+    assert!(
+        store
+            .pending_expiries("@a:localhost", 10)
+            .unwrap()
+            .is_empty()
+    );
+}
