@@ -9,8 +9,10 @@ use crate::{
 
 fn store(inline_max: u64) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.store.inline_blob_max = bytesize::ByteSize::b(inline_max);
     (dir, Store::open(&config).unwrap())
 }

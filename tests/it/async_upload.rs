@@ -1,0 +1,277 @@
+//! Asynchronous uploads (`/create` then `PUT`), and downloads waiting for them.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::common::{ALICE, BOB, TestServer, assert_error};
+
+async fn create(server: &TestServer, token: &str) -> (String, u64) {
+    let mut res = server
+        .client
+        .post(server.url("/_matrix/media/v1/create"))
+        .bearer_auth(token)
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let id = body["content_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("mxc://localhost/")
+        .unwrap()
+        .to_owned();
+    (id, body["unused_expires_at"].as_u64().unwrap())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The full life of an async upload: reserve, wait, fill once, serve.
+#[actix_web::test]
+async fn create_put_download() {
+    let server = TestServer::start().await;
+    let (id, expires) = create(&server, ALICE).await;
+    let day = 24 * 3600 * 1000;
+    assert!(
+        expires.abs_diff(now_ms() + day) < 60_000,
+        "expires about 24 h from now"
+    );
+
+    let started = Instant::now();
+    let mut res = server
+        .client
+        .get(format!("{}?timeout_ms=700", server.download_url(&id)))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 504, "M_NOT_YET_UPLOADED").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(650),
+        "waited for the timeout"
+    );
+
+    let put_url = server.url(&format!(
+        "/_matrix/media/v3/upload/localhost/{id}?filename=later.txt"
+    ));
+    let mut res = server
+        .client
+        .put(&put_url)
+        .bearer_auth(BOB)
+        .send_body("not yours")
+        .await
+        .unwrap();
+    assert_error(&mut res, 403, "M_FORBIDDEN").await;
+
+    let mut res = server
+        .client
+        .put(&put_url)
+        .bearer_auth(ALICE)
+        .insert_header(("content-type", "text/plain"))
+        .send_body("arrived")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({})
+    );
+
+    let mut res = server
+        .client
+        .put(&put_url)
+        .bearer_auth(ALICE)
+        .send_body("again")
+        .await
+        .unwrap();
+    assert_error(&mut res, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
+
+    let mut res = server
+        .client
+        .get(server.download_url(&id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("content-disposition").unwrap(),
+        "inline; filename=later.txt"
+    );
+    assert_eq!(res.body().await.unwrap(), "arrived");
+
+    let mut res = server
+        .client
+        .put(server.url("/_matrix/media/v3/upload/localhost/neverCreated"))
+        .bearer_auth(ALICE)
+        .send_body("x")
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    let mut res = server
+        .client
+        .put(server.url("/_matrix/media/v3/upload/other.example/abc"))
+        .bearer_auth(ALICE)
+        .send_body("x")
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+}
+
+/// A download waiting on a pending id gets the bytes as soon as the upload lands.
+#[actix_web::test]
+async fn download_waits_for_upload() {
+    let server = TestServer::start().await;
+    let (id, _) = create(&server, ALICE).await;
+    let waiter = server
+        .client
+        .get(format!("{}?timeout_ms=10000", server.download_url(&id)))
+        .bearer_auth(ALICE)
+        .send();
+    let uploader = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let res = server
+            .client
+            .put(server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")))
+            .bearer_auth(ALICE)
+            .send_body("late bytes")
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        Instant::now()
+    };
+    let started = Instant::now();
+    let (res, _) = tokio::join!(waiter, uploader);
+    let mut res = res.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body().await.unwrap(), "late bytes");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered on upload, not on timeout"
+    );
+}
+
+/// Too many pending reservations: 429 with Retry-After and retry_after_ms.
+#[actix_web::test]
+async fn pending_limit() {
+    let server = TestServer::start_with(|c| c.media.max_pending_uploads = 2).await;
+    create(&server, ALICE).await;
+    create(&server, ALICE).await;
+    let mut res = server
+        .client
+        .post(server.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert!(res.headers().get("retry-after").is_some());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 3_600_000);
+    // Another user is not affected.
+    create(&server, BOB).await;
+}
+
+/// An expired reservation is gone: PUT and download both say 404.
+#[actix_web::test]
+async fn expired_reservation() {
+    let server = TestServer::start_with(|c| c.media.unused_expiry_secs = 1).await;
+    let (id, _) = create(&server, ALICE).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut res = server
+        .client
+        .get(server.download_url(&id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    let mut res = server
+        .client
+        .put(server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")))
+        .bearer_auth(ALICE)
+        .send_body("x")
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+}
+
+/// `/create` wants a JSON object (or nothing).
+#[actix_web::test]
+async fn create_rejects_non_json() {
+    let server = TestServer::start().await;
+    let mut res = server
+        .client
+        .post(server.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send_body("not json")
+        .await
+        .unwrap();
+    assert_error(&mut res, 400, "M_NOT_JSON").await;
+    let res = server
+        .client
+        .post(server.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// Two overlapping PUTs to one id: one wins, the other gets 409, the content is the winner's.
+#[actix_web::test]
+async fn concurrent_puts() {
+    let server = TestServer::start().await;
+    let (id, _) = create(&server, ALICE).await;
+    let url = server.url(&format!("/_matrix/media/v3/upload/localhost/{id}"));
+    let slow_body = futures_util::stream::unfold(0, |n| async move {
+        if n == 5 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"slow-")),
+            n + 1,
+        ))
+    });
+    let first = server
+        .client
+        .put(&url)
+        .bearer_auth(ALICE)
+        .send_stream(slow_body);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        server
+            .client
+            .put(&url)
+            .bearer_auth(ALICE)
+            .send_body("fast")
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let (mut first, mut second) = (first.unwrap(), second.unwrap());
+    let winner = match (first.status().as_u16(), second.status().as_u16()) {
+        (200, 409) => {
+            assert_error(&mut second, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
+            "slow-slow-slow-slow-slow-"
+        }
+        (409, 200) => {
+            assert_error(&mut first, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
+            "fast"
+        }
+        other => panic!("expected one 200 and one 409, got {other:?}"),
+    };
+    let mut res = server
+        .client
+        .get(server.download_url(&id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.body().await.unwrap(), winner);
+}

@@ -1,0 +1,159 @@
+//! Test harness: start mxmedia in-process on a free loopback port, or as a child process.
+
+use std::{net::TcpListener, path::Path, time::Duration};
+
+use awc::Client;
+use mxmedia::config::{Config, FreeSpace};
+
+pub const ALICE: &str = "alice_token";
+pub const BOB: &str = "bob_token";
+
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        workers: 2,
+        ..Config::default()
+    };
+    config.store.min_free_space = FreeSpace::Bytes(0);
+    config
+        .auth
+        .static_tokens
+        .insert(ALICE.into(), "@alice:localhost".into());
+    config
+        .auth
+        .static_tokens
+        .insert(BOB.into(), "@bob:localhost".into());
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let running = mxmedia::start(config, listener).unwrap();
+        let handle = running.server.handle();
+        actix_web::rt::spawn(running.server);
+        Self {
+            base,
+            dir,
+            client: client(),
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Uploads `bytes` as alice and returns the media id.
+    pub async fn upload(&self, bytes: &[u8], content_type: &str, filename: Option<&str>) -> String {
+        let mut url = self.url("/_matrix/media/v3/upload");
+        if let Some(name) = filename {
+            url.push_str(&format!("?filename={}", urlencode(name)));
+        }
+        let mut res = self
+            .client
+            .post(url)
+            .bearer_auth(ALICE)
+            .insert_header(("content-type", content_type))
+            .send_body(bytes.to_vec())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        let uri = body["content_uri"].as_str().unwrap().to_owned();
+        uri.strip_prefix("mxc://localhost/")
+            .expect("mxc uri of our server")
+            .to_owned()
+    }
+
+    pub fn download_url(&self, id: &str) -> String {
+        self.url(&format!("/_matrix/client/v1/media/download/localhost/{id}"))
+    }
+
+    /// Files under the blob directory and the staging directory.
+    pub fn stored_files(&self) -> (usize, usize) {
+        (
+            count_files(&self.dir.path().join("blobs")),
+            count_files(&self.dir.path().join("tmp")),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .disable_redirects()
+        .finish()
+}
+
+pub fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub fn count_files(path: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// Reads a JSON error and checks its status and errcode.
+pub async fn assert_error<S>(res: &mut awc::ClientResponse<S>, status: u16, errcode: &str)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    assert_eq!(res.status(), status, "status");
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], errcode, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+}
+
+/// Deterministic bytes that do not compress or dedupe by accident.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! Integration tests: a real mxmedia on loopback with a temporary data dir, spoken to over HTTP.
+
+// Tests fail loudly by design: unwrap is the assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod async_upload;
+mod auth;
+mod common;
+mod download;
+mod process;
+mod upload;

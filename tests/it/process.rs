@@ -1,0 +1,200 @@
+//! The `mxmedia` binary as an admin runs it: start-up, restarts, `kill -9`, `check-config`.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::common::{ALICE, client, pseudo_random};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("MXMEDIA_DATA_DIR", dir)
+        .env("MXMEDIA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MXMEDIA_STORE__MIN_FREE_SPACE", "0")
+        .env("MXMEDIA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if static_tokens {
+        cmd.env(
+            "MXMEDIA_AUTH__STATIC_TOKENS",
+            format!("{{{ALICE}=\"@alice:localhost\"}}"),
+        );
+    }
+    let child = cmd.spawn().unwrap();
+    Proc {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(res) = client().get(format!("{base}/_mxmedia/health")).send().await
+            && res.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not come up");
+}
+
+async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
+    let mut res = client()
+        .post(format!("{base}/_matrix/media/v3/upload"))
+        .bearer_auth(token)
+        .send_body(bytes)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["content_uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn download(base: &str, token: &str, id: &str) -> (u16, Vec<u8>) {
+    let mut res = client()
+        .get(format!(
+            "{base}/_matrix/client/v1/media/download/localhost/{id}"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (
+        res.status().as_u16(),
+        res.body().limit(64 << 20).await.unwrap().to_vec(),
+    )
+}
+
+/// A 200 on upload means the media survives `kill -9` right after, small and large alike.
+#[actix_web::test]
+async fn upload_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut proc = spawn(dir.path(), port, true);
+    wait_ready(&proc.base).await;
+    let small = pseudo_random(10_000, 11);
+    let large = pseudo_random(5 * 1024 * 1024, 12);
+    let small_id = upload(&proc.base, ALICE, small.clone()).await;
+    let large_id = upload(&proc.base, ALICE, large.clone()).await;
+    proc.child.kill().unwrap(); // SIGKILL
+    proc.child.wait().unwrap();
+
+    let mut proc = spawn(dir.path(), port, true);
+    wait_ready(&proc.base).await;
+    assert_eq!(download(&proc.base, ALICE, &small_id).await, (200, small));
+    assert_eq!(download(&proc.base, ALICE, &large_id).await, (200, large));
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+}
+
+/// With no auth configured a dev token is printed, kept, and the same after a restart; a
+/// graceful stop (SIGTERM) exits 0; leftovers of interrupted uploads are cleaned at start.
+#[actix_web::test]
+async fn dev_token_and_restart() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut proc = spawn(dir.path(), port, false);
+    wait_ready(&proc.base).await;
+    let token = std::fs::read_to_string(dir.path().join("dev-token")).unwrap();
+    let id = upload(&proc.base, &token, b"kept across restarts".to_vec()).await;
+    nix_kill(&proc.child, "TERM");
+    let status = proc.child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let mut out = String::new();
+    proc.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains(&token), "token printed at start");
+    assert!(out.contains("curl"), "with a ready-to-paste upload command");
+
+    std::fs::write(dir.path().join("tmp/leftover-upload"), b"partial").unwrap();
+    let mut proc = spawn(dir.path(), port, false);
+    wait_ready(&proc.base).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dev-token")).unwrap(),
+        token
+    );
+    assert_eq!(
+        download(&proc.base, &token, &id).await,
+        (200, b"kept across restarts".to_vec())
+    );
+    assert!(!dir.path().join("tmp/leftover-upload").exists());
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+}
+
+fn nix_kill(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `check-config` validates and masks secrets; a bad value names the variable and exits 1.
+#[test]
+fn check_config_and_version() {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_clear()
+        .env(
+            "MXMEDIA_AUTH__STATIC_TOKENS",
+            "{topsecret=\"@bot:localhost\"}",
+        )
+        .env("MXMEDIA_SERVER_NAME", "example.org")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("example.org") && stdout.contains("@bot:localhost"));
+    assert!(!stdout.contains("topsecret"));
+
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_clear()
+        .env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "huge")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("MAX_UPLOAD_SIZE"), "{stderr}");
+
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(env!("CARGO_PKG_VERSION"))
+    );
+}
