@@ -14,9 +14,13 @@ use mxmedia::{
 };
 
 fn du(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
     if meta.is_dir() {
-        std::fs::read_dir(path).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
+        std::fs::read_dir(path)
+            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+            .unwrap_or(0)
     } else {
         use std::os::unix::fs::MetadataExt as _;
         meta.blocks() * 512
@@ -28,7 +32,10 @@ fn main() -> anyhow::Result<()> {
     let inline_max: u64 = args.get(1).map_or(Ok(256 * 1024), |s| s.parse())?;
     let total_mib: u64 = args.get(2).map_or(Ok(1024), |s| s.parse())?;
     let dir = tempfile::tempdir_in(".")?;
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.store.inline_blob_max = bytesize::ByteSize::b(inline_max);
     let store = Store::open(&config)?;
     let server = ServerName::parse("localhost").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -59,7 +66,10 @@ fn main() -> anyhow::Result<()> {
             staging.write(&buf[..n])?;
             left -= n;
         }
-        let key = MediaKey { server_name: server.clone(), media_id: MediaId::generate() };
+        let key = MediaKey {
+            server_name: server.clone(),
+            media_id: MediaId::generate(),
+        };
         let upload = Upload {
             content_type: "application/octet-stream".into(),
             filename: None,
@@ -67,7 +77,9 @@ fn main() -> anyhow::Result<()> {
             created_at: 0,
             expect: Expect::Absent,
         };
-        store.commit_upload(&key, staging.finish()?, upload).map_err(|e| anyhow::anyhow!("{e}"))?;
+        store
+            .commit_upload(&key, staging.finish()?, upload)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         media_bytes += len as u64;
         keys.push((key, len as u64));
     }
@@ -83,12 +95,18 @@ fn main() -> anyhow::Result<()> {
             (sled + files) as f64 / media as f64
         );
     };
-    println!("inline_blob_max = {inline_max} bytes, {} files, stored in {:.1?}", keys.len(), started.elapsed());
+    println!(
+        "inline_blob_max = {inline_max} bytes, {} files, stored in {:.1?}",
+        keys.len(),
+        started.elapsed()
+    );
     report("after store + flush", media_bytes);
     let mut remaining = media_bytes;
     for (i, (key, len)) in keys.iter().enumerate() {
         if i % 2 == 0 {
-            store.delete_media(key).map_err(|e| anyhow::anyhow!("{e}"))?;
+            store
+                .delete_media(key)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             remaining -= len;
         }
     }

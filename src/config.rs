@@ -81,6 +81,9 @@ pub struct StoreConfig {
     /// Blobs up to this size live inside sled; larger ones are content-addressed files under
     /// `data_dir/blobs`. Default 256 KiB (see the README's storage section for why).
     pub inline_blob_max: ByteSize,
+    /// Memory for caching small blobs (those kept in sled) in front of the store, so hot media
+    /// is served without touching the database. 0 turns it off. Default 32 MiB.
+    pub memory_cache: ByteSize,
 }
 
 /// A free-space floor: an absolute size or a percentage of the file system.
@@ -115,6 +118,7 @@ impl Default for Config {
                 cache_capacity: ByteSize::mib(32),
                 min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
                 inline_blob_max: ByteSize::kib(256),
+                memory_cache: ByteSize::mib(32),
             },
         }
     }

@@ -33,68 +33,58 @@ const LEGACY_MEDIA: &[&str] = &[
 ];
 
 pub fn configure(cfg: &mut ServiceConfig) {
+    // Scopes keep routing cheap: a request is matched against the few resources under its
+    // prefix instead of every pattern in the table.
     cfg.app_data(extract::query_config())
-        .app_data(extract::path_config())
         .service(resource("/_mxmedia/health").route(web::get().to(client::health)));
     for prefix in CLIENT_MEDIA {
         cfg.service(
-            resource(&format!("{prefix}/config")).route(web::get().to(client::get_media_config)),
-        )
-        .service(downloads(
-            &format!("{prefix}/download/{{server_name}}/{{media_id}}"),
-            client::get_content,
-        ))
-        .service(downloads(
-            &format!("{prefix}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
-            client::get_content_as_filename,
-        ));
+            scope(prefix)
+                .service(downloads(client::get_content))
+                .service(resource("/config").route(web::get().to(client::get_media_config))),
+        );
     }
     for prefix in LEGACY_MEDIA {
-        cfg.service(
-            resource(&format!("{prefix}/upload")).route(web::post().to(upload::create_content)),
-        )
-        .service(
-            resource(&format!("{prefix}/upload/{{server_name}}/{{media_id}}"))
-                .route(web::put().to(upload::upload_content)),
-        )
-        .service(
-            resource(&format!("{prefix}/config")).route(web::get().to(client::get_media_config)),
-        )
-        .service(downloads(
-            &format!("{prefix}/download/{{server_name}}/{{media_id}}"),
-            client::get_content_legacy,
-        ))
-        .service(downloads(
-            &format!("{prefix}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
-            client::get_content_as_filename_legacy,
-        ));
-    }
-    for path in [
-        "/_matrix/media/v1/create",
-        "/_matrix/media/unstable/fi.mau.msc2246/create",
-    ] {
-        cfg.service(resource(path).route(web::post().to(upload::create_mxc_uri)));
+        let mut legacy = scope(prefix)
+            .service(downloads(client::get_content_legacy))
+            .service(resource("/upload").route(web::post().to(upload::create_content)))
+            .service(
+                resource("/upload/{server_name}/{media_id}")
+                    .route(web::put().to(upload::upload_content)),
+            )
+            .service(resource("/config").route(web::get().to(client::get_media_config)));
+        if *prefix == "/_matrix/media/v1" {
+            legacy =
+                legacy.service(resource("/create").route(web::post().to(upload::create_mxc_uri)));
+        }
+        cfg.service(legacy);
     }
     cfg.service(
-        resource("/_matrix/media/unstable/fi.mau.msc2246/upload/{server_name}/{media_id}")
-            .route(web::put().to(upload::upload_content)),
+        scope("/_matrix/media/unstable/fi.mau.msc2246")
+            .service(resource("/create").route(web::post().to(upload::create_mxc_uri)))
+            .service(
+                resource("/upload/{server_name}/{media_id}")
+                    .route(web::put().to(upload::upload_content)),
+            ),
     );
+}
+
+fn scope(prefix: &str) -> actix_web::Scope {
+    web::scope(prefix).default_service(web::to(unrecognized))
 }
 
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-/// A download resource: GET and HEAD share the handler.
-fn downloads<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// The download scope: `MediaPath` parses the rest of the path and checks the method.
+fn downloads<F, Args>(handler: F) -> actix_web::Scope
 where
-    F: actix_web::Handler<Args> + Clone,
+    F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    resource(path)
-        .route(web::get().to(handler.clone()))
-        .route(web::head().to(handler))
+    web::scope("/download").default_service(web::to(handler))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, Error> {

@@ -1,6 +1,7 @@
 //! The media service: the one place that decides what an upload, a reservation or a download
 //! does. Handlers call it with validated input; it calls the store. It never sees HTTP.
 
+pub mod cache;
 pub mod id;
 pub mod meta;
 
@@ -15,6 +16,7 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::{sync::Notify, time::Instant};
 
 use self::{
+    cache::MediaCache,
     id::{MediaId, MediaKey, ServerName},
     meta::{Content, MediaMeta, MediaState},
 };
@@ -45,6 +47,7 @@ pub struct MediaService {
     uploaded: Notify,
     /// Ids with an upload in flight: a second concurrent PUT loses at once with 409.
     uploading: Mutex<HashSet<MediaKey>>,
+    cache: MediaCache,
 }
 
 impl MediaService {
@@ -59,6 +62,7 @@ impl MediaService {
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
             uploaded: Notify::new(),
             uploading: Mutex::new(HashSet::new()),
+            cache: MediaCache::new(config.store.memory_cache.as_u64()),
         })
     }
 
@@ -291,6 +295,9 @@ impl MediaService {
 
     /// The content of local media, waiting up to `timeout` for an async upload to arrive.
     pub async fn content(&self, key: &MediaKey, timeout: Option<Duration>) -> Result<Content> {
+        if let Some(content) = self.cache.content(key) {
+            return Ok(content);
+        }
         let timeout = timeout
             .unwrap_or(Duration::from_secs(20))
             .min(self.max_timeout);
@@ -306,7 +313,10 @@ impl MediaService {
                 Some(MediaMeta {
                     state: MediaState::Complete(content),
                     ..
-                }) => return Ok(content),
+                }) => {
+                    self.cache.put_content(key.clone(), content.clone());
+                    return Ok(content);
+                }
                 Some(MediaMeta {
                     state: MediaState::Pending { unused_expires_at },
                     ..
@@ -324,8 +334,15 @@ impl MediaService {
     }
 
     pub async fn open(&self, content: &Content) -> Result<BlobReader> {
+        if let Some(bytes) = self.cache.blob(&content.sha256) {
+            return Ok(BlobReader::Inline(bytes));
+        }
         let sha256 = content.sha256.clone();
-        self.store.blocking(move |s| s.open_blob(&sha256)).await
+        let reader = self.store.blocking(move |s| s.open_blob(&sha256)).await?;
+        if let BlobReader::Inline(bytes) = &reader {
+            self.cache.put_blob(&content.sha256, bytes.clone());
+        }
+        Ok(reader)
     }
 
     /// Deletes expired reservations; run periodically.

@@ -18,64 +18,26 @@ pub struct DownloadQuery {
     allow_remote: Option<String>,
 }
 
-/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]`
 pub async fn get_content(
     req: HttpRequest,
+    path: MediaPath,
     state: web::Data<AppState>,
     _user: AuthedUser,
-    path: web::Path<MediaPath>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    serve(&req, &state, &path, &query, None, Caching::Private).await
+    serve(&req, &state, &path, &query, Caching::Private).await
 }
 
-/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
-pub async fn get_content_as_filename(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    _user: AuthedUser,
-    path: web::Path<MediaPath>,
-    query: web::Query<DownloadQuery>,
-) -> Result<HttpResponse, Error> {
-    serve(
-        &req,
-        &state,
-        &path,
-        &query,
-        path.file_name(),
-        Caching::Private,
-    )
-    .await
-}
-
-/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (deprecated, unauthenticated)
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}[/{fileName}]` (deprecated)
 pub async fn get_content_legacy(
     req: HttpRequest,
+    path: MediaPath,
     state: web::Data<AppState>,
-    path: web::Path<MediaPath>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
     legacy_allowed(&state, &query)?;
-    serve(&req, &state, &path, &query, None, Caching::Public).await
-}
-
-/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}` (deprecated)
-pub async fn get_content_as_filename_legacy(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<MediaPath>,
-    query: web::Query<DownloadQuery>,
-) -> Result<HttpResponse, Error> {
-    legacy_allowed(&state, &query)?;
-    serve(
-        &req,
-        &state,
-        &path,
-        &query,
-        path.file_name(),
-        Caching::Public,
-    )
-    .await
+    serve(&req, &state, &path, &query, Caching::Public).await
 }
 
 /// The legacy endpoints are frozen (Matrix v1.12): media is served there only when the admin
@@ -94,7 +56,6 @@ async fn serve(
     state: &AppState,
     path: &MediaPath,
     query: &DownloadQuery,
-    file_name: Option<&str>,
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     let key = path.key()?;
@@ -112,7 +73,7 @@ async fn serve(
     } else {
         "attachment"
     };
-    let name = file_name.or(content.filename.as_deref());
+    let name = path.file_name().or(content.filename.as_deref());
     media_response(req, &content, reader, disposition, name, caching)
 }
 

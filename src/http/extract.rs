@@ -3,7 +3,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::Method, web};
 use serde::Deserialize;
 
 use crate::{
@@ -91,12 +91,14 @@ fn access_token(
     }
 }
 
-/// `{serverName}/{mediaId}` from the path, validated.
-#[derive(Deserialize)]
+/// `{serverName}/{mediaId}[/{fileName}]` from the path, validated.
+///
+/// Download routes are scopes whose remaining path is parsed here rather than by the router's
+/// patterns: downloads are the hottest path and the router matches patterns with regexes.
+/// Only `GET` and `HEAD` reach a download, so the method is checked here too, before auth.
 pub struct MediaPath {
     server_name: String,
     media_id: String,
-    #[serde(default)]
     file_name: Option<String>,
 }
 
@@ -111,16 +113,61 @@ impl MediaPath {
     pub fn file_name(&self) -> Option<&str> {
         self.file_name.as_deref()
     }
+
+    fn from_request_sync(req: &HttpRequest) -> Result<Self, Error> {
+        let info = req.match_info();
+        if let (Some(server_name), Some(media_id)) = (info.get("server_name"), info.get("media_id"))
+        {
+            return Ok(Self {
+                server_name: server_name.to_owned(),
+                media_id: media_id.to_owned(),
+                file_name: None,
+            });
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(Error::MethodNotAllowed);
+        }
+        let mut segments = info
+            .unprocessed()
+            .trim_start_matches('/')
+            .split('/')
+            .map(decode_segment);
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some(server_name), Some(media_id), file_name, None) => Ok(Self {
+                server_name: server_name?,
+                media_id: media_id?,
+                file_name: file_name.transpose()?.filter(|n| !n.is_empty()),
+            }),
+            _ => Err(Error::Unrecognized),
+        }
+    }
+}
+
+fn decode_segment(raw: &str) -> Result<String, Error> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::NotFound)
+}
+
+impl FromRequest for MediaPath {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Self::from_request_sync(req))
+    }
 }
 
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _| {
         Error::InvalidParam(format!("Invalid query parameter: {err}")).into()
     })
-}
-
-pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_, _| Error::NotFound.into())
 }
 
 /// A query parameter that must be a boolean (`true`/`false`), as the spec's booleans are.

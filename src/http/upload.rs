@@ -51,7 +51,7 @@ pub async fn upload_content(
     req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthedUser,
-    path: web::Path<MediaPath>,
+    path: MediaPath,
     query: web::Query<UploadQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {

@@ -204,6 +204,13 @@ async fn bad_and_unknown_paths() {
     assert_error(&mut res, 405, "M_UNRECOGNIZED").await;
     let mut res = server
         .client
+        .post(server.url("/_matrix/client/v1/media/download/localhost/abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 405, "M_UNRECOGNIZED").await;
+    let mut res = server
+        .client
         .delete(server.url("/_matrix/media/v3/upload"))
         .bearer_auth(ALICE)
         .send()
