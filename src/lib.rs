@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod singleflight;
 pub mod state;
 pub mod store;
 

@@ -1,0 +1,157 @@
+//! Single flight: concurrent requests for the same key share one piece of work.
+//!
+//! The first caller for a key starts the work in a spawned task (so a caller that goes away does
+//! not cancel it for the others); every caller for that key until the work finishes awaits the
+//! same result. The task removes its entry when done, so a later caller starts afresh, and is
+//! expected to find the result in the store by then. Used for thumbnails, remote media and URL
+//! previews alike.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::Hash,
+    sync::{Arc, Mutex},
+};
+
+use futures_util::{
+    FutureExt as _,
+    future::{BoxFuture, Shared},
+};
+
+type Flight<V> = Shared<BoxFuture<'static, Result<V, Lost>>>;
+
+/// The work task ended without a value (it panicked or the runtime is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost;
+
+pub struct SingleFlight<K, V> {
+    inflight: Arc<Mutex<HashMap<K, Flight<V>>>>,
+}
+
+impl<K, V> Default for SingleFlight<K, V> {
+    fn default() -> Self {
+        Self {
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<K, V> SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Runs `work` for `key` unless it is already running; either way returns its result.
+    /// The flag is true for the caller whose call started the work.
+    pub async fn run<F, Fut>(&self, key: K, work: F) -> (Result<V, Lost>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let (flight, leader) = {
+            let Ok(mut map) = self.inflight.lock() else {
+                return (Err(Lost), false);
+            };
+            if let Some(flight) = map.get(&key) {
+                (flight.clone(), false)
+            } else {
+                let inflight = Arc::clone(&self.inflight);
+                let task_key = key.clone();
+                let fut = work();
+                let handle = tokio::spawn(async move {
+                    let value = fut.await;
+                    if let Ok(mut map) = inflight.lock() {
+                        map.remove(&task_key);
+                    }
+                    value
+                });
+                let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
+                    .boxed()
+                    .shared();
+                map.insert(key, flight.clone());
+                (flight, true)
+            }
+        };
+        (flight.await, leader)
+    }
+
+    /// Keys with work in progress.
+    pub fn len(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use super::SingleFlight;
+
+    /// Fifty concurrent callers for one key cause one piece of work and all get its result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_run() {
+        let flights = Arc::new(SingleFlight::<&'static str, u32>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (flights, runs) = (flights.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                flights
+                    .run("k", || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        42
+                    })
+                    .await
+            }));
+        }
+        let mut leaders = 0;
+        for task in tasks {
+            let (value, leader) = task.await.unwrap();
+            assert_eq!(value, Ok(42));
+            leaders += usize::from(leader);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(leaders, 1);
+        assert!(flights.is_empty(), "entry removed when done");
+    }
+
+    /// A caller that gives up does not cancel the work for the others.
+    #[tokio::test]
+    async fn cancelled_leader_does_not_cancel_work() {
+        let flights = Arc::new(SingleFlight::<u8, u8>::default());
+        let leader = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run(1, || async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        7
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        let (value, started) = flights.run(1, || async { 0 }).await;
+        assert_eq!((value, started), (Ok(7), false));
+    }
+
+    /// Once finished, the next call for the key runs the work again.
+    #[tokio::test]
+    async fn finished_work_is_not_reused() {
+        let flights = SingleFlight::<u8, u8>::default();
+        assert_eq!(flights.run(1, || async { 1 }).await, (Ok(1), true));
+        assert_eq!(flights.run(1, || async { 2 }).await, (Ok(2), true));
+    }
+}
