@@ -91,10 +91,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
+        // Tell systemd (Type=notify) we are ready: the listener is bound and the store is open.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::debug!(error = %e, "sd_notify failed");
+        }
         let handle = running.server.handle();
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             handle.stop(true).await;
         });
         running.server.await?;
