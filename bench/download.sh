@@ -39,7 +39,7 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 # mxmedia, one worker on core 0.
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18080 MXMEDIA_WORKERS=1 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
-MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG=warn \
+MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG=info \
     taskset -c 0 "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/_mxmedia/health >/dev/null && break; sleep 0.1; done
 sleep 1

@@ -129,3 +129,28 @@ pub async fn cors(
     }
     Ok(res)
 }
+
+/// One line per request: method, path (never the query, which may hold an access token),
+/// status, response size and duration.
+pub async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let res = next.call(req).await?;
+    let bytes = match res.response().body().size() {
+        actix_web::body::BodySize::Sized(n) => n,
+        actix_web::body::BodySize::None | actix_web::body::BodySize::Stream => 0,
+    };
+    tracing::info!(
+        target: "mxmedia::access",
+        %method,
+        path,
+        status = res.status().as_u16(),
+        bytes,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    Ok(res)
+}

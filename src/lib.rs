@@ -69,6 +69,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
             .app_data(state.clone())
             .app_data(web::Data::new(WorkerState::new(tls.clone())))
             .wrap(middleware::from_fn(http::cors))
+            .wrap(middleware::from_fn(http::access_log))
             .configure(http::configure)
             .default_service(web::to(http::unrecognized))
     })

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
-            init_tracing();
+            let _log_guard = init_tracing();
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -55,17 +55,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr (journald picks them up) through a background writer, so a request never
+/// waits on a log write. The guard flushes what is buffered when `main` returns.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MXMEDIA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("MXMEDIA_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
+        .with_writer(writer);
+    match std::env::var("MXMEDIA_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("pretty") => builder.pretty().init(),
+        // Under systemd the journal adds its own timestamps and has no terminal for colours.
+        _ if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.without_time().with_ansi(false).init()
+        }
+        _ => builder.init(),
     }
+    guard
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -203,7 +203,7 @@ impl MediaService {
         }
         self.check_free_space(info.declared_len.unwrap_or(0))
             .await?;
-        let mut staging = self.store.stage()?;
+        let mut staging = self.store.blocking(Store::stage).await?;
         let mut buf = BytesMut::with_capacity(CHUNK_SIZE);
         let mut received: u64 = 0;
         loop {
