@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub media: MediaConfig,
     pub store: StoreConfig,
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +87,57 @@ pub struct StoreConfig {
     pub memory_cache: ByteSize,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Outgoing federation requests (server keys, remote media, `.well-known`) never go to these
+    /// address ranges, checked after DNS resolution. Default: loopback, private, link-local,
+    /// CGNAT, multicast, documentation and reserved ranges, and their IPv6 equivalents.
+    pub ip_range_denylist: Vec<ipnet::IpNet>,
+    /// Check remote servers' TLS certificates. Turn off only for closed test federations.
+    pub verify_tls: bool,
+    /// Extra trusted CA certificates (PEM), for private federations and tests.
+    pub ca_file: Option<PathBuf>,
+    /// DNS servers to ask (`ip:port`); empty = the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    /// Seconds to wait for a remote server to accept a connection. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Seconds a whole outgoing request may take, headers and body. Default 60.
+    pub request_timeout_secs: u64,
+}
+
+/// The ranges no outgoing request may reach unless the admin says otherwise.
+pub const DEFAULT_IP_RANGE_DENYLIST: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/32",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
 /// A free-space floor: an absolute size or a percentage of the file system.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FreeSpace {
@@ -119,6 +171,17 @@ impl Default for Config {
                 min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
                 inline_blob_max: ByteSize::kib(256),
                 memory_cache: ByteSize::mib(32),
+            },
+            federation: FederationConfig {
+                ip_range_denylist: DEFAULT_IP_RANGE_DENYLIST
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect(),
+                verify_tls: true,
+                ca_file: None,
+                nameservers: Vec::new(),
+                connect_timeout_secs: 10,
+                request_timeout_secs: 60,
             },
         }
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod media;
 pub mod singleflight;

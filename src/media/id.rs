@@ -61,6 +61,44 @@ impl ServerName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host part: an IP address (brackets removed) or a DNS name.
+    pub fn host(&self) -> Host {
+        let (host, _) = split_port(&self.0);
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) if host.starts_with('[') || ip.is_ipv4() => Host::Ip(ip),
+            _ => Host::Dns(host.to_owned()),
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        split_port(&self.0).1.and_then(|p| p.parse().ok())
+    }
+}
+
+/// The host of a server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(std::net::IpAddr),
+    Dns(String),
+}
+
+fn split_port(raw: &str) -> (&str, Option<&str>) {
+    if raw.starts_with('[') {
+        match raw.rsplit_once("]:") {
+            Some((host, port)) => (&raw[..host.len() + 1], Some(port)),
+            None => (raw, None),
+        }
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (raw, None),
+        }
+    }
 }
 
 pub fn is_valid_server_name(raw: &str) -> bool {
@@ -155,6 +193,23 @@ mod tests {
         ] {
             assert!(!is_valid_server_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn server_name_parts() {
+        use super::{Host, ServerName};
+        let parse = |s| ServerName::parse(s).unwrap();
+        assert_eq!(parse("example.org").host(), Host::Dns("example.org".into()));
+        assert_eq!(parse("example.org").port(), None);
+        assert_eq!(parse("example.org:8448").port(), Some(8448));
+        assert_eq!(
+            parse("1.2.3.4:99").host(),
+            Host::Ip("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(parse("[::1]:8448").host(), Host::Ip("::1".parse().unwrap()));
+        assert_eq!(parse("[::1]:8448").port(), Some(8448));
+        assert_eq!(parse("[::1]").port(), None);
+        assert_eq!(parse("999.1.1.1").host(), Host::Dns("999.1.1.1".into()));
     }
 
     /// Ids outside the charset, including traversal attempts, are refused.

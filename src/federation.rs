@@ -1,0 +1,264 @@
+//! Outgoing federation HTTP: the one client every request to another server goes through
+//! (server keys now, remote media later).
+//!
+//! It owns server discovery (`resolve`), TLS (`tls`) and the SSRF guard (`denylist`): every
+//! address connected to, whether from a server name, `.well-known` delegation or an SRV record,
+//! is checked against the denylist after DNS resolution, and the connection goes to exactly the
+//! address checked. Timeouts and size limits bound everything read from the network.
+
+pub mod denylist;
+pub mod resolve;
+pub mod tls;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix_tls::connect::{Resolve, Resolver};
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use hickory_resolver::{
+    TokioResolver,
+    config::{NameServerConfig, ResolverConfig},
+    net::runtime::TokioRuntimeProvider,
+};
+
+use self::{denylist::IpDenylist, resolve::Destination};
+use crate::config::FederationConfig;
+
+/// Largest JSON body read from a remote server (keys, `.well-known`).
+pub const MAX_JSON_BODY: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("destination address is not allowed")]
+    Denied,
+    #[error("could not resolve {0}")]
+    Dns(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("remote answered {status}")]
+    Status { status: u16, body: Bytes },
+    #[error("response too large")]
+    TooLarge,
+    #[error("bad response: {0}")]
+    BadResponse(String),
+}
+
+/// Shared by all workers: the parts of the client that are `Send`.
+#[derive(Clone)]
+pub struct Federation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    denylist: IpDenylist,
+    dns: TokioResolver,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// Addresses decided by discovery (SRV targets) for a (host, port) the URL names: the
+    /// connector uses them instead of resolving the host itself.
+    pinned: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
+    discovery: resolve::Cache,
+}
+
+impl Federation {
+    pub fn new(config: &FederationConfig) -> anyhow::Result<Self> {
+        let provider = TokioRuntimeProvider::default();
+        let dns = if config.nameservers.is_empty() {
+            TokioResolver::builder_tokio()?.build()?
+        } else {
+            let servers = config
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let mut ns = NameServerConfig::udp(addr.ip());
+                    for connection in &mut ns.connections {
+                        connection.port = addr.port();
+                    }
+                    ns
+                })
+                .collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+                .build()?
+        };
+        let tls = tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                denylist: IpDenylist::new(config.ip_range_denylist.clone()),
+                dns,
+                tls: Arc::new(tls),
+                connect_timeout: Duration::from_secs(config.connect_timeout_secs),
+                request_timeout: Duration::from_secs(config.request_timeout_secs),
+                pinned: Mutex::new(HashMap::new()),
+                discovery: resolve::Cache::default(),
+            }),
+        })
+    }
+
+    /// A client for the calling worker thread (awc clients are tied to their thread).
+    pub fn client(&self) -> awc::Client {
+        let tcp =
+            actix_tls::connect::Connector::new(Resolver::custom(GuardedResolver(self.clone())))
+                .service();
+        let connector = awc::Connector::new()
+            .connector(tcp)
+            .rustls_0_23(self.inner.tls.clone())
+            .timeout(self.inner.connect_timeout)
+            .handshake_timeout(self.inner.connect_timeout);
+        awc::Client::builder()
+            .connector(connector)
+            .timeout(self.inner.request_timeout)
+            .disable_redirects()
+            .add_default_header(("user-agent", concat!("mxmedia/", env!("CARGO_PKG_VERSION"))))
+            .finish()
+    }
+
+    pub fn denies(&self, ip: IpAddr) -> bool {
+        self.inner.denylist.denies(ip)
+    }
+
+    pub(crate) fn dns(&self) -> &TokioResolver {
+        &self.inner.dns
+    }
+
+    pub(crate) fn discovery_cache(&self) -> &resolve::Cache {
+        &self.inner.discovery
+    }
+
+    /// Remembers the addresses discovery chose for a URL's (host, port).
+    pub(crate) fn pin(&self, destination: &Destination) {
+        if let (Some(addrs), Ok(mut pinned)) = (&destination.addrs, self.inner.pinned.lock()) {
+            pinned.insert((destination.host.clone(), destination.port), addrs.clone());
+        }
+    }
+
+    /// Resolves `host` to the addresses that may be contacted; none allowed is an error.
+    pub(crate) async fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, FetchError> {
+        let pinned = self
+            .inner
+            .pinned
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(host.to_owned(), port)).cloned());
+        if let Some(addrs) = pinned {
+            return Ok(addrs);
+        }
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return if self.denies(ip) {
+                Err(FetchError::Denied)
+            } else {
+                Ok(vec![SocketAddr::new(ip, port)])
+            };
+        }
+        let lookup = self
+            .inner
+            .dns
+            .lookup_ip(host)
+            .await
+            .map_err(|_| FetchError::Dns(host.to_owned()))?;
+        let all: Vec<IpAddr> = lookup.iter().collect();
+        if all.is_empty() {
+            return Err(FetchError::Dns(host.to_owned()));
+        }
+        let allowed: Vec<SocketAddr> = all
+            .into_iter()
+            .filter(|ip| !self.denies(*ip))
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        if allowed.is_empty() {
+            Err(FetchError::Denied)
+        } else {
+            Ok(allowed)
+        }
+    }
+
+    /// GETs a URL, reading at most `limit` bytes of body. Non-2xx answers are errors that keep
+    /// the (bounded) body so callers can tell `M_UNRECOGNIZED` from `M_NOT_FOUND`.
+    pub async fn get_bytes(
+        &self,
+        client: &awc::Client,
+        url: &str,
+        headers: &[(&str, String)],
+        limit: usize,
+    ) -> Result<(awc::http::StatusCode, awc::http::header::HeaderMap, Bytes), FetchError> {
+        // The connector skips its resolver for IP literals, so they are checked here.
+        let uri: awc::http::Uri = url
+            .parse()
+            .map_err(|_| FetchError::BadResponse(format!("bad URL {url}")))?;
+        if let Some(ip) = uri.host().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        }) && self.denies(ip)
+        {
+            return Err(FetchError::Denied);
+        }
+        let mut request = client.get(uri);
+        for (name, value) in headers {
+            request = request.insert_header((*name, value.as_str()));
+        }
+        let mut response = request.send().await.map_err(send_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.body().limit(limit).await.map_err(|e| match e {
+            awc::error::PayloadError::Overflow => FetchError::TooLarge,
+            other => FetchError::Request(other.to_string()),
+        })?;
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        Ok((status, headers, body))
+    }
+}
+
+pub(crate) fn send_error(err: awc::error::SendRequestError) -> FetchError {
+    use awc::error::{ConnectError as AwcConnect, SendRequestError};
+    match err {
+        SendRequestError::Timeout | SendRequestError::Connect(AwcConnect::Timeout) => {
+            FetchError::Timeout
+        }
+        SendRequestError::Connect(AwcConnect::Resolver(e))
+            if e.to_string().contains("not allowed") =>
+        {
+            FetchError::Denied
+        }
+        other => FetchError::Request(other.to_string()),
+    }
+}
+
+/// The connector's resolver: discovery's pinned addresses, else DNS, always filtered.
+struct GuardedResolver(Federation);
+
+impl Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            self.0
+                .lookup(host, port)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        })
+    }
+}
