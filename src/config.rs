@@ -34,6 +34,14 @@ pub struct Config {
     pub media: MediaConfig,
     pub store: StoreConfig,
     pub federation: FederationConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address for the Prometheus `/metrics` listener, e.g. `127.0.0.1:9090`. Unset: off.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +191,7 @@ impl Default for Config {
                 connect_timeout_secs: 10,
                 request_timeout_secs: 60,
             },
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -144,11 +144,17 @@ pub async fn access_log(
         actix_web::body::BodySize::Sized(n) => n,
         actix_web::body::BodySize::None | actix_web::body::BodySize::Stream => 0,
     };
+    let endpoint = crate::metrics::endpoint(&path);
+    let status = res.status().as_u16();
+    metrics::counter!("mxmedia_http_requests_total", "endpoint" => endpoint, "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("mxmedia_http_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("mxmedia_http_response_bytes_total", "endpoint" => endpoint).increment(bytes);
     tracing::info!(
         target: "mxmedia::access",
         %method,
         path,
-        status = res.status().as_u16(),
+        status,
         bytes,
         ms = started.elapsed().as_secs_f64() * 1000.0,
     );

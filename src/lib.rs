@@ -7,6 +7,7 @@ pub mod error;
 pub mod federation;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod singleflight;
 pub mod state;
 pub mod store;
@@ -27,6 +28,8 @@ use crate::{
 /// A server bound and ready: await `server` to run it until shutdown.
 pub struct Running {
     pub server: actix_web::dev::Server,
+    /// The metrics listener, when configured; stop it with the main server.
+    pub metrics: Option<actix_web::dev::ServerHandle>,
     pub store: Store,
     pub dev_token: Option<String>,
 }
@@ -64,6 +67,10 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         auth,
     });
     spawn_expiry(state.clone());
+    let metrics = match state.config.metrics.listen {
+        Some(addr) => Some(metrics::serve(addr).context("starting the metrics listener")?),
+        None => None,
+    };
     let tls = Arc::new(client_tls());
     let server = HttpServer::new(move || {
         App::new()
@@ -81,6 +88,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     .run();
     Ok(Running {
         server,
+        metrics,
         store,
         dev_token,
     })
@@ -123,6 +131,10 @@ fn spawn_expiry(state: web::Data<AppState>) {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
+            if let Ok(size) = state.media.store().blocking(|s| s.size_on_disk()).await {
+                #[allow(clippy::cast_precision_loss)]
+                ::metrics::gauge!("mxmedia_store_db_bytes").set(size as f64);
+            }
             match state.media.expire_pending().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired unused async upload ids"),

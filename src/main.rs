@@ -104,10 +104,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "sd_notify failed");
         }
         let handle = running.server.handle();
+        let metrics = running.metrics.clone();
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            if let Some(metrics) = metrics {
+                metrics.stop(true).await;
+            }
             handle.stop(true).await;
         });
         running.server.await?;

@@ -247,6 +247,7 @@ impl MediaService {
             Expect::Absent => OwnedExpect::Absent,
             Expect::PendingFor { now_ms, .. } => OwnedExpect::Pending(now_ms),
         };
+        let bytes = received;
         self.store
             .blocking(move |s| {
                 let staged = staging.finish()?;
@@ -266,7 +267,10 @@ impl MediaService {
                 };
                 s.commit_upload(&key, staged, upload)
             })
-            .await
+            .await?;
+        metrics::counter!("mxmedia_uploads_total").increment(1);
+        metrics::counter!("mxmedia_upload_bytes_total").increment(bytes);
+        Ok(())
     }
 
     async fn check_free_space(&self, incoming: u64) -> Result<()> {

@@ -296,3 +296,43 @@ async fn legacy_download_is_frozen_by_default() {
         .unwrap();
     assert_error(&mut res, 400, "M_INVALID_PARAM").await;
 }
+
+/// Metrics are served on their own listener, never on the main one, and count requests.
+#[actix_web::test]
+async fn metrics_on_separate_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server =
+        TestServer::start_with(move |c| c.metrics.listen = Some(([127, 0, 0, 1], port).into()))
+            .await;
+    let id = server.upload(b"counted", "text/plain", None).await;
+    let res = server
+        .client
+        .get(server.download_url(&id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut res = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_UNRECOGNIZED").await;
+    let mut res = server
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("mxmedia_http_requests_total"), "{text}");
+    assert!(text.contains("endpoint=\"download\""), "{text}");
+    assert!(text.contains("mxmedia_upload_bytes_total"), "{text}");
+}
