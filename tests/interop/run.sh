@@ -22,8 +22,8 @@ VENV="$CACHE/venv"
 STARTED=$SECONDS
 
 TOKEN_CACHE_SECS=2
-MAX_UPLOAD_SIZE=$((20 * 1024 * 1024))   # mxmedia's limit, in bytes
-NGINX_MAX_BODY=20M                        # the same, in nginx units
+MAX_UPLOAD_SIZE=$((8 * 1024 * 1024))    # mxmedia's limit, in bytes
+NGINX_MAX_BODY=8M                         # the same, in nginx units (as the README says)
 
 WORK=""
 PROCS=()          # "name pid", in start order
@@ -79,7 +79,7 @@ on_exit() {
     fi
     if ((rc != 0 || failed != 0)); then
         if [[ -z "$SUMMARY" ]]; then
-            echo "FAIL setup: interrupted or failed during: $SETUP_STEP"
+            echo "FAIL setup: failed during: $SETUP_STEP"
             failed=1
         fi
         dump_logs
@@ -94,8 +94,8 @@ on_exit() {
     exit "$rc"
 }
 trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'SETUP_STEP="$SETUP_STEP (interrupted by SIGINT)"; exit 130' INT
+trap 'SETUP_STEP="$SETUP_STEP (interrupted by SIGTERM)"; exit 143' TERM
 
 start() {  # start NAME LOGFILE CMD...: run in the background, remember its PID
     local name=$1 log=$2
@@ -155,7 +155,7 @@ exec 9>"$CACHE/.lock"
 flock -w 900 9 || die "another run holds $CACHE/.lock"
 venv_ok() {
     [[ -f "$VENV/.interop-stamp" && "$(cat "$VENV/.interop-stamp")" == "$want_stamp" ]] &&
-        "$VENV/bin/python" -c 'import synapse.app.homeserver, nio, aiohttp' >/dev/null 2>&1
+        "$VENV/bin/python" -c 'import synapse, synapse.synapse_rust, nio, aiohttp, signedjson' >/dev/null 2>&1
 }
 if venv_ok; then
     say "reusing the cached venv"
@@ -404,6 +404,7 @@ cat >"$WORK/context.json" <<EOF
           "synapse_url": "http://$HS2_IP:8008", "shared_secret": "$(shared_secret hs2)"},
   "mxmedia_url": "http://$HS1_IP:8090",
   "mxmedia_upstream": "$HS1_IP:8090",
+  "mxmedia_data_dir": "$WORK/mxmedia/data",
   "token_cache_secs": $TOKEN_CACHE_SECS,
   "max_upload_size": $MAX_UPLOAD_SIZE,
   "ca_file": "$WORK/tls/ca.crt",
