@@ -517,6 +517,76 @@ async def unauthenticated_download_refused(ctx: Context) -> None:
 
 
 @scenario
+async def cors_preflight_without_token(ctx: Context) -> None:
+    """Web clients preflight every media request (it carries Authorization); through nginx the
+    preflight is answered without a token and allows the method and the Authorization header."""
+    hs = ctx.hs1
+    sn = quote(hs.server_name, safe="")
+    for method, path in (
+        ("POST", "/_matrix/media/v3/upload"),
+        ("POST", "/_matrix/media/v1/create"),
+        ("PUT", f"/_matrix/media/v3/upload/{sn}/someMediaId"),
+        ("GET", f"/_matrix/client/v1/media/download/{sn}/someMediaId"),
+        ("GET", "/_matrix/client/v1/media/config"),
+    ):
+        r = await ctx.request("OPTIONS", hs.base_url + path, headers={
+            "Origin": "https://client.example",
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization, content-type",
+        })
+        expect(r.status in (200, 204), f"preflight refused: {r.describe()}")
+        expect_eq(r.headers.get("Access-Control-Allow-Origin"), "*", f"Allow-Origin of OPTIONS {path}")
+        methods = [m.strip() for m in r.headers.get("Access-Control-Allow-Methods", "").split(",")]
+        expect(method in methods, f"OPTIONS {path} does not allow {method}: {methods}")
+        allowed = [h.strip().lower() for h in r.headers.get("Access-Control-Allow-Headers", "").split(",")]
+        expect("authorization" in allowed and "content-type" in allowed,
+               f"OPTIONS {path} does not allow Authorization and Content-Type: {allowed}")
+
+
+@scenario
+async def range_and_etag_through_nginx(ctx: Context) -> None:
+    """Players seek with Range and caches revalidate with ETag: through nginx, single ranges are
+    206 with the right bytes, unsatisfiable ones 416, If-None-Match 304, If-Range honoured."""
+    hs = ctx.hs1
+    _, token = await ctx.new_user(hs, "erin")
+    data = os.urandom(400 * 1024)
+    n = len(data)
+    mxc = await ctx.upload(hs, token, data, "video/mp4", "clip.mp4")
+    url = ctx.download_url(hs.base_url, mxc)
+
+    r = await ctx.request("GET", url, token=token)
+    expect_status(r, 200)
+    expect(r.body == data, "full download differs from the upload")
+    expect_media_headers(r.headers, "video download", "video/mp4", n, "inline", "clip.mp4")
+    etag = r.headers.get("ETag", "")
+    expect(re.fullmatch(r'"[^"]+"', etag) is not None, f"no strong ETag: {etag!r}")
+    expect_eq(r.headers.get("Accept-Ranges"), "bytes", "Accept-Ranges")
+
+    for spec, start, end in (("bytes=1000-1999", 1000, 1999), ("bytes=-500", n - 500, n - 1), (f"bytes={n - 10}-", n - 10, n - 1)):
+        r = await ctx.request("GET", url, token=token, headers={"Range": spec})
+        expect_status(r, 206)
+        expect_eq(r.headers.get("Content-Range"), f"bytes {start}-{end}/{n}", f"Content-Range for {spec}")
+        expect_eq(r.headers.get("Content-Length"), str(end - start + 1), f"Content-Length for {spec}")
+        expect(r.body == data[start:end + 1], f"bytes for {spec} differ")
+
+    r = await ctx.request("GET", url, token=token, headers={"Range": f"bytes={n}-"})
+    expect_status(r, 416)
+    expect_eq(r.headers.get("Content-Range"), f"bytes */{n}", "Content-Range of a 416")
+
+    r = await ctx.request("GET", url, token=token, headers={"If-None-Match": etag})
+    expect_status(r, 304)
+    expect_eq(r.body, b"", "body of a 304")
+    expect_eq(r.headers.get("ETag"), etag, "ETag of a 304")
+
+    r = await ctx.request("GET", url, token=token, headers={"Range": "bytes=0-9", "If-Range": etag})
+    expect_status(r, 206)
+    expect(r.body == data[:10], "If-Range with the current ETag: wrong bytes")
+    r = await ctx.request("GET", url, token=token, headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    expect_status(r, 200)
+    expect(r.body == data, "If-Range with a stale ETag must send the whole content")
+
+
+@scenario
 async def hs2_up_and_federating_with_hs1(ctx: Context) -> None:
     """The second homeserver answers through its nginx, and hs1 and hs2 federate over TLS on
     loopback (hs1 asks hs2 for a profile; hs2 fetches hs1's signing key to check the request)."""
