@@ -29,6 +29,7 @@ WORK=""
 PROCS=()          # "name pid", in start order
 SUMMARY=""        # "passed failed" once the scenarios ran
 SETUP_STEP="start"
+ADDED_POLICY=""   # a policy-rc.d this script put in place for apt-get, to remove
 
 say() { printf '[interop %4ds] %s\n' "$((SECONDS - STARTED))" "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
@@ -73,6 +74,7 @@ on_exit() {
     trap - EXIT INT TERM
     set +e
     stop_all
+    [[ -n "$ADDED_POLICY" ]] && rm -f "$ADDED_POLICY"
     local passed=0 failed=0
     if [[ -n "$SUMMARY" ]]; then
         read -r passed failed <<<"$SUMMARY"
@@ -126,7 +128,7 @@ wait_http() {  # wait_http NAME URL [harness options]: poll until it answers, or
 
 step "checking system packages"
 missing=()
-command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 PYTHON="${INTEROP_PYTHON:-python3}"
 command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
@@ -135,13 +137,13 @@ if ((${#missing[@]})); then
     say "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     # Keep the package scripts from starting a system-wide nginx: this suite runs its own.
-    added_policy=""
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        ADDED_POLICY=/usr/sbin/policy-rc.d   # removed by on_exit, whatever happens
     fi
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
         { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}"; }
-    [[ -n "$added_policy" ]] && rm -f /usr/sbin/policy-rc.d
+    if [[ -n "$ADDED_POLICY" ]]; then rm -f "$ADDED_POLICY"; ADDED_POLICY=""; fi
 fi
 command -v nginx >/dev/null 2>&1 || die "nginx is not installed"
 
@@ -419,14 +421,14 @@ scenarios_rc=$?
 set -e
 [[ -s "$WORK/results" ]] || die "scenarios.py ended without results (exit $scenarios_rc)"
 SUMMARY="$(cat "$WORK/results")"
-read -r _ failed <<<"$SUMMARY"
+read -r passed failed <<<"$SUMMARY"
 # Every server must have survived the scenarios.
 for entry in "${PROCS[@]}"; do
     read -r name pid <<<"$entry"
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "FAIL processes: $name (pid $pid) died during the scenarios"
-        SUMMARY="${SUMMARY% *} $((failed + 1))"
+        failed=$((failed + 1))
     fi
 done
-read -r _ failed <<<"$SUMMARY"
+SUMMARY="$passed $failed"
 ((failed == 0)) || exit 1
