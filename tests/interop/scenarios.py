@@ -1,0 +1,710 @@
+"""mxmedia interop scenarios: a real client library against mxmedia behind nginx, beside Synapse.
+
+run.sh sets everything up and calls `python scenarios.py CONTEXT.json`; the JSON says where
+everything listens. One async function per scenario, registered with @scenario, each
+independent of the others (its own users, its own media). To add a scenario (thumbnails,
+federation, URL previews…), write one more function here.
+
+Prints one `PASS name (time)` or `FAIL name (time): reason` line per scenario and writes the
+counts to the results file named in the context; run.sh prints the closing `N passed, M failed`.
+Select scenarios with INTEROP_SCENARIOS=name1,name2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import ssl
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote, unquote
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ContentRepositoryConfigResponse,
+    LoginResponse,
+    LogoutResponse,
+    MemoryDownloadResponse,
+    UploadResponse,
+)
+
+SCENARIO_TIMEOUT_SECS = 120
+
+
+class Failed(Exception):
+    """A check failed; the message says what was expected and what came back."""
+
+
+# --------------------------------------------------------------------------------------------
+# Context: where things are, and HTTP helpers.
+
+
+@dataclass
+class Homeserver:
+    name: str
+    server_name: str
+    base_url: str  # through nginx, https
+    synapse_url: str  # Synapse's own plain-http listener on loopback (admin API)
+    shared_secret: str
+
+
+@dataclass
+class Response:
+    method: str
+    url: str
+    status: int
+    headers: Any  # multidict.CIMultiDictProxy
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise Failed(f"{self.describe()}: body is not JSON") from None
+
+    def describe(self) -> str:
+        text = self.body[:300].decode("utf-8", "replace")
+        return f"{self.method} {self.url} -> {self.status} {text!r}"
+
+
+@dataclass
+class Context:
+    hs1: Homeserver
+    hs2: Homeserver
+    mxmedia_url: str  # mxmedia's own listener, bypassing nginx
+    mxmedia_upstream: str  # host:port nginx proxies media to, as nginx logs it
+    mxmedia_data_dir: Path
+    token_cache_secs: float
+    max_upload_size: int
+    ca_file: str
+    nginx_access_log: str
+    fixtures: Path
+    ssl: ssl.SSLContext = field(init=False)
+    session: aiohttp.ClientSession = field(init=False)
+
+    @classmethod
+    def load(cls, path: str) -> "Context":
+        raw = json.loads(Path(path).read_text())
+        return cls(
+            hs1=Homeserver(**raw["hs1"]),
+            hs2=Homeserver(**raw["hs2"]),
+            mxmedia_url=raw["mxmedia_url"],
+            mxmedia_upstream=raw["mxmedia_upstream"],
+            mxmedia_data_dir=Path(raw["mxmedia_data_dir"]),
+            token_cache_secs=float(raw["token_cache_secs"]),
+            max_upload_size=int(raw["max_upload_size"]),
+            ca_file=raw["ca_file"],
+            nginx_access_log=raw["nginx_access_log"],
+            fixtures=Path(raw["fixtures"]),
+        )
+
+    async def open(self) -> None:
+        self.ssl = ssl.create_default_context(cafile=self.ca_file)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl),
+            timeout=aiohttp.ClientTimeout(total=60),
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        body: bytes | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, url, data=body, headers=hdrs) as r:
+            data = await r.read()
+            return Response(method, url, r.status, r.headers, data)
+
+    # ---- homeserver accounts
+
+    async def register(self, hs: Homeserver, prefix: str, displayname: str | None = None) -> tuple[str, str]:
+        """Creates a user with Synapse's shared-secret registration (admin API, as
+        register_new_matrix_user does). Returns (user_id, password)."""
+        localpart = f"{prefix}-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(12)
+        url = f"{hs.synapse_url}/_synapse/admin/v1/register"
+        r = await self.request("GET", url)
+        expect_status(r, 200)
+        nonce = r.json()["nonce"]
+        mac = hmac.new(hs.shared_secret.encode(), digestmod=hashlib.sha1)
+        for part in (nonce, localpart, password, "notadmin"):
+            mac.update(part.encode())
+            if part != "notadmin":
+                mac.update(b"\x00")
+        body = {"nonce": nonce, "username": localpart, "password": password, "admin": False, "mac": mac.hexdigest()}
+        if displayname:
+            body["displayname"] = displayname
+        r = await self.request("POST", url, json_body=body)
+        expect_status(r, 200)
+        user_id = r.json()["user_id"]
+        expect_eq(user_id, f"@{localpart}:{hs.server_name}", "registered user id")
+        return user_id, password
+
+    async def login(self, hs: Homeserver, user_id: str, password: str) -> str:
+        """Password login through nginx; returns the access token."""
+        r = await self.request(
+            "POST",
+            f"{hs.base_url}/_matrix/client/v3/login",
+            json_body={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user_id},
+                "password": password,
+            },
+        )
+        expect_status(r, 200)
+        return r.json()["access_token"]
+
+    async def new_user(self, hs: Homeserver, prefix: str) -> tuple[str, str]:
+        user_id, password = await self.register(hs, prefix)
+        return user_id, await self.login(hs, user_id, password)
+
+    def nio_client(self, hs: Homeserver, user_id: str) -> "RecordingClient":
+        return RecordingClient(hs.base_url, user_id, ssl=self.ssl, config=AsyncClientConfig(max_timeouts=2))
+
+    # ---- media URLs
+
+    def download_url(self, base: str, mxc: str, file_name: str | None = None, prefix: str = "/_matrix/client/v1/media") -> str:
+        server_name, media_id = parse_mxc(mxc)
+        url = f"{base}{prefix}/download/{quote(server_name, safe='')}/{quote(media_id, safe='')}"
+        if file_name is not None:
+            url += "/" + quote(file_name, safe="")
+        return url
+
+    async def upload(self, hs: Homeserver, token: str, data: bytes, content_type: str, filename: str | None = None) -> str:
+        url = f"{hs.base_url}/_matrix/media/v3/upload"
+        if filename is not None:
+            url += "?filename=" + quote(filename, safe="")
+        r = await self.request("POST", url, token=token, body=data, headers={"Content-Type": content_type})
+        expect_status(r, 200)
+        return r.json()["content_uri"]
+
+    def nginx_log_lines(self, needle: str) -> list[str]:
+        with open(self.nginx_access_log, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n") for line in f if needle in line]
+
+
+class RecordingClient(AsyncClient):
+    """nio's AsyncClient, keeping the status and headers of every HTTP response it received,
+    so scenarios can check what the server really sent to the library."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exchanges: list[tuple[str, str, int, Any]] = []
+
+    async def send(self, method, path, data=None, headers=None, trace_context=None, timeout=None):
+        response = await super().send(method, path, data, headers, trace_context, timeout)
+        self.exchanges.append((method, path, response.status, response.headers))
+        return response
+
+    def last(self, method: str, path_prefix: str) -> tuple[int, Any]:
+        for m, p, status, headers in reversed(self.exchanges):
+            if m == method and p.startswith(path_prefix):
+                return status, headers
+        raise Failed(f"nio sent no {method} {path_prefix}…; it sent {[(m, p) for m, p, _, _ in self.exchanges]}")
+
+
+def parse_mxc(mxc: str) -> tuple[str, str]:
+    m = re.fullmatch(r"mxc://([^/]+)/([A-Za-z0-9_-]+)", mxc)
+    if not m:
+        raise Failed(f"not an mxc URI: {mxc!r}")
+    return m.group(1), m.group(2)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks.
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise Failed(message)
+
+
+def expect_eq(actual: Any, expected: Any, what: str) -> None:
+    if actual != expected:
+        raise Failed(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def expect_status(r: Response, status: int) -> None:
+    if r.status != status:
+        raise Failed(f"expected {status}: {r.describe()}")
+
+
+def expect_error(r: Response, status: int, errcode: str) -> None:
+    """A Matrix error: that status, a JSON body with that errcode and an `error` string."""
+    expect_status(r, status)
+    expect(
+        r.headers.get("Content-Type", "").startswith("application/json"),
+        f"error answer is not JSON ({r.headers.get('Content-Type')!r}): {r.describe()}",
+    )
+    body = r.json()
+    expect_eq(body.get("errcode"), errcode, f"errcode of {r.method} {r.url}")
+    expect(isinstance(body.get("error"), str), f"no `error` string: {r.describe()}")
+
+
+def disposition_filename(value: str) -> str | None:
+    """The file name in a Content-Disposition value (RFC 6266: `filename*` wins over `filename`,
+    which may be a token or a quoted string)."""
+    m = re.search(r"filename\*\s*=\s*utf-8''([^;\s]+)", value, re.IGNORECASE)
+    if m:
+        return unquote(m.group(1))
+    m = re.search(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', value, re.IGNORECASE)
+    if m:
+        return re.sub(r"\\(.)", r"\1", m.group(1)) if m.group(1) is not None else m.group(2)
+    return None
+
+
+def expect_media_headers(headers: Any, what: str, content_type: str, length: int, disposition: str, filename: str | None) -> None:
+    """The headers mxmedia puts on a download (see README, Endpoints). `content_type` is compared
+    without parameters (mxmedia adds `charset=UTF-8` to text types, as Synapse does)."""
+
+    def h(name: str) -> str | None:
+        return headers.get(name)
+
+    expect_eq((h("Content-Type") or "").split(";")[0].strip(), content_type, f"{what} Content-Type")
+    expect_eq(h("Content-Length"), str(length), f"{what} Content-Length")
+    cd = h("Content-Disposition") or ""
+    expect_eq(cd.split(";")[0].strip(), disposition, f"{what} Content-Disposition type ({cd!r})")
+    if filename is not None:
+        expect_eq(disposition_filename(cd), filename, f"{what} Content-Disposition file name ({cd!r})")
+    csp = h("Content-Security-Policy") or ""
+    expect(csp.startswith("sandbox"), f"{what} Content-Security-Policy {csp!r} does not start with sandbox")
+    expect_eq(h("Cross-Origin-Resource-Policy"), "cross-origin", f"{what} Cross-Origin-Resource-Policy")
+    expect_eq(h("X-Content-Type-Options"), "nosniff", f"{what} X-Content-Type-Options")
+    expect_eq(h("Access-Control-Allow-Origin"), "*", f"{what} Access-Control-Allow-Origin")
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios.
+
+Scenario = Callable[[Context], Awaitable[None]]
+SCENARIOS: list[Scenario] = []
+
+
+def scenario(fn: Scenario) -> Scenario:
+    SCENARIOS.append(fn)
+    return fn
+
+
+@scenario
+async def nio_upload_download_config(ctx: Context) -> None:
+    """matrix-nio logs in through nginx, uploads a JPEG, downloads it (authenticated v1 endpoint),
+    reads the media config; mxmedia (not Synapse) answered all three."""
+    hs = ctx.hs1
+    user_id, password = await ctx.register(hs, "nio")
+    photo = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    client = ctx.nio_client(hs, user_id)
+    try:
+        login = await client.login(password, device_name="interop")
+        expect(isinstance(login, LoginResponse), f"nio login failed: {login}")
+
+        with open(ctx.fixtures / "photo_640x480.jpg", "rb") as f:
+            uploaded, keys = await client.upload(f, content_type="image/jpeg", filename="photo_640x480.jpg", filesize=len(photo))
+        expect(isinstance(uploaded, UploadResponse), f"nio upload failed: {uploaded}")
+        expect(keys is None, "nio encrypted an upload it was not asked to encrypt")
+        mxc = uploaded.content_uri
+        server_name, media_id = parse_mxc(mxc)
+        expect_eq(server_name, hs.server_name, "server name in the content URI")
+        status, _ = client.last("POST", "/_matrix/media/v3/upload")
+        expect_eq(status, 200, "status of nio's upload")
+
+        downloaded = await client.download(mxc)
+        expect(isinstance(downloaded, MemoryDownloadResponse), f"nio download failed: {downloaded}")
+        expect(downloaded.body == photo, f"downloaded {len(downloaded.body)} bytes differ from the {len(photo)} uploaded")
+        expect_eq(downloaded.content_type, "image/jpeg", "content type nio saw")
+        expect_eq(downloaded.filename, "photo_640x480.jpg", "file name nio saw")
+        status, headers = client.last("GET", "/_matrix/client/v1/media/download/")
+        expect_eq(status, 200, "status of nio's download (authenticated v1 endpoint)")
+        expect_media_headers(headers, "nio download", "image/jpeg", len(photo), "inline", "photo_640x480.jpg")
+
+        config = await client.content_repository_config()
+        expect(isinstance(config, ContentRepositoryConfigResponse), f"nio media config failed: {config}")
+        expect_eq(config.upload_size, ctx.max_upload_size, "m.upload.size")
+        status, _ = client.last("GET", "/_matrix/client/v1/media/config")
+        expect_eq(status, 200, "status of nio's media config")
+
+        # A file name outside ASCII, with spaces, survives nio -> nginx -> mxmedia -> nio.
+        fancy = "été à la plage 📷.jpg"
+        with open(ctx.fixtures / "photo_640x480.jpg", "rb") as f:
+            uploaded2, _ = await client.upload(f, content_type="image/jpeg", filename=fancy, filesize=len(photo))
+        expect(isinstance(uploaded2, UploadResponse), f"nio upload with a non-ASCII file name failed: {uploaded2}")
+        downloaded2 = await client.download(uploaded2.content_uri)
+        expect(isinstance(downloaded2, MemoryDownloadResponse), f"nio download failed: {downloaded2}")
+        expect(downloaded2.body == photo, "bytes differ for the upload with a non-ASCII file name")
+        expect_eq(downloaded2.filename, fancy, "non-ASCII file name nio saw")
+
+        # The same request by hand, with a file name in the path: mxmedia's headers again.
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc, "renamed.jpg"), token=client.access_token)
+        expect_status(r, 200)
+        expect(r.body == photo, "bytes differ when downloading with a file name")
+        expect_media_headers(r.headers, "download with file name", "image/jpeg", len(photo), "inline", "renamed.jpg")
+
+        # Who answered: nginx logged mxmedia as the upstream of each media request, mxmedia itself
+        # has the bytes, and Synapse's own listener does not know the media.
+        for needle in ("POST /_matrix/media/v3/upload", f"GET /_matrix/client/v1/media/download/{server_name}/{media_id}", "GET /_matrix/client/v1/media/config"):
+            lines = ctx.nginx_log_lines(needle)
+            expect(lines, f"nginx logged no request matching {needle!r}")
+            expect(all(f"upstream={ctx.mxmedia_upstream} " in line for line in lines),
+                   f"nginx sent {needle!r} elsewhere than mxmedia ({ctx.mxmedia_upstream}): {lines}")
+        r = await ctx.request("GET", ctx.download_url(ctx.mxmedia_url, mxc), token=client.access_token)
+        expect_status(r, 200)
+        expect(r.body == photo, "mxmedia's own listener serves different bytes")
+        r = await ctx.request("GET", ctx.download_url(hs.synapse_url, mxc), token=client.access_token)
+        expect(r.status == 404, f"Synapse's own listener should not have the media: {r.describe()}")
+    finally:
+        await client.close()
+
+
+@scenario
+async def async_upload_with_homeserver_token(ctx: Context) -> None:
+    """Async upload through nginx with real Synapse tokens: create, download waiting on the upload,
+    PUT, download; another user of the homeserver cannot PUT to the id; no second PUT."""
+    hs = ctx.hs1
+    alice, alice_token = await ctx.new_user(hs, "alice")
+    bob, bob_token = await ctx.new_user(hs, "bob")
+    png = (ctx.fixtures / "tiny_64x64.png").read_bytes()
+
+    before_ms = int(time.time() * 1000)
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/media/v1/create", token=alice_token, json_body={})
+    expect_status(r, 200)
+    created = r.json()
+    mxc = created["content_uri"]
+    server_name, media_id = parse_mxc(mxc)
+    expect_eq(server_name, hs.server_name, "server name in the created URI")
+    expect(isinstance(created.get("unused_expires_at"), int) and created["unused_expires_at"] > before_ms,
+           f"unused_expires_at is not a future timestamp in ms: {created}")
+
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc) + "?timeout_ms=200", token=bob_token)
+    expect_error(r, 504, "M_NOT_YET_UPLOADED")
+
+    put_url = f"{hs.base_url}/_matrix/media/v3/upload/{quote(server_name, safe='')}/{media_id}?filename=tiny.png"
+    r = await ctx.request("PUT", put_url, token=bob_token, body=png, headers={"Content-Type": "image/png"})
+    expect_error(r, 403, "M_FORBIDDEN")
+
+    # A download that starts before the content exists, answered once alice's PUT lands.
+    waiting = asyncio.create_task(ctx.request("GET", ctx.download_url(hs.base_url, mxc) + "?timeout_ms=20000", token=bob_token))
+    await asyncio.sleep(0.3)
+    expect(not waiting.done(), f"download did not wait for the upload: {waiting.done() and waiting.result().describe()}")
+    r = await ctx.request("PUT", put_url, token=alice_token, body=png, headers={"Content-Type": "image/png"})
+    expect_status(r, 200)
+    expect_eq(r.json(), {}, "PUT answer")
+    r = await asyncio.wait_for(waiting, 30)
+    expect_status(r, 200)
+    expect(r.body == png, "long-polled download bytes differ from the upload")
+    expect_media_headers(r.headers, "long-polled download", "image/png", len(png), "inline", "tiny.png")
+
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=alice_token)
+    expect_status(r, 200)
+    expect(r.body == png, "download bytes differ from the upload")
+
+    r = await ctx.request("PUT", put_url, token=alice_token, body=b"again", headers={"Content-Type": "text/plain"})
+    expect_error(r, 409, "M_CANNOT_OVERWRITE_MEDIA")
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=bob_token)
+    expect(r.status == 200 and r.body == png, f"content changed after a refused overwrite: {r.describe()}")
+
+
+@scenario
+async def logged_out_token_refused_after_cache_ttl(ctx: Context) -> None:
+    """After a nio logout at the homeserver, once mxmedia's token cache TTL has passed, the old
+    token is 401 M_UNKNOWN_TOKEN for download and upload."""
+    hs = ctx.hs1
+    user_id, password = await ctx.register(hs, "carol")
+    client = ctx.nio_client(hs, user_id)
+    try:
+        login = await client.login(password)
+        expect(isinstance(login, LoginResponse), f"nio login failed: {login}")
+        token = client.access_token
+        mxc = await ctx.upload(hs, token, b"logout scenario\n", "text/plain", "note.txt")
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=token)
+        expect_status(r, 200)  # the token is now in mxmedia's cache
+        expect_media_headers(r.headers, "text download", "text/plain", 16, "inline", "note.txt")
+
+        logout = await client.logout()
+        expect(isinstance(logout, LogoutResponse), f"nio logout failed: {logout}")
+        logged_out_at = time.monotonic()
+        r = await ctx.request("GET", f"{hs.synapse_url}/_matrix/client/v3/account/whoami", token=token)
+        expect_error(r, 401, "M_UNKNOWN_TOKEN")  # Synapse forgot the token at once
+
+        await asyncio.sleep(max(0.0, logged_out_at + ctx.token_cache_secs + 0.5 - time.monotonic()))
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=token)
+        expect_error(r, 401, "M_UNKNOWN_TOKEN")
+        r = await ctx.request("POST", f"{hs.base_url}/_matrix/media/v3/upload", token=token, body=b"x", headers={"Content-Type": "text/plain"})
+        expect_error(r, 401, "M_UNKNOWN_TOKEN")
+    finally:
+        await client.close()
+
+
+@scenario
+async def guest_downloads_but_cannot_upload(ctx: Context) -> None:
+    """A guest registered on the homeserver (kind=guest) downloads media but gets
+    403 M_GUEST_ACCESS_FORBIDDEN for upload and async create."""
+    hs = ctx.hs1
+    _, owner_token = await ctx.new_user(hs, "owner")
+    data = os.urandom(300 * 1024)  # above mxmedia's inline limit: served from a blob file
+    mxc = await ctx.upload(hs, owner_token, data, "application/octet-stream", "blob.bin")
+
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/client/v3/register?kind=guest", json_body={})
+    expect_status(r, 200)
+    guest = r.json()
+    guest_token = guest["access_token"]
+    r = await ctx.request("GET", f"{hs.base_url}/_matrix/client/v3/account/whoami", token=guest_token)
+    expect_status(r, 200)
+    expect_eq(r.json().get("is_guest"), True, "Synapse's whoami is_guest for the guest")
+
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=guest_token)
+    expect_status(r, 200)
+    expect(r.body == data, "guest download bytes differ from the upload")
+    expect_media_headers(r.headers, "guest download", "application/octet-stream", len(data), "attachment", "blob.bin")
+
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/media/v3/upload?filename=g.txt", token=guest_token, body=b"guest", headers={"Content-Type": "text/plain"})
+    expect_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/media/v1/create", token=guest_token, json_body={})
+    expect_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
+
+
+@scenario
+async def unauthenticated_download_refused(ctx: Context) -> None:
+    """Without an access token, the authenticated download endpoints (stable and MSC3916) and the
+    media config are 401 M_MISSING_TOKEN through nginx; the frozen legacy download is 404."""
+    hs = ctx.hs1
+    _, token = await ctx.new_user(hs, "dave")
+    data = b"\x89PNG not really\n"
+    mxc = await ctx.upload(hs, token, data, "image/png", "p.png")
+    server_name, _ = parse_mxc(mxc)
+
+    for url in (
+        ctx.download_url(hs.base_url, mxc),
+        ctx.download_url(hs.base_url, mxc, "p.png"),
+        ctx.download_url(hs.base_url, mxc, prefix="/_matrix/client/unstable/org.matrix.msc3916/media"),
+        ctx.download_url(hs.base_url, f"mxc://{server_name}/doesNotExist"),
+        f"{hs.base_url}/_matrix/client/v1/media/config",
+    ):
+        r = await ctx.request("GET", url)
+        expect_error(r, 401, "M_MISSING_TOKEN")
+        expect_eq(r.headers.get("Access-Control-Allow-Origin"), "*", f"CORS header on {url}")
+
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc, prefix="/_matrix/media/v3"))
+    expect_error(r, 404, "M_NOT_FOUND")
+
+    # and the same media with the token, so the 401s above are about the token only
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=token)
+    expect_status(r, 200)
+    expect(r.body == data, "download bytes differ from the upload")
+
+
+@scenario
+async def cors_preflight_without_token(ctx: Context) -> None:
+    """Web clients preflight every media request (it carries Authorization); through nginx the
+    preflight is answered without a token and allows the method and the Authorization header."""
+    hs = ctx.hs1
+    sn = quote(hs.server_name, safe="")
+    for method, path in (
+        ("POST", "/_matrix/media/v3/upload"),
+        ("POST", "/_matrix/media/v1/create"),
+        ("PUT", f"/_matrix/media/v3/upload/{sn}/someMediaId"),
+        ("GET", f"/_matrix/client/v1/media/download/{sn}/someMediaId"),
+        ("GET", "/_matrix/client/v1/media/config"),
+    ):
+        r = await ctx.request("OPTIONS", hs.base_url + path, headers={
+            "Origin": "https://client.example",
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization, content-type",
+        })
+        expect(r.status in (200, 204), f"preflight refused: {r.describe()}")
+        expect_eq(r.headers.get("Access-Control-Allow-Origin"), "*", f"Allow-Origin of OPTIONS {path}")
+        methods = [m.strip() for m in r.headers.get("Access-Control-Allow-Methods", "").split(",")]
+        expect(method in methods, f"OPTIONS {path} does not allow {method}: {methods}")
+        allowed = [h.strip().lower() for h in r.headers.get("Access-Control-Allow-Headers", "").split(",")]
+        expect("authorization" in allowed and "content-type" in allowed,
+               f"OPTIONS {path} does not allow Authorization and Content-Type: {allowed}")
+
+
+@scenario
+async def range_and_etag_through_nginx(ctx: Context) -> None:
+    """Players seek with Range and caches revalidate with ETag: through nginx, single ranges are
+    206 with the right bytes, unsatisfiable ones 416, If-None-Match 304, If-Range honoured."""
+    hs = ctx.hs1
+    _, token = await ctx.new_user(hs, "erin")
+    data = os.urandom(400 * 1024)
+    n = len(data)
+    mxc = await ctx.upload(hs, token, data, "video/mp4", "clip.mp4")
+    url = ctx.download_url(hs.base_url, mxc)
+
+    r = await ctx.request("GET", url, token=token)
+    expect_status(r, 200)
+    expect(r.body == data, "full download differs from the upload")
+    expect_media_headers(r.headers, "video download", "video/mp4", n, "inline", "clip.mp4")
+    etag = r.headers.get("ETag", "")
+    expect(re.fullmatch(r'"[^"]+"', etag) is not None, f"no strong ETag: {etag!r}")
+    expect_eq(r.headers.get("Accept-Ranges"), "bytes", "Accept-Ranges")
+
+    for spec, start, end in (("bytes=1000-1999", 1000, 1999), ("bytes=-500", n - 500, n - 1), (f"bytes={n - 10}-", n - 10, n - 1)):
+        r = await ctx.request("GET", url, token=token, headers={"Range": spec})
+        expect_status(r, 206)
+        expect_eq(r.headers.get("Content-Range"), f"bytes {start}-{end}/{n}", f"Content-Range for {spec}")
+        expect_eq(r.headers.get("Content-Length"), str(end - start + 1), f"Content-Length for {spec}")
+        expect(r.body == data[start:end + 1], f"bytes for {spec} differ")
+
+    r = await ctx.request("GET", url, token=token, headers={"Range": f"bytes={n}-"})
+    expect_status(r, 416)
+    expect_eq(r.headers.get("Content-Range"), f"bytes */{n}", "Content-Range of a 416")
+
+    r = await ctx.request("GET", url, token=token, headers={"If-None-Match": etag})
+    expect_status(r, 304)
+    expect_eq(r.body, b"", "body of a 304")
+    expect_eq(r.headers.get("ETag"), etag, "ETag of a 304")
+
+    r = await ctx.request("GET", url, token=token, headers={"Range": "bytes=0-9", "If-Range": etag})
+    expect_status(r, 206)
+    expect(r.body == data[:10], "If-Range with the current ETag: wrong bytes")
+    r = await ctx.request("GET", url, token=token, headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    expect_status(r, 200)
+    expect(r.body == data, "If-Range with a stale ETag must send the whole content")
+
+
+@scenario
+async def hs2_up_and_federating_with_hs1(ctx: Context) -> None:
+    """The second homeserver answers through its nginx, and hs1 and hs2 federate over TLS on
+    loopback (hs1 asks hs2 for a profile; hs2 fetches hs1's signing key to check the request)."""
+    hs1, hs2 = ctx.hs1, ctx.hs2
+    r = await ctx.request("GET", f"{hs2.base_url}/_matrix/federation/v1/version")
+    expect_status(r, 200)
+    expect_eq(r.json().get("server", {}).get("name"), "Synapse", "hs2 federation server name")
+    r = await ctx.request("GET", f"{hs2.base_url}/_matrix/key/v2/server")
+    expect_status(r, 200)
+    expect_eq(r.json().get("server_name"), hs2.server_name, "hs2 key server_name")
+
+    remote, _ = await ctx.register(hs2, "remote", displayname="Remote Rita")
+    _, token = await ctx.new_user(hs1, "asker")
+    r = await ctx.request("GET", f"{hs1.base_url}/_matrix/client/v3/profile/{quote(remote, safe='')}", token=token)
+    expect_status(r, 200)
+    expect_eq(r.json().get("displayname"), "Remote Rita", "hs2 user's display name seen from hs1")
+
+
+
+@scenario
+async def upload_size_limit_through_nginx(ctx: Context) -> None:
+    """An upload of exactly m.upload.size goes through nginx and mxmedia intact; one byte more is
+    413, whether announced by Content-Length or sent chunked, and stores nothing."""
+    hs = ctx.hs1
+    _, token = await ctx.new_user(hs, "big")
+    data = os.urandom(ctx.max_upload_size)
+    mxc = await ctx.upload(hs, token, data, "application/octet-stream", "big.bin")
+    r = await ctx.request("HEAD", ctx.download_url(hs.base_url, mxc), token=token)
+    expect_status(r, 200)
+    expect_eq(r.headers.get("Content-Length"), str(len(data)), "HEAD Content-Length of the largest upload")
+    expect_eq(r.body, b"", "HEAD body")
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=token)
+    expect_status(r, 200)
+    expect(r.body == data, "the largest upload came back different")
+
+    async def chunked(total: int):
+        for start in range(0, total, 1 << 20):
+            yield b"\0" * min(1 << 20, total - start)
+
+    upload_url = f"{hs.base_url}/_matrix/media/v3/upload"
+    over = ctx.max_upload_size + 1
+    for how, body in (("Content-Length", b"\0" * over), ("chunked", None)):
+        hdrs = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        async with ctx.session.post(upload_url, data=body if body is not None else chunked(over), headers=hdrs) as resp:
+            r = Response("POST", f"{upload_url} ({how}, {over} bytes)", resp.status, resp.headers, await resp.read())
+        expect_too_large(r)
+
+    # Whatever reached mxmedia of the refused bodies is gone from its temp dir.
+    tmp = ctx.mxmedia_data_dir / "tmp"
+    deadline = time.monotonic() + 5
+    while (left := sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    expect(not left, f"refused uploads left temp files in {tmp}: {left}")
+
+
+def expect_too_large(r: Response) -> None:
+    """413 for an upload over the limit. With the README's nginx config (client_max_body_size equal
+    to mxmedia's limit) nginx refuses it first, with its own HTML page; if nginx lets it through,
+    mxmedia must answer the Matrix error."""
+    if r.headers.get("Content-Type", "").startswith("text/html"):
+        expect_status(r, 413)
+        expect(r.headers.get("Server", "").startswith("nginx"), f"HTML 413 not from nginx: {r.describe()}")
+    else:
+        expect_error(r, 413, "M_TOO_LARGE")
+
+# --------------------------------------------------------------------------------------------
+# Runner.
+
+
+def reason_of(e: BaseException) -> str:
+    if isinstance(e, Failed):
+        return str(e)
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)) and not str(e):
+        return f"timed out after {SCENARIO_TIMEOUT_SECS}s"
+    return f"{type(e).__name__}: {e}"
+
+
+async def run(ctx_path: str) -> tuple[int, int]:
+    ctx = Context.load(ctx_path)
+    wanted = [s for s in os.environ.get("INTEROP_SCENARIOS", "").split(",") if s]
+    chosen = [s for s in SCENARIOS if not wanted or s.__name__ in wanted]
+    unknown = set(wanted) - {s.__name__ for s in SCENARIOS}
+    if unknown:
+        print(f"unknown scenarios: {sorted(unknown)}; known: {[s.__name__ for s in SCENARIOS]}")
+        return 0, 1
+    passed = failed = 0
+    await ctx.open()
+    try:
+        for fn in chosen:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(fn(ctx), SCENARIO_TIMEOUT_SECS)
+            except Exception as e:  # noqa: BLE001 - every failure is reported, then the next runs
+                failed += 1
+                print(f"FAIL {fn.__name__} ({time.monotonic() - started:.1f}s): {reason_of(e)}", flush=True)
+                if not isinstance(e, Failed):
+                    traceback.print_exc(file=sys.stdout)
+                else:
+                    tb = traceback.extract_tb(e.__traceback__)
+                    frames = [f for f in tb if f.filename == __file__ and f.name == fn.__name__]
+                    if frames:
+                        print(f"     at scenarios.py:{frames[-1].lineno}: {frames[-1].line}", flush=True)
+            else:
+                passed += 1
+                print(f"PASS {fn.__name__} ({time.monotonic() - started:.1f}s)", flush=True)
+    finally:
+        await ctx.close()
+    return passed, failed
+
+
+def main() -> int:
+    if len(sys.argv) != 3:
+        print("usage: scenarios.py CONTEXT.json RESULTS_FILE", file=sys.stderr)
+        return 2
+    passed, failed = asyncio.run(run(sys.argv[1]))
+    Path(sys.argv[2]).write_text(f"{passed} {failed}\n")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
