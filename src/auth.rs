@@ -34,7 +34,7 @@ pub struct Authenticator {
     homeserver_url: Option<String>,
     good_ttl: Duration,
     bad_ttl: Duration,
-    cache: Mutex<HashMap<CacheKey, (Instant, Option<User>)>>,
+    cache: Mutex<HashMap<CacheKey, (Instant, Result<User, bool>)>>,
 }
 
 type CacheKey = (String, Option<String>);
@@ -79,16 +79,16 @@ impl Authenticator {
             });
         }
         let Some(homeserver) = &self.homeserver_url else {
-            return Err(Error::UnknownToken);
+            return Err(Error::UnknownToken { soft_logout: false });
         };
         let key = (token.to_owned(), masquerade.map(str::to_owned));
         if let Some(cached) = self.cached(&key) {
-            return cached.ok_or(Error::UnknownToken);
+            return cached.map_err(|soft_logout| Error::UnknownToken { soft_logout });
         }
         let answer = whoami(client, homeserver, token, masquerade).await;
         let to_cache = match &answer {
-            Ok(user) => Some((self.good_ttl, Some(user.clone()))),
-            Err(Error::UnknownToken) => Some((self.bad_ttl, None)),
+            Ok(user) => Some((self.good_ttl, Ok(user.clone()))),
+            Err(Error::UnknownToken { soft_logout }) => Some((self.bad_ttl, Err(*soft_logout))),
             Err(_) => None,
         };
         if let Some((ttl, value)) = to_cache
@@ -102,7 +102,8 @@ impl Authenticator {
         answer
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<Option<User>> {
+    /// A cached answer: the user, or the refusal with its soft-logout flag.
+    fn cached(&self, key: &CacheKey) -> Option<Result<User, bool>> {
         let mut cache = self.cache.lock().ok()?;
         match cache.get(key) {
             Some((expires, value)) if *expires > Instant::now() => Some(value.clone()),
@@ -154,7 +155,13 @@ async fn whoami(
                 is_guest: who.is_guest,
             })
         }
-        401 => Err(Error::UnknownToken),
+        401 => {
+            let soft_logout = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("soft_logout").and_then(serde_json::Value::as_bool))
+                .unwrap_or(false);
+            Err(Error::UnknownToken { soft_logout })
+        }
         403 => Err(Error::Forbidden(
             "The homeserver refused this access token for that user".into(),
         )),

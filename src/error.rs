@@ -26,8 +26,9 @@ pub enum Error {
     RateLimited { retry_after: Duration },
     #[error("Missing access token")]
     MissingToken,
+    /// `soft_logout` relays the homeserver's hint that the session can be refreshed.
     #[error("Unknown access token")]
-    UnknownToken,
+    UnknownToken { soft_logout: bool },
     #[error("{0}")]
     Forbidden(String),
     #[error("Guests may not use this endpoint")]
@@ -67,7 +68,7 @@ impl Error {
             Self::CannotOverwrite => "M_CANNOT_OVERWRITE_MEDIA",
             Self::RateLimited { .. } => "M_LIMIT_EXCEEDED",
             Self::MissingToken => "M_MISSING_TOKEN",
-            Self::UnknownToken => "M_UNKNOWN_TOKEN",
+            Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             Self::Forbidden(_) => "M_FORBIDDEN",
             Self::GuestForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::Unauthorized(_) => "M_UNAUTHORIZED",
@@ -89,7 +90,7 @@ impl Error {
             Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             Self::CannotOverwrite => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::MissingToken | Self::UnknownToken | Self::Unauthorized(_) => {
+            Self::MissingToken | Self::UnknownToken { .. } | Self::Unauthorized(_) => {
                 StatusCode::UNAUTHORIZED
             }
             Self::Forbidden(_) | Self::GuestForbidden => StatusCode::FORBIDDEN,
@@ -107,6 +108,9 @@ impl Error {
     /// The JSON body sent to the client. Internal causes stay in the log.
     pub fn body(&self) -> serde_json::Value {
         let mut body = json!({ "errcode": self.errcode(), "error": self.to_string() });
+        if let Self::UnknownToken { soft_logout: true } = self {
+            body["soft_logout"] = json!(true);
+        }
         if let Self::RateLimited { retry_after } = self {
             body["retry_after_ms"] =
                 json!(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));

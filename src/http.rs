@@ -141,6 +141,7 @@ pub async fn access_log(
     let path = req.path().to_owned();
     let res = next.call(req).await?;
     let bytes = match res.response().body().size() {
+        _ if method == actix_web::http::Method::HEAD => 0,
         actix_web::body::BodySize::Sized(n) => n,
         actix_web::body::BodySize::None | actix_web::body::BodySize::Stream => 0,
     };

@@ -23,7 +23,6 @@ STARTED=$SECONDS
 
 TOKEN_CACHE_SECS=2
 MAX_UPLOAD_SIZE=$((8 * 1024 * 1024))    # mxmedia's limit, in bytes
-NGINX_MAX_BODY=8M                         # the same, in nginx units (as the README says)
 
 WORK=""
 PROCS=()          # "name pid", in start order
@@ -306,7 +305,7 @@ TEMPLATE="$ROOT/assets/nginx-media.conf.template"
 [[ -f "$TEMPLATE" ]] || die "missing $TEMPLATE"
 sed -e "s|\${MXMEDIA_UPSTREAM}|http://$HS1_IP:8090|g" \
     -e "s|\${HOMESERVER_UPSTREAM}|http://$HS1_IP:8008|g" \
-    -e "s|\${MAX_BODY_SIZE}|$NGINX_MAX_BODY|g" "$TEMPLATE" >"$WORK/nginx/hs1-locations.conf"
+    "$TEMPLATE" >"$WORK/nginx/hs1-locations.conf"
 if grep -n '\${' "$WORK/nginx/hs1-locations.conf" | grep -v '^[0-9]*:#'; then
     die "placeholders left unreplaced in $WORK/nginx/hs1-locations.conf"
 fi

@@ -99,6 +99,9 @@ async fn whoami(req: HttpRequest, hits: web::Data<AtomicUsize>) -> HttpResponse 
     {
         Some("Bearer good") => HttpResponse::Ok()
             .json(serde_json::json!({"user_id": "@carol:localhost", "device_id": "D"})),
+        Some("Bearer expired") => HttpResponse::Unauthorized().json(serde_json::json!({
+            "errcode": "M_UNKNOWN_TOKEN", "error": "Access token has expired", "soft_logout": true
+        })),
         Some("Bearer guest") => HttpResponse::Ok()
             .json(serde_json::json!({"user_id": "@guest1:localhost", "is_guest": true})),
         _ => HttpResponse::Unauthorized()
@@ -177,6 +180,13 @@ async fn homeserver_whoami() {
         .await
         .unwrap();
     assert_error(&mut res, 401, "M_UNKNOWN_TOKEN").await;
+
+    // An expired (refreshable) token keeps the homeserver's soft-logout hint.
+    let mut res = server.client.get(server.download_url(&id)).bearer_auth("expired").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+    assert_eq!(body["soft_logout"], true);
 
     let res = server
         .client
