@@ -1,1 +1,26 @@
-//! placeholder
+//! Matrix federation protocol primitives for mxmedia: validated identifiers (server names, media
+//! IDs, `mxc://` URIs), unpadded base64, canonical JSON, ed25519 JSON signing, the `X-Matrix`
+//! request authentication header, server key responses, and the pure steps of server discovery.
+//!
+//! Everything here is synchronous and does no I/O: the HTTP server and federation client own the
+//! network, clocks are passed in as `now_ms`, and this crate only decides what bytes mean. Section
+//! numbers in the docs refer to the project's spec digest (`shared/spec/MATRIX-MEDIA.md`).
+
+pub mod base64;
+pub mod canonical_json;
+
+mod error;
+pub mod ids;
+pub mod keys;
+
+pub mod signing;
+
+
+#[cfg(test)]
+mod test_vectors;
+
+pub use canonical_json::canonical_json;
+pub use error::{Error, Result};
+pub use ids::{HostKind, MediaId, MxcUri, ServerName};
+pub use keys::{KeyId, Signature, SigningKey, VerifyKey};
+pub use signing::{sign_json, verify_json};
