@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keys;
 
 pub mod signing;
+pub mod x_matrix;
 
 
 #[cfg(test)]
@@ -24,3 +25,4 @@ pub use error::{Error, Result};
 pub use ids::{HostKind, MediaId, MxcUri, ServerName};
 pub use keys::{KeyId, Signature, SigningKey, VerifyKey};
 pub use signing::{sign_json, verify_json};
+pub use x_matrix::{RequestParts, XMatrix, sign_request, verify_request};
