@@ -12,6 +12,7 @@ pub mod canonical_json;
 mod error;
 pub mod ids;
 pub mod keys;
+pub mod server_keys;
 
 pub mod signing;
 pub mod x_matrix;
@@ -24,5 +25,6 @@ pub use canonical_json::canonical_json;
 pub use error::{Error, Result};
 pub use ids::{HostKind, MediaId, MxcUri, ServerName};
 pub use keys::{KeyId, Signature, SigningKey, VerifyKey};
+pub use server_keys::{ServerKeys, build_server_keys_response, validate_server_keys};
 pub use signing::{sign_json, verify_json};
 pub use x_matrix::{RequestParts, XMatrix, sign_request, verify_request};
