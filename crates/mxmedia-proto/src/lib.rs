@@ -8,6 +8,7 @@
 
 pub mod base64;
 pub mod canonical_json;
+pub mod discovery;
 
 mod error;
 pub mod ids;
