@@ -32,8 +32,7 @@ pub fn canonical_json(value: &Value) -> Result<String> {
 /// Parses JSON text and encodes it canonically. Duplicate keys keep the last value, as
 /// serde_json (and Python's `json`) do.
 pub fn canonical_json_str(text: &str) -> Result<String> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?;
     canonical_json(&value)
 }
 

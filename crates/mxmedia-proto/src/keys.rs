@@ -50,7 +50,10 @@ fn check_version(version: &str) -> Result<()> {
     if version.len() > MAX_VERSION_LEN {
         return Err(Error::InvalidKeyId("key version too long"));
     }
-    if !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !version
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(Error::InvalidKeyId("key version outside [A-Za-z0-9_]"));
     }
     Ok(())
@@ -85,7 +88,8 @@ pub struct VerifyKey(VerifyingKey);
 impl VerifyKey {
     /// Decodes unpadded (or padded) base64 of a 32-byte ed25519 public key.
     pub fn from_base64(text: &str) -> Result<Self> {
-        let bytes = base64::decode_array::<32>(text).map_err(|_| Error::BadKey("not 32 bytes of base64"))?;
+        let bytes = base64::decode_array::<32>(text)
+            .map_err(|_| Error::BadKey("not 32 bytes of base64"))?;
         Self::from_bytes(&bytes)
     }
 

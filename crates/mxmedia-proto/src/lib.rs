@@ -18,7 +18,6 @@ pub mod server_keys;
 pub mod signing;
 pub mod x_matrix;
 
-
 #[cfg(test)]
 mod test_vectors;
 

@@ -109,7 +109,14 @@ impl ServerKeys {
             verify_keys: self
                 .verify_keys
                 .iter()
-                .map(|(id, key)| (id.to_string(), VerifyKeyJson { key: key.to_base64() }))
+                .map(|(id, key)| {
+                    (
+                        id.to_string(),
+                        VerifyKeyJson {
+                            key: key.to_base64(),
+                        },
+                    )
+                })
                 .collect(),
             old_verify_keys: self
                 .old_verify_keys
@@ -133,8 +140,8 @@ impl ServerKeys {
         if signing_keys.is_empty() {
             return Err(Error::BadKey("no signing key"));
         }
-        let mut json = serde_json::to_value(self.to_json())
-            .map_err(|e| Error::BadJson(e.to_string()))?;
+        let mut json =
+            serde_json::to_value(self.to_json()).map_err(|e| Error::BadJson(e.to_string()))?;
         for key in signing_keys {
             if self.verify_keys.get(key.key_id()) != Some(&key.verify_key()) {
                 return Err(Error::BadKey("signing key not listed in verify_keys"));
@@ -157,8 +164,8 @@ pub fn validate_server_keys(
     response_json: &Value,
     now_ms: u64,
 ) -> Result<ServerKeys> {
-    let wire = ServerKeysJson::deserialize(response_json)
-        .map_err(|e| Error::BadJson(e.to_string()))?;
+    let wire =
+        ServerKeysJson::deserialize(response_json).map_err(|e| Error::BadJson(e.to_string()))?;
     if wire.server_name != expected_server.as_str() {
         return Err(Error::ServerNameMismatch);
     }

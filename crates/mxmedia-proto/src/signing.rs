@@ -41,13 +41,18 @@ pub fn sign_json(server_name: &ServerName, key: &SigningKey, value: &Value) -> R
 
 /// The object at `map[key]`, created empty when absent; an existing non-object is an error
 /// rather than something to overwrite, since it means the input is not what we think.
-fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>> {
+fn object_entry<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut Map<String, Value>> {
     let entry = map
         .entry(key.to_owned())
         .or_insert_with(|| Value::Object(Map::new()));
     match entry {
         Value::Object(inner) => Ok(inner),
-        _ => Err(Error::BadJson(format!("`{key}` in signatures is not an object"))),
+        _ => Err(Error::BadJson(format!(
+            "`{key}` in signatures is not an object"
+        ))),
     }
 }
 

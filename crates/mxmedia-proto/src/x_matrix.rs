@@ -141,7 +141,10 @@ impl RequestParts<'_> {
         map.insert("method".to_owned(), Value::from(self.method));
         map.insert("uri".to_owned(), Value::from(self.uri));
         map.insert("origin".to_owned(), Value::from(self.origin.as_str()));
-        map.insert("destination".to_owned(), Value::from(self.destination.as_str()));
+        map.insert(
+            "destination".to_owned(),
+            Value::from(self.destination.as_str()),
+        );
         if let Some(content) = self.content {
             map.insert("content".to_owned(), content.clone());
         }

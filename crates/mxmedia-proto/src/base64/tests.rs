@@ -49,5 +49,10 @@ fn url_safe_variant() {
 #[test]
 fn trailing_bits_ignored() {
     assert_eq!(decode("Zh").unwrap(), b"f");
-    assert_eq!(decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").unwrap().len(), 32);
+    assert_eq!(
+        decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+            .unwrap()
+            .len(),
+        32
+    );
 }

@@ -22,7 +22,11 @@ fn spec_vectors() {
         (r#"{ "a": -0, "b": 1e10 }"#, r#"{"a":0,"b":10000000000}"#),
     ];
     for (input, expected) in cases {
-        assert_eq!(canonical_json_str(input).unwrap(), expected, "input {input}");
+        assert_eq!(
+            canonical_json_str(input).unwrap(),
+            expected,
+            "input {input}"
+        );
     }
 }
 
@@ -56,11 +60,20 @@ fn key_order_by_code_point() {
 /// Integers at the edges of the allowed range pass; one past them, fractions, and huge values fail.
 #[test]
 fn number_rules() {
-    assert_eq!(canonical_json(&json!(MAX_SAFE_INT)).unwrap(), "9007199254740991");
-    assert_eq!(canonical_json(&json!(-MAX_SAFE_INT)).unwrap(), "-9007199254740991");
+    assert_eq!(
+        canonical_json(&json!(MAX_SAFE_INT)).unwrap(),
+        "9007199254740991"
+    );
+    assert_eq!(
+        canonical_json(&json!(-MAX_SAFE_INT)).unwrap(),
+        "-9007199254740991"
+    );
     assert_eq!(canonical_json_str("1.0").unwrap(), "1");
     assert_eq!(canonical_json_str("-0.0").unwrap(), "0");
-    assert_eq!(canonical_json_str("9007199254740991e0").unwrap(), "9007199254740991");
+    assert_eq!(
+        canonical_json_str("9007199254740991e0").unwrap(),
+        "9007199254740991"
+    );
     for bad in [
         json!(MAX_SAFE_INT + 1),
         json!(-MAX_SAFE_INT - 1),
@@ -76,7 +89,13 @@ fn number_rules() {
             "{bad}"
         );
     }
-    for bad in ["9007199254740992", "9007199254740992.0", "1e16", "-1e16", "0.5"] {
+    for bad in [
+        "9007199254740992",
+        "9007199254740992.0",
+        "1e16",
+        "-1e16",
+        "0.5",
+    ] {
         assert!(canonical_json_str(bad).is_err(), "{bad}");
     }
 }

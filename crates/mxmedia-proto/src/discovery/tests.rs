@@ -2,7 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::{
-    Endpoint, Step, SrvLookup, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_MAX_TTL, after_well_known,
+    Endpoint, SrvLookup, Step, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_MAX_TTL, after_well_known,
     first_step, parse_well_known, well_known_cache_ttl,
 };
 use crate::ids::{HostKind, ServerName};
@@ -23,7 +23,10 @@ fn connect(step: Step) -> Endpoint {
 fn ip_literals() {
     let e = connect(first_step(&sn("1.2.3.4")));
     assert_eq!(e.host, HostKind::Ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4))));
-    assert_eq!((e.port, e.host_header.as_str(), e.sni()), (8448, "1.2.3.4", None));
+    assert_eq!(
+        (e.port, e.host_header.as_str(), e.sni()),
+        (8448, "1.2.3.4", None)
+    );
     let e = connect(first_step(&sn("[1234:5678::abcd]:5678")));
     let v6: Ipv6Addr = "1234:5678::abcd".parse().unwrap();
     assert_eq!(e.host, HostKind::Ip(IpAddr::V6(v6)));
@@ -47,7 +50,9 @@ fn dns_with_port() {
 fn dns_without_port() {
     assert_eq!(
         first_step(&sn("example.org")),
-        Step::FetchWellKnown { hostname: "example.org".to_owned() }
+        Step::FetchWellKnown {
+            hostname: "example.org".to_owned()
+        }
     );
 }
 
@@ -55,18 +60,35 @@ fn dns_without_port() {
 #[test]
 fn after_delegation() {
     let e = connect(after_well_known("example.org", Some(&sn("10.0.0.1"))));
-    assert_eq!((e.port, e.host_header.as_str(), e.sni()), (8448, "10.0.0.1", None));
+    assert_eq!(
+        (e.port, e.host_header.as_str(), e.sni()),
+        (8448, "10.0.0.1", None)
+    );
 
-    let e = connect(after_well_known("example.org", Some(&sn("fed.example.com:1234"))));
+    let e = connect(after_well_known(
+        "example.org",
+        Some(&sn("fed.example.com:1234")),
+    ));
     assert_eq!(e.host, HostKind::Dns("fed.example.com".to_owned()));
-    assert_eq!((e.port, e.host_header.as_str()), (1234, "fed.example.com:1234"));
+    assert_eq!(
+        (e.port, e.host_header.as_str()),
+        (1234, "fed.example.com:1234")
+    );
     assert_eq!(e.tls_name, "fed.example.com");
 
-    let srv = SrvLookup { name: "fed.example.com".to_owned() };
-    assert_eq!(after_well_known("example.org", Some(&sn("fed.example.com"))), Step::LookupSrv(srv.clone()));
+    let srv = SrvLookup {
+        name: "fed.example.com".to_owned(),
+    };
+    assert_eq!(
+        after_well_known("example.org", Some(&sn("fed.example.com"))),
+        Step::LookupSrv(srv.clone())
+    );
     assert_eq!(
         srv.srv_names(),
-        ["_matrix-fed._tcp.fed.example.com".to_owned(), "_matrix._tcp.fed.example.com".to_owned()]
+        [
+            "_matrix-fed._tcp.fed.example.com".to_owned(),
+            "_matrix._tcp.fed.example.com".to_owned()
+        ]
     );
     let e = srv.with_target("host1.example.net.", 443);
     assert_eq!(e.host, HostKind::Dns("host1.example.net.".to_owned()));
@@ -77,16 +99,33 @@ fn after_delegation() {
 
     assert_eq!(
         after_well_known("example.org", None),
-        Step::LookupSrv(SrvLookup { name: "example.org".to_owned() })
+        Step::LookupSrv(SrvLookup {
+            name: "example.org".to_owned()
+        })
     );
 }
 
 /// `.well-known` bodies are JSON whatever their type; anything invalid yields None.
 #[test]
 fn well_known_bodies() {
-    assert_eq!(parse_well_known(br#"{"m.server": "delegated.example.com:1234"}"#), Some(sn("delegated.example.com:1234")));
-    assert_eq!(parse_well_known(br#"{"m.server": "[::1]", "x": 1}"#), Some(sn("[::1]")));
-    for bad in [&b""[..], b"<html>", b"[]", b"{}", br#"{"m.server": 5}"#, br#"{"m.server": "a_b"}"#, br#"{"m.server": ""}"#, b"\xff"] {
+    assert_eq!(
+        parse_well_known(br#"{"m.server": "delegated.example.com:1234"}"#),
+        Some(sn("delegated.example.com:1234"))
+    );
+    assert_eq!(
+        parse_well_known(br#"{"m.server": "[::1]", "x": 1}"#),
+        Some(sn("[::1]"))
+    );
+    for bad in [
+        &b""[..],
+        b"<html>",
+        b"[]",
+        b"{}",
+        br#"{"m.server": 5}"#,
+        br#"{"m.server": "a_b"}"#,
+        br#"{"m.server": ""}"#,
+        b"\xff",
+    ] {
         assert_eq!(parse_well_known(bad), None);
     }
 }
@@ -95,9 +134,24 @@ fn well_known_bodies() {
 #[test]
 fn cache_ttl() {
     assert_eq!(well_known_cache_ttl(None), WELL_KNOWN_DEFAULT_TTL);
-    assert_eq!(well_known_cache_ttl(Some("public, max-age=600")), Duration::from_secs(600));
-    assert_eq!(well_known_cache_ttl(Some("Max-Age=\"60\"")), Duration::from_secs(60));
-    assert_eq!(well_known_cache_ttl(Some("max-age=99999999")), WELL_KNOWN_MAX_TTL);
-    assert_eq!(well_known_cache_ttl(Some("max-age=abc")), WELL_KNOWN_DEFAULT_TTL);
-    assert_eq!(well_known_cache_ttl(Some("no-store, max-age=600")), Duration::ZERO);
+    assert_eq!(
+        well_known_cache_ttl(Some("public, max-age=600")),
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        well_known_cache_ttl(Some("Max-Age=\"60\"")),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        well_known_cache_ttl(Some("max-age=99999999")),
+        WELL_KNOWN_MAX_TTL
+    );
+    assert_eq!(
+        well_known_cache_ttl(Some("max-age=abc")),
+        WELL_KNOWN_DEFAULT_TTL
+    );
+    assert_eq!(
+        well_known_cache_ttl(Some("no-store, max-age=600")),
+        Duration::ZERO
+    );
 }

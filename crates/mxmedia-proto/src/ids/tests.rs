@@ -75,8 +75,19 @@ fn host_kind() {
         HostKind::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 255)))
     );
     let v6: Ipv6Addr = "1234:5678::abcd".parse().unwrap();
-    assert_eq!(sn("[1234:5678::abcd]:5678").host_kind(), HostKind::Ip(IpAddr::V6(v6)));
-    for dns in ["999.1.1.1", "1.2.3", "1.2.3.4.5", "1234", "Matrix.ORG", "a..b", "example.org."] {
+    assert_eq!(
+        sn("[1234:5678::abcd]:5678").host_kind(),
+        HostKind::Ip(IpAddr::V6(v6))
+    );
+    for dns in [
+        "999.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1234",
+        "Matrix.ORG",
+        "a..b",
+        "example.org.",
+    ] {
         assert_eq!(sn(dns).host_kind(), HostKind::Dns(dns.to_owned()), "{dns}");
     }
 }
@@ -106,7 +117,17 @@ fn media_id_validation() {
     for good in ["a", "abc123", "A-Z_a-z-0-9", &"x".repeat(255)] {
         assert_eq!(good.parse::<MediaId>().unwrap().as_str(), good);
     }
-    for bad in ["", "..", "../etc", "a/b", "a%2Fb", "a b", "abc=", "日本", &"x".repeat(256)] {
+    for bad in [
+        "",
+        "..",
+        "../etc",
+        "a/b",
+        "a%2Fb",
+        "a b",
+        "abc=",
+        "日本",
+        &"x".repeat(256),
+    ] {
         assert!(
             matches!(bad.parse::<MediaId>(), Err(Error::InvalidMediaId(_))),
             "{bad:?} should be invalid"

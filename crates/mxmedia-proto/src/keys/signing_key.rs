@@ -94,12 +94,15 @@ fn parse_line(line: &str) -> Result<SigningKey> {
     let (Some(algorithm), Some(version), Some(seed), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
-        return Err(Error::BadKey("key file line is not '<algorithm> <version> <seed>'"));
+        return Err(Error::BadKey(
+            "key file line is not '<algorithm> <version> <seed>'",
+        ));
     };
     if algorithm != ED25519 {
         return Err(Error::BadKey("unsupported algorithm in key file"));
     }
-    let key_id = KeyId::ed25519(version).map_err(|_| Error::BadKey("bad key version in key file"))?;
+    let key_id =
+        KeyId::ed25519(version).map_err(|_| Error::BadKey("bad key version in key file"))?;
     let seed = base64::decode_array::<32>(seed)
         .map_err(|_| Error::BadKey("key file seed is not 32 bytes of base64"))?;
     Ok(SigningKey::from_seed(key_id, &seed))

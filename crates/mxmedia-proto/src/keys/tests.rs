@@ -9,20 +9,40 @@ fn spec_seed_public_key() {
     let key = spec_key();
     assert_eq!(key.key_id().as_str(), "ed25519:1");
     assert_eq!(key.public_key_base64(), SPEC_PUBLIC);
-    assert_eq!(VerifyKey::from_base64(SPEC_PUBLIC).unwrap(), key.verify_key());
+    assert_eq!(
+        VerifyKey::from_base64(SPEC_PUBLIC).unwrap(),
+        key.verify_key()
+    );
 }
 
 /// Key IDs are `ed25519:` plus a `[A-Za-z0-9_]+` version; anything else is refused.
 #[test]
 fn key_ids() {
-    for good in ["ed25519:1", "ed25519:auto", "ed25519:a_AbC9", "ed25519:abc123"] {
+    for good in [
+        "ed25519:1",
+        "ed25519:auto",
+        "ed25519:a_AbC9",
+        "ed25519:abc123",
+    ] {
         let id: KeyId = good.parse().unwrap();
         assert_eq!(id.as_str(), good);
         assert_eq!(id.to_string(), good);
     }
     assert_eq!("ed25519:a_bc".parse::<KeyId>().unwrap().version(), "a_bc");
-    for bad in ["ed25519:", "ed25519", "curve25519:1", "ED25519:1", "ed25519:a-b", "ed25519:a:b", ":1", ""] {
-        assert!(matches!(bad.parse::<KeyId>(), Err(Error::InvalidKeyId(_))), "{bad:?}");
+    for bad in [
+        "ed25519:",
+        "ed25519",
+        "curve25519:1",
+        "ED25519:1",
+        "ed25519:a-b",
+        "ed25519:a:b",
+        ":1",
+        "",
+    ] {
+        assert!(
+            matches!(bad.parse::<KeyId>(), Err(Error::InvalidKeyId(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -40,7 +60,10 @@ fn key_file_round_trip() {
     assert_eq!(keys[1].public_key_base64(), b.public_key_base64());
     let picked = SigningKey::from_key_file(&file, Some(&"ed25519:b_two".parse().unwrap())).unwrap();
     assert_eq!(picked.verify_key(), b.verify_key());
-    assert_eq!(SigningKey::from_key_file(&file, None).unwrap().key_id(), a.key_id());
+    assert_eq!(
+        SigningKey::from_key_file(&file, None).unwrap().key_id(),
+        a.key_id()
+    );
     assert!(SigningKey::from_key_file(&file, Some(&"ed25519:zzz".parse().unwrap())).is_err());
 }
 
@@ -60,7 +83,10 @@ fn key_file_variants() {
         "ed25519 1 Zm9vYmFy".to_owned(),
         "ed25519 1 !!!!".to_owned(),
     ] {
-        assert!(matches!(SigningKey::parse_key_file(&bad), Err(Error::BadKey(_))), "{bad:?}");
+        assert!(
+            matches!(SigningKey::parse_key_file(&bad), Err(Error::BadKey(_))),
+            "{bad:?}"
+        );
     }
     assert!(SigningKey::from_key_file("", None).is_err());
 }
@@ -72,8 +98,14 @@ fn sign_and_verify_bytes() {
     let other = SigningKey::generate("x").unwrap();
     let sig = key.sign(b"hello");
     assert!(key.verify_key().verify(b"hello", &sig).is_ok());
-    assert_eq!(key.verify_key().verify(b"hellO", &sig), Err(Error::BadSignature));
-    assert_eq!(other.verify_key().verify(b"hello", &sig), Err(Error::BadSignature));
+    assert_eq!(
+        key.verify_key().verify(b"hellO", &sig),
+        Err(Error::BadSignature)
+    );
+    assert_eq!(
+        other.verify_key().verify(b"hello", &sig),
+        Err(Error::BadSignature)
+    );
     let again = Signature::from_base64(&sig.to_base64()).unwrap();
     assert_eq!(again, sig);
     assert_eq!(sig.to_base64().len(), 86);

@@ -48,9 +48,18 @@ fn validate_good_response() {
     assert_eq!(keys.server_name, domain());
     assert_eq!(keys.valid_until_ts, VALID_UNTIL);
     assert_eq!(keys.verify_keys[&id("ed25519:1")], spec_key().verify_key());
-    assert_eq!(keys.verify_key_at(&id("ed25519:1"), NOW).unwrap(), &spec_key().verify_key());
-    assert_eq!(keys.verify_key_at(&id("ed25519:2"), NOW), Err(Error::UnknownKey));
-    assert_eq!(keys.verify_key_at(&id("ed25519:1"), VALID_UNTIL + 1), Err(Error::KeyExpired));
+    assert_eq!(
+        keys.verify_key_at(&id("ed25519:1"), NOW).unwrap(),
+        &spec_key().verify_key()
+    );
+    assert_eq!(
+        keys.verify_key_at(&id("ed25519:2"), NOW),
+        Err(Error::UnknownKey)
+    );
+    assert_eq!(
+        keys.verify_key_at(&id("ed25519:1"), VALID_UNTIL + 1),
+        Err(Error::KeyExpired)
+    );
     assert_eq!(keys.usable_until(NOW), NOW + MAX_KEY_VALIDITY_MS);
     assert_eq!(keys.usable_until(VALID_UNTIL - 5), VALID_UNTIL);
     assert_eq!(keys.usable_until(u64::MAX), VALID_UNTIL);
@@ -61,27 +70,48 @@ fn validate_good_response() {
 fn validate_refusals() {
     let good = spec_response();
     let other: ServerName = "other".parse().unwrap();
-    assert_eq!(validate_server_keys(&other, &good, NOW), Err(Error::ServerNameMismatch));
-    assert_eq!(validate_server_keys(&domain(), &good, VALID_UNTIL + 1), Err(Error::KeyExpired));
+    assert_eq!(
+        validate_server_keys(&other, &good, NOW),
+        Err(Error::ServerNameMismatch)
+    );
+    assert_eq!(
+        validate_server_keys(&domain(), &good, VALID_UNTIL + 1),
+        Err(Error::KeyExpired)
+    );
 
     let mut tampered = good.clone();
     tampered["valid_until_ts"] = json!(VALID_UNTIL + 1);
-    assert_eq!(validate_server_keys(&domain(), &tampered, NOW), Err(Error::BadSignature));
+    assert_eq!(
+        validate_server_keys(&domain(), &tampered, NOW),
+        Err(Error::BadSignature)
+    );
 
     let mut unsigned = good.clone();
     unsigned["signatures"] = json!({});
-    assert_eq!(validate_server_keys(&domain(), &unsigned, NOW), Err(Error::MissingSignature));
+    assert_eq!(
+        validate_server_keys(&domain(), &unsigned, NOW),
+        Err(Error::MissingSignature)
+    );
 
     // Signed only by a key the response does not list: not self-signed.
     let stranger = SigningKey::generate("zz").unwrap();
     let mut by_stranger = unsigned.clone();
     by_stranger = sign_json(&domain(), &stranger, &by_stranger).unwrap();
-    assert_eq!(validate_server_keys(&domain(), &by_stranger, NOW), Err(Error::MissingSignature));
+    assert_eq!(
+        validate_server_keys(&domain(), &by_stranger, NOW),
+        Err(Error::MissingSignature)
+    );
 
-    for broken in [json!([]), json!({"server_name": "domain"}), json!({"server_name": "domain",
-        "verify_keys": {}, "valid_until_ts": -1})]
-    {
-        assert!(matches!(validate_server_keys(&domain(), &broken, NOW), Err(Error::BadJson(_))));
+    for broken in [
+        json!([]),
+        json!({"server_name": "domain"}),
+        json!({"server_name": "domain",
+        "verify_keys": {}, "valid_until_ts": -1}),
+    ] {
+        assert!(matches!(
+            validate_server_keys(&domain(), &broken, NOW),
+            Err(Error::BadJson(_))
+        ));
     }
 }
 
@@ -99,7 +129,10 @@ fn one_bad_signature_among_good_fails() {
     validate_server_keys(&domain(), &response, NOW).unwrap();
     let mut broken = response.clone();
     broken["signatures"]["domain"]["ed25519:second"] = json!(SELF_SIG);
-    assert_eq!(validate_server_keys(&domain(), &broken, NOW), Err(Error::BadSignature));
+    assert_eq!(
+        validate_server_keys(&domain(), &broken, NOW),
+        Err(Error::BadSignature)
+    );
 }
 
 /// Unknown algorithms and signatures by unlisted keys are ignored; old keys are kept but refused
@@ -108,7 +141,13 @@ fn one_bad_signature_among_good_fails() {
 fn unknown_algorithms_and_old_keys() {
     let old = SigningKey::generate("old").unwrap();
     let mut olds = BTreeMap::new();
-    olds.insert(old.key_id().clone(), OldVerifyKey { key: old.verify_key(), expired_ts: 5 });
+    olds.insert(
+        old.key_id().clone(),
+        OldVerifyKey {
+            key: old.verify_key(),
+            expired_ts: 5,
+        },
+    );
     let mut response =
         build_server_keys_response(&domain(), &[spec_key()], olds, VALID_UNTIL).unwrap();
     response["verify_keys"]["curve25519:x"] = json!({"key": "abc"});
@@ -118,7 +157,10 @@ fn unknown_algorithms_and_old_keys() {
     let keys = validate_server_keys(&domain(), &response, NOW).unwrap();
     assert_eq!(keys.verify_keys.len(), 1);
     assert_eq!(keys.old_verify_keys[old.key_id()].expired_ts, 5);
-    assert_eq!(keys.verify_key_at(old.key_id(), NOW), Err(Error::KeyExpired));
+    assert_eq!(
+        keys.verify_key_at(old.key_id(), NOW),
+        Err(Error::KeyExpired)
+    );
 }
 
 /// The spec's example response deserialises into the wire type, but its placeholder keys are
@@ -135,9 +177,15 @@ fn spec_example_shape() {
       "valid_until_ts": 1_652_262_000_000_u64
     });
     let wire: ServerKeysJson = serde_json::from_value(example.clone()).unwrap();
-    assert_eq!(wire.old_verify_keys["ed25519:0ldk3y"].expired_ts, 1_532_645_052_628);
+    assert_eq!(
+        wire.old_verify_keys["ed25519:0ldk3y"].expired_ts,
+        1_532_645_052_628
+    );
     let name: ServerName = "example.org".parse().unwrap();
-    assert!(matches!(validate_server_keys(&name, &example, NOW), Err(Error::BadKey(_))));
+    assert!(matches!(
+        validate_server_keys(&name, &example, NOW),
+        Err(Error::BadKey(_))
+    ));
 }
 
 /// Building refuses no keys at all.
@@ -159,7 +207,8 @@ fn notary_entry() {
         Err(Error::MissingSignature)
     );
     let countersigned = sign_json(&notary, &notary_key, &origin_only).unwrap();
-    let keys = validate_notary_server_keys(&domain(), &countersigned, NOW, &notary, &trusted).unwrap();
+    let keys =
+        validate_notary_server_keys(&domain(), &countersigned, NOW, &notary, &trusted).unwrap();
     assert_eq!(keys.server_name, domain());
     let mut forged = countersigned.clone();
     forged["signatures"]["notary.example"]["ed25519:n"] = json!(SELF_SIG);

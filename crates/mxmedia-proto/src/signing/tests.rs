@@ -39,11 +39,20 @@ fn spec_vectors_verify() {
     verify_json(&domain(), &id, &vk, &signed).unwrap();
     let mut tampered = signed.clone();
     tampered["one"] = json!(2);
-    assert_eq!(verify_json(&domain(), &id, &vk, &tampered), Err(Error::BadSignature));
+    assert_eq!(
+        verify_json(&domain(), &id, &vk, &tampered),
+        Err(Error::BadSignature)
+    );
     let other: ServerName = "other".parse().unwrap();
-    assert_eq!(verify_json(&other, &id, &vk, &signed), Err(Error::MissingSignature));
+    assert_eq!(
+        verify_json(&other, &id, &vk, &signed),
+        Err(Error::MissingSignature)
+    );
     let other_id = "ed25519:2".parse().unwrap();
-    assert_eq!(verify_json(&domain(), &other_id, &vk, &signed), Err(Error::MissingSignature));
+    assert_eq!(
+        verify_json(&domain(), &other_id, &vk, &signed),
+        Err(Error::MissingSignature)
+    );
 }
 
 /// `unsigned` and other servers' signatures are kept and not covered by ours.
@@ -83,16 +92,34 @@ fn two_keys_both_verify() {
 fn bad_inputs() {
     let key = spec_key();
     let vk = key.verify_key();
-    assert!(matches!(sign_json(&domain(), &key, &json!([1])), Err(Error::BadJson(_))));
-    assert!(matches!(sign_json(&domain(), &key, &json!({"signatures": 1})), Err(Error::BadJson(_))));
+    assert!(matches!(
+        sign_json(&domain(), &key, &json!([1])),
+        Err(Error::BadJson(_))
+    ));
+    assert!(matches!(
+        sign_json(&domain(), &key, &json!({"signatures": 1})),
+        Err(Error::BadJson(_))
+    ));
     assert!(matches!(
         sign_json(&domain(), &key, &json!({"signatures": {"domain": "x"}})),
         Err(Error::BadJson(_))
     ));
-    assert!(matches!(sign_json(&domain(), &key, &json!({"f": 0.5})), Err(Error::NotCanonical(_))));
+    assert!(matches!(
+        sign_json(&domain(), &key, &json!({"f": 0.5})),
+        Err(Error::NotCanonical(_))
+    ));
     let bad_sig = json!({"signatures": {"domain": {"ed25519:1": 5}}});
-    assert_eq!(verify_json(&domain(), key.key_id(), &vk, &bad_sig), Err(Error::BadSignature));
+    assert_eq!(
+        verify_json(&domain(), key.key_id(), &vk, &bad_sig),
+        Err(Error::BadSignature)
+    );
     let short_sig = json!({"signatures": {"domain": {"ed25519:1": "Zm9v"}}});
-    assert_eq!(verify_json(&domain(), key.key_id(), &vk, &short_sig), Err(Error::BadSignature));
-    assert_eq!(verify_json(&domain(), key.key_id(), &vk, &json!("x")), Err(Error::MissingSignature));
+    assert_eq!(
+        verify_json(&domain(), key.key_id(), &vk, &short_sig),
+        Err(Error::BadSignature)
+    );
+    assert_eq!(
+        verify_json(&domain(), key.key_id(), &vk, &json!("x")),
+        Err(Error::MissingSignature)
+    );
 }

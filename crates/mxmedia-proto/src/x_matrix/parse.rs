@@ -122,7 +122,10 @@ fn parse_bare(text: &str) -> Result<(String, &str)> {
     if value.is_empty() {
         return Err(Error::BadHeader("empty parameter value"));
     }
-    if !value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    {
         return Err(Error::BadHeader("bad character in unquoted value"));
     }
     Ok((value.to_owned(), after))

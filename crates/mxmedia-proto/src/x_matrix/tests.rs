@@ -97,7 +97,11 @@ fn verify_request_rejects_changes() {
     for (method, uri, content) in [
         ("POST", DOWNLOAD_URI, None),
         ("GET", "/_matrix/federation/v1/media/download/abc123", None),
-        ("GET", "/_matrix/federation/v1/media/download/abc123?timeout_ms=20001", None),
+        (
+            "GET",
+            "/_matrix/federation/v1/media/download/abc123?timeout_ms=20001",
+            None,
+        ),
         ("GET", DOWNLOAD_URI, Some(json!({"a": 1}))),
     ] {
         assert_eq!(
@@ -111,7 +115,10 @@ fn verify_request_rejects_changes() {
         verify_request(&auth, &ours, "GET", DOWNLOAD_URI, None, &wrong_key),
         Err(Error::BadSignature)
     );
-    let spoofed = XMatrix { origin: sn("other"), ..auth.clone() };
+    let spoofed = XMatrix {
+        origin: sn("other"),
+        ..auth.clone()
+    };
     assert_eq!(
         verify_request(&spoofed, &ours, "GET", DOWNLOAD_URI, None, &key),
         Err(Error::BadSignature)
@@ -150,7 +157,12 @@ fn request_with_body() {
         destination: &destination,
         content: Some(&body),
     };
-    assert!(request.signing_bytes().unwrap().contains(r#""content":{"server_keys""#));
+    assert!(
+        request
+            .signing_bytes()
+            .unwrap()
+            .contains(r#""content":{"server_keys""#)
+    );
     let auth = sign_request(&request, &key).unwrap();
     let vk = key.verify_key();
     verify_request(&auth, &destination, "POST", request.uri, Some(&body), &vk).unwrap();
@@ -175,13 +187,27 @@ fn lenient_forms_parse_alike() {
         sig: Signature::from_base64(&sig).unwrap(),
     };
     let forms = [
-        format!(r#"X-Matrix origin="origin.hs.example.com",destination="destination.hs.example.com",key="ed25519:key1",sig="{sig}""#),
-        format!(r#"X-Matrix origin=origin.hs.example.com,destination=destination.hs.example.com,key=ed25519:key1,sig={sig}"#),
-        format!("x-matrix  ORIGIN=\"origin.hs.example.com\" ,\tDestination = \"destination.hs.example.com\" , Key=\"ed25519:key1\",\t SIG=\"{sig}\"  "),
-        format!(r#"X-Matrix sig="{sig}",key="ed25519:key1",destination="destination.hs.example.com",origin="origin.hs.example.com""#),
-        format!(r#"X-Matrix origin="origin\.hs.example.com",destination="destination.hs.example.com",key="ed\25519:key1",signature="{sig}==""#),
-        format!(r#"X-Matrix origin="origin.hs.example.com",unknown="x\"y",foo=bar,destination="destination.hs.example.com",key="ed25519:key1",sig={sig},"#),
-        format!(r#"X-Matrix ,origin="origin.hs.example.com",,destination="destination.hs.example.com",key="ed25519:key1",sig="{sig}""#),
+        format!(
+            r#"X-Matrix origin="origin.hs.example.com",destination="destination.hs.example.com",key="ed25519:key1",sig="{sig}""#
+        ),
+        format!(
+            r#"X-Matrix origin=origin.hs.example.com,destination=destination.hs.example.com,key=ed25519:key1,sig={sig}"#
+        ),
+        format!(
+            "x-matrix  ORIGIN=\"origin.hs.example.com\" ,\tDestination = \"destination.hs.example.com\" , Key=\"ed25519:key1\",\t SIG=\"{sig}\"  "
+        ),
+        format!(
+            r#"X-Matrix sig="{sig}",key="ed25519:key1",destination="destination.hs.example.com",origin="origin.hs.example.com""#
+        ),
+        format!(
+            r#"X-Matrix origin="origin\.hs.example.com",destination="destination.hs.example.com",key="ed\25519:key1",signature="{sig}==""#
+        ),
+        format!(
+            r#"X-Matrix origin="origin.hs.example.com",unknown="x\"y",foo=bar,destination="destination.hs.example.com",key="ed25519:key1",sig={sig},"#
+        ),
+        format!(
+            r#"X-Matrix ,origin="origin.hs.example.com",,destination="destination.hs.example.com",key="ed25519:key1",sig="{sig}""#
+        ),
     ];
     for form in forms {
         assert_eq!(XMatrix::parse(&form), Ok(expected.clone()), "{form}");
@@ -199,7 +225,7 @@ fn malformed_headers() {
         "X-Matrix ".to_owned(),
         "Bearer abc".to_owned(),
         format!("X-Matrixorigin=a,key=ed25519:1,sig={sig}"),
-        format!("X-Matrix origin=a,key=ed25519:1"),
+        "X-Matrix origin=a,key=ed25519:1".to_owned(),
         format!("X-Matrix key=ed25519:1,sig={sig}"),
         format!("X-Matrix origin=a,sig={sig}"),
         format!("X-Matrix origin=a,origin=b,key=ed25519:1,sig={sig}"),
@@ -217,7 +243,7 @@ fn malformed_headers() {
         format!("X-Matrix origin=a,key=curve25519:1,sig={sig}"),
         "X-Matrix origin=a,key=ed25519:1,sig=Zm9v".to_owned(),
         format!("X-Matrix origin=\"a\u{1}\",key=ed25519:1,sig={sig}"),
-        format!("X-Matrix origin=\"a\\"),
+        "X-Matrix origin=\"a\\".to_owned(),
         format!("X-Matrix origin=a,key=ed25519:1,sig={sig},é=1"),
     ];
     for header in bad {
