@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// The largest integer canonical JSON allows, 2^53 - 1; the smallest is its negation.
 pub const MAX_SAFE_INT: i64 = (1 << 53) - 1;
 
+/// MAX_SAFE_INT as a float; exactly representable, so comparisons against it are exact.
+const MAX_SAFE_FLOAT: f64 = 9_007_199_254_740_991.0;
+
 /// Deeper values are refused: the encoder recurses, and serde_json's own parser stops at 128
 /// levels, so nothing that arrived as text is turned away by this.
 const MAX_DEPTH: usize = 256;
@@ -102,13 +105,10 @@ fn float_as_int(f: Option<f64>) -> Result<i64> {
     if f.fract() != 0.0 {
         return Err(Error::NotCanonical("number has a fraction"));
     }
-    // 2^53 - 1 is exactly representable, so this comparison is exact; `as` cannot truncate after.
-    #[allow(clippy::cast_precision_loss)]
-    let limit = MAX_SAFE_INT as f64;
-    if f.abs() > limit {
+    if f.abs() > MAX_SAFE_FLOAT {
         return Err(Error::NotCanonical("integer out of range"));
     }
-    #[allow(clippy::cast_possible_truncation)]
+    // A whole number within ±(2^53 - 1) converts exactly; -0.0 becomes 0 as the spec wants.
     Ok(f as i64)
 }
 

@@ -1,7 +1,8 @@
 //! The crate's one error type. Variants name what was wrong with the input, so the server can map
 //! each to an HTTP answer (bad header → 400, bad signature or unknown key → 401) without string
-//! matching. Messages are static: they never echo attacker-controlled input back into logs or
-//! responses.
+//! matching. Messages are static, so they never echo attacker-controlled input, except `BadJson`,
+//! which carries serde_json's message (it can quote part of the input): log it, but send clients
+//! a fixed text.
 
 /// Everything that can go wrong while parsing or checking Matrix protocol data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

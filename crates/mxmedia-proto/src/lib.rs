@@ -5,16 +5,34 @@
 //! Everything here is synchronous and does no I/O: the HTTP server and federation client own the
 //! network, clocks are passed in as `now_ms`, and this crate only decides what bytes mean. Section
 //! numbers in the docs refer to the project's spec digest (`shared/spec/MATRIX-MEDIA.md`).
+//!
+//! Signing an outgoing federation request and checking it on the other side:
+//!
+//! ```
+//! use mxmedia_proto::{RequestParts, ServerName, SigningKey, XMatrix, sign_request, verify_request};
+//!
+//! # fn main() -> mxmedia_proto::Result<()> {
+//! let ours: ServerName = "media.example.org".parse()?;
+//! let remote: ServerName = "remote.example.com".parse()?;
+//! let key = SigningKey::generate("mxmedia1")?;
+//! let uri = "/_matrix/federation/v1/media/download/abc123?timeout_ms=20000";
+//! let request = RequestParts { method: "GET", uri, origin: &ours, destination: &remote, content: None };
+//! let header = sign_request(&request, &key)?.to_string(); // the `Authorization` value
+//!
+//! // On `remote`: parse the header, look up `auth.key` in `ours`'s validated ServerKeys, verify.
+//! let auth = XMatrix::parse(&header)?;
+//! verify_request(&auth, &remote, "GET", uri, None, &key.verify_key())?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod base64;
 pub mod canonical_json;
 pub mod discovery;
-
 mod error;
 pub mod ids;
 pub mod keys;
 pub mod server_keys;
-
 pub mod signing;
 pub mod x_matrix;
 
