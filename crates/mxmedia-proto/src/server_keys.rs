@@ -17,7 +17,7 @@ use crate::signing::{sign_json, signature_of, signing_bytes};
 
 pub use notary::{KeyCriteria, KeyQueryRequest, NotaryResponse, validate_notary_server_keys};
 
-/// Spec §12.5: servers "MUST use the lesser of [valid_until_ts] and 7 days into the future", so a
+/// Spec §12.5: servers "MUST use the lesser of `valid_until_ts` and 7 days into the future", so a
 /// stolen key published with a far-off expiry cannot stay trusted for long.
 pub const MAX_KEY_VALIDITY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
