@@ -1,0 +1,159 @@
+//! Images made in code: larger photos (shrink-on-load), crop geometry, colour types, CMYK variants.
+
+use image::{DynamicImage, ImageFormat, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+use jpeg_encoder::{ColorType, Encoder};
+use mxmedia_image::{Limits, Method, thumbnail};
+
+use crate::common::{decode, encode, near, patch, photo};
+
+fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+    img.write_with_encoder(encoder).unwrap();
+    out
+}
+
+/// A large JPEG goes through shrink-on-load and still comes out at the exact size, with its colours
+/// where they were (the gradient runs red left to right, green top to bottom).
+#[test]
+fn large_jpeg_shrink_on_load() {
+    let src = jpeg(&photo(2048, 1536), 90);
+    for (w, h, method, expected) in [
+        (320, 240, Method::Scale, (320, 240)),
+        (96, 96, Method::Crop, (96, 96)),
+        (800, 600, Method::Scale, (800, 600)),
+        (1000, 1000, Method::Scale, (1000, 750)),
+    ] {
+        let t = thumbnail(&src, w, h, method, false, &Limits::default()).unwrap();
+        assert_eq!((t.width, t.height), expected, "{w}x{h} {method:?}");
+        let img = decode(&t).to_rgb8();
+        let (x1, y1) = (t.width / 8, t.height / 8);
+        let (x2, y2) = (t.width - x1, t.height - y1);
+        let [r_left, g_top, _] = patch(&img, x1, y1, 3);
+        let [r_right, g_bottom, _] = patch(&img, x2, y2, 3);
+        assert!(
+            r_right > r_left + 100,
+            "red grows to the right: {r_left} -> {r_right}"
+        );
+        assert!(
+            g_bottom > g_top + 100,
+            "green grows downwards: {g_top} -> {g_bottom}"
+        );
+    }
+}
+
+/// Crop takes the centre: of a red | green | blue strip image only green survives a square crop.
+#[test]
+fn crop_is_centred() {
+    let strips = RgbImage::from_fn(300, 100, |x, _| match x / 100 {
+        0 => Rgb([255, 0, 0]),
+        1 => Rgb([0, 255, 0]),
+        _ => Rgb([0, 0, 255]),
+    });
+    let src = encode(&DynamicImage::ImageRgb8(strips), ImageFormat::Png);
+    let t = thumbnail(&src, 48, 48, Method::Crop, false, &Limits::default()).unwrap();
+    assert_eq!((t.content_type, t.width, t.height), ("image/jpeg", 48, 48));
+    let img = decode(&t).to_rgb8();
+    for (x, y) in [(4, 4), (24, 24), (43, 43), (4, 43)] {
+        assert!(
+            near(patch(&img, x, y, 3), [0, 255, 0], 40),
+            "green at {x},{y}"
+        );
+    }
+    // scale keeps all three
+    let t = thumbnail(&src, 60, 60, Method::Scale, false, &Limits::default()).unwrap();
+    assert_eq!((t.width, t.height), (60, 20));
+    let img = decode(&t).to_rgb8();
+    assert!(near(patch(&img, 5, 10, 3), [255, 0, 0], 40));
+    assert!(near(patch(&img, 54, 10, 3), [0, 0, 255], 40));
+}
+
+/// Extreme aspect ratios give 1-pixel sides, never 0 and never a failure.
+#[test]
+fn extreme_aspect_ratios() {
+    for (w, h) in [(4000, 1), (1, 4000)] {
+        let src = encode(&DynamicImage::ImageRgb8(photo(w, h)), ImageFormat::Png);
+        for method in [Method::Scale, Method::Crop] {
+            let t = thumbnail(&src, 96, 96, method, false, &Limits::default()).unwrap();
+            assert!(t.width >= 1 && t.height >= 1 && t.width <= 96 && t.height <= 96);
+            decode(&t);
+        }
+    }
+}
+
+/// Opaque RGBA becomes JPEG; greyscale and 16-bit sources work.
+#[test]
+fn colour_types() {
+    let opaque = RgbaImage::from_pixel(200, 100, Rgba([200, 100, 50, 255]));
+    let src = encode(&DynamicImage::ImageRgba8(opaque), ImageFormat::Png);
+    let t = thumbnail(&src, 96, 96, Method::Crop, false, &Limits::default()).unwrap();
+    assert_eq!(t.content_type, "image/jpeg");
+    assert!(near(
+        patch(&decode(&t).to_rgb8(), 48, 48, 3),
+        [200, 100, 50],
+        8
+    ));
+
+    let grey = image::GrayImage::from_fn(300, 200, |x, _| Luma([u8::try_from(x % 256).unwrap()]));
+    let src = jpeg(&DynamicImage::ImageLuma8(grey.clone()).to_rgb8(), 90);
+    let t = thumbnail(&src, 96, 96, Method::Crop, false, &Limits::default()).unwrap();
+    assert_eq!((t.width, t.height), (96, 96));
+    let mut grey_jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new(&mut grey_jpeg)
+        .encode_image(&grey)
+        .unwrap();
+    let t = thumbnail(
+        &grey_jpeg,
+        150,
+        100,
+        Method::Scale,
+        false,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.content_type, t.width, t.height),
+        ("image/jpeg", 150, 100)
+    );
+
+    let deep = DynamicImage::ImageRgba16(DynamicImage::ImageRgb8(photo(120, 90)).to_rgba16());
+    let src = encode(&deep, ImageFormat::Png);
+    let t = thumbnail(&src, 60, 60, Method::Scale, false, &Limits::default()).unwrap();
+    assert_eq!((t.content_type, t.width, t.height), ("image/jpeg", 60, 45));
+}
+
+/// CMYK written by another encoder, plain and as YCCK, with an ICC profile attached: colours come
+/// out right and nothing fails on the profile.
+#[test]
+fn cmyk_and_icc_from_jpeg_encoder() {
+    // true CMYK (0 = no ink): cyan | magenta | yellow | black, 16 px each
+    let inks: [[u8; 4]; 4] = [
+        [255, 0, 0, 0],
+        [0, 255, 0, 0],
+        [0, 0, 255, 0],
+        [0, 0, 0, 255],
+    ];
+    let expected = [[0, 255, 255], [255, 0, 255], [255, 255, 0], [0, 0, 0]];
+    let mut pixels = Vec::new();
+    for _y in 0..16 {
+        for x in 0..64usize {
+            pixels.extend(inks[x / 16]);
+        }
+    }
+    for color in [ColorType::Cmyk, ColorType::CmykAsYcck] {
+        let mut src = Vec::new();
+        let mut encoder = Encoder::new(&mut src, 95);
+        encoder.add_icc_profile(&[0x42; 600]).unwrap(); // not a valid profile: must be harmless
+        encoder.encode(&pixels, 64, 16, color).unwrap();
+        let t = thumbnail(&src, 64, 16, Method::Scale, false, &Limits::default()).unwrap();
+        let img = decode(&t).to_rgb8();
+        for (i, want) in expected.iter().enumerate() {
+            let x = u32::try_from(i).unwrap() * 16 + 8;
+            let got = patch(&img, x, 8, 3);
+            assert!(
+                near(got, *want, 40),
+                "{color:?} stripe {i}: got {got:?} want {want:?}"
+            );
+        }
+    }
+}
