@@ -2,6 +2,9 @@
 //!
 //! Its own test binary, so the process's peak RSS reflects these tests only.
 
+// Helpers outside `#[test]` functions are test code too: a panic there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use mxmedia_image::{Error, Limits, Method, probe, thumbnail};
