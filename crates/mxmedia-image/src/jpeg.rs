@@ -9,8 +9,6 @@
 //! resize). And `jpeg-decoder` runs its per-component IDCT on threads of its own (std threads,
 //! joined before `decode` returns) for outputs wider than 128 px; no public option turns that off.
 
-use std::io::Read;
-
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::{Decoder, PixelFormat};
@@ -19,8 +17,8 @@ use crate::header::{self, Header};
 use crate::resize::Plan;
 use crate::{Error, Format, Limits, error};
 
-/// Appended after the source: a truncated file then reads as "scan data, then end of image", so the
-/// decoder pads the missing rows instead of failing; a complete file never reads this far.
+/// Appended to a source that lacks it: a truncated file then reads as "scan data, then end of
+/// image", so the decoder pads the missing rows instead of failing.
 const END_OF_IMAGE: [u8; 2] = [0xFF, 0xD9];
 
 pub(crate) fn header(src: &[u8]) -> Result<Header, Error> {
@@ -44,7 +42,16 @@ pub(crate) fn decode(
     plan: &Plan,
     limits: &Limits,
 ) -> Result<DynamicImage, Error> {
-    let mut decoder = Decoder::new(src.chain(END_OF_IMAGE.as_slice()));
+    // Reading from a plain slice keeps one instantiation of the decoder and its fast byte reads;
+    // only a file without its end marker pays for a copy.
+    let padded: Vec<u8>;
+    let data = if src.ends_with(&END_OF_IMAGE) {
+        src
+    } else {
+        padded = [src, END_OF_IMAGE.as_slice()].concat();
+        &padded
+    };
+    let mut decoder = Decoder::new(data);
     let max_bytes = limits.max_pixels.saturating_mul(4);
     decoder.set_max_decoding_buffer_size(usize::try_from(max_bytes).unwrap_or(usize::MAX));
     decoder.read_info().map_err(error::from_jpeg)?;
