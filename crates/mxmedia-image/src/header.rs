@@ -29,11 +29,7 @@ pub(crate) struct Header {
 impl Header {
     /// The size as displayed, after the orientation is applied.
     pub fn displayed(&self) -> (u32, u32) {
-        if swaps_axes(self.orientation) {
-            (self.height, self.width)
-        } else {
-            (self.width, self.height)
-        }
+        oriented(self.orientation, self.width, self.height)
     }
 
     pub fn animated(&self) -> bool {
@@ -55,9 +51,11 @@ impl Header {
     }
 }
 
-/// Whether `orientation` turns the image on its side, so width and height trade places.
-pub(crate) fn swaps_axes(orientation: Orientation) -> bool {
-    match orientation {
+/// A `width`×`height` size after `orientation` is applied. Turning an image on its side trades
+/// width and height, and doing it again trades them back, so this also maps displayed sizes back
+/// to stored ones.
+pub(crate) fn oriented(orientation: Orientation, width: u32, height: u32) -> (u32, u32) {
+    let on_its_side = match orientation {
         Orientation::Rotate90
         | Orientation::Rotate270
         | Orientation::Rotate90FlipH
@@ -66,6 +64,11 @@ pub(crate) fn swaps_axes(orientation: Orientation) -> bool {
         | Orientation::Rotate180
         | Orientation::FlipHorizontal
         | Orientation::FlipVertical => false,
+    };
+    if on_its_side {
+        (height, width)
+    } else {
+        (width, height)
     }
 }
 

@@ -8,7 +8,7 @@ use fast_image_resize::{ResizeOptions, Resizer};
 use image::DynamicImage;
 use image::metadata::Orientation;
 
-use crate::header::{Header, swaps_axes};
+use crate::header::{Header, oriented};
 use crate::{Error, Method, target_dims};
 
 /// What to make of a decoded frame: its size in stored orientation, whether to crop, and the
@@ -26,11 +26,7 @@ impl Plan {
     pub fn new(header: &Header, req_w: u32, req_h: u32, method: Method) -> Self {
         let (disp_w, disp_h) = header.displayed();
         let (out_w, out_h) = target_dims(disp_w, disp_h, req_w, req_h, method);
-        let (width, height) = if swaps_axes(header.orientation) {
-            (out_h, out_w)
-        } else {
-            (out_w, out_h)
-        };
+        let (width, height) = oriented(header.orientation, out_w, out_h);
         Self {
             width,
             height,
@@ -41,11 +37,7 @@ impl Plan {
 
     /// The output size as displayed.
     pub fn output(&self) -> (u32, u32) {
-        if swaps_axes(self.orientation) {
-            (self.height, self.width)
-        } else {
-            (self.width, self.height)
-        }
+        oriented(self.orientation, self.width, self.height)
     }
 }
 
