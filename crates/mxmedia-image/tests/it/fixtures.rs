@@ -218,3 +218,34 @@ fn corrupt_and_unsupported() {
         }
     }
 }
+
+/// Damaged copies of every small fixture (bytes overwritten at spread-out offsets) give an error or
+/// an image no larger than the source, and never take the process down.
+#[test]
+fn mutated_fixtures_never_abort() {
+    let sources: [&[u8]; 7] = [PHOTO, TINY_PNG, ANIM_GIF, CMYK, WEBP, ALPHA_WEBP, ANIM_WEBP];
+    let mut seed = 0x1234_5678_9ABC_DEF1u64;
+    for src in sources {
+        let original = probe(src).unwrap();
+        for _ in 0..24 {
+            let mut damaged = src.to_vec();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = usize::try_from(seed % u64::try_from(damaged.len()).unwrap()).unwrap();
+                damaged[at] = u8::try_from(seed >> 56).unwrap();
+            }
+            let limits = Limits::default();
+            if let Ok(t) = thumbnail(&damaged, 48, 48, Method::Scale, true, &limits) {
+                // a damaged header may declare another size; the output still fits the request
+                assert!(
+                    t.width <= 48 && t.height <= 48,
+                    "{original:?} -> {}x{}",
+                    t.width,
+                    t.height
+                );
+            }
+        }
+    }
+}

@@ -157,3 +157,40 @@ fn cmyk_and_icc_from_jpeg_encoder() {
         }
     }
 }
+
+/// An EXIF APP1 segment holding only Orientation (tag 0x0112) = `value`, big-endian TIFF.
+fn exif_orientation_segment(value: u8) -> Vec<u8> {
+    let mut tiff = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+    tiff.extend([0, 1]); // one IFD entry
+    tiff.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, value, 0, 0]); // SHORT, count 1, value
+    tiff.extend([0, 0, 0, 0]); // no next IFD
+    let len = u16::try_from(tiff.len() + 2).unwrap().to_be_bytes();
+    [vec![0xFF, 0xE1, len[0], len[1]], tiff].concat()
+}
+
+/// Orientation and shrink-on-load together: a large JPEG stored landscape with orientation 6 comes
+/// out portrait, at the requested size, turned clockwise (stored left edge at the top).
+#[test]
+fn large_rotated_jpeg() {
+    let plain = jpeg(&photo(2048, 1536), 85);
+    let src = [&plain[..2], &exif_orientation_segment(6), &plain[2..]].concat();
+    let p = mxmedia_image::probe(&src).unwrap();
+    assert_eq!((p.width, p.height), (1536, 2048));
+    let t = thumbnail(&src, 320, 240, Method::Scale, false, &Limits::default()).unwrap();
+    assert_eq!((t.width, t.height), (180, 240));
+    let img = decode(&t).to_rgb8();
+    // stored: red grows rightwards, green downwards; turned clockwise: red grows downwards, green
+    // grows leftwards
+    let [r_top, g_right, _] = patch(&img, 160, 20, 3);
+    let [r_bottom, g_left, _] = patch(&img, 20, 220, 3);
+    assert!(
+        r_bottom > r_top + 100,
+        "red grows downwards: {r_top} -> {r_bottom}"
+    );
+    assert!(
+        g_left > g_right + 100,
+        "green grows leftwards: {g_right} -> {g_left}"
+    );
+    let t = thumbnail(&src, 96, 96, Method::Crop, false, &Limits::default()).unwrap();
+    assert_eq!((t.width, t.height), (96, 96));
+}
