@@ -14,39 +14,49 @@ use crate::header::Header;
 use crate::resize::Plan;
 use crate::{Error, Format, Limits, error, jpeg};
 
-/// Decodes the first frame of `src`, converted to 8 bits per channel (L, LA, RGB or RGBA).
+/// Decodes the first frame of `src`, converted to 8 bits per channel (L, LA, RGB or RGBA), with
+/// the ICC profile it is tagged with, if any.
 pub(crate) fn first_frame(
     src: &[u8],
     header: &Header,
     plan: &Plan,
     limits: &Limits,
-) -> Result<DynamicImage, Error> {
+) -> Result<(DynamicImage, Option<Vec<u8>>), Error> {
     let cursor = Cursor::new(src);
     let pixels = header.frame_pixels;
     let decode_err = |e| error::from_decode(e, pixels);
-    let image = match header.format {
-        Format::Jpeg => return jpeg::decode(src, header, plan, limits),
+    match header.format {
+        Format::Jpeg => jpeg::decode(src, header, plan, limits),
         Format::Png => {
             let decoder =
                 PngDecoder::with_limits(cursor, limits.image_limits()).map_err(decode_err)?;
-            DynamicImage::from_decoder(decoder)
+            still(decoder, pixels)
         }
         Format::Gif => {
             let mut decoder = GifDecoder::new(cursor).map_err(decode_err)?;
             decoder
                 .set_limits(limits.image_limits())
                 .map_err(decode_err)?;
-            DynamicImage::from_decoder(decoder)
+            still(decoder, pixels)
         }
         Format::WebP => {
             let mut decoder = WebPDecoder::new(cursor).map_err(decode_err)?;
             decoder
                 .set_limits(limits.image_limits())
                 .map_err(decode_err)?;
-            DynamicImage::from_decoder(decoder)
+            still(decoder, pixels)
         }
-    };
-    image.map(to_8bit).map_err(decode_err)
+    }
+}
+
+/// Reads the profile (an unreadable one counts as none) and the pixels of a configured decoder.
+fn still(
+    mut decoder: impl ImageDecoder,
+    pixels: u64,
+) -> Result<(DynamicImage, Option<Vec<u8>>), Error> {
+    let icc = decoder.icc_profile().ok().flatten();
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| error::from_decode(e, pixels))?;
+    Ok((to_8bit(image), icc))
 }
 
 /// Thumbnails are 8-bit JPEG, PNG or GIF, so 16-bit and float sources are narrowed once, here,

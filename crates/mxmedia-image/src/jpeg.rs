@@ -35,13 +35,14 @@ pub(crate) fn header(src: &[u8]) -> Result<Header, Error> {
     Ok(header::still(Format::Jpeg, width, height, orientation))
 }
 
-/// Decodes `src` at the smallest IDCT scale that still covers `plan`'s stored-space target.
+/// Decodes `src` at the smallest IDCT scale that still covers `plan`'s stored-space target, and
+/// returns its ICC profile with it.
 pub(crate) fn decode(
     src: &[u8],
     header: &Header,
     plan: &Plan,
     limits: &Limits,
-) -> Result<DynamicImage, Error> {
+) -> Result<(DynamicImage, Option<Vec<u8>>), Error> {
     // Reading from a plain slice keeps one instantiation of the decoder and its fast byte reads;
     // only a file without its end marker pays for a copy.
     let padded: Vec<u8>;
@@ -90,7 +91,10 @@ pub(crate) fn decode(
             RgbImage::from_raw(w, h, cmyk_to_rgb(&pixels)).map(DynamicImage::ImageRgb8)
         }
     };
-    image.ok_or_else(|| Error::Corrupt("JPEG: decoded buffer size mismatch".into()))
+    let Some(image) = image else {
+        return Err(Error::Corrupt("JPEG: decoded buffer size mismatch".into()));
+    };
+    Ok((image, decoder.icc_profile()))
 }
 
 /// The IDCT scale denominator (1, 2, 4 or 8): the largest whose output still covers the target, so

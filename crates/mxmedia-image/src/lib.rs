@@ -10,6 +10,7 @@
 //! IDCT scale when the target is small — resize, orient and encode.
 
 mod animated;
+mod color;
 mod decode;
 mod dims;
 mod encode;
@@ -122,8 +123,11 @@ pub fn thumbnail(
                 return Ok(thumb);
             }
         }
-        let image = decode::first_frame(src, &header, &plan, limits)?;
-        let image = resize::apply(&mut fast_image_resize::Resizer::new(), image, &plan)?;
+        let (image, icc) = decode::first_frame(src, &header, &plan, limits)?;
+        let mut image = resize::apply(&mut fast_image_resize::Resizer::new(), image, &plan)?;
+        if let Some(icc) = icc {
+            color::to_srgb(&mut image, &icc);
+        }
         encode::still(image)
     })
 }

@@ -194,3 +194,51 @@ fn large_rotated_jpeg() {
     let t = thumbnail(&src, 96, 96, Method::Crop, false, &Limits::default()).unwrap();
     assert_eq!((t.width, t.height), (96, 96));
 }
+
+/// A photo tagged Display P3 is converted to sRGB (a warm orange gets redder and less green: about
+/// (215, 92) from (200, 100) by the P3-to-sRGB matrix); untagged or garbage-tagged it is left alone.
+#[test]
+fn display_p3_to_srgb() {
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let orange = RgbImage::from_pixel(64, 64, Rgb([200, 100, 50]));
+    let tagged = |icc: Option<&[u8]>| {
+        let mut src = Vec::new();
+        let mut encoder = Encoder::new(&mut src, 95);
+        if let Some(icc) = icc {
+            encoder.add_icc_profile(icc).unwrap();
+        }
+        encoder
+            .encode(orange.as_raw(), 64, 64, ColorType::Rgb)
+            .unwrap();
+        let t = thumbnail(&src, 32, 32, Method::Scale, false, &Limits::default()).unwrap();
+        patch(&decode(&t).to_rgb8(), 16, 16, 3)
+    };
+    let [r, g, _] = tagged(Some(&p3));
+    assert!(r >= 209 && g <= 96, "P3 converted: got ({r}, {g})");
+    assert!(near(tagged(None), [200, 100, 50], 5), "untagged unchanged");
+    assert!(
+        near(tagged(Some(&[7; 300])), [200, 100, 50], 5),
+        "garbage profile ignored"
+    );
+
+    // the same through PNG's iCCP chunk, with alpha
+    let mut png = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    image::ImageEncoder::set_icc_profile(&mut encoder, p3).unwrap();
+    let rgba = RgbaImage::from_pixel(64, 64, Rgba([200, 100, 50, 128]));
+    image::ImageEncoder::write_image(
+        encoder,
+        rgba.as_raw(),
+        64,
+        64,
+        image::ExtendedColorType::Rgba8,
+    )
+    .unwrap();
+    let t = thumbnail(&png, 32, 32, Method::Scale, false, &Limits::default()).unwrap();
+    assert_eq!(t.content_type, "image/png");
+    let px = decode(&t).to_rgba8().get_pixel(16, 16).0;
+    assert!(
+        px[0] >= 209 && px[1] <= 96 && px[3] == 128,
+        "P3 PNG converted: {px:?}"
+    );
+}
