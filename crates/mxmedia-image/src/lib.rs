@@ -1,1 +1,140 @@
-//! placeholder
+//! mxmedia's image engine: probe a source, and render a thumbnail of it.
+//!
+//! Pure and synchronous: bytes in, bytes out, no I/O, no threads, no global state. The thumbnailer
+//! runs it on its own thread pool. The entry points are deliberately non-generic (`&[u8]` in,
+//! `Vec<u8>` out), so the `image` and `fast_image_resize` generics are instantiated in this crate,
+//! which the workspace compiles optimised even in dev builds (CRATES.md §3.7).
+//!
+//! Order of work in [`thumbnail`]: sniff the format from magic bytes, read the header, check the
+//! declared size (and frame count) against [`Limits`], and only then decode — JPEG at a reduced
+//! IDCT scale when the target is small — resize, orient and encode.
+
+mod animated;
+mod color;
+mod decode;
+mod dims;
+mod encode;
+mod error;
+mod gif_scan;
+mod header;
+mod jpeg;
+mod limits;
+mod png_scan;
+mod resize;
+mod sniff;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub use dims::target_dims;
+pub use error::Error;
+pub use limits::Limits;
+
+use resize::Plan;
+
+/// How a thumbnail is fitted to the requested size (the `method` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Crop around the centre to the requested aspect ratio, then resize.
+    Crop,
+    /// Resize to fit inside the requested box, keeping the aspect ratio.
+    Scale,
+}
+
+/// A source format, as detected from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Gif,
+    WebP,
+}
+
+impl Format {
+    /// The media type of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Gif => "image/gif",
+            Self::WebP => "image/webp",
+        }
+    }
+}
+
+/// What a source's header says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub format: Format,
+    /// Size as displayed, i.e. after the EXIF orientation is applied.
+    pub width: u32,
+    pub height: u32,
+    /// More than one frame (GIF, WebP or APNG).
+    pub animated: bool,
+}
+
+impl Probe {
+    /// Whether the source is no larger than `req_w`×`req_h` on both sides. The spec then asks the
+    /// server to serve the original instead of a thumbnail.
+    pub fn fits_within(&self, req_w: u32, req_h: u32) -> bool {
+        self.width <= req_w && self.height <= req_h
+    }
+}
+
+/// A rendered thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    pub bytes: Vec<u8>,
+    /// `image/jpeg`, `image/png` or (animated) `image/gif`.
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub animated: bool,
+}
+
+/// Reads the header of `src`: format, displayed size, animation. Never allocates a pixel buffer.
+///
+/// Errors: [`Error::Unsupported`] when the bytes are none of our formats, [`Error::Corrupt`] when
+/// the header cannot be read.
+pub fn probe(src: &[u8]) -> Result<Probe, Error> {
+    guard(|| header::read(src).map(|h| h.probe()))
+}
+
+/// Renders a `req_w`×`req_h` thumbnail of `src` (see [`target_dims`] for the size rules; nothing is
+/// ever upscaled). With `animated` and an animated source the result is an animated GIF; otherwise
+/// it is a JPEG, or a PNG when the result has transparent pixels.
+///
+/// The declared size and frame count are checked against `limits` before decoding, so
+/// decompression bombs fail fast with [`Error::TooLarge`] or [`Error::TooManyFrames`].
+pub fn thumbnail(
+    src: &[u8],
+    req_w: u32,
+    req_h: u32,
+    method: Method,
+    animated: bool,
+    limits: &Limits,
+) -> Result<Thumbnail, Error> {
+    guard(|| {
+        let header = header::read(src)?;
+        limits.check_frame(header.frame_pixels)?;
+        let plan = Plan::new(&header, req_w, req_h, method);
+        if animated && header.animated() {
+            limits.check_animation(header.frames, header.frame_pixels)?;
+            if let Some(thumb) = animated::render(src, &header, &plan, limits)? {
+                return Ok(thumb);
+            }
+        }
+        let (image, icc) = decode::first_frame(src, &header, &plan, limits)?;
+        let mut image = resize::apply(&mut fast_image_resize::Resizer::new(), image, &plan)?;
+        if let Some(icc) = icc {
+            color::to_srgb(&mut image, &icc);
+        }
+        encode::still(image)
+    })
+}
+
+/// Runs `f`, turning a panic inside a decoder into [`Error::Corrupt`]: the decoders are fuzzed, but
+/// a hostile upload must never take down the thumbnailer's worker thread.
+fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Error::Corrupt("decoder panicked".into())))
+}
