@@ -11,6 +11,9 @@ use image::metadata::Orientation;
 
 use crate::{Error, Format, Probe, error, gif_scan, jpeg, png_scan, sniff};
 
+/// Most memory the PNG header reader may take for ancillary chunks (ICC profile, text, EXIF).
+const METADATA_BYTES: u64 = 16 * 1024 * 1024;
+
 /// What the header of a source declares.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Header {
@@ -86,10 +89,12 @@ pub(crate) fn read(src: &[u8]) -> Result<Header, Error> {
 }
 
 fn png(src: &[u8]) -> Result<Header, Error> {
-    // No allocation limit here: reading the header allocates no pixels, and a limit error would
-    // hide the declared size that `TooLarge` reports.
-    let mut decoder = PngDecoder::with_limits(Cursor::new(src), image::Limits::no_limits())
-        .map_err(|e| error::from_decode(e, 0))?;
+    // Reading up to the first IDAT allocates no pixels, only ancillary chunks; the cap is for
+    // those (a compressed iCCP or zTXt chunk can inflate far beyond its size).
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(METADATA_BYTES);
+    let mut decoder =
+        PngDecoder::with_limits(Cursor::new(src), limits).map_err(|e| error::from_decode(e, 0))?;
     let (width, height) = decoder.dimensions();
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let frames = png_scan::apng_frames(src).unwrap_or(1).max(1);

@@ -4,14 +4,14 @@
 //! (1/2, 1/4 or 1/8) skips most of that work. `zune-jpeg` (the `image` crate's JPEG decoder) cannot
 //! scale, hence this second decoder. This file also owns turning its CMYK output into RGB.
 //!
-//! Known costs: IDCT scaling does not skip Huffman decoding, which dominates at 1/8 (about 100 ms
-//! CPU for a 3.5 MB 12 Mpx JPEG here, against about 160 ms for a full `zune-jpeg` decode plus
-//! resize). And `jpeg-decoder` runs its per-component IDCT on threads of its own (std threads,
+//! Known costs: IDCT scaling does not skip Huffman decoding, which dominates at 1/8 (about 90 ms
+//! CPU for a 3.5 MB 12 Mpx JPEG on the shared 2-core dev machine, against about 160 ms for a full
+//! `zune-jpeg` decode plus resize). And `jpeg-decoder` runs its per-component IDCT on threads of its own (std threads,
 //! joined before `decode` returns) for outputs wider than 128 px; no public option turns that off.
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
-use jpeg_decoder::{Decoder, PixelFormat};
+use jpeg_decoder::{CodingProcess, Decoder, PixelFormat};
 
 use crate::header::{self, Header};
 use crate::resize::Plan;
@@ -57,8 +57,12 @@ pub(crate) fn decode(
     decoder.set_max_decoding_buffer_size(usize::try_from(max_bytes).unwrap_or(usize::MAX));
     decoder.read_info().map_err(error::from_jpeg)?;
 
+    // Lossless JPEG has no DCT to scale.
+    let lossless = decoder
+        .info()
+        .is_some_and(|info| info.coding_process == CodingProcess::Lossless);
     let denom = shrink_denominator(header.width, header.height, plan.width, plan.height);
-    if denom > 1 {
+    if denom > 1 && !lossless {
         let (w, h) = (header.width.div_ceil(denom), header.height.div_ceil(denom));
         let (dw, dh) = decoder
             .scale(clamp_u16(w), clamp_u16(h))
@@ -78,13 +82,8 @@ pub(crate) fn decode(
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     let image = match info.pixel_format {
         PixelFormat::L8 => GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-        // 16-bit samples come big-endian; a thumbnail needs only the high byte.
         PixelFormat::L16 => {
-            let high = pixels
-                .chunks_exact(2)
-                .map(|s| s.first().copied().unwrap_or(0))
-                .collect();
-            GrayImage::from_raw(w, h, high).map(DynamicImage::ImageLuma8)
+            GrayImage::from_raw(w, h, narrow_l16(&pixels)).map(DynamicImage::ImageLuma8)
         }
         PixelFormat::RGB24 => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
         PixelFormat::CMYK32 => {
@@ -106,6 +105,26 @@ pub(crate) fn shrink_denominator(width: u32, height: u32, target_w: u32, target_
         .into_iter()
         .find(|&d| width.div_ceil(d) >= target_w && height.div_ceil(d) >= target_h)
         .unwrap_or(1)
+}
+
+/// Narrows lossless-JPEG samples (native-endian u16 of 2 to 16 bits; the precision is not exposed,
+/// so it is taken from the largest sample) to 8 bits.
+fn narrow_l16(pixels: &[u8]) -> Vec<u8> {
+    let samples: Vec<u16> = pixels
+        .chunks_exact(2)
+        .map(|b| {
+            u16::from_ne_bytes([
+                b.first().copied().unwrap_or(0),
+                b.get(1).copied().unwrap_or(0),
+            ])
+        })
+        .collect();
+    let max = samples.iter().copied().max().unwrap_or(0);
+    let shift = (u16::BITS - max.leading_zeros()).saturating_sub(8);
+    samples
+        .iter()
+        .map(|&v| u8::try_from(v >> shift).unwrap_or(u8::MAX))
+        .collect()
 }
 
 fn clamp_u16(v: u32) -> u16 {
@@ -130,7 +149,7 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cmyk_to_rgb, shrink_denominator};
+    use super::{cmyk_to_rgb, narrow_l16, shrink_denominator};
 
     /// The largest reduction whose output still covers the target on both sides.
     #[test]
@@ -147,6 +166,21 @@ mod tests {
         assert_eq!(shrink_denominator(4000, 100, 320, 24), 4);
         assert_eq!(shrink_denominator(17, 9, 4, 2), 4); // ceil(17/8)=3 < 4
         assert_eq!(shrink_denominator(1, 1, 1, 1), 8);
+    }
+
+    /// 12-bit samples (as lossless JPEGs hold) scale to the full 8-bit range.
+    #[test]
+    fn narrows_deep_grey() {
+        let samples: Vec<u8> = [0u16, 2048, 4095]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        assert_eq!(narrow_l16(&samples), [0, 128, 255]);
+        let low: Vec<u8> = [0u16, 100, 255]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        assert_eq!(narrow_l16(&low), [0, 100, 255]);
     }
 
     /// No ink is white, full K is black, and pure process colours give their RGB complements.
