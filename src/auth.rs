@@ -34,10 +34,12 @@ pub struct Authenticator {
     homeserver_url: Option<String>,
     good_ttl: Duration,
     bad_ttl: Duration,
-    cache: Mutex<HashMap<CacheKey, (Instant, Result<User, bool>)>>,
+    cache: Mutex<HashMap<CacheKey, (Instant, Answer)>>,
 }
 
 type CacheKey = (String, Option<String>);
+/// The homeserver's answer: the user, or a refusal with its soft-logout flag.
+type Answer = Result<User, bool>;
 
 #[derive(Deserialize)]
 struct WhoAmI {
@@ -103,7 +105,7 @@ impl Authenticator {
     }
 
     /// A cached answer: the user, or the refusal with its soft-logout flag.
-    fn cached(&self, key: &CacheKey) -> Option<Result<User, bool>> {
+    fn cached(&self, key: &CacheKey) -> Option<Answer> {
         let mut cache = self.cache.lock().ok()?;
         match cache.get(key) {
             Some((expires, value)) if *expires > Instant::now() => Some(value.clone()),

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod extract;
 pub mod response;
+pub mod thumbnail;
 pub mod upload;
 
 use actix_web::{
@@ -41,12 +42,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
         cfg.service(
             scope(prefix)
                 .service(downloads(client::get_content))
+                .service(thumbnails(thumbnail::get_content_thumbnail))
                 .service(resource("/config").route(web::get().to(client::get_media_config))),
         );
     }
     for prefix in LEGACY_MEDIA {
         let mut legacy = scope(prefix)
             .service(downloads(client::get_content_legacy))
+            .service(thumbnails(thumbnail::get_content_thumbnail_legacy))
             .service(resource("/upload").route(web::post().to(upload::create_content)))
             .service(
                 resource("/upload/{server_name}/{media_id}")
@@ -85,6 +88,16 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::scope("/download").default_service(web::to(handler))
+}
+
+/// The thumbnail scope, parsed like downloads.
+fn thumbnails<F, Args>(handler: F) -> actix_web::Scope
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::scope("/thumbnail").default_service(web::to(handler))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, Error> {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod singleflight;
 pub mod state;
 pub mod store;
+pub mod thumbnail;
 
 use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
 

@@ -24,6 +24,7 @@ use crate::{
     config::{Config, FreeSpace},
     error::{Error, Result},
     store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE},
+    thumbnail::{Served, Thumbnailer, select::ThumbSpec},
 };
 
 /// What an upload request carries besides its bytes.
@@ -48,12 +49,12 @@ pub struct MediaService {
     /// Ids with an upload in flight: a second concurrent PUT loses at once with 409.
     uploading: Mutex<HashSet<MediaKey>>,
     cache: MediaCache,
+    thumbnails: Thumbnailer,
 }
 
 impl MediaService {
     pub fn new(config: &Config, store: Store) -> Result<Self> {
         Ok(Self {
-            store,
             server_name: ServerName::parse(&config.server_name)?,
             max_upload: config.media.max_upload_size.as_u64(),
             min_free: config.store.min_free_space,
@@ -63,6 +64,8 @@ impl MediaService {
             uploaded: Notify::new(),
             uploading: Mutex::new(HashSet::new()),
             cache: MediaCache::new(config.store.memory_cache.as_u64()),
+            thumbnails: Thumbnailer::new(&config.thumbnails, store.clone()),
+            store,
         })
     }
 
@@ -347,6 +350,23 @@ impl MediaService {
             self.cache.put_blob(&content.sha256, bytes.clone());
         }
         Ok(reader)
+    }
+
+    /// A thumbnail of local media, waiting for an async upload like a download does.
+    pub async fn thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: ThumbSpec,
+        timeout: Option<Duration>,
+    ) -> Result<(Content, Served)> {
+        let content = self.content(key, timeout).await?;
+        let served = self.thumbnails.thumbnail(&content, spec).await?;
+        Ok((content, served))
+    }
+
+    /// Thumbnails rendered since start.
+    pub fn thumbnails_generated(&self) -> u64 {
+        self.thumbnails.generated()
     }
 
     /// Deletes expired reservations; run periodically.

@@ -5,6 +5,7 @@
 //! - `mediaid_meta`: `server/mediaId` -> `MediaMeta` (JSON)
 //! - `sha256_blob`: hex sha256 -> `BlobRecord` (JSON): length, placement, reference count
 //! - `blob_chunks`: sha256 bytes + chunk index -> bytes of an inline blob
+//! - `thumbkey_thumb`: `sha256/WxH/method/animated` -> `ThumbRecord` (JSON), thumbnails by source
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
@@ -49,6 +50,14 @@ pub enum Expect<'a> {
     PendingFor { user: &'a str, now_ms: u64 },
 }
 
+/// A stored thumbnail: its bytes are a blob like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbRecord {
+    pub content_type: String,
+    pub len: u64,
+    pub sha256: String,
+}
+
 /// What an upload records besides its bytes.
 pub struct Upload<'a> {
     pub content_type: String,
@@ -76,6 +85,7 @@ struct Inner {
     blobs: sled::Tree,
     chunks: sled::Tree,
     pending: sled::Tree,
+    thumbs: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -105,6 +115,7 @@ impl Store {
                 blobs: db.open_tree("sha256_blob")?,
                 chunks: db.open_tree("blob_chunks")?,
                 pending: db.open_tree("userid_pending")?,
+                thumbs: db.open_tree("thumbkey_thumb")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -329,6 +340,61 @@ impl Store {
         }
         drop(_guard);
         self.flush()
+    }
+
+    pub fn get_thumbnail(&self, key: &str) -> Result<Option<ThumbRecord>> {
+        self.inner.thumbs.get(key)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Stores a rendered thumbnail under `key`. Not flushed: a thumbnail lost in a crash is
+    /// simply rendered again.
+    pub fn put_thumbnail(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        content_type: &str,
+    ) -> Result<ThumbRecord> {
+        let mut staging = self.stage()?;
+        staging.write(bytes)?;
+        let staged = staging.finish()?;
+        let record = ThumbRecord {
+            content_type: content_type.to_owned(),
+            len: staged.len,
+            sha256: staged.sha256.clone(),
+        };
+        let inline = staged.len <= self.inner.inline_max;
+        let placement = if inline {
+            Placement::Inline
+        } else {
+            Placement::File
+        };
+        let _guard = self
+            .inner
+            .blob_lock
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        if !inline {
+            self.inner.files.persist(staged)?;
+        }
+        let value = encode(&record)?;
+        (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
+            .transaction(|(thumb_tree, blob_tree, chunk_tree)| {
+                if thumb_tree.get(key)?.is_some() {
+                    return Ok(());
+                }
+                add_blob_ref(
+                    blob_tree,
+                    chunk_tree,
+                    &record.sha256,
+                    record.len,
+                    placement,
+                    inline.then_some(bytes),
+                )?;
+                thumb_tree.insert(key, value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(record)
     }
 
     /// Deletes media and, with its last reference, its blob. Returns whether it existed.

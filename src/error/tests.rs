@@ -18,7 +18,11 @@ fn errcode_table() {
             "M_LIMIT_EXCEEDED",
         ),
         (Error::MissingToken, 401, "M_MISSING_TOKEN"),
-        (Error::UnknownToken { soft_logout: false }, 401, "M_UNKNOWN_TOKEN"),
+        (
+            Error::UnknownToken { soft_logout: false },
+            401,
+            "M_UNKNOWN_TOKEN",
+        ),
         (Error::Forbidden("no".into()), 403, "M_FORBIDDEN"),
         (Error::GuestForbidden, 403, "M_GUEST_ACCESS_FORBIDDEN"),
         (Error::Unauthorized("bad sig".into()), 401, "M_UNAUTHORIZED"),
@@ -67,5 +71,10 @@ fn rate_limited_carries_retry_after_ms() {
 fn soft_logout_is_relayed() {
     let err = Error::UnknownToken { soft_logout: true };
     assert_eq!(err.body()["soft_logout"], true);
-    assert!(Error::UnknownToken { soft_logout: false }.body().get("soft_logout").is_none());
+    assert!(
+        Error::UnknownToken { soft_logout: false }
+            .body()
+            .get("soft_logout")
+            .is_none()
+    );
 }

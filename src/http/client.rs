@@ -89,6 +89,10 @@ pub async fn get_media_config(
 /// # `GET /_mxmedia/health`
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let size = state.media.store().blocking(|s| s.size_on_disk()).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "db_bytes": size })))
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "db_bytes": size,
+        "thumbnails_generated": state.media.thumbnails_generated(),
+    })))
 }

@@ -182,7 +182,13 @@ async fn homeserver_whoami() {
     assert_error(&mut res, 401, "M_UNKNOWN_TOKEN").await;
 
     // An expired (refreshable) token keeps the homeserver's soft-logout hint.
-    let mut res = server.client.get(server.download_url(&id)).bearer_auth("expired").send().await.unwrap();
+    let mut res = server
+        .client
+        .get(server.download_url(&id))
+        .bearer_auth("expired")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");

@@ -8,4 +8,5 @@ mod auth;
 mod common;
 mod download;
 mod process;
+mod thumbnail;
 mod upload;

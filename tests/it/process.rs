@@ -198,3 +198,51 @@ fn check_config_and_version() {
             .contains(env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Thumbnails are stored: after a restart the same thumbnail is served without rendering.
+#[actix_web::test]
+async fn thumbnails_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let photo = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/photo_640x480.jpg"
+    ))
+    .unwrap();
+    let fetch = |base: String, id: String| async move {
+        let url = format!(
+            "{base}/_matrix/client/v1/media/thumbnail/localhost/{id}?width=96&height=96&method=crop"
+        );
+        let mut res = client().get(url).bearer_auth(ALICE).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.body().await.unwrap().to_vec()
+    };
+    let generated = |base: String| async move {
+        let mut res = client()
+            .get(format!("{base}/_mxmedia/health"))
+            .send()
+            .await
+            .unwrap();
+        res.json::<serde_json::Value>().await.unwrap()["thumbnails_generated"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut proc = spawn(dir.path(), port, true);
+    wait_ready(&proc.base).await;
+    let id = upload(&proc.base, ALICE, photo).await;
+    let first = fetch(proc.base.clone(), id.clone()).await;
+    assert_eq!(generated(proc.base.clone()).await, 1);
+    nix_kill(&proc.child, "TERM");
+    proc.child.wait().unwrap();
+
+    let mut proc = spawn(dir.path(), port, true);
+    wait_ready(&proc.base).await;
+    assert_eq!(fetch(proc.base.clone(), id).await, first);
+    assert_eq!(
+        generated(proc.base.clone()).await,
+        0,
+        "served from the store"
+    );
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+}

@@ -1,0 +1,124 @@
+//! Thumbnail endpoints, authenticated (v1.11) and deprecated (`/_matrix/media/v3`).
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use mxmedia_image::Method;
+use serde::Deserialize;
+
+use super::{
+    extract::{AuthedUser, MediaPath, parse_bool},
+    response::{Caching, media_response},
+};
+use crate::{
+    error::Error,
+    media::meta::Content,
+    state::AppState,
+    thumbnail::{Served, select::ThumbSpec},
+};
+
+#[derive(Deserialize)]
+pub struct ThumbnailQuery {
+    width: Option<String>,
+    height: Option<String>,
+    method: Option<String>,
+    animated: Option<String>,
+    timeout_ms: Option<u64>,
+    allow_remote: Option<String>,
+}
+
+impl ThumbnailQuery {
+    fn spec(&self) -> Result<ThumbSpec, Error> {
+        let dimension = |name: &str, raw: &Option<String>| -> Result<u32, Error> {
+            let raw = raw
+                .as_deref()
+                .ok_or_else(|| Error::MissingParam(format!("Missing {name}")))?;
+            match raw.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::InvalidParam(format!(
+                    "{name} must be a positive integer"
+                ))),
+            }
+        };
+        let method = match self.method.as_deref() {
+            None | Some("scale") => Method::Scale,
+            Some("crop") => Method::Crop,
+            Some(_) => return Err(Error::InvalidParam("method must be crop or scale".into())),
+        };
+        Ok(ThumbSpec {
+            width: dimension("width", &self.width)?,
+            height: dimension("height", &self.height)?,
+            method,
+            animated: parse_bool("animated", self.animated.as_deref())?.unwrap_or(false),
+        })
+    }
+}
+
+/// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+pub async fn get_content_thumbnail(
+    req: HttpRequest,
+    path: MediaPath,
+    state: web::Data<AppState>,
+    _user: AuthedUser,
+    query: web::Query<ThumbnailQuery>,
+) -> Result<HttpResponse, Error> {
+    serve(&req, &state, &path, &query, Caching::Private).await
+}
+
+/// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (deprecated, unauthenticated)
+pub async fn get_content_thumbnail_legacy(
+    req: HttpRequest,
+    path: MediaPath,
+    state: web::Data<AppState>,
+    query: web::Query<ThumbnailQuery>,
+) -> Result<HttpResponse, Error> {
+    parse_bool("allow_remote", query.allow_remote.as_deref())?;
+    if !state.config.media.legacy_unauthenticated_downloads {
+        return Err(Error::NotFound);
+    }
+    serve(&req, &state, &path, &query, Caching::Public).await
+}
+
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    path: &MediaPath,
+    query: &ThumbnailQuery,
+    caching: Caching,
+) -> Result<HttpResponse, Error> {
+    if path.file_name().is_some() {
+        return Err(Error::Unrecognized);
+    }
+    let key = path.key()?;
+    let spec = query.spec()?;
+    if !state.media.is_local(&key.server_name) {
+        return Err(Error::NotFound);
+    }
+    let timeout = query.timeout_ms.map(Duration::from_millis);
+    let (original, served) = state.media.thumbnail(&key, spec, timeout).await?;
+    let content = match served {
+        Served::Original { content_type } => Content {
+            content_type: content_type.to_owned(),
+            ..original
+        },
+        Served::Thumbnail(record) => Content {
+            content_type: record.content_type,
+            filename: None,
+            len: record.len,
+            sha256: record.sha256,
+        },
+    };
+    let name = format!("thumbnail.{}", extension(&content.content_type));
+    let reader = state.media.open(&content).await?;
+    media_response(req, &content, reader, "inline", Some(&name), caching)
+}
+
+fn extension(content_type: &str) -> &'static str {
+    match content_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        _ => "bin",
+    }
+}

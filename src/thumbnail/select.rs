@@ -1,0 +1,161 @@
+//! Which thumbnail answers a request: the original when it is already small enough, else the
+//! smallest configured size that is at least as large as asked, so no client can make the
+//! server render arbitrary sizes (unless the admin allows dynamic sizes).
+
+use mxmedia_image::{Method, Probe};
+
+use crate::config::ThumbnailConfig;
+
+/// A requested or configured thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThumbSpec {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+    pub animated: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice {
+    Original,
+    Render(ThumbSpec),
+}
+
+pub fn choose(probe: &Probe, req: ThumbSpec, config: &ThumbnailConfig) -> Choice {
+    // An animated source may only be sent as is when animation was asked for.
+    let original_ok = !probe.animated || (req.animated && config.animated);
+    if original_ok && probe.fits_within(req.width, req.height) {
+        return Choice::Original;
+    }
+    let animated = req.animated && config.animated && probe.animated;
+    let best = config
+        .sizes
+        .iter()
+        .filter(|s| {
+            Method::from(s.method) == req.method && s.width >= req.width && s.height >= req.height
+        })
+        .min_by_key(|s| u64::from(s.width) * u64::from(s.height));
+    if let Some(size) = best {
+        return Choice::Render(ThumbSpec {
+            width: size.width,
+            height: size.height,
+            method: size.method.into(),
+            animated,
+        });
+    }
+    if config.dynamic {
+        return Choice::Render(ThumbSpec { animated, ..req });
+    }
+    // Larger than every configured size: the original is at least as large as asked.
+    if original_ok {
+        return Choice::Original;
+    }
+    // An animated source asked for still and large: its first frame at full size, one variant.
+    Choice::Render(ThumbSpec {
+        width: probe.width,
+        height: probe.height,
+        method: Method::Scale,
+        animated: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use mxmedia_image::{Format, Method, Probe};
+
+    use super::{Choice, ThumbSpec, choose};
+    use crate::config::Config;
+
+    fn probe(width: u32, height: u32, animated: bool) -> Probe {
+        Probe {
+            format: Format::Png,
+            width,
+            height,
+            animated,
+        }
+    }
+
+    fn req(width: u32, height: u32, method: Method) -> ThumbSpec {
+        ThumbSpec {
+            width,
+            height,
+            method,
+            animated: false,
+        }
+    }
+
+    #[test]
+    fn picks_smallest_configured_size_not_smaller_than_asked() {
+        let config = Config::default().thumbnails;
+        let p = probe(4000, 3000, false);
+        assert_eq!(
+            choose(&p, req(100, 100, Method::Scale), &config),
+            Choice::Render(req(320, 240, Method::Scale))
+        );
+        assert_eq!(
+            choose(&p, req(50, 50, Method::Crop), &config),
+            Choice::Render(req(96, 96, Method::Crop))
+        );
+        assert_eq!(
+            choose(&p, req(32, 32, Method::Crop), &config),
+            Choice::Render(req(32, 32, Method::Crop))
+        );
+        assert_eq!(
+            choose(&p, req(700, 500, Method::Scale), &config),
+            Choice::Render(req(800, 600, Method::Scale))
+        );
+    }
+
+    #[test]
+    fn small_or_oversized_requests_get_the_original() {
+        let config = Config::default().thumbnails;
+        assert_eq!(
+            choose(&probe(64, 64, false), req(96, 96, Method::Crop), &config),
+            Choice::Original
+        );
+        assert_eq!(
+            choose(
+                &probe(4000, 3000, false),
+                req(2000, 2000, Method::Scale),
+                &config
+            ),
+            Choice::Original
+        );
+    }
+
+    #[test]
+    fn animated_sources_stay_still_unless_asked() {
+        let config = Config::default().thumbnails;
+        let small_gif = probe(64, 64, true);
+        assert_eq!(
+            choose(&small_gif, req(96, 96, Method::Crop), &config),
+            Choice::Render(req(96, 96, Method::Crop)),
+            "still first frame, never the animated original"
+        );
+        let animated = ThumbSpec {
+            animated: true,
+            ..req(96, 96, Method::Crop)
+        };
+        assert_eq!(choose(&small_gif, animated, &config), Choice::Original);
+        let big_gif = probe(1000, 1000, true);
+        assert_eq!(
+            choose(&big_gif, animated, &config),
+            Choice::Render(animated)
+        );
+    }
+
+    #[test]
+    fn dynamic_sizes_only_when_allowed() {
+        let mut config = Config::default().thumbnails;
+        let p = probe(4000, 3000, false);
+        assert_eq!(
+            choose(&p, req(1000, 1000, Method::Crop), &config),
+            Choice::Original
+        );
+        config.dynamic = true;
+        assert_eq!(
+            choose(&p, req(1000, 1000, Method::Crop), &config),
+            Choice::Render(req(1000, 1000, Method::Crop))
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Thumbnails through HTTP: sizes, methods, originals, animation, hostile input, single flight.
+
+use crate::common::{ALICE, TestServer, assert_error};
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/mxmedia-image/tests/fixtures/"
+);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}{name}")).unwrap()
+}
+
+async fn thumb(
+    server: &TestServer,
+    id: &str,
+    query: &str,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
+> {
+    server
+        .client
+        .get(server.url(&format!(
+            "/_matrix/client/v1/media/thumbnail/localhost/{id}?{query}"
+        )))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn generated(server: &TestServer) -> u64 {
+    let mut res = server
+        .client
+        .get(server.url("/_mxmedia/health"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["thumbnails_generated"].as_u64().unwrap()
+}
+
+/// Scale fits the box keeping the aspect ratio; crop gives exactly the asked size; both JPEG for
+/// an opaque photo, served inline with a thumbnail file name.
+#[actix_web::test]
+async fn scale_and_crop() {
+    let server = TestServer::start().await;
+    let id = server
+        .upload(
+            &fixture("photo_640x480.jpg"),
+            "image/jpeg",
+            Some("photo.jpg"),
+        )
+        .await;
+    for (query, w, h) in [
+        ("width=320&height=240&method=scale", 320, 240),
+        ("width=96&height=96&method=crop", 96, 96),
+        ("width=50&height=50&method=crop", 96, 96),
+        ("width=300&height=300", 640, 480),
+    ] {
+        let mut res = thumb(&server, &id, query).await;
+        assert_eq!(res.status(), 200, "{query}");
+        assert_eq!(res.headers().get("content-type").unwrap(), "image/jpeg");
+        assert_eq!(
+            res.headers().get("content-disposition").unwrap(),
+            "inline; filename=thumbnail.jpg"
+        );
+        assert!(res.headers().get("content-security-policy").is_some());
+        let body = res.body().await.unwrap();
+        let probe = mxmedia_image::probe(&body).unwrap();
+        assert_eq!((probe.width, probe.height), (w, h), "{query}");
+    }
+}
+
+/// A source no larger than the request is served as itself, never upscaled.
+#[actix_web::test]
+async fn small_source_is_served_as_is() {
+    let server = TestServer::start().await;
+    let png = fixture("tiny_64x64.png");
+    let id = server.upload(&png, "image/png", None).await;
+    let mut res = thumb(&server, &id, "width=96&height=96&method=crop").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("content-type").unwrap(), "image/png");
+    assert_eq!(
+        res.headers().get("content-disposition").unwrap(),
+        "inline; filename=thumbnail.png"
+    );
+    assert_eq!(res.body().await.unwrap(), png.as_slice());
+    assert_eq!(generated(&server).await, 0);
+}
+
+/// `animated=true` on a GIF gives an animated thumbnail; `false` or absent a still image.
+#[actix_web::test]
+async fn animated_rules() {
+    let server = TestServer::start().await;
+    let id = server
+        .upload(&fixture("anim_64x64_8f.gif"), "image/gif", None)
+        .await;
+    let mut res = thumb(&server, &id, "width=32&height=32&method=crop&animated=true").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("content-type").unwrap(), "image/gif");
+    assert!(
+        mxmedia_image::probe(&res.body().await.unwrap())
+            .unwrap()
+            .animated
+    );
+    for query in [
+        "width=32&height=32&method=crop&animated=false",
+        "width=32&height=32&method=crop",
+        "width=96&height=96",
+    ] {
+        let mut res = thumb(&server, &id, query).await;
+        assert_eq!(res.status(), 200, "{query}");
+        let probe = mxmedia_image::probe(&res.body().await.unwrap()).unwrap();
+        assert!(!probe.animated, "{query}");
+    }
+}
+
+/// What cannot be thumbnailed gets the spec's errors, and the server stays up.
+#[actix_web::test]
+async fn hostile_and_unsupported_sources() {
+    let server = TestServer::start().await;
+    let cases = [
+        ("bomb_50000x50000.png", 413, "M_TOO_LARGE"),
+        ("bomb_valid_20000x20000.png", 413, "M_TOO_LARGE"),
+        ("garbage_after_png_sig.png", 400, "M_UNKNOWN"),
+    ];
+    for (name, status, errcode) in cases {
+        let id = server.upload(&fixture(name), "image/png", None).await;
+        let mut res = thumb(&server, &id, "width=96&height=96&method=crop").await;
+        assert_error(&mut res, status, errcode).await;
+    }
+    let id = server
+        .upload(b"%PDF-1.4 not an image", "application/pdf", None)
+        .await;
+    let mut res = thumb(&server, &id, "width=96&height=96").await;
+    assert_error(&mut res, 400, "M_UNKNOWN").await;
+    // A truncated JPEG still gives a thumbnail (the missing rows are filled).
+    let id = server
+        .upload(&fixture("truncated_640x480.jpg"), "image/jpeg", None)
+        .await;
+    assert_eq!(
+        thumb(&server, &id, "width=96&height=96&method=crop")
+            .await
+            .status(),
+        200
+    );
+    let id = server
+        .upload(&fixture("photo_640x480.jpg"), "image/jpeg", None)
+        .await;
+    assert_eq!(
+        thumb(&server, &id, "width=32&height=32&method=crop")
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Bad parameters are refused with the right errcode before any work.
+#[actix_web::test]
+async fn bad_parameters() {
+    let server = TestServer::start().await;
+    let id = server
+        .upload(&fixture("photo_640x480.jpg"), "image/jpeg", None)
+        .await;
+    for (query, errcode) in [
+        ("height=96", "M_MISSING_PARAM"),
+        ("width=96", "M_MISSING_PARAM"),
+        ("width=abc&height=96", "M_INVALID_PARAM"),
+        ("width=0&height=96", "M_INVALID_PARAM"),
+        ("width=-5&height=96", "M_INVALID_PARAM"),
+        ("width=96&height=96&method=zoom", "M_INVALID_PARAM"),
+        ("width=96&height=96&animated=yes", "M_INVALID_PARAM"),
+    ] {
+        let mut res = thumb(&server, &id, query).await;
+        assert_error(&mut res, 400, errcode).await;
+    }
+    let mut res = thumb(&server, "unknownMedia", "width=96&height=96").await;
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    let mut res = server
+        .client
+        .get(server.url(&format!(
+            "/_matrix/client/v1/media/thumbnail/localhost/{id}?width=9&height=9"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 401, "M_MISSING_TOKEN").await;
+}
+
+/// Twenty concurrent requests for one thumbnail render it once; media sharing a hash share it.
+#[actix_web::test]
+async fn single_flight_and_shared_by_hash() {
+    let server = TestServer::start().await;
+    let photo = fixture("photo_640x480.jpg");
+    let a = server.upload(&photo, "image/jpeg", None).await;
+    let b = server.upload(&photo, "image/jpeg", None).await;
+    let requests = (0..20).map(|i| {
+        let id = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let server = &server;
+        async move {
+            let mut res = thumb(server, &id, "width=320&height=240&method=scale").await;
+            assert_eq!(res.status(), 200);
+            res.body().await.unwrap()
+        }
+    });
+    let bodies = futures_util::future::join_all(requests).await;
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "everyone got the same bytes"
+    );
+    assert_eq!(
+        generated(&server).await,
+        1,
+        "one render for twenty requests"
+    );
+    let mut res = thumb(&server, &b, "width=320&height=240&method=scale").await;
+    assert_eq!(res.body().await.unwrap(), bodies[0]);
+    assert_eq!(
+        generated(&server).await,
+        1,
+        "served from the store afterwards"
+    );
+}
