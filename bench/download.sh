@@ -5,7 +5,8 @@
 # Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-10s}"
+DURATION="${DURATION:-5s}"
+ROUNDS="${ROUNDS:-5}"
 CONNS="${CONNS:-32}"
 BIN="${BIN:-target/release/mxmedia}"
 [ -x "$BIN" ] || cargo build --release --bin mxmedia
@@ -39,7 +40,7 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 # mxmedia, one worker on core 0.
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18080 MXMEDIA_WORKERS=1 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
-MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG=info \
+MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG="${MXMEDIA_LOG:-info}" \
     taskset -c 0 "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/_mxmedia/health >/dev/null && break; sleep 0.1; done
 sleep 1
@@ -53,11 +54,18 @@ curl -sf "${auth[@]}" "$mx_url" | cmp - "$work/file.bin"
 
 run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
 run_wrk "${auth[@]}" "$mx_url" >/dev/null          # warm-up
-nginx_rps=$(run_wrk http://127.0.0.1:18081/file.bin)
-mx_rps=$(run_wrk "${auth[@]}" "$mx_url")
-echo "64 KiB download, wrk -t1 -c$CONNS -d$DURATION, server on core 0, wrk on core 1"
-echo "  nginx:   $nginx_rps req/s"
-echo "  mxmedia: $mx_rps req/s"
+# Rounds alternate between the two servers so that noise from the machine hits both alike.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+nginx_runs=(); mx_runs=()
+for _ in $(seq "$ROUNDS"); do
+    nginx_runs+=("$(run_wrk http://127.0.0.1:18081/file.bin)")
+    mx_runs+=("$(run_wrk "${auth[@]}" "$mx_url")")
+done
+nginx_rps=$(printf '%s\n' "${nginx_runs[@]}" | median)
+mx_rps=$(printf '%s\n' "${mx_runs[@]}" | median)
+echo "64 KiB download, wrk -t1 -c$CONNS -d$DURATION x $ROUNDS alternating rounds, server on core 0, wrk on core 1"
+echo "  nginx:   median $nginx_rps req/s (${nginx_runs[*]})"
+echo "  mxmedia: median $mx_rps req/s (${mx_runs[*]})"
 echo "  ratio mxmedia/nginx: $(awk -v a="$mx_rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')"
 echo "RSS idle: $((idle_rss / 1024)) MiB"
 
