@@ -41,15 +41,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
     for prefix in CLIENT_MEDIA {
         cfg.service(
             scope(prefix)
-                .service(downloads(client::get_content))
-                .service(thumbnails(thumbnail::get_content_thumbnail))
+                .service(media_scope("/download", client::get_content))
+                .service(media_scope("/thumbnail", thumbnail::get_content_thumbnail))
                 .service(resource("/config").route(web::get().to(client::get_media_config))),
         );
     }
     for prefix in LEGACY_MEDIA {
         let mut legacy = scope(prefix)
-            .service(downloads(client::get_content_legacy))
-            .service(thumbnails(thumbnail::get_content_thumbnail_legacy))
+            .service(media_scope("/download", client::get_content_legacy))
+            .service(media_scope(
+                "/thumbnail",
+                thumbnail::get_content_thumbnail_legacy,
+            ))
             .service(resource("/upload").route(web::post().to(upload::create_content)))
             .service(
                 resource("/upload/{server_name}/{media_id}")
@@ -80,24 +83,15 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-/// The download scope: `MediaPath` parses the rest of the path and checks the method.
-fn downloads<F, Args>(handler: F) -> actix_web::Scope
+/// A media scope (`/download`, `/thumbnail`): `MediaPath` parses the rest of the path and
+/// checks the method, so these hot routes skip the router's pattern matching.
+fn media_scope<F, Args>(name: &str, handler: F) -> actix_web::Scope
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::scope("/download").default_service(web::to(handler))
-}
-
-/// The thumbnail scope, parsed like downloads.
-fn thumbnails<F, Args>(handler: F) -> actix_web::Scope
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::scope("/thumbnail").default_service(web::to(handler))
+    web::scope(name).default_service(web::to(handler))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, Error> {

@@ -127,6 +127,13 @@ impl Store {
         Ok(store)
     }
 
+    fn lock_blobs(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.inner
+            .blob_lock
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))
+    }
+
     /// Runs blocking store work off the async workers.
     pub async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
@@ -259,11 +266,7 @@ impl Store {
             len: staged.len,
             sha256: sha256.clone(),
         };
-        let _guard = self
-            .inner
-            .blob_lock
-            .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let _guard = self.lock_blobs()?;
         if !inline {
             self.inner.files.persist(staged)?;
         }
@@ -368,11 +371,7 @@ impl Store {
         } else {
             Placement::File
         };
-        let _guard = self
-            .inner
-            .blob_lock
-            .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let _guard = self.lock_blobs()?;
         if !inline {
             self.inner.files.persist(staged)?;
         }
@@ -399,11 +398,7 @@ impl Store {
 
     /// Deletes media and, with its last reference, its blob. Returns whether it existed.
     pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
-        let _guard = self
-            .inner
-            .blob_lock
-            .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let _guard = self.lock_blobs()?;
         let db_key = key.db_key();
         let removed = (&self.inner.meta, &self.inner.blobs, &self.inner.chunks)
             .transaction(|(meta_tree, blob_tree, chunk_tree)| {
@@ -448,11 +443,7 @@ impl Store {
     /// Removes blob files that no record points at: left by a crash between a rename and its
     /// transaction, or between a transaction and a file removal.
     pub fn sweep_orphans(&self) -> Result<usize> {
-        let _guard = self
-            .inner
-            .blob_lock
-            .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))?;
+        let _guard = self.lock_blobs()?;
         let mut removed = 0;
         for sha256 in self.inner.files.list()? {
             if self.inner.blobs.get(&sha256)?.is_none() {

@@ -43,12 +43,11 @@ async fn create_put_download() {
 
     let started = Instant::now();
     let mut res = server
-        .client
-        .get(format!("{}?timeout_ms=700", server.download_url(&id)))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            format!("{}?timeout_ms=700", server.download_url(&id)),
+            ALICE,
+        )
+        .await;
     assert_error(&mut res, 504, "M_NOT_YET_UPLOADED").await;
     assert!(
         started.elapsed() >= Duration::from_millis(650),
@@ -90,13 +89,7 @@ async fn create_put_download() {
         .unwrap();
     assert_error(&mut res, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
 
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers().get("content-disposition").unwrap(),
@@ -183,13 +176,7 @@ async fn expired_reservation() {
     let server = TestServer::start_with(|c| c.media.unused_expiry_secs = 1).await;
     let (id, _) = create(&server, ALICE).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_error(&mut res, 404, "M_NOT_FOUND").await;
     let mut res = server
         .client
@@ -266,12 +253,6 @@ async fn concurrent_puts() {
         }
         other => panic!("expected one 200 and one 409, got {other:?}"),
     };
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.body().await.unwrap(), winner);
 }

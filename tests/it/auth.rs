@@ -24,13 +24,7 @@ async fn missing_and_unknown_tokens() {
     ] {
         let mut res = server.client.get(&url).send().await.unwrap();
         assert_error(&mut res, 401, "M_MISSING_TOKEN").await;
-        let mut res = server
-            .client
-            .get(&url)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .unwrap();
+        let mut res = server.get_as(&url, "nope").await;
         assert_error(&mut res, 401, "M_UNKNOWN_TOKEN").await;
         let mut res = server
             .client
@@ -64,12 +58,11 @@ async fn query_string_token() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let mut res = server
-        .client
-        .get(format!("{}?access_token={ALICE}", server.download_url(&id)))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            format!("{}?access_token={ALICE}", server.download_url(&id)),
+            ALICE,
+        )
+        .await;
     assert_error(&mut res, 401, "M_MISSING_TOKEN").await;
 
     let server = TestServer::start_with(|c| c.auth.allow_query_token = false).await;
@@ -157,13 +150,7 @@ async fn homeserver_whoami() {
         .unwrap()
         .to_owned();
     for _ in 0..3 {
-        let res = server
-            .client
-            .get(server.download_url(&id))
-            .bearer_auth("good")
-            .send()
-            .await
-            .unwrap();
+        let res = server.get_as(server.download_url(&id), "good").await;
         assert_eq!(res.status(), 200);
     }
     assert_eq!(
@@ -172,35 +159,17 @@ async fn homeserver_whoami() {
         "one whoami for four requests"
     );
 
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth("bad")
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), "bad").await;
     assert_error(&mut res, 401, "M_UNKNOWN_TOKEN").await;
 
     // An expired (refreshable) token keeps the homeserver's soft-logout hint.
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth("expired")
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), "expired").await;
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
     assert_eq!(body["soft_logout"], true);
 
-    let res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth("guest")
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_as(server.download_url(&id), "guest").await;
     assert_eq!(res.status(), 200, "guests may download");
     let mut res = server
         .client
@@ -214,12 +183,6 @@ async fn homeserver_whoami() {
     // The homeserver goes away: an uncached token is a 502, never accepted.
     hs.handle.stop(false).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth("other")
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), "other").await;
     assert_error(&mut res, 502, "M_UNKNOWN").await;
 }

@@ -81,6 +81,22 @@ impl TestServer {
             .to_owned()
     }
 
+    /// GETs `url` with `token` as the access token.
+    pub async fn get_as(
+        &self,
+        url: impl AsRef<str>,
+        token: &str,
+    ) -> awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
+    > {
+        self.client
+            .get(url.as_ref())
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn download_url(&self, id: &str) -> String {
         self.url(&format!("/_matrix/client/v1/media/download/localhost/{id}"))
     }

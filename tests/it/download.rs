@@ -41,13 +41,7 @@ async fn range_requests() {
             res.headers().get("content-range").unwrap(),
             &format!("bytes */{len}")
         );
-        let mut res = server
-            .client
-            .get(server.download_url(&id))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
+        let mut res = server.get_as(server.download_url(&id), ALICE).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers().get("accept-ranges").unwrap(), "bytes");
         assert_eq!(res.body().limit(4 << 20).await.unwrap(), bytes.as_slice());
@@ -60,13 +54,7 @@ async fn range_requests() {
 async fn conditional_requests() {
     let server = TestServer::start().await;
     let id = server.upload(b"conditional", "text/plain", None).await;
-    let res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_as(server.download_url(&id), ALICE).await;
     let etag = res
         .headers()
         .get("etag")
@@ -185,13 +173,7 @@ async fn bad_and_unknown_paths() {
         ),
         ("/totally/unknown", 404, "M_UNRECOGNIZED"),
     ] {
-        let mut res = server
-            .client
-            .get(server.url(path))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
+        let mut res = server.get_as(server.url(path), ALICE).await;
         assert_error(&mut res, status, errcode).await;
     }
     let mut res = server
@@ -309,13 +291,7 @@ async fn metrics_on_separate_listener() {
         TestServer::start_with(move |c| c.metrics.listen = Some(([127, 0, 0, 1], port).into()))
             .await;
     let id = server.upload(b"counted", "text/plain", None).await;
-    let res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.status(), 200);
     let mut res = server
         .client

@@ -19,14 +19,13 @@ async fn thumb(
     impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
 > {
     server
-        .client
-        .get(server.url(&format!(
-            "/_matrix/client/v1/media/thumbnail/localhost/{id}?{query}"
-        )))
-        .bearer_auth(ALICE)
-        .send()
+        .get_as(
+            server.url(&format!(
+                "/_matrix/client/v1/media/thumbnail/localhost/{id}?{query}"
+            )),
+            ALICE,
+        )
         .await
-        .unwrap()
 }
 
 async fn generated(server: &TestServer) -> u64 {

@@ -8,13 +8,7 @@ async fn upload_then_download_roundtrip() {
     let server = TestServer::start().await;
     let png = include_bytes!("../fixtures/tiny_64x64.png");
     let id = server.upload(png, "image/png", Some("cat.png")).await;
-    let mut res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.status(), 200);
     let h = res.headers().clone();
     assert_eq!(h.get("content-type").unwrap(), "image/png");
@@ -66,13 +60,7 @@ async fn missing_content_type_is_octet_stream_attachment() {
         .next()
         .unwrap()
         .to_owned();
-    let res = server
-        .client
-        .get(server.download_url(&id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(
         res.headers().get("content-type").unwrap(),
         "application/octet-stream"
@@ -110,13 +98,7 @@ async fn active_content_is_attachment() {
         let id = server
             .upload(b"<script>alert(1)</script>", ty, Some(name))
             .await;
-        let res = server
-            .client
-            .get(server.download_url(&id))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
+        let res = server.get_as(server.download_url(&id), ALICE).await;
         assert_eq!(res.headers().get("content-type").unwrap(), sent_type);
         assert_eq!(
             res.headers().get("content-disposition").unwrap(),
@@ -131,13 +113,7 @@ async fn download_with_file_name_overrides_name() {
     let server = TestServer::start().await;
     let id = server.upload(b"hello", "text/plain", Some("a.txt")).await;
     let url = format!("{}/other%20name.txt", server.download_url(&id));
-    let mut res = server
-        .client
-        .get(url)
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let mut res = server.get_as(url, ALICE).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers().get("content-disposition").unwrap(),
@@ -197,13 +173,7 @@ async fn config_reports_upload_limit() {
         "/_matrix/client/v1/media/config",
         "/_matrix/media/v3/config",
     ] {
-        let mut res = server
-            .client
-            .get(server.url(path))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
+        let mut res = server.get_as(server.url(path), ALICE).await;
         assert_eq!(res.status(), 200);
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["m.upload.size"], 7 * 1024 * 1024);
@@ -224,13 +194,7 @@ async fn identical_uploads_are_stored_once() {
     assert_ne!(a, b);
     assert_eq!(server.stored_files().0, 1);
     for (id, name) in [(a, "a.bin"), (b, "b.bin")] {
-        let mut res = server
-            .client
-            .get(server.download_url(&id))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
+        let mut res = server.get_as(server.download_url(&id), ALICE).await;
         assert_eq!(
             res.headers().get("content-disposition").unwrap(),
             &format!("attachment; filename={name}")
