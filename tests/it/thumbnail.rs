@@ -221,3 +221,69 @@ async fn single_flight_and_shared_by_hash() {
         "served from the store afterwards"
     );
 }
+
+/// A large photo-like JPEG made in memory.
+fn big_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(2400, 1600, |x, y| {
+        image::Rgb([(x / 12) as u8, (y / 8) as u8, ((x + y) / 20) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A flood of thumbnail work beyond the queue is refused with 429 and a retry hint, while
+/// downloads keep being served.
+#[actix_web::test]
+async fn thumbnail_flood_gets_429_and_downloads_go_on() {
+    let server = TestServer::start_with(|c| {
+        c.thumbnails.workers = 1;
+        c.thumbnails.queue = 1;
+    })
+    .await;
+    let jpeg = big_jpeg();
+    let mut ids = Vec::new();
+    for seed in 0..12u8 {
+        // Bytes after the end marker make each a distinct source, with nothing cached.
+        let mut source = jpeg.clone();
+        source.extend_from_slice(&[seed; 8]);
+        ids.push(server.upload(&source, "image/jpeg", None).await);
+    }
+    let small = server.upload(b"download me", "text/plain", None).await;
+    let flood = ids
+        .iter()
+        .map(|id| thumb(&server, id, "width=320&height=240"));
+    let download = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let mut res = server.get_as(server.download_url(&small), ALICE).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.body().await.unwrap(), "download me");
+        started.elapsed()
+    };
+    let (responses, download_took) = tokio::join!(futures_util::future::join_all(flood), download);
+    let mut limited = 0;
+    for mut res in responses {
+        match res.status().as_u16() {
+            200 => {}
+            429 => {
+                limited += 1;
+                assert!(res.headers().get("retry-after").is_some());
+                let body: serde_json::Value = res.json().await.unwrap();
+                assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+                assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        limited > 0,
+        "a queue of one cannot take twelve jobs at once"
+    );
+    assert!(
+        download_took < std::time::Duration::from_secs(2),
+        "download waited {download_took:?}"
+    );
+}
