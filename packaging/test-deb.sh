@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
+# The package depends on adduser; a minimal machine may lack it.
+command -v adduser >/dev/null || { apt-get update -qq && apt-get install -y -qq adduser >/dev/null; }
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
 cargo deb --locked --output "$target/debian/" ${DEB_NO_BUILD:+--no-build} >/dev/null
 deb=$(ls -t "$target"/debian/mxmedia_*.deb | head -1)
