@@ -154,7 +154,12 @@ pub async fn access_log(
     };
     let endpoint = crate::metrics::endpoint(&path);
     let status = res.status().as_u16();
-    metrics::counter!("mxmedia_http_requests_total", "endpoint" => endpoint, "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    let labels = [
+        ("endpoint", endpoint),
+        ("method", crate::metrics::method_label(&method)),
+        ("status", crate::metrics::status_label(status)),
+    ];
+    metrics::counter!("mxmedia_http_requests_total", &labels).increment(1);
     metrics::histogram!("mxmedia_http_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("mxmedia_http_response_bytes_total", "endpoint" => endpoint).increment(bytes);

@@ -93,6 +93,45 @@ pub fn endpoint(path: &str) -> &'static str {
     }
 }
 
+/// Static label values keep the per-request metrics free of allocations.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "OPTIONS" => "OPTIONS",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
+
+pub fn status_label(status: u16) -> &'static str {
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (204, "204"),
+        (206, "206"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (416, "416"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (504, "504"),
+        (507, "507"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or("other", |(_, label)| label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::endpoint;
