@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.store.inline_blob_max = bytesize::ByteSize::b(inline_max);
     let store = Store::open(&config)?;
-    let server = ServerName::parse("localhost").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = "localhost".parse::<ServerName>()?;
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = || {

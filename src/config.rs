@@ -313,7 +313,11 @@ impl Config {
             key,
             reason: reason.to_owned(),
         };
-        if !crate::media::id::is_valid_server_name(&self.server_name) {
+        if self
+            .server_name
+            .parse::<crate::media::id::ServerName>()
+            .is_err()
+        {
             return Err(invalid(
                 "MXMEDIA_SERVER_NAME",
                 "not a Matrix server name (hostname[:port])",

@@ -55,7 +55,7 @@ pub struct MediaService {
 impl MediaService {
     pub fn new(config: &Config, store: Store) -> Result<Self> {
         Ok(Self {
-            server_name: ServerName::parse(&config.server_name)?,
+            server_name: id::parse_server_name(&config.server_name)?,
             max_upload: config.media.max_upload_size.as_u64(),
             min_free: config.store.min_free_space,
             unused_expiry: Duration::from_secs(config.media.unused_expiry_secs),

@@ -14,7 +14,7 @@ use std::{
 use serde::Deserialize;
 
 use super::{Federation, FetchError};
-use crate::media::id::{Host, ServerName};
+use crate::media::id::{HostKind as Host, ServerName, parse_server_name};
 
 const DEFAULT_PORT: u16 = 8448;
 const WELL_KNOWN_DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -95,7 +95,7 @@ impl Federation {
         server: &ServerName,
     ) -> Result<(Destination, Duration), FetchError> {
         // Steps 1 and 2: an IP literal or an explicit port is used as is.
-        let hostname = match server.host() {
+        let hostname = match server.host_kind() {
             Host::Ip(ip) => {
                 let destination = Destination::direct(
                     url_host(ip),
@@ -124,7 +124,7 @@ impl Federation {
             // Steps 4 to 6: SRV on the server's own hostname, else port 8448.
             return Ok((self.srv_or_default(&hostname).await, ttl));
         };
-        let destination = match (delegated.host(), delegated.port()) {
+        let destination = match (delegated.host_kind(), delegated.port()) {
             (Host::Ip(ip), port) => Destination::direct(
                 url_host(ip),
                 port.unwrap_or(DEFAULT_PORT),
@@ -184,7 +184,7 @@ impl Federation {
                     let parsed: WellKnown = serde_json::from_slice(&body).map_err(|e| {
                         FetchError::BadResponse(format!("well-known is not valid JSON: {e}"))
                     })?;
-                    let delegated = ServerName::parse(&parsed.server).map_err(|_| {
+                    let delegated = parse_server_name(&parsed.server).map_err(|_| {
                         FetchError::BadResponse("m.server is not a server name".into())
                     })?;
                     let ttl = cache_ttl(headers.get("cache-control").and_then(|v| v.to_str().ok()));

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::{
     auth::User,
     error::Error,
-    media::id::{MediaId, MediaKey, ServerName},
+    media::id::{MediaKey, parse_media_id, parse_server_name},
     state::{AppState, WorkerState},
 };
 
@@ -105,8 +105,8 @@ pub struct MediaPath {
 impl MediaPath {
     pub fn key(&self) -> Result<MediaKey, Error> {
         Ok(MediaKey {
-            server_name: ServerName::parse(&self.server_name)?,
-            media_id: MediaId::parse(&self.media_id)?,
+            server_name: parse_server_name(&self.server_name)?,
+            media_id: parse_media_id(&self.media_id)?,
         })
     }
 

@@ -19,7 +19,7 @@ fn store(inline_max: u64) -> (tempfile::TempDir, Store) {
 
 fn key() -> MediaKey {
     MediaKey {
-        server_name: ServerName::parse("localhost").unwrap(),
+        server_name: "localhost".parse::<ServerName>().unwrap(),
         media_id: MediaId::generate(),
     }
 }
