@@ -3,15 +3,17 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::{ALICE, BOB, TestServer, assert_error};
+use actix_web::http::Method;
 
 async fn create(server: &TestServer, token: &str) -> (String, u64) {
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v1/create"))
-        .bearer_auth(token)
-        .send_body("{}")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v1/create"),
+            token,
+            "{}",
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     let id = body["content_uri"]
@@ -58,12 +60,8 @@ async fn create_put_download() {
         "/_matrix/media/v3/upload/localhost/{id}?filename=later.txt"
     ));
     let mut res = server
-        .client
-        .put(&put_url)
-        .bearer_auth(BOB)
-        .send_body("not yours")
-        .await
-        .unwrap();
+        .send_as(Method::PUT, &put_url, BOB, "not yours")
+        .await;
     assert_error(&mut res, 403, "M_FORBIDDEN").await;
 
     let mut res = server
@@ -80,13 +78,7 @@ async fn create_put_download() {
         serde_json::json!({})
     );
 
-    let mut res = server
-        .client
-        .put(&put_url)
-        .bearer_auth(ALICE)
-        .send_body("again")
-        .await
-        .unwrap();
+    let mut res = server.send_as(Method::PUT, &put_url, ALICE, "again").await;
     assert_error(&mut res, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
 
     let mut res = server.get_as(server.download_url(&id), ALICE).await;
@@ -98,20 +90,22 @@ async fn create_put_download() {
     assert_eq!(res.body().await.unwrap(), "arrived");
 
     let mut res = server
-        .client
-        .put(server.url("/_matrix/media/v3/upload/localhost/neverCreated"))
-        .bearer_auth(ALICE)
-        .send_body("x")
-        .await
-        .unwrap();
+        .send_as(
+            Method::PUT,
+            server.url("/_matrix/media/v3/upload/localhost/neverCreated"),
+            ALICE,
+            "x",
+        )
+        .await;
     assert_error(&mut res, 404, "M_NOT_FOUND").await;
     let mut res = server
-        .client
-        .put(server.url("/_matrix/media/v3/upload/other.example/abc"))
-        .bearer_auth(ALICE)
-        .send_body("x")
-        .await
-        .unwrap();
+        .send_as(
+            Method::PUT,
+            server.url("/_matrix/media/v3/upload/other.example/abc"),
+            ALICE,
+            "x",
+        )
+        .await;
     assert_error(&mut res, 404, "M_NOT_FOUND").await;
 }
 
@@ -128,12 +122,13 @@ async fn download_waits_for_upload() {
     let uploader = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let res = server
-            .client
-            .put(server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")))
-            .bearer_auth(ALICE)
-            .send_body("late bytes")
-            .await
-            .unwrap();
+            .send_as(
+                Method::PUT,
+                server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")),
+                ALICE,
+                "late bytes",
+            )
+            .await;
         assert_eq!(res.status(), 200);
         Instant::now()
     };
@@ -155,12 +150,13 @@ async fn pending_limit() {
     create(&server, ALICE).await;
     create(&server, ALICE).await;
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v1/create"))
-        .bearer_auth(ALICE)
-        .send_body("{}")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v1/create"),
+            ALICE,
+            "{}",
+        )
+        .await;
     assert!(res.headers().get("retry-after").is_some());
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(res.status(), 429);
@@ -179,12 +175,13 @@ async fn expired_reservation() {
     let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_error(&mut res, 404, "M_NOT_FOUND").await;
     let mut res = server
-        .client
-        .put(server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")))
-        .bearer_auth(ALICE)
-        .send_body("x")
-        .await
-        .unwrap();
+        .send_as(
+            Method::PUT,
+            server.url(&format!("/_matrix/media/v3/upload/localhost/{id}")),
+            ALICE,
+            "x",
+        )
+        .await;
     assert_error(&mut res, 404, "M_NOT_FOUND").await;
 }
 
@@ -193,12 +190,13 @@ async fn expired_reservation() {
 async fn create_rejects_non_json() {
     let server = TestServer::start().await;
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v1/create"))
-        .bearer_auth(ALICE)
-        .send_body("not json")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v1/create"),
+            ALICE,
+            "not json",
+        )
+        .await;
     assert_error(&mut res, 400, "M_NOT_JSON").await;
     let res = server
         .client

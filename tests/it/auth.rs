@@ -12,6 +12,7 @@ use std::{
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
 use crate::common::{ALICE, TestServer, assert_error};
+use actix_web::http::Method;
 
 /// No token is 401 M_MISSING_TOKEN, a wrong one 401 M_UNKNOWN_TOKEN, on every endpoint.
 #[actix_web::test]
@@ -134,12 +135,13 @@ async fn homeserver_whoami() {
     })
     .await;
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth("good")
-        .send_body("via hs")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v3/upload"),
+            "good",
+            "via hs",
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     let id = body["content_uri"]
@@ -172,12 +174,13 @@ async fn homeserver_whoami() {
     let res = server.get_as(server.download_url(&id), "guest").await;
     assert_eq!(res.status(), 200, "guests may download");
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth("guest")
-        .send_body("x")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v3/upload"),
+            "guest",
+            "x",
+        )
+        .await;
     assert_error(&mut res, 403, "M_GUEST_ACCESS_FORBIDDEN").await;
 
     // The homeserver goes away: an uncached token is a 502, never accepted.

@@ -97,6 +97,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Sends `body` with `method` to `url` with `token` as the access token.
+    pub async fn send_as(
+        &self,
+        method: actix_web::http::Method,
+        url: impl AsRef<str>,
+        token: &str,
+        body: impl Into<bytes::Bytes>,
+    ) -> awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
+    > {
+        let body: bytes::Bytes = body.into();
+        self.client
+            .request(method, url.as_ref())
+            .bearer_auth(token)
+            .send_body(body)
+            .await
+            .unwrap()
+    }
+
     pub fn download_url(&self, id: &str) -> String {
         self.url(&format!("/_matrix/client/v1/media/download/localhost/{id}"))
     }

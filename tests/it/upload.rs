@@ -1,6 +1,7 @@
 //! Direct uploads: what is stored, what comes back, and what is refused.
 
 use crate::common::{ALICE, TestServer, assert_error, pseudo_random};
+use actix_web::http::Method;
 
 /// An upload is served back byte for byte with the declared type and file name.
 #[actix_web::test]
@@ -44,12 +45,13 @@ async fn upload_then_download_roundtrip() {
 async fn missing_content_type_is_octet_stream_attachment() {
     let server = TestServer::start().await;
     let res = server
-        .client
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth(ALICE)
-        .send_body("raw bytes")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v3/upload"),
+            ALICE,
+            "raw bytes",
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let mut res = res;
     let body: serde_json::Value = res.json().await.unwrap();
@@ -130,12 +132,13 @@ async fn too_large_uploads_are_refused_and_leave_nothing() {
         TestServer::start_with(|c| c.media.max_upload_size = bytesize::ByteSize::kib(512)).await;
     let big = pseudo_random(600 * 1024, 1);
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth(ALICE)
-        .send_body(big.clone())
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v3/upload"),
+            ALICE,
+            big.clone(),
+        )
+        .await;
     assert_error(&mut res, 413, "M_TOO_LARGE").await;
 
     let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = big
@@ -211,12 +214,13 @@ async fn low_disk_space_refuses_uploads() {
     })
     .await;
     let mut res = server
-        .client
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth(ALICE)
-        .send_body("data")
-        .await
-        .unwrap();
+        .send_as(
+            Method::POST,
+            server.url("/_matrix/media/v3/upload"),
+            ALICE,
+            "data",
+        )
+        .await;
     assert_error(&mut res, 507, "M_UNKNOWN").await;
     assert_eq!(server.stored_files(), (0, 0));
 }
