@@ -72,7 +72,8 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         Some(addr) => Some(metrics::serve(addr).context("starting the metrics listener")?),
         None => None,
     };
-    let tls = Arc::new(client_tls());
+    // The homeserver client checks certificates like federation does, with the web PKI roots.
+    let tls = Arc::new(federation::tls::client_config(true, None)?);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -93,15 +94,6 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         store,
         dev_token,
     })
-}
-
-fn client_tls() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// The token for `@admin` when no other auth is configured: made once, kept in the data dir.

@@ -36,14 +36,14 @@ pub async fn get_content_legacy(
     state: web::Data<AppState>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    legacy_allowed(&state, &query)?;
+    legacy_allowed(&state, query.allow_remote.as_deref())?;
     serve(&req, &state, &path, &query, Caching::Public).await
 }
 
-/// The legacy endpoints are frozen (Matrix v1.12): media is served there only when the admin
-/// keeps the old behaviour on.
-fn legacy_allowed(state: &AppState, query: &DownloadQuery) -> Result<(), Error> {
-    parse_bool("allow_remote", query.allow_remote.as_deref())?;
+/// The legacy download and thumbnail endpoints are frozen (Matrix v1.12): media is served there
+/// only when the admin keeps the old behaviour on.
+pub(super) fn legacy_allowed(state: &AppState, allow_remote: Option<&str>) -> Result<(), Error> {
+    parse_bool("allow_remote", allow_remote)?;
     if state.config.media.legacy_unauthenticated_downloads {
         Ok(())
     } else {

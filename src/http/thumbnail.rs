@@ -72,10 +72,7 @@ pub async fn get_content_thumbnail_legacy(
     state: web::Data<AppState>,
     query: web::Query<ThumbnailQuery>,
 ) -> Result<HttpResponse, Error> {
-    parse_bool("allow_remote", query.allow_remote.as_deref())?;
-    if !state.config.media.legacy_unauthenticated_downloads {
-        return Err(Error::NotFound);
-    }
+    super::client::legacy_allowed(&state, query.allow_remote.as_deref())?;
     serve(&req, &state, &path, &query, Caching::Public).await
 }
 
