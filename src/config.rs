@@ -162,6 +162,67 @@ pub struct FederationConfig {
     pub connect_timeout_secs: u64,
     /// Seconds a whole outgoing request may take, headers and body. Default 60.
     pub request_timeout_secs: u64,
+    /// The homeserver's signing key file (Synapse format: `ed25519 <version> <base64 seed>` per
+    /// line). Unset: mxmedia uses `data_dir/signing.key`, generating it on first start; remote
+    /// servers accept it only once the homeserver publishes it (see the README).
+    pub signing_key_path: Option<PathBuf>,
+    /// Which key of the file to sign with, e.g. `ed25519:a_AbCd`. Default: the first.
+    pub signing_key_id: Option<String>,
+    /// Serve `GET /_matrix/key/v2/server` with our key, for deployments where mxmedia answers
+    /// federation itself. Off by default: normally the homeserver publishes the keys.
+    pub serve_server_keys: bool,
+    /// Notary servers asked for a remote server's keys when the server itself cannot be
+    /// reached: server names (trusted on first contact), or `{ server_name, verify_keys }`
+    /// tables pinning their keys (`verify_keys = { "ed25519:auto" = "<base64>" }`).
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
+}
+
+/// A notary whose signature on another server's keys is trusted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "TrustedKeyServerRaw", into = "TrustedKeyServerTable")]
+pub struct TrustedKeyServer {
+    pub server_name: String,
+    /// Key ID -> unpadded base64 public key. Empty: fetch the notary's keys from it directly.
+    pub verify_keys: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TrustedKeyServerRaw {
+    Name(String),
+    Table(TrustedKeyServerTable),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustedKeyServerTable {
+    server_name: String,
+    #[serde(default)]
+    verify_keys: BTreeMap<String, String>,
+}
+
+impl From<TrustedKeyServerRaw> for TrustedKeyServer {
+    fn from(raw: TrustedKeyServerRaw) -> Self {
+        match raw {
+            TrustedKeyServerRaw::Name(server_name) => Self {
+                server_name,
+                verify_keys: BTreeMap::new(),
+            },
+            TrustedKeyServerRaw::Table(t) => Self {
+                server_name: t.server_name,
+                verify_keys: t.verify_keys,
+            },
+        }
+    }
+}
+
+impl From<TrustedKeyServer> for TrustedKeyServerTable {
+    fn from(t: TrustedKeyServer) -> Self {
+        Self {
+            server_name: t.server_name,
+            verify_keys: t.verify_keys,
+        }
+    }
 }
 
 /// The ranges no outgoing request may reach unless the admin says otherwise.
@@ -240,6 +301,10 @@ impl Default for Config {
                 nameservers: Vec::new(),
                 connect_timeout_secs: 10,
                 request_timeout_secs: 60,
+                signing_key_path: None,
+                signing_key_id: None,
+                serve_server_keys: false,
+                trusted_key_servers: Vec::new(),
             },
             metrics: MetricsConfig::default(),
             thumbnails: ThumbnailConfig {
@@ -337,6 +402,36 @@ impl Config {
                     "MXMEDIA_AUTH__STATIC_TOKENS",
                     "values must be user ids like @alice:example.org",
                 ));
+            }
+        }
+        if let Some(id) = &self.federation.signing_key_id
+            && id.parse::<mxmedia_proto::keys::KeyId>().is_err()
+        {
+            return Err(invalid(
+                "MXMEDIA_FEDERATION__SIGNING_KEY_ID",
+                "must be an ed25519 key id like ed25519:a_AbCd",
+            ));
+        }
+        for notary in &self.federation.trusted_key_servers {
+            if notary
+                .server_name
+                .parse::<crate::media::id::ServerName>()
+                .is_err()
+            {
+                return Err(invalid(
+                    "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
+                    "server_name must be a Matrix server name",
+                ));
+            }
+            for (id, key) in &notary.verify_keys {
+                if id.parse::<mxmedia_proto::keys::KeyId>().is_err()
+                    || mxmedia_proto::keys::VerifyKey::from_base64(key).is_err()
+                {
+                    return Err(invalid(
+                        "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
+                        "verify_keys must map ed25519 key ids to base64 public keys",
+                    ));
+                }
             }
         }
         if self.media.max_upload_size.as_u64() == 0 {

@@ -7,6 +7,8 @@
 //! address checked. Timeouts and size limits bound everything read from the network.
 
 pub mod denylist;
+pub mod identity;
+pub mod keyring;
 pub mod resolve;
 pub mod tls;
 
@@ -185,6 +187,25 @@ impl Federation {
         } else {
             Ok(allowed)
         }
+    }
+
+    /// GETs `path` from `server`'s federation API (after discovery) and parses the JSON answer.
+    pub async fn get_json(
+        &self,
+        client: &awc::Client,
+        server: &crate::media::id::ServerName,
+        path: &str,
+    ) -> Result<serde_json::Value, FetchError> {
+        let destination = self.destination(client, server).await?;
+        let (_, _, body) = self
+            .get_bytes(
+                client,
+                &destination.url(path),
+                &[("host", destination.host_header.clone())],
+                MAX_JSON_BODY,
+            )
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| FetchError::BadResponse(format!("not JSON: {e}")))
     }
 
     /// GETs a URL, reading at most `limit` bytes of body. Non-2xx answers are errors that keep

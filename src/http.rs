@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod federation;
 pub mod response;
 pub mod thumbnail;
 pub mod upload;
@@ -65,6 +66,15 @@ pub fn configure(cfg: &mut ServiceConfig) {
         }
         cfg.service(legacy);
     }
+    cfg.service(
+        scope("/_matrix/federation/v1/media")
+            .service(resource("/download/{media_id}").route(web::get().to(federation::get_content)))
+            .service(
+                resource("/thumbnail/{media_id}")
+                    .route(web::get().to(federation::get_content_thumbnail)),
+            ),
+    )
+    .service(resource("/_matrix/key/v2/server").route(web::get().to(federation::server_keys)));
     cfg.service(
         scope("/_matrix/media/unstable/fi.mau.msc2246")
             .service(resource("/create").route(web::post().to(upload::create_mxc_uri)))

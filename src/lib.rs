@@ -57,6 +57,18 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
             .map(|t| (t.clone(), format!("@admin:{}", config.server_name))),
     );
     let media = MediaService::new(&config, store.clone())?;
+    let federation_identity =
+        Arc::new(federation::identity::Identity::load(&config).context("loading the signing key")?);
+    tracing::info!(
+        key_id = %federation_identity.key.key_id(),
+        path = %federation_identity.path.display(),
+        "signing federation requests as {}",
+        federation_identity.server_name
+    );
+    let federation = federation::Federation::new(&config.federation)
+        .context("setting up the federation client")?;
+    let key_ring =
+        federation::keyring::KeyRing::new(store.clone(), &config.federation.trusted_key_servers);
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(2, usize::from)
     } else {
@@ -66,8 +78,18 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         config,
         media,
         auth,
+        federation,
+        federation_identity,
+        key_ring,
     });
     spawn_expiry(state.clone());
+    if let Some(url) = state.config.auth.homeserver_url.clone() {
+        let identity = Arc::clone(&state.federation_identity);
+        actix_web::rt::spawn(async move {
+            let outcome = verify_signing_key(&identity, &url).await;
+            federation::identity::log_published(&identity, &outcome);
+        });
+    }
     let metrics = match state.config.metrics.listen {
         Some(addr) => Some(metrics::serve(addr).context("starting the metrics listener")?),
         None => None,
@@ -77,7 +99,10 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::Data::new(WorkerState::new(tls.clone())))
+            .app_data(web::Data::new(WorkerState::new(
+                tls.clone(),
+                &state.federation,
+            )))
             .wrap(middleware::from_fn(http::cors))
             .wrap(middleware::from_fn(http::access_log))
             .configure(http::configure)
@@ -94,6 +119,20 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         store,
         dev_token,
     })
+}
+
+/// Asks the homeserver at `homeserver_url` whether it publishes the key we sign with.
+pub async fn verify_signing_key(
+    identity: &federation::identity::Identity,
+    homeserver_url: &str,
+) -> anyhow::Result<federation::identity::Published> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = Arc::new(federation::tls::client_config(true, None)?);
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls))
+        .disable_redirects()
+        .finish();
+    federation::identity::verify_published(identity, homeserver_url, &client).await
 }
 
 /// The token for `@admin` when no other auth is configured: made once, kept in the data dir.

@@ -59,11 +59,40 @@ where
                 let task_key = key.clone();
                 let fut = work();
                 let handle = tokio::spawn(async move {
-                    let value = fut.await;
-                    if let Ok(mut map) = inflight.lock() {
-                        map.remove(&task_key);
-                    }
-                    value
+                    let _done = Done(inflight, Some(task_key));
+                    fut.await
+                });
+                let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
+                    .boxed()
+                    .shared();
+                map.insert(key, flight.clone());
+                (flight, true)
+            }
+        };
+        (flight.await, leader)
+    }
+
+    /// Like `run`, for work that must stay on the calling thread (awc's client is `!Send`):
+    /// the work runs as a local task of this worker, and callers on other workers await its
+    /// result all the same.
+    pub async fn run_local<F, Fut>(&self, key: K, work: F) -> (Result<V, Lost>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + 'static,
+    {
+        let (flight, leader) = {
+            let Ok(mut map) = self.inflight.lock() else {
+                return (Err(Lost), false);
+            };
+            if let Some(flight) = map.get(&key) {
+                (flight.clone(), false)
+            } else {
+                let inflight = Arc::clone(&self.inflight);
+                let task_key = key.clone();
+                let fut = work();
+                let handle = tokio::task::spawn_local(async move {
+                    let _done = Done(inflight, Some(task_key));
+                    fut.await
                 });
                 let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
                     .boxed()
@@ -82,6 +111,18 @@ where
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Removes a flight's entry when its task ends, however it ends (a panic included), so a
+/// later caller starts afresh instead of awaiting a flight that will never land.
+struct Done<K: Hash + Eq, V>(Arc<Mutex<HashMap<K, Flight<V>>>>, Option<K>);
+
+impl<K: Hash + Eq, V> Drop for Done<K, V> {
+    fn drop(&mut self) {
+        if let (Some(key), Ok(mut map)) = (self.1.take(), self.0.lock()) {
+            map.remove(&key);
+        }
     }
 }
 

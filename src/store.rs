@@ -7,6 +7,7 @@
 //! - `blob_chunks`: sha256 bytes + chunk index -> bytes of an inline blob
 //! - `thumbkey_thumb`: `sha256/WxH/method/animated` -> `ThumbRecord` (JSON), thumbnails by source
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
+//! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -86,6 +87,7 @@ struct Inner {
     chunks: sled::Tree,
     pending: sled::Tree,
     thumbs: sled::Tree,
+    server_keys: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -116,6 +118,7 @@ impl Store {
                 chunks: db.open_tree("blob_chunks")?,
                 pending: db.open_tree("userid_pending")?,
                 thumbs: db.open_tree("thumbkey_thumb")?,
+                server_keys: db.open_tree("servername_keys")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -343,6 +346,19 @@ impl Store {
         }
         drop(_guard);
         self.flush()
+    }
+
+    /// The key record kept for `server`, as stored by `put_server_keys`.
+    pub fn get_server_keys(&self, server: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.server_keys.get(server)?.map(|v| v.to_vec()))
+    }
+
+    /// Keeps a server's key record, flushed: fetches are rare, and a restart after a crash
+    /// should not make every origin's keys be fetched again at once.
+    pub fn put_server_keys(&self, server: &str, record: &[u8]) -> Result<()> {
+        self.inner.server_keys.insert(server, record)?;
+        self.inner.server_keys.flush()?;
+        Ok(())
     }
 
     pub fn get_thumbnail(&self, key: &str) -> Result<Option<ThumbRecord>> {

@@ -10,7 +10,7 @@ use super::{
     extract::{AuthedUser, MediaPath, parse_bool},
     response::{Caching, is_inline, media_response},
 };
-use crate::{error::Error, state::AppState};
+use crate::{error::Error, media::meta::Content, state::AppState};
 
 #[derive(Deserialize)]
 pub struct DownloadQuery {
@@ -68,13 +68,17 @@ async fn serve(
         .content(&key, query.timeout_ms.map(Duration::from_millis))
         .await?;
     let reader = state.media.open(&content).await?;
-    let disposition = if is_inline(&content.content_type) {
+    let name = path.file_name().or(content.filename.as_deref());
+    media_response(req, &content, reader, disposition(&content), name, caching)
+}
+
+/// Inline for types browsers render safely, an attachment for everything else (spec v1.12).
+pub(super) fn disposition(content: &Content) -> &'static str {
+    if is_inline(&content.content_type) {
         "inline"
     } else {
         "attachment"
-    };
-    let name = path.file_name().or(content.filename.as_deref());
-    media_response(req, &content, reader, disposition, name, caching)
+    }
 }
 
 /// # `GET /_matrix/client/v1/media/config`

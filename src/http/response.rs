@@ -281,6 +281,18 @@ pub fn media_response(
     })
 }
 
+/// The whole blob as a stream of chunks, whichever way it is stored.
+pub fn blob_stream(
+    reader: BlobReader,
+    len: u64,
+) -> futures_util::stream::BoxStream<'static, Result<Bytes, Error>> {
+    use futures_util::StreamExt as _;
+    match reader {
+        BlobReader::Inline(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+        BlobReader::Stream(reader) => file_stream(reader, 0, len).boxed(),
+    }
+}
+
 fn etag_matches(header: Option<&header::HeaderValue>, etag: &str) -> bool {
     header.and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',')

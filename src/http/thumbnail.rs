@@ -12,23 +12,23 @@ use super::{
 };
 use crate::{
     error::Error,
-    media::meta::Content,
+    media::{id::MediaKey, meta::Content},
     state::AppState,
     thumbnail::{Served, select::ThumbSpec},
 };
 
 #[derive(Deserialize)]
 pub struct ThumbnailQuery {
-    width: Option<String>,
-    height: Option<String>,
-    method: Option<String>,
-    animated: Option<String>,
-    timeout_ms: Option<u64>,
-    allow_remote: Option<String>,
+    pub(super) width: Option<String>,
+    pub(super) height: Option<String>,
+    pub(super) method: Option<String>,
+    pub(super) animated: Option<String>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) allow_remote: Option<String>,
 }
 
 impl ThumbnailQuery {
-    fn spec(&self) -> Result<ThumbSpec, Error> {
+    pub(super) fn spec(&self) -> Result<ThumbSpec, Error> {
         let dimension = |name: &str, raw: &Option<String>| -> Result<u32, Error> {
             let raw = raw
                 .as_deref()
@@ -91,8 +91,21 @@ async fn serve(
     if !state.media.is_local(&key.server_name) {
         return Err(Error::NotFound);
     }
-    let timeout = query.timeout_ms.map(Duration::from_millis);
-    let (original, served) = state.media.thumbnail(&key, spec, timeout).await?;
+    let (content, name) = thumbnail_content(state, &key, spec, query.timeout_ms).await?;
+    let reader = state.media.open(&content).await?;
+    media_response(req, &content, reader, "inline", Some(&name), caching)
+}
+
+/// The stored media to answer a thumbnail request of our own media with (a rendered thumbnail
+/// or the original), and the file name to announce for it.
+pub(super) async fn thumbnail_content(
+    state: &AppState,
+    key: &MediaKey,
+    spec: ThumbSpec,
+    timeout_ms: Option<u64>,
+) -> Result<(Content, String), Error> {
+    let timeout = timeout_ms.map(Duration::from_millis);
+    let (original, served) = state.media.thumbnail(key, spec, timeout).await?;
     let content = match served {
         Served::Original { content_type } => Content {
             content_type: content_type.to_owned(),
@@ -106,8 +119,7 @@ async fn serve(
         },
     };
     let name = format!("thumbnail.{}", extension(&content.content_type));
-    let reader = state.media.open(&content).await?;
-    media_response(req, &content, reader, "inline", Some(&name), caching)
+    Ok((content, name))
 }
 
 fn extension(content_type: &str) -> &'static str {

@@ -11,12 +11,19 @@ use crate::common::{ALICE, client, pseudo_random};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
 
-struct Proc {
-    child: Child,
-    base: String,
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
 }
 
-fn free_port() -> u16 {
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,6 +32,11 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
+    spawn_with(dir, port, static_tokens, &[])
+}
+
+/// Starts the binary with extra environment variables.
+pub fn spawn_with(dir: &Path, port: u16, static_tokens: bool, env: &[(&str, String)]) -> Proc {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("MXMEDIA_DATA_DIR", dir)
@@ -39,6 +51,7 @@ fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
             format!("{{{ALICE}=\"@alice:localhost\"}}"),
         );
     }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let child = cmd.spawn().unwrap();
     Proc {
         child,
@@ -46,7 +59,7 @@ fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
     }
 }
 
-async fn wait_ready(base: &str) {
+pub async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(res) = client().get(format!("{base}/_mxmedia/health")).send().await
@@ -59,7 +72,7 @@ async fn wait_ready(base: &str) {
     panic!("server at {base} did not come up");
 }
 
-async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
+pub async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
     let mut res = client()
         .post(format!("{base}/_matrix/media/v3/upload"))
         .bearer_auth(token)

@@ -1,0 +1,215 @@
+//! Federation media endpoints (Matrix 1.11): other servers fetch our media here, proving who
+//! they are with an X-Matrix signature. Also the optional `/_matrix/key/v2/server`.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse,
+    body::SizedStream,
+    dev::Payload,
+    http::header::{self, HeaderValue},
+    web,
+};
+use bytes::Bytes;
+use futures_util::{StreamExt as _, stream};
+use mxmedia_proto::{ServerName, XMatrix, build_server_keys_response, verify_request};
+use serde::Deserialize;
+
+use super::{
+    client::disposition,
+    response::{blob_stream, content_disposition, content_type_header},
+    thumbnail::{ThumbnailQuery, thumbnail_content},
+};
+use crate::{
+    error::Error,
+    media::{
+        id::{MediaKey, parse_media_id},
+        meta::Content,
+        now_ms,
+    },
+    state::{AppState, WorkerState},
+};
+
+/// The server a federation request comes from, its X-Matrix signature checked.
+pub struct FederationOrigin(pub ServerName);
+
+impl FromRequest for FederationOrigin {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (Some(state), Some(worker)) = (
+                req.app_data::<web::Data<AppState>>(),
+                req.app_data::<web::Data<WorkerState>>(),
+            ) else {
+                return Err(Error::internal(anyhow::anyhow!("app state missing")));
+            };
+            authenticate(&req, state, worker).await.map(Self)
+        })
+    }
+}
+
+/// Checks the request's X-Matrix credentials (spec §11.3). With several headers (one per key of
+/// the origin), the first that verifies wins.
+async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    worker: &WorkerState,
+) -> Result<ServerName, Error> {
+    let credentials: Vec<&HeaderValue> = req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .filter(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.len() >= 8 && v[..8].eq_ignore_ascii_case("X-Matrix"))
+        })
+        .collect();
+    if credentials.is_empty() {
+        return Err(Error::Unauthorized(
+            "Missing X-Matrix Authorization header".into(),
+        ));
+    }
+    let ours = state.federation_identity.server_name.clone();
+    // The signature covers the request target exactly as sent.
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |pq| pq.as_str());
+    let mut last = Error::Unauthorized("Invalid X-Matrix Authorization header".into());
+    for value in credentials {
+        let Ok(auth) = value
+            .to_str()
+            .map_err(|_| ())
+            .and_then(|v| XMatrix::parse(v).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if auth.destination.as_ref().is_some_and(|d| *d != ours) {
+            last = Error::Unauthorized("Request is not for this server".into());
+            continue;
+        }
+        if auth.origin == ours {
+            // Our own key never signs requests to ourselves; refusing saves a pointless fetch.
+            last = Error::Unauthorized("Request claims to come from this server".into());
+            continue;
+        }
+        let key = match state
+            .key_ring
+            .verify_key(
+                &state.federation,
+                &worker.federation,
+                &auth.origin,
+                &auth.key,
+            )
+            .await
+        {
+            Ok(key) => key,
+            Err(e) => {
+                last = Error::Unauthorized(e.to_string());
+                continue;
+            }
+        };
+        match verify_request(&auth, &ours, req.method().as_str(), uri, None, &key) {
+            Ok(()) => return Ok(auth.origin),
+            Err(_) => last = Error::Unauthorized("Invalid X-Matrix signature".into()),
+        }
+    }
+    Err(last)
+}
+
+#[derive(Deserialize)]
+pub struct DownloadQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// # `GET /_matrix/federation/v1/media/download/{mediaId}`
+pub async fn get_content(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    media_id: web::Path<String>,
+    query: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, Error> {
+    let key = local_key(&state, &media_id)?;
+    let content = state
+        .media
+        .content(&key, query.timeout_ms.map(std::time::Duration::from_millis))
+        .await?;
+    tracing::debug!(origin = %origin.0, media = %key, "serving media over federation");
+    let disposition = content_disposition(disposition(&content), content.filename.as_deref());
+    multipart(&state, &content, &disposition).await
+}
+
+/// # `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`
+pub async fn get_content_thumbnail(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    media_id: web::Path<String>,
+    query: web::Query<ThumbnailQuery>,
+) -> Result<HttpResponse, Error> {
+    let key = local_key(&state, &media_id)?;
+    let spec = query.spec()?;
+    let (content, name) = thumbnail_content(&state, &key, spec, query.timeout_ms).await?;
+    tracing::debug!(origin = %origin.0, media = %key, "serving a thumbnail over federation");
+    multipart(
+        &state,
+        &content,
+        &content_disposition("inline", Some(&name)),
+    )
+    .await
+}
+
+/// Only our own media is served over federation; anything else is unknown here.
+fn local_key(state: &AppState, media_id: &str) -> Result<MediaKey, Error> {
+    Ok(MediaKey {
+        server_name: state.federation_identity.server_name.clone(),
+        media_id: parse_media_id(media_id)?,
+    })
+}
+
+/// The two-part `multipart/mixed` answer (spec §10.3): `{}` metadata, then the bytes, streamed
+/// from the store with the total length declared up front.
+async fn multipart(
+    state: &AppState,
+    content: &Content,
+    disposition: &str,
+) -> Result<HttpResponse, Error> {
+    let boundary = crate::media::id::MediaId::generate();
+    let boundary = boundary.as_str();
+    let head = format!(
+        "\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
+         Content-Type: {}\r\nContent-Disposition: {disposition}\r\n\r\n",
+        content_type_header(&content.content_type)
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let total = content.len + (head.len() + tail.len()) as u64;
+    let reader = state.media.open(content).await?;
+    let body = stream::once(async move { Ok::<_, Error>(Bytes::from(head)) })
+        .chain(blob_stream(reader, content.len))
+        .chain(stream::once(async move { Ok(Bytes::from(tail)) }));
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            format!("multipart/mixed; boundary={boundary}"),
+        ))
+        .body(SizedStream::new(total, body)))
+}
+
+/// # `GET /_matrix/key/v2/server` (only with `federation.serve_server_keys`)
+pub async fn server_keys(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    if !state.config.federation.serve_server_keys {
+        return Err(Error::Unrecognized);
+    }
+    let identity = &state.federation_identity;
+    // Published for a day, refreshed on every request: well past the spec's one-hour minimum.
+    let valid_until = now_ms() + 24 * 3600 * 1000;
+    let body = build_server_keys_response(
+        &identity.server_name,
+        std::slice::from_ref(&identity.key),
+        Default::default(),
+        valid_until,
+    )
+    .map_err(Error::internal)?;
+    Ok(HttpResponse::Ok().json(body))
+}
