@@ -86,7 +86,17 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     if let Some(url) = state.config.auth.homeserver_url.clone() {
         let identity = Arc::clone(&state.federation_identity);
         actix_web::rt::spawn(async move {
-            let outcome = verify_signing_key(&identity, &url).await;
+            // The homeserver often starts alongside us: retry an unreachable one for a while
+            // before warning.
+            let mut delay = Duration::from_secs(2);
+            let outcome = loop {
+                let outcome = verify_signing_key(&identity, &url).await;
+                if outcome.is_ok() || delay > Duration::from_secs(60) {
+                    break outcome;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            };
             federation::identity::log_published(&identity, &outcome);
         });
     }

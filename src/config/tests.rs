@@ -127,3 +127,38 @@ fn free_space_percent() {
     assert_eq!(FreeSpace::Percent(5.0).bytes(1000), 50);
     assert_eq!(FreeSpace::Bytes(7).bytes(1000), 7);
 }
+
+/// Notaries are given by name or with pinned keys; a bad key id names its variable.
+#[test]
+fn federation_keys() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
+            r#"["matrix.org", {server_name="notary.example:8448", verify_keys={"ed25519:auto"="Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}]"#,
+        );
+        jail.set_env("MXMEDIA_FEDERATION__SIGNING_KEY_ID", "ed25519:a_AbCd");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        let notaries = &config.federation.trusted_key_servers;
+        assert_eq!(notaries.len(), 2);
+        assert_eq!(notaries[0].server_name, "matrix.org");
+        assert!(notaries[0].verify_keys.is_empty());
+        assert_eq!(notaries[1].server_name, "notary.example:8448");
+        assert_eq!(notaries[1].verify_keys.len(), 1);
+
+        jail.set_env("MXMEDIA_FEDERATION__SIGNING_KEY_ID", "a_AbCd");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("MXMEDIA_FEDERATION__SIGNING_KEY_ID"), "{err}");
+
+        jail.set_env("MXMEDIA_FEDERATION__SIGNING_KEY_ID", "ed25519:a_AbCd");
+        jail.set_env(
+            "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
+            r#"[{server_name="notary.example", verify_keys={"ed25519:auto"="not base64!"}}]"#,
+        );
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(
+            err.contains("MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

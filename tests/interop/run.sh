@@ -356,6 +356,9 @@ NGINX=(nginx -p "$N" -c "$N/nginx.conf" -e "$WORK/logs/nginx-error.log")
 # ---------------------------------------------------------------------------------------------
 # 7. mxmedia config: as an admin would, environment variables only.
 
+LOOPBACK_ALLOWED_DENYLIST='["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+  "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+  "224.0.0.0/4", "240.0.0.0/4", "fc00::/7", "fe80::/10", "ff00::/8"]'
 MX_ENV=(
     MXMEDIA_SERVER_NAME="$HS1_NAME"
     MXMEDIA_LISTEN="$HS1_IP:8090"
@@ -366,6 +369,11 @@ MX_ENV=(
     MXMEDIA_STORE__MIN_FREE_SPACE=64MiB
     MXMEDIA_WORKERS=2
     MXMEDIA_LOG=info
+    # mxmedia signs and verifies federation requests as hs1, with hs1's own key file.
+    MXMEDIA_FEDERATION__SIGNING_KEY_PATH="$WORK/hs1/signing.key"
+    MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
+    # The default denylist without loopback, where hs2 lives in this suite.
+    MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
     NO_COLOR=1
 )
 # Nothing from the caller's environment or /etc/mxmedia leaks in: an empty config file, and every
@@ -410,6 +418,7 @@ cat >"$WORK/context.json" <<EOF
   "max_upload_size": $MAX_UPLOAD_SIZE,
   "ca_file": "$WORK/tls/ca.crt",
   "nginx_access_log": "$WORK/logs/nginx-access.log",
+  "mxmedia_log": "$WORK/logs/mxmedia.log",
   "fixtures": "$ROOT/tests/fixtures"
 }
 EOF

@@ -13,6 +13,7 @@ Select scenarios with INTEROP_SCENARIOS=name1,name2.
 from __future__ import annotations
 
 import asyncio
+import io
 import hashlib
 import hmac
 import json
@@ -89,6 +90,7 @@ class Context:
     max_upload_size: int
     ca_file: str
     nginx_access_log: str
+    mxmedia_log: str
     fixtures: Path
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
@@ -106,6 +108,7 @@ class Context:
             max_upload_size=int(raw["max_upload_size"]),
             ca_file=raw["ca_file"],
             nginx_access_log=raw["nginx_access_log"],
+            mxmedia_log=raw["mxmedia_log"],
             fixtures=Path(raw["fixtures"]),
         )
 
@@ -604,6 +607,45 @@ async def hs2_up_and_federating_with_hs1(ctx: Context) -> None:
     expect_status(r, 200)
     expect_eq(r.json().get("displayname"), "Remote Rita", "hs2 user's display name seen from hs1")
 
+
+
+@scenario
+async def hs2_user_fetches_hs1_media_over_federation(ctx: Context) -> None:
+    """A user of hs2 downloads and thumbnails hs1 media through hs2: hs2's Synapse fetches it from
+    mxmedia over authenticated federation (mxmedia checks hs2's X-Matrix signature against the
+    keys hs2 publishes; hs2 parses mxmedia's multipart answer)."""
+    hs1, hs2 = ctx.hs1, ctx.hs2
+    _, t1 = await ctx.new_user(hs1, "fedsrc")
+    data = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    mxc = await ctx.upload(hs1, t1, data, "image/jpeg", "fed photo.jpg")
+    _, media_id = parse_mxc(mxc)
+    _, t2 = await ctx.new_user(hs2, "fedget")
+
+    r = await ctx.request("GET", ctx.download_url(hs2.base_url, mxc), token=t2)
+    expect_status(r, 200)
+    expect(r.body == data, "bytes fetched over federation differ from the upload")
+    expect_eq(r.headers.get("Content-Type"), "image/jpeg", "Content-Type relayed by hs2")
+    served = [l for l in ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+              if f"upstream={ctx.mxmedia_upstream}" in l]
+    expect(len(served) >= 1 and " 200 " in served[0], f"hs2's federation download did not reach mxmedia: {served}")
+
+    r = await ctx.request("GET", f"{hs2.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs1.server_name, safe='')}/{media_id}"
+                          "?width=96&height=96&method=crop", token=t2)
+    expect_status(r, 200)
+    ctype = r.headers.get("Content-Type", "")
+    expect(ctype.startswith("image/"), f"thumbnail Content-Type {ctype!r}")
+    from PIL import Image
+    with Image.open(io.BytesIO(r.body)) as im:
+        expect(im.width <= 96 and im.height <= 96, f"thumbnail is {im.width}x{im.height}")
+
+    # At start mxmedia asked hs1 whether it publishes the key mxmedia signs with, and it does.
+    log = Path(ctx.mxmedia_log).read_text(encoding="utf-8", errors="replace")
+    expect("the homeserver publishes our signing key" in log,
+           "mxmedia did not confirm at start that hs1 publishes its signing key")
+
+    # An unknown id over federation is a clean 404 through hs2, not a hang or a 500.
+    r = await ctx.request("GET", ctx.download_url(hs2.base_url, f"mxc://{hs1.server_name}/NoSuchMediaHere"), token=t2)
+    expect_error(r, 404, "M_NOT_FOUND")
 
 
 @scenario

@@ -259,3 +259,92 @@ async fn thumbnails_survive_restart() {
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
 }
+
+/// `generate-key` writes a private key file once and prints the line the homeserver must add;
+/// `check-config` then tells whether the homeserver publishes that key.
+#[actix_web::test]
+async fn generate_key_and_check_it_is_published() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use mxmedia_proto::{ServerName, SigningKey, build_server_keys_response};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("media.key");
+    let out = Command::new(BIN)
+        .args(["generate-key", path.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = std::fs::read_to_string(&path).unwrap();
+    assert!(line.starts_with("ed25519 mxmedia_"), "{line}");
+    assert!(String::from_utf8(out.stdout).unwrap().contains(line.trim()));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may read the key");
+    let again = Command::new(BIN)
+        .args(["generate-key", path.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "an existing key is never replaced");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), line);
+
+    // A homeserver publishing its own key, and then ours as well.
+    let ours = SigningKey::from_key_file(&line, None).unwrap();
+    let its_own = SigningKey::generate("a_hs").unwrap();
+    let published = web::Data::new(std::sync::Mutex::new(vec![its_own.clone()]));
+    let served = published.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        App::new().app_data(served.clone()).route(
+            "/_matrix/key/v2/server",
+            web::get().to(
+                |keys: web::Data<std::sync::Mutex<Vec<SigningKey>>>| async move {
+                    let name: ServerName = "example.org".parse().unwrap();
+                    let keys = keys.lock().unwrap().clone();
+                    let until = 4_000_000_000_000;
+                    HttpResponse::Ok().json(
+                        build_server_keys_response(&name, &keys, Default::default(), until)
+                            .unwrap(),
+                    )
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+
+    let check = |path: std::path::PathBuf, url: String| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(BIN)
+                .arg("check-config")
+                .env_clear()
+                .env("MXMEDIA_SERVER_NAME", "example.org")
+                .env("MXMEDIA_AUTH__HOMESERVER_URL", url)
+                .env("MXMEDIA_FEDERATION__SIGNING_KEY_PATH", path)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stderr).unwrap()
+        })
+    };
+    let stderr = check(path.clone(), url.clone()).await.unwrap();
+    assert!(
+        stderr.contains("warning: the homeserver publishes only [ed25519:a_hs]"),
+        "{stderr}"
+    );
+    published.lock().unwrap().push(ours);
+    let stderr = check(path.clone(), url.clone()).await.unwrap();
+    assert!(
+        stderr.contains("the homeserver publishes this key"),
+        "{stderr}"
+    );
+    handle.stop(false).await;
+}
