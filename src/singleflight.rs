@@ -48,28 +48,13 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (flight, leader) = {
-            let Ok(mut map) = self.inflight.lock() else {
-                return (Err(Lost), false);
-            };
-            if let Some(flight) = map.get(&key) {
-                (flight.clone(), false)
-            } else {
-                let inflight = Arc::clone(&self.inflight);
-                let task_key = key.clone();
-                let fut = work();
-                let handle = tokio::spawn(async move {
-                    let _done = Done(inflight, Some(task_key));
-                    fut.await
-                });
-                let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
-                    .boxed()
-                    .shared();
-                map.insert(key, flight.clone());
-                (flight, true)
-            }
-        };
-        (flight.await, leader)
+        self.join(key, work, |fut, done| {
+            tokio::spawn(async move {
+                let _done = done;
+                fut.await
+            })
+        })
+        .await
     }
 
     /// Like `run`, for work that must stay on the calling thread (awc's client is `!Send`):
@@ -80,6 +65,26 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + 'static,
     {
+        self.join(key, work, |fut, done| {
+            tokio::task::spawn_local(async move {
+                let _done = done;
+                fut.await
+            })
+        })
+        .await
+    }
+
+    /// Joins the flight for `key`, or starts one with `spawn`, which must hold `Done` until the
+    /// work ends.
+    async fn join<F, Fut>(
+        &self,
+        key: K,
+        work: F,
+        spawn: impl FnOnce(Fut, Done<K, V>) -> tokio::task::JoinHandle<V>,
+    ) -> (Result<V, Lost>, bool)
+    where
+        F: FnOnce() -> Fut,
+    {
         let (flight, leader) = {
             let Ok(mut map) = self.inflight.lock() else {
                 return (Err(Lost), false);
@@ -87,13 +92,8 @@ where
             if let Some(flight) = map.get(&key) {
                 (flight.clone(), false)
             } else {
-                let inflight = Arc::clone(&self.inflight);
-                let task_key = key.clone();
-                let fut = work();
-                let handle = tokio::task::spawn_local(async move {
-                    let _done = Done(inflight, Some(task_key));
-                    fut.await
-                });
+                let done = Done(Arc::clone(&self.inflight), Some(key.clone()));
+                let handle = spawn(work(), done);
                 let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
                     .boxed()
                     .shared();

@@ -34,12 +34,7 @@ impl FromRequest for AuthedUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (Some(state), Some(worker)) = (
-                req.app_data::<web::Data<AppState>>(),
-                req.app_data::<web::Data<WorkerState>>(),
-            ) else {
-                return Err(Error::internal(anyhow::anyhow!("app state missing")));
-            };
+            let (state, worker) = app_state(&req)?;
             let query = web::Query::<TokenQuery>::from_query(req.query_string())
                 .map(web::Query::into_inner)
                 .unwrap_or_default();
@@ -54,6 +49,17 @@ impl FromRequest for AuthedUser {
                 .await?;
             Ok(Self(user))
         })
+    }
+}
+
+/// The shared and the per-worker state, which every app built by `start` has.
+pub(super) fn app_state(req: &HttpRequest) -> Result<(&AppState, &WorkerState), Error> {
+    match (
+        req.app_data::<web::Data<AppState>>(),
+        req.app_data::<web::Data<WorkerState>>(),
+    ) {
+        (Some(state), Some(worker)) => Ok((state, worker)),
+        _ => Err(Error::internal(anyhow::anyhow!("app state missing"))),
     }
 }
 

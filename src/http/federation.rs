@@ -40,12 +40,7 @@ impl FromRequest for FederationOrigin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (Some(state), Some(worker)) = (
-                req.app_data::<web::Data<AppState>>(),
-                req.app_data::<web::Data<WorkerState>>(),
-            ) else {
-                return Err(Error::internal(anyhow::anyhow!("app state missing")));
-            };
+            let (state, worker) = super::extract::app_state(&req)?;
             authenticate(&req, state, worker).await.map(Self)
         })
     }

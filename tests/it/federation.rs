@@ -100,11 +100,39 @@ async fn fed_get(
         .unwrap()
 }
 
-#[actix_web::test]
-async fn signed_download_returns_multipart_with_the_bytes() {
+/// A remote server, and mxmedia federating with it.
+async fn setup() -> (Pki, FakeRemote, TestServer) {
     let pki = Pki::new();
     let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
     let server = TestServer::start_with(|c| federate(c, &pki, None)).await;
+    (pki, remote, server)
+}
+
+/// A successful federation answer: 200, two parts, the first `{}` as JSON.
+async fn fed_multipart(server: &TestServer, remote: &FakeRemote, uri: &str) -> Vec<Part> {
+    let mut res = fed_get(server, remote, uri, "localhost").await;
+    assert_eq!(res.status(), 200);
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = res.body().limit(2 << 20).await.unwrap();
+    let parts = parse_multipart(&content_type, &body);
+    assert_eq!(parts.len(), 2, "exactly two parts");
+    assert_eq!(parts[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&parts[0].body).unwrap(),
+        serde_json::json!({})
+    );
+    parts
+}
+
+#[actix_web::test]
+async fn signed_download_returns_multipart_with_the_bytes() {
+    let (_pki, remote, server) = setup().await;
     // One file kept in sled, one large enough to live in a blob file.
     for (len, name) in [(1000, "small.bin"), (700 * 1024, "large.bin")] {
         let bytes = pseudo_random(len, len as u64);
@@ -112,23 +140,7 @@ async fn signed_download_returns_multipart_with_the_bytes() {
             .upload(&bytes, "application/octet-stream", Some(name))
             .await;
         let uri = format!("/_matrix/federation/v1/media/download/{id}?timeout_ms=20000");
-        let mut res = fed_get(&server, &remote, &uri, "localhost").await;
-        assert_eq!(res.status(), 200);
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let body = res.body().limit(2 << 20).await.unwrap();
-        let parts = parse_multipart(&content_type, &body);
-        assert_eq!(parts.len(), 2, "exactly two parts");
-        assert_eq!(parts[0].header("content-type"), Some("application/json"));
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&parts[0].body).unwrap(),
-            serde_json::json!({})
-        );
+        let parts = fed_multipart(&server, &remote, &uri).await;
         assert_eq!(
             parts[1].header("content-type"),
             Some("application/octet-stream")
@@ -145,24 +157,11 @@ async fn signed_download_returns_multipart_with_the_bytes() {
 
 #[actix_web::test]
 async fn signed_thumbnail_returns_an_image_part() {
-    let pki = Pki::new();
-    let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
-    let server = TestServer::start_with(|c| federate(c, &pki, None)).await;
+    let (_pki, remote, server) = setup().await;
     let photo = include_bytes!("../fixtures/photo_640x480.jpg");
     let id = server.upload(photo, "image/jpeg", Some("photo.jpg")).await;
     let uri = format!("/_matrix/federation/v1/media/thumbnail/{id}?width=32&height=32&method=crop");
-    let mut res = fed_get(&server, &remote, &uri, "localhost").await;
-    assert_eq!(res.status(), 200);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body = res.body().limit(2 << 20).await.unwrap();
-    let parts = parse_multipart(&content_type, &body);
-    assert_eq!(parts.len(), 2);
+    let parts = fed_multipart(&server, &remote, &uri).await;
     assert_eq!(parts[1].header("content-type"), Some("image/jpeg"));
     assert!(
         parts[1]
@@ -176,9 +175,7 @@ async fn signed_thumbnail_returns_an_image_part() {
 
 #[actix_web::test]
 async fn bad_credentials_are_refused() {
-    let pki = Pki::new();
-    let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
-    let server = TestServer::start_with(|c| federate(c, &pki, None)).await;
+    let (_pki, remote, server) = setup().await;
     let id = server.upload(PNG, "image/png", None).await;
     let uri = format!("/_matrix/federation/v1/media/download/{id}");
 
@@ -251,9 +248,7 @@ async fn expired_keys_are_refused() {
 
 #[actix_web::test]
 async fn only_our_existing_media_is_served() {
-    let pki = Pki::new();
-    let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
-    let server = TestServer::start_with(|c| federate(c, &pki, None)).await;
+    let (_pki, remote, server) = setup().await;
     for uri in [
         "/_matrix/federation/v1/media/download/NoSuchMedia",
         "/_matrix/federation/v1/media/download/bad%2F..%2Fid",
@@ -284,9 +279,7 @@ async fn only_our_existing_media_is_served() {
 /// Fifty requests from an origin we have never seen cause one key fetch.
 #[actix_web::test]
 async fn concurrent_requests_fetch_keys_once() {
-    let pki = Pki::new();
-    let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
-    let server = TestServer::start_with(|c| federate(c, &pki, None)).await;
+    let (_pki, remote, server) = setup().await;
     let id = server.upload(PNG, "image/png", None).await;
     let uri = format!("/_matrix/federation/v1/media/download/{id}");
     let requests = (0..50).map(|_| fed_get(&server, &remote, &uri, "localhost"));
