@@ -11,16 +11,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
+use mxmedia_proto::discovery::{
+    self, Endpoint, SrvLookup, Step, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_ERROR_TTL,
+};
 
 use super::{Federation, FetchError};
-use crate::media::id::{HostKind as Host, ServerName, parse_server_name};
+use crate::media::id::{HostKind, ServerName};
 
-const DEFAULT_PORT: u16 = 8448;
-const WELL_KNOWN_DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
-const WELL_KNOWN_MAX_TTL: Duration = Duration::from_secs(48 * 3600);
-const WELL_KNOWN_ERROR_TTL: Duration = Duration::from_secs(3600);
 const WELL_KNOWN_MAX_BODY: usize = 50 * 1024;
+/// Shortest time a `.well-known` answer is kept, whatever its headers say, so a server sending
+/// `no-store` is not asked again on every request.
+const WELL_KNOWN_MIN_TTL: Duration = Duration::from_secs(300);
 const MAX_REDIRECTS: usize = 5;
 
 /// Where a server's federation API is reached.
@@ -41,12 +42,19 @@ impl Destination {
         format!("https://{}:{}{}", self.host, self.port, path_and_query)
     }
 
-    fn direct(host: String, port: u16, host_header: String) -> Self {
+    /// The URL names the certificate name; the connection goes to `addrs` when the endpoint's
+    /// host is another name (an SRV target).
+    fn new(endpoint: &Endpoint, addrs: Option<Vec<std::net::SocketAddr>>) -> Self {
+        let host = match endpoint.tls_name.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            Ok(IpAddr::V4(v4)) => v4.to_string(),
+            Err(_) => endpoint.tls_name.clone(),
+        };
         Self {
             host,
-            port,
-            host_header,
-            addrs: None,
+            port: endpoint.port,
+            host_header: endpoint.host_header.clone(),
+            addrs,
         }
     }
 }
@@ -54,12 +62,6 @@ impl Destination {
 #[derive(Default)]
 pub struct Cache {
     entries: Mutex<HashMap<ServerName, (Instant, Destination)>>,
-}
-
-#[derive(Deserialize)]
-struct WellKnown {
-    #[serde(rename = "m.server")]
-    server: String,
 }
 
 impl Federation {
@@ -89,60 +91,42 @@ impl Federation {
         Ok(destination)
     }
 
+    /// Drives the spec's steps (`mxmedia_proto::discovery`) with real HTTP and DNS.
     async fn discover(
         &self,
         client: &awc::Client,
         server: &ServerName,
     ) -> Result<(Destination, Duration), FetchError> {
-        // Steps 1 and 2: an IP literal or an explicit port is used as is.
-        let hostname = match server.host_kind() {
-            Host::Ip(ip) => {
-                let destination = Destination::direct(
-                    url_host(ip),
-                    server.port().unwrap_or(DEFAULT_PORT),
-                    server.as_str().to_owned(),
-                );
-                return Ok((destination, WELL_KNOWN_DEFAULT_TTL));
+        let (step, ttl) = match discovery::first_step(server) {
+            Step::FetchWellKnown { hostname } => {
+                let (delegated, ttl) = match self.well_known(client, &hostname).await {
+                    Ok((delegated, ttl)) => (Some(delegated), ttl),
+                    Err(e) => {
+                        tracing::debug!(server = %server.as_str(), error = %e, "no usable .well-known/matrix/server");
+                        (None, WELL_KNOWN_ERROR_TTL)
+                    }
+                };
+                (
+                    discovery::after_well_known(&hostname, delegated.as_ref()),
+                    ttl,
+                )
             }
-            Host::Dns(name) => name,
+            step => (step, WELL_KNOWN_DEFAULT_TTL),
         };
-        if let Some(port) = server.port() {
-            return Ok((
-                Destination::direct(hostname, port, server.as_str().to_owned()),
-                WELL_KNOWN_DEFAULT_TTL,
-            ));
+        match step {
+            Step::Connect(endpoint) => Ok((Destination::new(&endpoint, None), ttl)),
+            Step::LookupSrv(srv) => Ok((self.srv_destination(&srv).await, ttl)),
+            Step::FetchWellKnown { .. } => Err(FetchError::BadResponse(
+                "delegation loops back to .well-known".into(),
+            )),
         }
-        // Step 3: `.well-known` delegation.
-        let (delegated, ttl) = match self.well_known(client, &hostname).await {
-            Ok((delegated, ttl)) => (Some(delegated), ttl),
-            Err(e) => {
-                tracing::debug!(server = %server.as_str(), error = %e, "no usable .well-known/matrix/server");
-                (None, WELL_KNOWN_ERROR_TTL)
-            }
-        };
-        let Some(delegated) = delegated else {
-            // Steps 4 to 6: SRV on the server's own hostname, else port 8448.
-            return Ok((self.srv_or_default(&hostname).await, ttl));
-        };
-        let destination = match (delegated.host_kind(), delegated.port()) {
-            (Host::Ip(ip), port) => Destination::direct(
-                url_host(ip),
-                port.unwrap_or(DEFAULT_PORT),
-                delegated.as_str().to_owned(),
-            ),
-            (Host::Dns(name), Some(port)) => {
-                Destination::direct(name, port, delegated.as_str().to_owned())
-            }
-            (Host::Dns(name), None) => self.srv_or_default(&name).await,
-        };
-        Ok((destination, ttl))
     }
 
     /// SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`, then the name on port 8448.
-    /// Host and certificate stay `name`; only the connection goes to the SRV target.
-    async fn srv_or_default(&self, name: &str) -> Destination {
-        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
-            let Ok(lookup) = self.dns().srv_lookup(format!("{service}.{name}.")).await else {
+    /// Host and certificate stay the name; only the connection goes to the SRV target.
+    async fn srv_destination(&self, srv: &SrvLookup) -> Destination {
+        for service in srv.srv_names() {
+            let Ok(lookup) = self.dns().srv_lookup(format!("{service}.")).await else {
                 continue;
             };
             let mut records: Vec<_> = lookup
@@ -153,21 +137,19 @@ impl Federation {
                     _ => None,
                 })
                 .collect();
-            records.sort_by_key(|srv| (srv.priority, std::cmp::Reverse(srv.weight)));
-            for srv in records {
-                let target = srv.target.to_utf8();
-                let target = target.trim_end_matches('.');
-                if let Ok(addrs) = self.lookup(target, srv.port).await {
-                    return Destination {
-                        host: name.to_owned(),
-                        port: srv.port,
-                        host_header: name.to_owned(),
-                        addrs: Some(addrs),
-                    };
+            records.sort_by_key(|record| (record.priority, std::cmp::Reverse(record.weight)));
+            for record in records {
+                let target = record.target.to_utf8();
+                let endpoint = srv.with_target(target.trim_end_matches('.'), record.port);
+                let HostKind::Dns(target) = &endpoint.host else {
+                    continue;
+                };
+                if let Ok(addrs) = self.lookup(target, endpoint.port).await {
+                    return Destination::new(&endpoint, Some(addrs));
                 }
             }
         }
-        Destination::direct(name.to_owned(), DEFAULT_PORT, name.to_owned())
+        Destination::new(&srv.fallback(), None)
     }
 
     /// Fetches and validates `https://<hostname>/.well-known/matrix/server`, following redirects.
@@ -180,14 +162,13 @@ impl Federation {
         for _ in 0..=MAX_REDIRECTS {
             match self.get_bytes(client, &url, &[], WELL_KNOWN_MAX_BODY).await {
                 Ok((_, headers, body)) => {
-                    // The body is JSON whatever its Content-Type says.
-                    let parsed: WellKnown = serde_json::from_slice(&body).map_err(|e| {
-                        FetchError::BadResponse(format!("well-known is not valid JSON: {e}"))
+                    let delegated = discovery::parse_well_known(&body).ok_or_else(|| {
+                        FetchError::BadResponse("well-known has no valid m.server".into())
                     })?;
-                    let delegated = parse_server_name(&parsed.server).map_err(|_| {
-                        FetchError::BadResponse("m.server is not a server name".into())
-                    })?;
-                    let ttl = cache_ttl(headers.get("cache-control").and_then(|v| v.to_str().ok()));
+                    let ttl = discovery::well_known_cache_ttl(
+                        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+                    )
+                    .max(WELL_KNOWN_MIN_TTL);
                     return Ok((delegated, ttl));
                 }
                 Err(FetchError::Status {
@@ -217,48 +198,5 @@ impl Federation {
                 "well-known redirect must stay on https".into(),
             ))
         }
-    }
-}
-
-fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// `max-age` from Cache-Control, capped at 48 h; 24 h when absent.
-fn cache_ttl(cache_control: Option<&str>) -> Duration {
-    let max_age = cache_control.and_then(|value| {
-        value.split(',').find_map(|directive| {
-            let (name, secs) = directive.trim().split_once('=')?;
-            name.eq_ignore_ascii_case("max-age")
-                .then(|| secs.trim().parse::<u64>().ok())
-                .flatten()
-        })
-    });
-    max_age.map_or(WELL_KNOWN_DEFAULT_TTL, |secs| {
-        Duration::from_secs(secs).min(WELL_KNOWN_MAX_TTL)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::cache_ttl;
-
-    #[test]
-    fn well_known_ttl() {
-        assert_eq!(cache_ttl(None), Duration::from_secs(86_400));
-        assert_eq!(
-            cache_ttl(Some("public, max-age=600")),
-            Duration::from_secs(600)
-        );
-        assert_eq!(
-            cache_ttl(Some("max-age=9999999")),
-            Duration::from_secs(172_800)
-        );
-        assert_eq!(cache_ttl(Some("no-store")), Duration::from_secs(86_400));
     }
 }

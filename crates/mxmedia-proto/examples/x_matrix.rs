@@ -13,7 +13,12 @@ use mxmedia_proto::{RequestParts, ServerName, SigningKey, XMatrix, sign_request,
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["sign", key_file, origin, destination, uri] => sign(key_file, origin, destination, uri),
         ["keys", key_file, server_name] => keys(key_file, server_name),
         ["bench"] => bench(20_000),
@@ -85,7 +90,8 @@ fn bench(n: u32) -> ExitCode {
     ) else {
         return ExitCode::FAILURE;
     };
-    let uri = "/_matrix/federation/v1/media/download/AbCdEfGhIjKlMnOpQrStUvWxYz012345?timeout_ms=20000";
+    let uri =
+        "/_matrix/federation/v1/media/download/AbCdEfGhIjKlMnOpQrStUvWxYz012345?timeout_ms=20000";
     let request = RequestParts {
         method: "GET",
         uri,
