@@ -13,6 +13,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use self::preview::PreviewConfig;
+
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub metrics: MetricsConfig,
     pub thumbnails: ThumbnailConfig,
+    pub preview: PreviewConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +334,7 @@ impl Default for Config {
                 max_animated_pixels: 100_000_000,
                 max_source_size: ByteSize::mib(50),
             },
+            preview: PreviewConfig::default(),
         }
     }
 }
@@ -440,6 +444,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.preview.validate()?;
         if let FreeSpace::Percent(p) = self.store.min_free_space
             && !(0.0..100.0).contains(&p)
         {
@@ -526,5 +531,6 @@ impl FreeSpace {
     }
 }
 
+mod preview;
 #[cfg(test)]
 mod tests;

@@ -19,14 +19,9 @@ use std::{
     time::Duration,
 };
 
-use actix_tls::connect::{Resolve, Resolver};
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
-use hickory_resolver::{
-    TokioResolver,
-    config::{NameServerConfig, ResolverConfig},
-    net::runtime::TokioRuntimeProvider,
-};
+use hickory_resolver::TokioResolver;
 
 use self::{denylist::IpDenylist, resolve::Destination};
 use crate::config::FederationConfig;
@@ -72,24 +67,7 @@ struct Inner {
 
 impl Federation {
     pub fn new(config: &FederationConfig) -> anyhow::Result<Self> {
-        let provider = TokioRuntimeProvider::default();
-        let dns = if config.nameservers.is_empty() {
-            TokioResolver::builder_tokio()?.build()?
-        } else {
-            let servers = config
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp(addr.ip());
-                    for connection in &mut ns.connections {
-                        connection.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-                .build()?
-        };
+        let dns = crate::net::dns_resolver(&config.nameservers)?;
         let tls = tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -106,20 +84,12 @@ impl Federation {
 
     /// A client for the calling worker thread (awc clients are tied to their thread).
     pub fn client(&self) -> awc::Client {
-        let tcp =
-            actix_tls::connect::Connector::new(Resolver::custom(GuardedResolver(self.clone())))
-                .service();
-        let connector = awc::Connector::new()
-            .connector(tcp)
-            .rustls_0_23(self.inner.tls.clone())
-            .timeout(self.inner.connect_timeout)
-            .handshake_timeout(self.inner.connect_timeout);
-        awc::Client::builder()
-            .connector(connector)
-            .timeout(self.inner.request_timeout)
-            .disable_redirects()
-            .add_default_header(("user-agent", concat!("mxmedia/", env!("CARGO_PKG_VERSION"))))
-            .finish()
+        let options = crate::net::ClientOptions {
+            tls: self.inner.tls.clone(),
+            connect_timeout: self.inner.connect_timeout,
+            request_timeout: self.inner.request_timeout,
+        };
+        crate::net::guarded_client(self.clone(), &options)
     }
 
     pub fn denies(&self, ip: IpAddr) -> bool {
@@ -266,20 +236,15 @@ pub(crate) fn send_error(err: awc::error::SendRequestError) -> FetchError {
     }
 }
 
-/// The connector's resolver: discovery's pinned addresses, else DNS, always filtered.
-struct GuardedResolver(Federation);
+/// The connector's guard: discovery's pinned addresses, else DNS, always filtered.
+impl crate::net::Lookup for Federation {
+    type Error = FetchError;
 
-impl Resolve for GuardedResolver {
     fn lookup<'a>(
         &'a self,
         host: &'a str,
         port: u16,
-    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            self.0
-                .lookup(host, port)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-        })
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, FetchError>> {
+        Box::pin(Federation::lookup(self, host, port))
     }
 }

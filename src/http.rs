@@ -7,6 +7,7 @@
 pub mod client;
 pub mod extract;
 pub mod federation;
+pub mod preview;
 pub mod response;
 pub mod thumbnail;
 pub mod upload;
@@ -44,7 +45,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             scope(prefix)
                 .service(media_scope("/download", client::get_content))
                 .service(media_scope("/thumbnail", thumbnail::get_content_thumbnail))
-                .service(resource("/config").route(web::get().to(client::get_media_config))),
+                .service(resource("/config").route(web::get().to(client::get_media_config)))
+                .service(resource("/preview_url").route(web::get().to(preview::preview_url))),
         );
     }
     for prefix in LEGACY_MEDIA {
@@ -59,7 +61,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 resource("/upload/{server_name}/{media_id}")
                     .route(web::put().to(upload::upload_content)),
             )
-            .service(resource("/config").route(web::get().to(client::get_media_config)));
+            .service(resource("/config").route(web::get().to(client::get_media_config)))
+            .service(resource("/preview_url").route(web::get().to(preview::preview_url)));
         if *prefix == "/_matrix/media/v1" {
             legacy =
                 legacy.service(resource("/create").route(web::post().to(upload::create_mxc_uri)));

@@ -8,6 +8,8 @@ pub mod federation;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod net;
+pub mod preview;
 pub mod singleflight;
 pub mod state;
 pub mod store;
@@ -56,7 +58,8 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
             .as_ref()
             .map(|t| (t.clone(), format!("@admin:{}", config.server_name))),
     );
-    let media = MediaService::new(&config, store.clone())?;
+    let media = Arc::new(MediaService::new(&config, store.clone())?);
+    let preview = preview::Previews::new(&config, Arc::clone(&media))?;
     let federation_identity =
         Arc::new(federation::identity::Identity::load(&config).context("loading the signing key")?);
     tracing::info!(
@@ -81,6 +84,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         federation,
         federation_identity,
         key_ring,
+        preview,
     });
     spawn_expiry(state.clone());
     if let Some(url) = state.config.auth.homeserver_url.clone() {
@@ -112,6 +116,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
             .app_data(web::Data::new(WorkerState::new(
                 tls.clone(),
                 &state.federation,
+                &state.preview,
             )))
             .wrap(middleware::from_fn(http::cors))
             .wrap(middleware::from_fn(http::access_log))

@@ -7,15 +7,18 @@ use crate::{
     config::Config,
     federation::{Federation, identity::Identity, keyring::KeyRing},
     media::MediaService,
+    preview::Previews,
 };
 
 pub struct AppState {
     pub config: Config,
-    pub media: MediaService,
+    /// Shared with `preview`, which stores preview images as local media.
+    pub media: Arc<MediaService>,
     pub auth: Authenticator,
     pub federation: Federation,
     pub federation_identity: Arc<Identity>,
     pub key_ring: KeyRing,
+    pub preview: Previews,
 }
 
 /// Per-worker state: awc's clients are tied to the thread that made them.
@@ -24,10 +27,16 @@ pub struct WorkerState {
     pub http: awc::Client,
     /// Talks to other servers, through the SSRF guard.
     pub federation: awc::Client,
+    /// Fetches pages for URL previews, through the preview guard; `None` when previews are off.
+    pub preview: Option<awc::Client>,
 }
 
 impl WorkerState {
-    pub fn new(tls: Arc<rustls::ClientConfig>, federation: &Federation) -> Self {
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        federation: &Federation,
+        previews: &Previews,
+    ) -> Self {
         let http = awc::Client::builder()
             .connector(awc::Connector::new().rustls_0_23(tls))
             .add_default_header(("user-agent", concat!("mxmedia/", env!("CARGO_PKG_VERSION"))))
@@ -36,6 +45,7 @@ impl WorkerState {
         Self {
             http,
             federation: federation.client(),
+            preview: previews.client(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `thumbkey_thumb`: `sha256/WxH/method/animated` -> `ThumbRecord` (JSON), thumbnails by source
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
 //! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
+//! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -88,6 +89,7 @@ struct Inner {
     pending: sled::Tree,
     thumbs: sled::Tree,
     server_keys: sled::Tree,
+    previews: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -119,6 +121,7 @@ impl Store {
                 pending: db.open_tree("userid_pending")?,
                 thumbs: db.open_tree("thumbkey_thumb")?,
                 server_keys: db.open_tree("servername_keys")?,
+                previews: db.open_tree("urlts_preview")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -359,6 +362,41 @@ impl Store {
         self.inner.server_keys.insert(server, record)?;
         self.inner.server_keys.flush()?;
         Ok(())
+    }
+
+    /// The cached URL preview under `key`, unless it expired by `now_ms` (then it is removed).
+    pub fn get_preview(&self, key: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>> {
+        let Some(value) = self.inner.previews.get(key)? else {
+            return Ok(None);
+        };
+        let (expiry, preview) = value.split_at(8.min(value.len()));
+        if read_u64(expiry) <= now_ms {
+            self.inner.previews.remove(key)?;
+            return Ok(None);
+        }
+        Ok(Some(preview.to_vec()))
+    }
+
+    /// Caches a URL preview until `expires_at`. Not flushed: a lost preview is fetched again.
+    pub fn put_preview(&self, key: &[u8], preview: &[u8], expires_at: u64) -> Result<()> {
+        let mut value = Vec::with_capacity(8 + preview.len());
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.extend_from_slice(preview);
+        self.inner.previews.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Deletes cached previews that expired by `now_ms`.
+    pub fn expire_previews(&self, now_ms: u64) -> Result<usize> {
+        let mut expired = 0;
+        for entry in self.inner.previews.iter() {
+            let (key, value) = entry?;
+            if read_u64(value.get(..8).unwrap_or_default()) <= now_ms {
+                self.inner.previews.remove(key)?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
     }
 
     pub fn get_thumbnail(&self, key: &str) -> Result<Option<ThumbRecord>> {

@@ -162,3 +162,49 @@ fn federation_keys() {
         Ok(())
     });
 }
+
+/// Previews are off by default, with the federation's address denylist; env vars nest.
+#[test]
+fn preview_section() {
+    Jail::expect_with(|jail| {
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(!config.preview.enabled);
+        assert_eq!(
+            config.preview.ip_range_denylist,
+            config.federation.ip_range_denylist
+        );
+        jail.set_env("MXMEDIA_PREVIEW__ENABLED", "true");
+        jail.set_env("MXMEDIA_PREVIEW__URL_DENYLIST", r#"["example.com","http:"]"#);
+        jail.set_env("MXMEDIA_PREVIEW__IP_RANGE_ALLOWLIST", r#"["10.1.2.3/32"]"#);
+        jail.set_env("MXMEDIA_PREVIEW__MAX_PAGE_SIZE", "64KiB");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(config.preview.enabled);
+        assert_eq!(config.preview.url_denylist, ["example.com", "http:"]);
+        assert_eq!(config.preview.ip_range_allowlist.len(), 1);
+        assert_eq!(config.preview.max_page_size, ByteSize::kib(64));
+        Ok(())
+    });
+}
+
+/// Unsafe or impossible preview settings are refused, naming the variable.
+#[test]
+fn preview_validation_names_the_variable() {
+    for (key, value) in [
+        ("MXMEDIA_PREVIEW__IP_RANGE_DENYLIST", "[]"),
+        ("MXMEDIA_PREVIEW__URL_DENYLIST", r#"["bad pattern/x"]"#),
+        ("MXMEDIA_PREVIEW__MAX_PAGE_SIZE", "0"),
+        ("MXMEDIA_PREVIEW__MAX_REDIRECTS", "50"),
+        ("MXMEDIA_PREVIEW__TIMEOUT_SECS", "0"),
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env("MXMEDIA_PREVIEW__ENABLED", "true");
+            jail.set_env(key, value);
+            let err = Config::load(None)
+                .err()
+                .ok_or("accepted a bad preview setting")?
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            Ok(())
+        });
+    }
+}

@@ -10,6 +10,7 @@ mod download;
 mod fake_dns;
 mod fake_remote;
 mod federation;
+mod preview;
 mod process;
 mod thumbnail;
 mod upload;

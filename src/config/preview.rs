@@ -1,0 +1,136 @@
+//! The `[preview]` section: URL previews. The server fetches pages that users name, so every
+//! setting here bounds what a hostile URL can make it do.
+
+use std::net::SocketAddr;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, DEFAULT_IP_RANGE_DENYLIST};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewConfig {
+    /// Answer preview requests. Off by default: previews make the server fetch any URL a user
+    /// names. While off, the endpoint answers 404 `M_UNRECOGNIZED`, as Synapse does.
+    pub enabled: bool,
+    /// Address ranges never fetched from, checked on every address a name resolves to (one
+    /// denied address refuses the whole name), on IP literals, on every redirect and on images.
+    /// Default: the same list as `federation.ip_range_denylist`. May not be empty while previews
+    /// are enabled.
+    pub ip_range_denylist: Vec<ipnet::IpNet>,
+    /// Ranges fetched from even though the denylist covers them (an intranet wiki, say).
+    /// Default empty.
+    pub ip_range_allowlist: Vec<ipnet::IpNet>,
+    /// URLs never fetched: `example.com` (that domain and all its subdomains) or `http:` (a
+    /// whole scheme). Default empty.
+    pub url_denylist: Vec<String>,
+    /// DNS servers to ask (`ip:port`); empty = the system's resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    /// Most bytes of a page that are downloaded and parsed; the rest is never read (OpenGraph
+    /// tags live in the head). Default 2 MiB.
+    pub max_page_size: ByteSize,
+    /// Largest image stored for a preview; also capped by `thumbnails.max_source_size` and
+    /// `media.max_upload_size`. A larger `og:image` is left out. Default 10 MiB.
+    pub max_image_size: ByteSize,
+    /// Redirects followed per fetch, each re-checked against both denylists. Default 5.
+    pub max_redirects: u32,
+    /// Seconds to wait for a connection. Default 5.
+    pub connect_timeout_secs: u64,
+    /// Seconds one preview may take in all: page, redirects, oEmbed and image. Default 20.
+    pub timeout_secs: u64,
+    /// Seconds a preview is served from the cache, which is keyed by the URL and the hour of
+    /// `ts`. Default 24 h.
+    pub cache_ttl_secs: u64,
+    /// Preview requests a user may make per minute, cached ones included. 0 = unlimited.
+    /// Default 30.
+    pub rate_limit_per_minute: u32,
+    /// Requests a user may make at once before the per-minute rate applies. Default 10.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ip_range_denylist: DEFAULT_IP_RANGE_DENYLIST
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            ip_range_allowlist: Vec::new(),
+            url_denylist: Vec::new(),
+            nameservers: Vec::new(),
+            max_page_size: ByteSize::mib(2),
+            max_image_size: ByteSize::mib(10),
+            max_redirects: 5,
+            connect_timeout_secs: 5,
+            timeout_secs: 20,
+            cache_ttl_secs: 24 * 60 * 60,
+            rate_limit_per_minute: 30,
+            rate_limit_burst: 10,
+        }
+    }
+}
+
+impl PreviewConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        if self.enabled && self.ip_range_denylist.is_empty() {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__IP_RANGE_DENYLIST",
+                "must not be empty while previews are enabled (list exceptions in \
+                 MXMEDIA_PREVIEW__IP_RANGE_ALLOWLIST instead)",
+            ));
+        }
+        if self
+            .url_denylist
+            .iter()
+            .any(|p| crate::preview::guard::UrlPattern::parse(p).is_none())
+        {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__URL_DENYLIST",
+                "entries must be domains like example.com or schemes like http:",
+            ));
+        }
+        if self.max_page_size.as_u64() == 0 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__MAX_PAGE_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_image_size.as_u64() == 0 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__MAX_IMAGE_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_redirects > 20 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__MAX_REDIRECTS",
+                "must be at most 20",
+            ));
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__CONNECT_TIMEOUT_SECS",
+                "must be greater than 0",
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__TIMEOUT_SECS",
+                "must be greater than 0",
+            ));
+        }
+        if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
+            return Err(invalid(
+                "MXMEDIA_PREVIEW__RATE_LIMIT_BURST",
+                "must be at least 1 when rate_limit_per_minute is set",
+            ));
+        }
+        Ok(())
+    }
+}

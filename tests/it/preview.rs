@@ -1,0 +1,512 @@
+//! URL previews against a real web site on loopback: OpenGraph, fallbacks, charsets, redirects,
+//! images, oEmbed, limits, the cache and single flight, and the SSRF guard on every hop.
+//!
+//! The site lives on 127.0.0.1, which the tests let through with an allowlist of exactly that
+//! address; 127.0.0.2 (same loopback, still denied) stands for "an internal address".
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, TcpListener},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use mxmedia::config::Config;
+
+use crate::{
+    common::{ALICE, BOB, TestServer, assert_error, urlencode},
+    fake_dns::FakeDns,
+};
+
+const PHOTO: &[u8] = include_bytes!("../fixtures/photo_640x480.jpg");
+
+/// A small web site that counts the requests for each path.
+struct Site {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Site {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let counted = hits.clone();
+        let server = HttpServer::new(move || {
+            let counted = counted.clone();
+            App::new()
+                .app_data(web::Data::new(port))
+                .wrap_fn(move |req, srv| {
+                    use actix_web::dev::Service as _;
+                    *counted
+                        .lock()
+                        .unwrap()
+                        .entry(req.path().to_owned())
+                        .or_default() += 1;
+                    srv.call(req)
+                })
+                .default_service(web::to(page))
+        })
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { port, hits, handle }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+fn html(body: impl Into<String>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body.into())
+}
+
+fn redirect(to: impl Into<String>) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header(("location", to.into()))
+        .finish()
+}
+
+const OG_PAGE: &str = r#"<!doctype html><html><head><title>Ignored</title>
+<meta property="og:title" content="A Blog Post">
+<meta property="og:description" content="Something worth reading">
+<meta property="og:type" content="article">
+<meta property="og:image" content="/photo.jpg">
+</head><body><p>Body text</p></body></html>"#;
+
+async fn page(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
+    let denied = format!("http://127.0.0.2:{}", **port);
+    match req.path() {
+        "/og" | "/og-cached" | "/og-flight" => {
+            if req.path() == "/og-flight" {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            html(OG_PAGE)
+        }
+        "/title" => html(
+            "<html><head><title>Only a title</title>\
+             <meta name=\"description\" content=\"And a description\"></head></html>",
+        ),
+        "/cp1251" => {
+            let mut body = b"<html><head><meta charset=\"windows-1251\"><title>".to_vec();
+            // "Привет, мир" in windows-1251.
+            body.extend_from_slice(b"\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0");
+            body.extend_from_slice(b"</title></head></html>");
+            HttpResponse::Ok().content_type("text/html").body(body)
+        }
+        "/latin1" => HttpResponse::Ok()
+            .content_type("text/html; charset=iso-8859-1")
+            .body(b"<title>Caf\xe9 cr\xe8me</title>".to_vec()),
+        "/hop3" => redirect("/hop2"),
+        "/hop2" => redirect(format!("http://127.0.0.1:{}/hop1", **port)),
+        "/hop1" => redirect("/og"),
+        "/loop" => redirect("/loop"),
+        "/to-denied" => redirect(format!("{denied}/og")),
+        "/to-metadata" => redirect("http://169.254.169.254/latest/meta-data/"),
+        "/photo.jpg" => HttpResponse::Ok()
+            .content_type("image/jpeg")
+            .body(PHOTO.to_vec()),
+        "/big" => {
+            let mut body = String::from(
+                "<html><head><meta property=\"og:title\" content=\"Big page\"></head><body>",
+            );
+            body.push_str(&"<p>padding padding padding</p>".repeat(100_000));
+            html(body)
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            html(OG_PAGE)
+        }
+        "/denied-image" => html(format!(
+            "<html><head><meta property=\"og:title\" content=\"Has a bad image\">\
+             <meta property=\"og:image\" content=\"{denied}/photo.jpg\"></head></html>"
+        )),
+        "/embed" => html(
+            "<html><head><title>Page title</title>\
+             <link rel=\"alternate\" type=\"application/json+oembed\" href=\"/oembed.json\">\
+             </head></html>",
+        ),
+        "/oembed.json" => HttpResponse::Ok().content_type("application/json").body(
+            r#"{"version":"1.0","type":"rich","title":"Embedded title","provider_name":"Site",
+               "html":"<blockquote><p>Quoted text</p></blockquote>","thumbnail_url":"/photo.jpg"}"#,
+        ),
+        "/pdf" => HttpResponse::Ok()
+            .content_type("application/pdf")
+            .body("%PDF-1.4"),
+        _ => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// Previews on, with the loopback site (127.0.0.1 only) let through.
+fn enable(config: &mut Config) {
+    config.preview.enabled = true;
+    config.preview.ip_range_allowlist = vec!["127.0.0.1/32".parse().unwrap()];
+    config.preview.rate_limit_burst = 1000;
+}
+
+fn preview_url(server: &TestServer, url: &str) -> String {
+    server.url(&format!(
+        "/_matrix/client/v1/media/preview_url?url={}",
+        urlencode(url)
+    ))
+}
+
+async fn preview(server: &TestServer, url: &str) -> serde_json::Value {
+    let mut res = server.get_as(preview_url(server, url), ALICE).await;
+    assert_eq!(res.status(), 200, "{url}");
+    res.json().await.unwrap()
+}
+
+async fn download(server: &TestServer, mxc: &str) -> Vec<u8> {
+    let id = mxc.strip_prefix("mxc://localhost/").unwrap();
+    let mut res = server.get_as(server.download_url(id), ALICE).await;
+    assert_eq!(res.status(), 200);
+    res.body().limit(10 << 20).await.unwrap().to_vec()
+}
+
+/// OpenGraph fields come back as found; the image is a stored copy with its size and type.
+#[actix_web::test]
+async fn opengraph_page_with_image() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let og = preview(&server, &site.url("/og")).await;
+    assert_eq!(og["og:title"], "A Blog Post");
+    assert_eq!(og["og:description"], "Something worth reading");
+    assert_eq!(og["og:type"], "article");
+    assert_eq!(og["og:image:type"], "image/jpeg");
+    assert_eq!(og["og:image:width"], 640);
+    assert_eq!(og["og:image:height"], 480);
+    assert_eq!(og["matrix:image:size"], PHOTO.len());
+    let image = og["og:image"].as_str().unwrap();
+    assert_eq!(download(&server, image).await, PHOTO);
+}
+
+/// Without OpenGraph, the title and meta description stand in.
+#[actix_web::test]
+async fn title_only_page() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let og = preview(&server, &site.url("/title")).await;
+    assert_eq!(
+        og,
+        serde_json::json!({"og:title": "Only a title", "og:description": "And a description"})
+    );
+}
+
+/// Legacy charsets, declared in a meta tag or the header, are decoded.
+#[actix_web::test]
+async fn non_utf8_pages() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    assert_eq!(
+        preview(&server, &site.url("/cp1251")).await["og:title"],
+        "Привет, мир"
+    );
+    assert_eq!(
+        preview(&server, &site.url("/latin1")).await["og:title"],
+        "Café crème"
+    );
+}
+
+/// Redirect chains are followed (relative and absolute), up to the limit.
+#[actix_web::test]
+async fn redirects_are_followed_up_to_a_limit() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    assert_eq!(
+        preview(&server, &site.url("/hop3")).await["og:title"],
+        "A Blog Post"
+    );
+    let mut res = server
+        .get_as(preview_url(&server, &site.url("/loop")), ALICE)
+        .await;
+    assert_error(&mut res, 502, "M_UNKNOWN").await;
+    assert_eq!(site.hits("/loop"), 6, "first request and max_redirects (5) more");
+}
+
+/// A redirect to a denied address is refused like the address itself, before connecting.
+#[actix_web::test]
+async fn redirect_to_denied_address_is_forbidden() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    for path in ["/to-denied", "/to-metadata"] {
+        let mut res = server
+            .get_as(preview_url(&server, &site.url(path)), ALICE)
+            .await;
+        assert_error(&mut res, 403, "M_FORBIDDEN").await;
+    }
+}
+
+/// A direct image URL previews as that image.
+#[actix_web::test]
+async fn direct_image_url() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let og = preview(&server, &site.url("/photo.jpg")).await;
+    assert_eq!(og["og:image:width"], 640);
+    assert_eq!(og["matrix:image:size"], PHOTO.len());
+    assert_eq!(download(&server, og["og:image"].as_str().unwrap()).await, PHOTO);
+}
+
+/// Other content types give an empty preview; images over the size limit are left out.
+#[actix_web::test]
+async fn unsupported_and_oversized_content() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.max_image_size = bytesize::ByteSize::kib(1);
+    })
+    .await;
+    assert_eq!(preview(&server, &site.url("/pdf")).await, serde_json::json!({}));
+    assert_eq!(
+        preview(&server, &site.url("/photo.jpg")).await,
+        serde_json::json!({})
+    );
+    let og = preview(&server, &site.url("/og")).await;
+    assert_eq!(og["og:title"], "A Blog Post");
+    assert!(og.get("og:image").is_none(), "{og}");
+}
+
+/// Only `max_page_size` bytes of a page are read; its head still gives the preview.
+#[actix_web::test]
+async fn oversized_page_is_cut() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.max_page_size = bytesize::ByteSize::kib(16);
+    })
+    .await;
+    let og = preview(&server, &site.url("/big")).await;
+    assert_eq!(og["og:title"], "Big page");
+    let description = og["og:description"].as_str().unwrap();
+    assert!(description.starts_with("padding"), "{description}");
+}
+
+/// A page that does not answer in time fails the preview after the timeout, not later.
+#[actix_web::test]
+async fn slow_page_times_out() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.timeout_secs = 1;
+    })
+    .await;
+    let started = Instant::now();
+    let mut res = server
+        .get_as(preview_url(&server, &site.url("/slow")), ALICE)
+        .await;
+    assert_error(&mut res, 502, "M_UNKNOWN").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// An `og:image` on a denied address is left out; the rest of the preview stands.
+#[actix_web::test]
+async fn denied_image_is_left_out() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let og = preview(&server, &site.url("/denied-image")).await;
+    assert_eq!(og, serde_json::json!({"og:title": "Has a bad image"}));
+    assert_eq!(site.hits("/photo.jpg"), 0);
+}
+
+/// A page advertising oEmbed gets the provider's fields, and its thumbnail as the image.
+#[actix_web::test]
+async fn oembed_advertised_by_page() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let og = preview(&server, &site.url("/embed")).await;
+    assert_eq!(og["og:title"], "Embedded title");
+    assert_eq!(og["og:site_name"], "Site");
+    assert_eq!(og["og:description"], "Quoted text");
+    assert!(og["og:image"].as_str().unwrap().starts_with("mxc://localhost/"));
+}
+
+/// A second request for the same URL (and hour) is answered from the cache.
+#[actix_web::test]
+async fn second_request_is_cached() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let started = Instant::now();
+    let first = preview(&server, &site.url("/og-cached")).await;
+    let uncached = started.elapsed();
+    let started = Instant::now();
+    let second = preview(&server, &site.url("/og-cached")).await;
+    let cached = started.elapsed();
+    eprintln!("preview latency: uncached {uncached:?}, cached {cached:?}");
+    assert_eq!(first, second);
+    assert_eq!(site.hits("/og-cached"), 1);
+    assert_eq!(site.hits("/photo.jpg"), 1);
+    // Another hour of `ts` is another cache entry.
+    let old = format!(
+        "{}&ts=1000",
+        preview_url(&server, &site.url("/og-cached"))
+    );
+    assert_eq!(server.get_as(old, ALICE).await.status(), 200);
+    assert_eq!(site.hits("/og-cached"), 2);
+}
+
+/// Twenty concurrent requests for one URL cause one fetch, and all get the same answer.
+#[actix_web::test]
+async fn concurrent_requests_share_one_fetch() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let url = preview_url(&server, &site.url("/og-flight"));
+    let requests = (0..20).map(|i| {
+        let url = url.clone();
+        let server = &server;
+        async move {
+            let mut res = server.get_as(url, if i % 2 == 0 { ALICE } else { BOB }).await;
+            assert_eq!(res.status(), 200);
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers.iter().all(|a| *a == answers[0]));
+    assert_eq!(answers[0]["og:title"], "A Blog Post");
+    assert_eq!(site.hits("/og-flight"), 1);
+    assert_eq!(site.hits("/photo.jpg"), 1);
+}
+
+/// With the default address policy, every way of naming an internal address is refused with
+/// 403, and the error says nothing about the host.
+#[actix_web::test]
+async fn internal_addresses_are_forbidden_by_default() {
+    let site = Site::start();
+    let dns = FakeDns::start().await;
+    dns.a("internal.test", Ipv4Addr::LOCALHOST);
+    dns.a("metadata.test", Ipv4Addr::new(169, 254, 169, 254));
+    dns.a("localhost", Ipv4Addr::LOCALHOST);
+    let server = TestServer::start_with(|c| {
+        c.preview.enabled = true;
+        c.preview.nameservers = vec![dns.addr];
+        c.preview.rate_limit_burst = 1000;
+    })
+    .await;
+    let port = site.port;
+    for url in [
+        format!("http://127.0.0.1:{port}/og"),
+        format!("http://[::1]:{port}/og"),
+        format!("http://[::ffff:127.0.0.1]:{port}/og"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://2130706433:{port}/og"),
+        format!("http://0x7f000001:{port}/og"),
+        format!("http://127.1:{port}/og"),
+        format!("http://internal.test:{port}/og"),
+        "http://metadata.test/latest/meta-data/".to_owned(),
+        format!("http://localhost:{port}/og"),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let mut res = server.get_as(preview_url(&server, &url), ALICE).await;
+        assert_eq!(res.status(), 403, "{url}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["errcode"], "M_FORBIDDEN", "{url}");
+        let text = body["error"].as_str().unwrap();
+        assert!(
+            !text.contains("127") && !text.contains("internal") && !text.contains("169"),
+            "{text}"
+        );
+    }
+    assert_eq!(site.hits("/og"), 0, "nothing reached the site");
+}
+
+/// The URL denylist refuses a domain with its subdomains, and schemes.
+#[actix_web::test]
+async fn url_denylist_refuses() {
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.url_denylist = vec!["blocked.test".into(), "http:".into()];
+    })
+    .await;
+    for url in ["https://a.blocked.test/", "http://example.org/"] {
+        let mut res = server.get_as(preview_url(&server, url), ALICE).await;
+        assert_error(&mut res, 403, "M_FORBIDDEN").await;
+    }
+}
+
+/// Off by default: 404 `M_UNRECOGNIZED` (Synapse's answer), even without a token, on every prefix.
+#[actix_web::test]
+async fn disabled_by_default() {
+    let server = TestServer::start().await;
+    for prefix in [
+        "/_matrix/client/v1/media",
+        "/_matrix/media/v3",
+        "/_matrix/media/r0",
+        "/_matrix/client/unstable/org.matrix.msc3916/media",
+    ] {
+        let url = server.url(&format!("{prefix}/preview_url?url=https%3A%2F%2Fexample.org"));
+        let mut res = server.client.get(&url).send().await.unwrap();
+        assert_error(&mut res, 404, "M_UNRECOGNIZED").await;
+    }
+}
+
+/// Enabled, the endpoint wants a token and a `url`, and serves the legacy prefixes too.
+#[actix_web::test]
+async fn auth_and_parameters() {
+    let site = Site::start();
+    let server = TestServer::start_with(enable).await;
+    let url = preview_url(&server, &site.url("/title"));
+    let mut res = server.client.get(&url).send().await.unwrap();
+    assert_error(&mut res, 401, "M_MISSING_TOKEN").await;
+    let mut res = server.get_as(&url, "wrong").await;
+    assert_error(&mut res, 401, "M_UNKNOWN_TOKEN").await;
+    let mut res = server
+        .get_as(server.url("/_matrix/client/v1/media/preview_url"), ALICE)
+        .await;
+    assert_error(&mut res, 400, "M_MISSING_PARAM").await;
+    let mut res = server
+        .get_as(
+            server.url("/_matrix/client/v1/media/preview_url?url=not%20a%20url"),
+            ALICE,
+        )
+        .await;
+    assert_error(&mut res, 400, "M_INVALID_PARAM").await;
+    let legacy = server.url(&format!(
+        "/_matrix/media/v3/preview_url?url={}",
+        urlencode(&site.url("/title"))
+    ));
+    assert_eq!(server.get_as(legacy, ALICE).await.status(), 200);
+}
+
+/// Past the per-user rate, requests get 429 with `retry_after_ms`; other users are unaffected.
+#[actix_web::test]
+async fn rate_limited_per_user() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.rate_limit_burst = 2;
+        c.preview.rate_limit_per_minute = 1;
+    })
+    .await;
+    let url = preview_url(&server, &site.url("/title"));
+    for _ in 0..2 {
+        assert_eq!(server.get_as(&url, ALICE).await.status(), 200);
+    }
+    let mut res = server.get_as(&url, ALICE).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 1000);
+    assert_eq!(server.get_as(&url, BOB).await.status(), 200);
+}
