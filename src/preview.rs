@@ -177,8 +177,12 @@ impl Previews {
             return Ok(hit);
         }
         let work = {
-            let (inner, client, user, key) =
-                (Arc::clone(inner), client.clone(), user.to_owned(), key.clone());
+            let (inner, client, user, key) = (
+                Arc::clone(inner),
+                client.clone(),
+                user.to_owned(),
+                key.clone(),
+            );
             move || async move { inner.produce(&client, &user, url, key).await }
         };
         let (outcome, _) = inner.flights.run_local(key, work).await;
@@ -189,7 +193,10 @@ impl Previews {
 
 /// The cache key: URL and the hour of `ts` (now if absent, never later than now).
 fn cache_key(url: &Url, ts: Option<i64>, now: u64) -> Vec<u8> {
-    let ts = ts.and_then(|t| u64::try_from(t).ok()).unwrap_or(now).min(now);
+    let ts = ts
+        .and_then(|t| u64::try_from(t).ok())
+        .unwrap_or(now)
+        .min(now);
     let mut key = url.as_str().as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&(ts / HOUR_MS).to_be_bytes());

@@ -174,7 +174,10 @@ fn preview_section() {
             config.federation.ip_range_denylist
         );
         jail.set_env("MXMEDIA_PREVIEW__ENABLED", "true");
-        jail.set_env("MXMEDIA_PREVIEW__URL_DENYLIST", r#"["example.com","http:"]"#);
+        jail.set_env(
+            "MXMEDIA_PREVIEW__URL_DENYLIST",
+            r#"["example.com","http:"]"#,
+        );
         jail.set_env("MXMEDIA_PREVIEW__IP_RANGE_ALLOWLIST", r#"["10.1.2.3/32"]"#);
         jail.set_env("MXMEDIA_PREVIEW__MAX_PAGE_SIZE", "64KiB");
         let config = Config::load(None).map_err(|e| e.to_string())?;

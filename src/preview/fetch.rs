@@ -161,7 +161,10 @@ where
         .map_err(|e| Failure::Internal(e.to_string()))?;
     let (content_type, dims) = match probe {
         Ok(p) if u64::from(p.width) * u64::from(p.height) > limits.max_pixels => return Ok(None),
-        Ok(p) => (p.format.content_type().to_owned(), Some((p.width, p.height))),
+        Ok(p) => (
+            p.format.content_type().to_owned(),
+            Some((p.width, p.height)),
+        ),
         // A header cut off by the prefix: the thumbnailer checks it in full when asked.
         Err(mxmedia_image::Error::Corrupt(_)) if more => (answer.media_type.clone(), None),
         Err(_) => return Ok(None),

@@ -2,12 +2,22 @@
 //! fallbacks to `<title>`, meta descriptions, Twitter cards and the largest `<img>`.
 //!
 //! Pure and blocking: callers run it in `spawn_blocking` on at most `max_page_size` bytes.
-//! html5ever parses any input in linear time without recursion, and the walk below is one pass
-//! over the tree with no selector matching, so a hostile page costs memory proportional to its
-//! (capped) size and nothing more.
+//! Only html5ever's tokenizer runs (no tree, no selectors): one linear pass, with the sink
+//! switching it into raw-text states for `<title>`, `<script>` and `<style>` as the tree builder
+//! would, so tags inside scripts are not mistaken for real ones. A hostile page costs time
+//! linear in its (capped) size and memory for the few fields kept.
+
+use std::cell::RefCell;
 
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
-use scraper::{ElementRef, Html, node::Node};
+use html5ever::{
+    TokenizerResult,
+    tendril::StrTendril,
+    tokenizer::{
+        BufferQueue, Tag, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+        states::RawKind,
+    },
+};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -83,32 +93,64 @@ fn meta_charset(head: &[u8]) -> Option<String> {
 
 /// Everything the preview needs from a decoded page at `url`.
 pub fn extract(html: &str, url: &Url) -> Page {
-    let doc = Html::parse_document(html);
-    let mut found = Found::default();
-    for node in doc.tree.root().descendants() {
-        if let Some(element) = ElementRef::wrap(node) {
-            found.visit(element);
-        }
-    }
-    found.into_page(url)
+    tokenize(html, Found::default()).into_page(url)
 }
 
 /// The visible text of an HTML fragment (an oEmbed `html` field), whitespace collapsed.
 pub fn fragment_text(html: &str) -> Option<String> {
-    let fragment = Html::parse_fragment(html);
-    let mut text = String::new();
-    for node in fragment.tree.root().descendants() {
-        if let Node::Text(t) = node.value()
-            && !node
-                .parent()
-                .and_then(ElementRef::wrap)
-                .is_some_and(|p| matches!(p.value().name(), "script" | "style"))
-        {
-            text.push_str(t);
-            text.push(' ');
+    let mut found = tokenize(
+        html,
+        Found {
+            capture: Capture::All(String::new()),
+            ..Found::default()
+        },
+    );
+    match std::mem::take(&mut found.capture) {
+        Capture::All(text) => clean(&text, MAX_DESCRIPTION_CHARS),
+        Capture::Nothing | Capture::Title(_) | Capture::Paragraph(_) => None,
+    }
+}
+
+/// Runs the tokenizer alone over `html`. No tree is built: the tree builder's scope checks
+/// make deeply nested markup quadratic (40,000 nested `<div>`s took 8 s), the tokenizer is
+/// linear in the input.
+fn tokenize(html: &str, found: Found) -> Found {
+    let tokenizer = Tokenizer::new(Sink(RefCell::new(found)), TokenizerOpts::default());
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from_slice(html));
+    // The sink never asks for scripts to run, so the tokenizer stops only when done.
+    while let TokenizerResult::Script(()) = tokenizer.feed(&input) {}
+    tokenizer.end();
+    tokenizer.sink.0.into_inner()
+}
+
+struct Sink(RefCell<Found>);
+
+impl TokenSink for Sink {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+        let mut found = self.0.borrow_mut();
+        match token {
+            Token::TagToken(tag) => found.tag(&tag),
+            Token::CharacterTokens(text) => {
+                found.text(&text);
+                TokenSinkResult::Continue
+            }
+            _ => TokenSinkResult::Continue,
         }
     }
-    clean(&text, MAX_DESCRIPTION_CHARS)
+}
+
+/// Text being collected.
+#[derive(Default)]
+enum Capture {
+    #[default]
+    Nothing,
+    Title(String),
+    Paragraph(String),
+    /// Everything outside scripts and styles (fragments).
+    All(String),
 }
 
 #[derive(Default)]
@@ -122,59 +164,50 @@ struct Found {
     oembed: Option<String>,
     /// `src`, declared area.
     images: Vec<(String, u64)>,
+    capture: Capture,
+    /// Inside `<script>`, `<style>` and the like, whose text is not text.
+    raw: Option<&'static str>,
 }
 
 impl Found {
-    fn visit(&mut self, element: ElementRef<'_>) {
-        let el = element.value();
-        match el.name() {
-            "meta" => {
-                let key = el.attr("property").or_else(|| el.attr("name"));
-                let (Some(key), Some(content)) = (key, el.attr("content")) else {
-                    return;
-                };
-                let key = key.trim().to_ascii_lowercase();
-                let Some(content) = clean(content, MAX_VALUE_CHARS) else {
-                    return;
-                };
-                if key.starts_with("og:") {
-                    if self.og.len() < MAX_PROPERTIES && !self.og.contains_key(&key) {
-                        self.og.insert(key, Value::String(content));
-                    }
-                } else if key == "description" {
-                    self.description.get_or_insert(content);
-                } else if matches!(
-                    key.as_str(),
-                    "twitter:title" | "twitter:description" | "twitter:image"
-                ) && !self.twitter.contains_key(&key)
-                {
-                    self.twitter.insert(key, Value::String(content));
-                }
+    fn tag(&mut self, tag: &Tag) -> TokenSinkResult<()> {
+        let name: &str = &tag.name;
+        if tag.kind == TagKind::EndTag {
+            if self.raw == Some(name) {
+                self.raw = None;
             }
-            "title" if self.title.is_none() => {
-                self.title = clean(&element.text().collect::<String>(), MAX_VALUE_CHARS);
+            self.end(name);
+            return TokenSinkResult::Continue;
+        }
+        let attr = |wanted: &str| {
+            tag.attrs
+                .iter()
+                .find(|a| &*a.name.local == wanted)
+                .map(|a| &*a.value)
+        };
+        match name {
+            "meta" => self.meta(attr("property").or_else(|| attr("name")), attr("content")),
+            "title" if self.title.is_none() && !tag.self_closing => {
+                self.capture = Capture::Title(String::new());
+                return TokenSinkResult::RawData(RawKind::Rcdata);
             }
-            "base" if self.base.is_none() => {
-                self.base = el.attr("href").map(str::to_owned);
-            }
+            "base" if self.base.is_none() => self.base = attr("href").map(str::to_owned),
             "link" if self.oembed.is_none() => {
-                let alternate = el
-                    .attr("rel")
+                let alternate = attr("rel")
                     .is_some_and(|r| r.split_ascii_whitespace().any(|r| r == "alternate"));
-                let json = el
-                    .attr("type")
+                let json = attr("type")
                     .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json+oembed"));
                 if alternate && json {
-                    self.oembed = el.attr("href").map(str::to_owned);
+                    self.oembed = attr("href").map(str::to_owned);
                 }
             }
             "img" if self.images.len() < MAX_IMAGES => {
-                if let Some(src) = el.attr("src").map(str::trim)
+                if let Some(src) = attr("src").map(str::trim)
                     && !src.is_empty()
                     && !src.starts_with("data:")
                 {
                     let dim = |name| {
-                        el.attr(name)
+                        attr(name)
                             .and_then(|v| v.trim().parse::<u64>().ok())
                             .unwrap_or(0)
                     };
@@ -182,9 +215,80 @@ impl Found {
                         .push((src.to_owned(), dim("width").saturating_mul(dim("height"))));
                 }
             }
-            "p" if self.paragraph.is_none() => {
-                self.paragraph = clean(&element.text().collect::<String>(), MAX_DESCRIPTION_CHARS)
-                    .filter(|p| p.chars().count() >= 20);
+            "p" if self.paragraph.is_none() && matches!(self.capture, Capture::Nothing) => {
+                self.capture = Capture::Paragraph(String::new());
+            }
+            "script" | "style" | "textarea" | "xmp" | "iframe" | "noembed" | "noframes"
+                if !tag.self_closing =>
+            {
+                self.raw = Some(match name {
+                    "script" => "script",
+                    "style" => "style",
+                    "textarea" => "textarea",
+                    "xmp" => "xmp",
+                    "iframe" => "iframe",
+                    "noembed" => "noembed",
+                    _ => "noframes",
+                });
+                let kind = match name {
+                    "script" => RawKind::ScriptData,
+                    "textarea" => RawKind::Rcdata,
+                    _ => RawKind::Rawtext,
+                };
+                return TokenSinkResult::RawData(kind);
+            }
+            _ => {}
+        }
+        TokenSinkResult::Continue
+    }
+
+    fn meta(&mut self, key: Option<&str>, content: Option<&str>) {
+        let (Some(key), Some(content)) = (key, content) else {
+            return;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let Some(content) = clean(content, MAX_VALUE_CHARS) else {
+            return;
+        };
+        if key.starts_with("og:") {
+            if self.og.len() < MAX_PROPERTIES && !self.og.contains_key(&key) {
+                self.og.insert(key, Value::String(content));
+            }
+        } else if key == "description" {
+            self.description.get_or_insert(content);
+        } else if matches!(
+            key.as_str(),
+            "twitter:title" | "twitter:description" | "twitter:image"
+        ) && !self.twitter.contains_key(&key)
+        {
+            self.twitter.insert(key, Value::String(content));
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        let keep = match &self.capture {
+            Capture::Title(_) => true,
+            Capture::Paragraph(_) | Capture::All(_) => self.raw.is_none(),
+            Capture::Nothing => false,
+        };
+        if let Capture::Title(buf) | Capture::Paragraph(buf) | Capture::All(buf) = &mut self.capture
+            && keep
+            && buf.len() < MAX_VALUE_CHARS * 4
+        {
+            buf.push_str(text);
+        }
+    }
+
+    fn end(&mut self, name: &str) {
+        match (&mut self.capture, name) {
+            (Capture::Title(buf), "title") => {
+                self.title = clean(buf, MAX_VALUE_CHARS);
+                self.capture = Capture::Nothing;
+            }
+            (Capture::Paragraph(buf), "p") => {
+                self.paragraph =
+                    clean(buf, MAX_DESCRIPTION_CHARS).filter(|p| p.chars().count() >= 20);
+                self.capture = Capture::Nothing;
             }
             _ => {}
         }

@@ -204,13 +204,22 @@ fn pending_commit_rules() {
 fn preview_cache_expires() {
     let (_dir, store) = store(1024);
     store.put_preview(b"https://a/\0\x01", b"{}", 100).unwrap();
-    store.put_preview(b"https://b/\0\x01", b"{\"x\":1}", 50).unwrap();
+    store
+        .put_preview(b"https://b/\0\x01", b"{\"x\":1}", 50)
+        .unwrap();
     assert_eq!(
-        store.get_preview(b"https://a/\0\x01", 99).unwrap().as_deref(),
+        store
+            .get_preview(b"https://a/\0\x01", 99)
+            .unwrap()
+            .as_deref(),
         Some(&b"{}"[..])
     );
     assert_eq!(store.get_preview(b"https://a/\0\x01", 100).unwrap(), None);
-    assert_eq!(store.get_preview(b"https://a/\0\x01", 0).unwrap(), None, "removed");
+    assert_eq!(
+        store.get_preview(b"https://a/\0\x01", 0).unwrap(),
+        None,
+        "removed"
+    );
     assert_eq!(store.expire_previews(60).unwrap(), 1);
     assert_eq!(store.get_preview(b"https://b/\0\x01", 0).unwrap(), None);
 }

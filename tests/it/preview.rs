@@ -242,7 +242,11 @@ async fn redirects_are_followed_up_to_a_limit() {
         .get_as(preview_url(&server, &site.url("/loop")), ALICE)
         .await;
     assert_error(&mut res, 502, "M_UNKNOWN").await;
-    assert_eq!(site.hits("/loop"), 6, "first request and max_redirects (5) more");
+    assert_eq!(
+        site.hits("/loop"),
+        6,
+        "first request and max_redirects (5) more"
+    );
 }
 
 /// A redirect to a denied address is refused like the address itself, before connecting.
@@ -266,7 +270,10 @@ async fn direct_image_url() {
     let og = preview(&server, &site.url("/photo.jpg")).await;
     assert_eq!(og["og:image:width"], 640);
     assert_eq!(og["matrix:image:size"], PHOTO.len());
-    assert_eq!(download(&server, og["og:image"].as_str().unwrap()).await, PHOTO);
+    assert_eq!(
+        download(&server, og["og:image"].as_str().unwrap()).await,
+        PHOTO
+    );
 }
 
 /// Other content types give an empty preview; images over the size limit are left out.
@@ -278,7 +285,10 @@ async fn unsupported_and_oversized_content() {
         c.preview.max_image_size = bytesize::ByteSize::kib(1);
     })
     .await;
-    assert_eq!(preview(&server, &site.url("/pdf")).await, serde_json::json!({}));
+    assert_eq!(
+        preview(&server, &site.url("/pdf")).await,
+        serde_json::json!({})
+    );
     assert_eq!(
         preview(&server, &site.url("/photo.jpg")).await,
         serde_json::json!({})
@@ -317,7 +327,11 @@ async fn slow_page_times_out() {
         .get_as(preview_url(&server, &site.url("/slow")), ALICE)
         .await;
     assert_error(&mut res, 502, "M_UNKNOWN").await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// An `og:image` on a denied address is left out; the rest of the preview stands.
@@ -339,7 +353,12 @@ async fn oembed_advertised_by_page() {
     assert_eq!(og["og:title"], "Embedded title");
     assert_eq!(og["og:site_name"], "Site");
     assert_eq!(og["og:description"], "Quoted text");
-    assert!(og["og:image"].as_str().unwrap().starts_with("mxc://localhost/"));
+    assert!(
+        og["og:image"]
+            .as_str()
+            .unwrap()
+            .starts_with("mxc://localhost/")
+    );
 }
 
 /// A second request for the same URL (and hour) is answered from the cache.
@@ -358,10 +377,7 @@ async fn second_request_is_cached() {
     assert_eq!(site.hits("/og-cached"), 1);
     assert_eq!(site.hits("/photo.jpg"), 1);
     // Another hour of `ts` is another cache entry.
-    let old = format!(
-        "{}&ts=1000",
-        preview_url(&server, &site.url("/og-cached"))
-    );
+    let old = format!("{}&ts=1000", preview_url(&server, &site.url("/og-cached")));
     assert_eq!(server.get_as(old, ALICE).await.status(), 200);
     assert_eq!(site.hits("/og-cached"), 2);
 }
@@ -376,7 +392,9 @@ async fn concurrent_requests_share_one_fetch() {
         let url = url.clone();
         let server = &server;
         async move {
-            let mut res = server.get_as(url, if i % 2 == 0 { ALICE } else { BOB }).await;
+            let mut res = server
+                .get_as(url, if i % 2 == 0 { ALICE } else { BOB })
+                .await;
             assert_eq!(res.status(), 200);
             res.json::<serde_json::Value>().await.unwrap()
         }
@@ -454,7 +472,9 @@ async fn disabled_by_default() {
         "/_matrix/media/r0",
         "/_matrix/client/unstable/org.matrix.msc3916/media",
     ] {
-        let url = server.url(&format!("{prefix}/preview_url?url=https%3A%2F%2Fexample.org"));
+        let url = server.url(&format!(
+            "{prefix}/preview_url?url=https%3A%2F%2Fexample.org"
+        ));
         let mut res = server.client.get(&url).send().await.unwrap();
         assert_error(&mut res, 404, "M_UNRECOGNIZED").await;
     }
