@@ -281,9 +281,10 @@ impl Inner {
         if !answer.is_html() {
             return Ok(Map::new());
         }
-        let (body, truncated) = fetch::read_prefix(&mut answer.body, self.max_page).await?;
-        if truncated {
+        let (mut body, more) = fetch::read_prefix(&mut answer.body, self.max_page).await?;
+        if more {
             tracing::debug!(limit = self.max_page, "preview page cut at max_page_size");
+            body.truncate(self.max_page);
         }
         let (content_type, page_url) = (answer.content_type, answer.url);
         let page = blocking(move || {
@@ -309,9 +310,8 @@ impl Inner {
         endpoint: Url,
     ) -> Result<Option<(Map<String, Value>, Option<Url>)>, Failure> {
         let mut answer = fetcher.get(endpoint, ACCEPT_JSON).await?;
-        let (body, truncated) =
-            fetch::read_prefix(&mut answer.body, oembed::MAX_OEMBED_BYTES).await?;
-        if truncated {
+        let (body, more) = fetch::read_prefix(&mut answer.body, oembed::MAX_OEMBED_BYTES).await?;
+        if more {
             return Ok(None);
         }
         let base = answer.url;

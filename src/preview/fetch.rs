@@ -107,23 +107,24 @@ impl Fetcher<'_> {
     }
 }
 
-/// Reads at most `limit` bytes of `body`; the rest is never downloaded.
+/// Reads `body` until it has `limit` bytes or ends; true if more may follow. The result can
+/// pass `limit` by part of one chunk (callers cut it); the rest is never downloaded. A body
+/// that ended must not be polled again (awc's HTTP/1 decoder panics), hence the flag.
 pub async fn read_prefix<S, E>(body: &mut S, limit: usize) -> Result<(Bytes, bool), Failure>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Failure::Upstream(format!("body: {e}")))?;
-        let room = limit.saturating_sub(buf.len());
-        if chunk.len() >= room {
-            buf.extend_from_slice(chunk.get(..room).unwrap_or_default());
-            return Ok((buf.freeze(), true));
+    while buf.len() < limit {
+        match body.next().await {
+            Some(chunk) => {
+                buf.extend_from_slice(&chunk.map_err(|e| Failure::Upstream(format!("body: {e}")))?);
+            }
+            None => return Ok((buf.freeze(), false)),
         }
-        buf.extend_from_slice(&chunk);
     }
-    Ok((buf.freeze(), false))
+    Ok((buf.freeze(), true))
 }
 
 /// A stored preview image.
@@ -171,8 +172,13 @@ where
     };
     let max = limits.max_bytes;
     let mut received = 0u64;
+    let rest = more.then_some(answer.body);
     let body = stream::iter([Ok::<_, String>(prefix)])
-        .chain(answer.body.map(|chunk| chunk.map_err(|e| e.to_string())))
+        .chain(
+            stream::iter(rest)
+                .flatten()
+                .map(|chunk| chunk.map_err(|e| e.to_string())),
+        )
         .map(move |chunk| {
             let chunk = chunk?;
             received += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
