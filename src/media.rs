@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod id;
 pub mod meta;
+pub mod remote;
 
 use std::{
     collections::HashSet,
@@ -21,10 +22,14 @@ use self::{
     meta::{Content, MediaMeta, MediaState},
 };
 use crate::{
-    config::{Config, FreeSpace},
+    config::{Config, FreeSpace, ThumbnailConfig},
     error::{Error, Result},
+    federation::media::{FetchFailure, MediaClient},
     store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE},
-    thumbnail::{Served, Thumbnailer, select::ThumbSpec},
+    thumbnail::{
+        Served, Thumbnailer,
+        select::{self, ThumbSpec},
+    },
 };
 
 /// What an upload request carries besides its bytes.
@@ -50,6 +55,9 @@ pub struct MediaService {
     uploading: Mutex<HashSet<MediaKey>>,
     cache: MediaCache,
     thumbnails: Thumbnailer,
+    thumbnail_config: ThumbnailConfig,
+    remote: remote::Remote,
+    remote_thumbnail_fallback: bool,
 }
 
 impl MediaService {
@@ -65,6 +73,9 @@ impl MediaService {
             uploading: Mutex::new(HashSet::new()),
             cache: MediaCache::new(config.store.memory_cache.as_u64()),
             thumbnails: Thumbnailer::new(&config.thumbnails, store.clone()),
+            thumbnail_config: config.thumbnails.clone(),
+            remote: remote::Remote::new(config),
+            remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
             store,
         })
     }
@@ -360,6 +371,79 @@ impl MediaService {
         timeout: Option<Duration>,
     ) -> Result<(Content, Served)> {
         let content = self.content(key, timeout).await?;
+        let served = self.thumbnails.thumbnail(&content, spec).await?;
+        Ok((content, served))
+    }
+
+    /// The content of remote media: from the store when fetched before, else fetched from its
+    /// origin once, however many requests ask at the same time.
+    pub async fn remote_content(
+        &self,
+        key: &MediaKey,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<Content> {
+        let cached = match self.cache.content(key) {
+            Some(content) => Some(content),
+            None => remote::stored(&self.store, key).await?,
+        };
+        let content = match cached {
+            Some(content) => {
+                metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
+                content
+            }
+            None => {
+                self.remote
+                    .original(&self.store, key, client, timeout)
+                    .await?
+            }
+        };
+        self.cache.put_content(key.clone(), content.clone());
+        Ok(content)
+    }
+
+    /// A thumbnail of remote media: one kept from its origin, else one made here from the
+    /// original when that is stored, else one asked from the origin; and when the origin cannot
+    /// give one, one made here from the fetched original (unless configured off).
+    pub async fn remote_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: ThumbSpec,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<(Content, Served)> {
+        if let Some(content) = remote::stored(&self.store, key).await? {
+            let served = self.thumbnails.thumbnail(&content, spec).await?;
+            return Ok((content, served));
+        }
+        let asked = select::snap(spec, &self.thumbnail_config);
+        let failure = match self
+            .remote
+            .thumbnail(&self.store, key, asked, client, timeout)
+            .await
+        {
+            Ok(record) => {
+                let content = Content {
+                    content_type: record.content_type.clone(),
+                    filename: None,
+                    len: record.len,
+                    sha256: record.sha256.clone(),
+                };
+                return Ok((content, Served::Thumbnail(record)));
+            }
+            Err(failure) => failure,
+        };
+        // Waiting twice for a server that did not answer helps nobody.
+        if !self.remote_thumbnail_fallback
+            || matches!(
+                failure,
+                FetchFailure::Timeout | FetchFailure::NotYetUploaded | FetchFailure::Local(_)
+            )
+        {
+            return Err(failure.into());
+        }
+        tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
+        let content = self.remote_content(key, client, timeout).await?;
         let served = self.thumbnails.thumbnail(&content, spec).await?;
         Ok((content, served))
     }

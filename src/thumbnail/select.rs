@@ -59,6 +59,36 @@ pub fn choose(probe: &Probe, req: ThumbSpec, config: &ThumbnailConfig) -> Choice
     })
 }
 
+/// The size to ask a remote server for: the smallest configured size of the method at least
+/// as large as asked, else the largest configured one, so clients cannot make us fetch and
+/// keep arbitrarily many sizes; the request itself with dynamic sizes or none configured.
+pub fn snap(req: ThumbSpec, config: &ThumbnailConfig) -> ThumbSpec {
+    let animated = req.animated && config.animated;
+    let same_method = || {
+        config
+            .sizes
+            .iter()
+            .filter(|s| Method::from(s.method) == req.method)
+    };
+    let fitting = same_method()
+        .filter(|s| s.width >= req.width && s.height >= req.height)
+        .min_by_key(|s| u64::from(s.width) * u64::from(s.height));
+    let size = match fitting {
+        Some(size) => size,
+        None if config.dynamic => return ThumbSpec { animated, ..req },
+        None => match same_method().max_by_key(|s| u64::from(s.width) * u64::from(s.height)) {
+            Some(size) => size,
+            None => return ThumbSpec { animated, ..req },
+        },
+    };
+    ThumbSpec {
+        width: size.width,
+        height: size.height,
+        method: req.method,
+        animated,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mxmedia_image::{Format, Method, Probe};
