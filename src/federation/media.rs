@@ -522,3 +522,6 @@ impl Drop for AbortOnDrop {
 fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
+
+#[cfg(test)]
+mod tests;

@@ -353,3 +353,59 @@ async fn own_server_name_is_never_fetched() {
     assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/mine")), 0);
     assert_eq!(remote.hits(&format!("{FED_THUMBNAIL}/mine")), 0);
 }
+
+/// Fetched remote media is kept: after a restart of the binary it is served from the store,
+/// with the origin gone.
+#[actix_web::test]
+async fn restart_serves_remote_media_from_store() {
+    use crate::process::{free_port, spawn_with, wait_ready};
+
+    let pki = Pki::new();
+    let host = MediaHost::new();
+    let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
+    host.serve_as(remote.name(), remote.port);
+    let bytes = pseudo_random(400 * 1024, 77);
+    host.put("kept", File::new(bytes.clone(), "image/webp"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [
+        ("MXMEDIA_FEDERATION__IP_RANGE_DENYLIST", "[]".to_owned()),
+        (
+            "MXMEDIA_FEDERATION__CA_FILE",
+            pki.ca_file.display().to_string(),
+        ),
+    ];
+    let url = |base: &str| {
+        format!(
+            "{base}/_matrix/client/v1/media/download/{}/kept",
+            remote.name().as_str()
+        )
+    };
+    let fetch = |url: String| async move {
+        let mut res = crate::common::client()
+            .get(url)
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.body().limit(1 << 20).await.unwrap().to_vec())
+    };
+
+    let proc = spawn_with(dir.path(), port, true, &env);
+    wait_ready(&proc.base).await;
+    host.trust("localhost", dir.path());
+    let (status, body) = fetch(url(&proc.base)).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+    assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/kept")), 1);
+    drop(proc);
+
+    remote.stop().await;
+    let proc = spawn_with(dir.path(), port, true, &env);
+    wait_ready(&proc.base).await;
+    let (status, body) = fetch(url(&proc.base)).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes, "served from the store");
+    assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/kept")), 1);
+}
