@@ -288,27 +288,7 @@ impl MediaService {
     }
 
     async fn check_free_space(&self, incoming: u64) -> Result<()> {
-        let dir = self.store.data_dir().to_path_buf();
-        let floor = self.min_free;
-        let (available, needed) = tokio::task::spawn_blocking(move || {
-            let stat = nix::sys::statvfs::statvfs(&dir)
-                .map_err(|e| Error::internal(std::io::Error::from(e)))?;
-            let frsize = stat.fragment_size();
-            let total = stat.blocks().saturating_mul(frsize);
-            let available = stat.blocks_available().saturating_mul(frsize);
-            Ok::<_, Error>((available, floor.bytes(total).saturating_add(incoming)))
-        })
-        .await
-        .map_err(Error::internal)??;
-        if available < needed {
-            tracing::warn!(
-                available,
-                needed,
-                "refusing upload: free disk space is below MXMEDIA_STORE__MIN_FREE_SPACE"
-            );
-            return Err(Error::InsufficientStorage);
-        }
-        Ok(())
+        ensure_free_space(&self.store, self.min_free, incoming).await
     }
 
     /// The content of local media, waiting up to `timeout` for an async upload to arrive.
@@ -413,7 +393,11 @@ impl MediaService {
         timeout: Option<Duration>,
     ) -> Result<(Content, Served)> {
         if let Some(content) = remote::stored(&self.store, key).await? {
-            let served = self.thumbnails.thumbnail(&content, spec).await?;
+            let served = self
+                .thumbnails
+                .thumbnail(&content, spec)
+                .await
+                .map_err(remote_too_large)?;
             return Ok((content, served));
         }
         let asked = select::snap(spec, &self.thumbnail_config);
@@ -437,14 +421,21 @@ impl MediaService {
         if !self.remote_thumbnail_fallback
             || matches!(
                 failure,
-                FetchFailure::Timeout | FetchFailure::NotYetUploaded | FetchFailure::Local(_)
+                FetchFailure::Timeout
+                    | FetchFailure::NotYetUploaded
+                    | FetchFailure::Local(_)
+                    | FetchFailure::NoSpace
             )
         {
             return Err(failure.into());
         }
         tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
         let content = self.remote_content(key, client, timeout).await?;
-        let served = self.thumbnails.thumbnail(&content, spec).await?;
+        let served = self
+            .thumbnails
+            .thumbnail(&content, spec)
+            .await
+            .map_err(remote_too_large)?;
         Ok((content, served))
     }
 
@@ -457,6 +448,14 @@ impl MediaService {
     pub async fn expire_pending(&self) -> Result<usize> {
         let now = now_ms();
         self.store.blocking(move |s| s.expire_pending(now)).await
+    }
+}
+
+/// Remote content too large to thumbnail is 502 `M_TOO_LARGE` (spec), not the local 413.
+fn remote_too_large(err: Error) -> Error {
+    match err {
+        Error::TooLarge(_) => Error::RemoteTooLarge,
+        other => other,
     }
 }
 
@@ -499,4 +498,29 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Refuses new bytes (uploads, remote fetches) while the data dir's file system has less than
+/// `floor` free plus `incoming`: sled is known to corrupt itself on a full disk.
+pub async fn ensure_free_space(store: &Store, floor: FreeSpace, incoming: u64) -> Result<()> {
+    let dir = store.data_dir().to_path_buf();
+    let (available, needed) = tokio::task::spawn_blocking(move || {
+        let stat = nix::sys::statvfs::statvfs(&dir)
+            .map_err(|e| Error::internal(std::io::Error::from(e)))?;
+        let frsize = stat.fragment_size();
+        let total = stat.blocks().saturating_mul(frsize);
+        let available = stat.blocks_available().saturating_mul(frsize);
+        Ok::<_, Error>((available, floor.bytes(total).saturating_add(incoming)))
+    })
+    .await
+    .map_err(Error::internal)??;
+    if available < needed {
+        tracing::warn!(
+            available,
+            needed,
+            "refusing new media: free disk space is below MXMEDIA_STORE__MIN_FREE_SPACE"
+        );
+        return Err(Error::InsufficientStorage);
+    }
+    Ok(())
 }

@@ -61,6 +61,8 @@ pub enum FetchFailure {
     Remote(String),
     /// Our side failed (disk, signing); the text is for logs.
     Local(String),
+    /// The data dir's disk is below its free-space floor.
+    NoSpace,
 }
 
 impl From<FetchError> for FetchFailure {

@@ -61,20 +61,31 @@ pub(super) fn legacy_allowed(state: &AppState, allow_remote: Option<&str>) -> Re
 }
 
 /// Where media that is not ours may come from: its origin, unless the request forbids it.
-pub(super) struct Source(Option<MediaClient>);
+pub(super) struct Source<'a> {
+    state: &'a AppState,
+    worker: &'a WorkerState,
+    allow_remote: bool,
+}
 
-impl Source {
-    pub(super) fn new(state: &AppState, worker: &WorkerState, allow_remote: bool) -> Self {
-        Self(allow_remote.then(|| MediaClient {
-            federation: state.federation.clone(),
-            client: worker.federation.clone(),
-            identity: state.federation_identity.clone(),
-        }))
+impl<'a> Source<'a> {
+    pub(super) fn new(state: &'a AppState, worker: &'a WorkerState, allow_remote: bool) -> Self {
+        Self {
+            state,
+            worker,
+            allow_remote,
+        }
     }
 
     /// The client to fetch remote media with; `allow_remote=false` makes remote media unknown.
-    pub(super) fn remote(&self) -> Result<&MediaClient, Error> {
-        self.0.as_ref().ok_or(Error::NotFound)
+    pub(super) fn remote(&self) -> Result<MediaClient, Error> {
+        if !self.allow_remote {
+            return Err(Error::NotFound);
+        }
+        Ok(MediaClient {
+            federation: self.state.federation.clone(),
+            client: self.worker.federation.clone(),
+            identity: self.state.federation_identity.clone(),
+        })
     }
 }
 
@@ -83,7 +94,7 @@ async fn serve(
     state: &AppState,
     path: &MediaPath,
     query: &DownloadQuery,
-    source: Source,
+    source: Source<'_>,
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     let key = path.key()?;
@@ -92,7 +103,7 @@ async fn serve(
         state.media.content(&key, timeout).await?
     } else {
         let client = source.remote()?;
-        state.media.remote_content(&key, client, timeout).await?
+        state.media.remote_content(&key, &client, timeout).await?
     };
     let reader = state.media.open(&content).await?;
     let name = path.file_name().or(content.filename.as_deref());

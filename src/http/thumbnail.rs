@@ -86,7 +86,7 @@ async fn serve(
     state: &AppState,
     path: &MediaPath,
     query: &ThumbnailQuery,
-    source: Source,
+    source: Source<'_>,
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     if path.file_name().is_some() {
@@ -100,7 +100,7 @@ async fn serve(
         let timeout = query.timeout_ms.map(Duration::from_millis);
         let (original, served) = state
             .media
-            .remote_thumbnail(&key, spec, source.remote()?, timeout)
+            .remote_thumbnail(&key, spec, &source.remote()?, timeout)
             .await?;
         served_content(original, served)
     };

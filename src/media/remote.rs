@@ -20,7 +20,7 @@ use super::{
     now_ms,
 };
 use crate::{
-    config::Config,
+    config::{Config, FreeSpace},
     error::{Error, Result},
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
     singleflight::SingleFlight,
@@ -40,6 +40,7 @@ pub struct Remote {
     apis: Arc<ApiMemory>,
     max_size: u64,
     max_timeout: Duration,
+    min_free: FreeSpace,
 }
 
 impl Remote {
@@ -54,6 +55,7 @@ impl Remote {
             apis: Arc::new(ApiMemory::default()),
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
+            min_free: config.store.min_free_space,
         }
     }
 
@@ -76,6 +78,7 @@ impl Remote {
             flight: flight.clone(),
             timeout_ms: self.timeout_ms(timeout),
             max_size: self.max_size,
+            min_free: self.min_free,
         };
         let (result, leader) = self
             .originals
@@ -118,6 +121,7 @@ impl Remote {
             flight: thumb_key.clone(),
             timeout_ms: self.timeout_ms(timeout),
             max_size: self.max_size,
+            min_free: self.min_free,
         };
         let (result, leader) = self
             .thumbnails
@@ -165,6 +169,7 @@ struct Job {
     flight: String,
     timeout_ms: u64,
     max_size: u64,
+    min_free: FreeSpace,
 }
 
 impl Job {
@@ -193,6 +198,12 @@ impl Job {
     }
 
     async fn spool(&self) -> Result<Spool, FetchFailure> {
+        super::ensure_free_space(&self.store, self.min_free, 0)
+            .await
+            .map_err(|e| match e {
+                Error::InsufficientStorage => FetchFailure::NoSpace,
+                other => local(other),
+            })?;
         let staging = self.store.blocking(Store::stage).await.map_err(local)?;
         Ok(Spool::new(staging, self.max_size))
     }
@@ -299,7 +310,7 @@ fn reason(failure: &FetchFailure) -> &'static str {
         FetchFailure::Timeout => "timeout",
         FetchFailure::NotYetUploaded => "not_yet_uploaded",
         FetchFailure::Unrecognized | FetchFailure::Remote(_) => "remote_error",
-        FetchFailure::Local(_) => "local_error",
+        FetchFailure::Local(_) | FetchFailure::NoSpace => "local_error",
     }
 }
 
@@ -315,6 +326,7 @@ impl From<FetchFailure> for Error {
                 Self::BadGateway("Failed to fetch remote media".into())
             }
             FetchFailure::Local(message) => Self::internal(anyhow::anyhow!(message)),
+            FetchFailure::NoSpace => Self::InsufficientStorage,
         }
     }
 }
@@ -346,7 +358,7 @@ impl FailureCache {
         if self.ttl.is_zero()
             || matches!(
                 failure,
-                FetchFailure::Local(_) | FetchFailure::NotYetUploaded
+                FetchFailure::Local(_) | FetchFailure::NoSpace | FetchFailure::NotYetUploaded
             )
         {
             return;
