@@ -24,12 +24,8 @@ use self::{
 use crate::{
     config::{Config, FreeSpace, ThumbnailConfig},
     error::{Error, Result},
-    federation::media::{FetchFailure, MediaClient},
     store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE},
-    thumbnail::{
-        Served, Thumbnailer,
-        select::{self, ThumbSpec},
-    },
+    thumbnail::{Served, Thumbnailer, select::ThumbSpec},
 };
 
 /// What an upload request carries besides its bytes.
@@ -355,90 +351,6 @@ impl MediaService {
         Ok((content, served))
     }
 
-    /// The content of remote media: from the store when fetched before, else fetched from its
-    /// origin once, however many requests ask at the same time.
-    pub async fn remote_content(
-        &self,
-        key: &MediaKey,
-        client: &MediaClient,
-        timeout: Option<Duration>,
-    ) -> Result<Content> {
-        let cached = match self.cache.content(key) {
-            Some(content) => Some(content),
-            None => remote::stored(&self.store, key).await?,
-        };
-        let content = match cached {
-            Some(content) => {
-                metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
-                content
-            }
-            None => {
-                self.remote
-                    .original(&self.store, key, client, timeout)
-                    .await?
-            }
-        };
-        self.cache.put_content(key.clone(), content.clone());
-        Ok(content)
-    }
-
-    /// A thumbnail of remote media: one kept from its origin, else one made here from the
-    /// original when that is stored, else one asked from the origin; and when the origin cannot
-    /// give one, one made here from the fetched original (unless configured off).
-    pub async fn remote_thumbnail(
-        &self,
-        key: &MediaKey,
-        spec: ThumbSpec,
-        client: &MediaClient,
-        timeout: Option<Duration>,
-    ) -> Result<(Content, Served)> {
-        if let Some(content) = remote::stored(&self.store, key).await? {
-            let served = self
-                .thumbnails
-                .thumbnail(&content, spec)
-                .await
-                .map_err(remote_too_large)?;
-            return Ok((content, served));
-        }
-        let asked = select::snap(spec, &self.thumbnail_config);
-        let failure = match self
-            .remote
-            .thumbnail(&self.store, key, asked, client, timeout)
-            .await
-        {
-            Ok(record) => {
-                let content = Content {
-                    content_type: record.content_type.clone(),
-                    filename: None,
-                    len: record.len,
-                    sha256: record.sha256.clone(),
-                };
-                return Ok((content, Served::Thumbnail(record)));
-            }
-            Err(failure) => failure,
-        };
-        // Waiting twice for a server that did not answer helps nobody.
-        if !self.remote_thumbnail_fallback
-            || matches!(
-                failure,
-                FetchFailure::Timeout
-                    | FetchFailure::NotYetUploaded
-                    | FetchFailure::Local(_)
-                    | FetchFailure::NoSpace
-            )
-        {
-            return Err(failure.into());
-        }
-        tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
-        let content = self.remote_content(key, client, timeout).await?;
-        let served = self
-            .thumbnails
-            .thumbnail(&content, spec)
-            .await
-            .map_err(remote_too_large)?;
-        Ok((content, served))
-    }
-
     /// Thumbnails rendered since start.
     pub fn thumbnails_generated(&self) -> u64 {
         self.thumbnails.generated()
@@ -448,14 +360,6 @@ impl MediaService {
     pub async fn expire_pending(&self) -> Result<usize> {
         let now = now_ms();
         self.store.blocking(move |s| s.expire_pending(now)).await
-    }
-}
-
-/// Remote content too large to thumbnail is 502 `M_TOO_LARGE` (spec), not the local 413.
-fn remote_too_large(err: Error) -> Error {
-    match err {
-        Error::TooLarge(_) => Error::RemoteTooLarge,
-        other => other,
     }
 }
 

@@ -7,24 +7,20 @@
 //! cache and storing the result belong to `media::remote`.
 
 use std::{
-    cell::RefCell,
     collections::HashMap,
-    io,
-    rc::Rc,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use awc::http::{StatusCode, header};
-use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt as _, stream};
+use futures_util::StreamExt as _;
 use mxmedia_proto::{RequestParts, sign_request};
 use tokio::time::Instant as TokioInstant;
 
 use super::{
     ClientResponse, Federation, FetchError,
     identity::Identity,
-    multipart::{Normalizer, boundary, disposition_filename, sanitize_content_type},
+    multipart::{boundary, disposition_filename, sanitize_content_type},
     resolve::Destination,
 };
 use crate::{
@@ -38,9 +34,9 @@ const LEGACY_MEMORY: Duration = Duration::from_secs(3600);
 /// Redirects followed from a `Location` part or a legacy answer.
 const MAX_REDIRECTS: usize = 5;
 /// The metadata part is `{}` today; anything near this size is not a real answer.
-const MAX_METADATA: usize = 64 * 1024;
+pub(super) const MAX_METADATA: usize = 64 * 1024;
 /// Bytes of multipart framing allowed on top of the media's own size limit.
-const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+pub(super) const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// Bytes of an error answer read to find its errcode.
 const MAX_ERROR_BODY: usize = 4096;
 
@@ -132,12 +128,6 @@ pub struct MediaClient {
     pub identity: Arc<Identity>,
 }
 
-/// The second part of a federation answer.
-enum MediaPart {
-    Bytes(Fetched),
-    Location(String),
-}
-
 impl MediaClient {
     /// Fetches `media_id` from `server` into `spool`.
     pub async fn fetch(
@@ -194,9 +184,9 @@ impl MediaClient {
         if declared_len(&response).is_some_and(|len| len > spool.limit() + MULTIPART_OVERHEAD) {
             return Err(FetchFailure::TooLarge);
         }
-        match read_multipart(response, &boundary, deadline, spool).await? {
-            MediaPart::Bytes(fetched) => Ok(fetched),
-            MediaPart::Location(url) => self.fetch_plain(url, spool).await,
+        match body::read_multipart(response, &boundary, deadline, spool).await? {
+            body::MediaPart::Bytes(fetched) => Ok(fetched),
+            body::MediaPart::Location(url) => self.fetch_plain(url, spool).await,
         }
     }
 
@@ -355,130 +345,6 @@ async fn read_body(
     }
 }
 
-/// Reads a `multipart/mixed` federation answer: `multer` does the parsing, on a `Send` stream
-/// fed by a local task that reads the (`!Send`) awc body with the deadline and size limit.
-async fn read_multipart(
-    response: ClientResponse,
-    boundary: &str,
-    deadline: TokioInstant,
-    spool: &mut Spool,
-) -> Result<MediaPart, FetchFailure> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-    let pump_failure = Rc::new(RefCell::new(None::<FetchFailure>));
-    let pump = tokio::task::spawn_local(pump(
-        response,
-        tx,
-        deadline,
-        spool.limit() + MULTIPART_OVERHEAD,
-        pump_failure.clone(),
-    ));
-    let _pump = AbortOnDrop(pump);
-    let body = stream::unfold(
-        (rx, Some(Normalizer::new(boundary))),
-        |(mut rx, normalizer)| async move {
-            let mut normalizer = normalizer?;
-            let item = match rx.recv().await {
-                Some(Ok(chunk)) => Ok(normalizer.feed(&chunk)),
-                Some(Err(e)) => return Some((Err(e), (rx, None))),
-                None => return Some((Ok(normalizer.finish()), (rx, None))),
-            };
-            Some((item, (rx, Some(normalizer))))
-        },
-    );
-    let mut multipart = multer::Multipart::new(body, boundary);
-    let outcome = read_parts(&mut multipart, spool).await;
-    let recorded = pump_failure.borrow_mut().take();
-    outcome.map_err(|e| recorded.unwrap_or(e))
-}
-
-async fn pump(
-    mut response: ClientResponse,
-    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    deadline: TokioInstant,
-    limit: u64,
-    failure: Rc<RefCell<Option<FetchFailure>>>,
-) {
-    let mut seen: u64 = 0;
-    loop {
-        let outcome = match tokio::time::timeout_at(deadline, response.next()).await {
-            Err(_) => Err(FetchFailure::Timeout),
-            Ok(None) => return,
-            Ok(Some(Err(e))) => Err(FetchFailure::Remote(format!("body interrupted: {e}"))),
-            Ok(Some(Ok(chunk))) => {
-                seen = seen.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
-                if seen > limit {
-                    Err(FetchFailure::TooLarge)
-                } else {
-                    Ok(chunk)
-                }
-            }
-        };
-        match outcome {
-            Ok(chunk) => {
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return;
-                }
-            }
-            Err(f) => {
-                *failure.borrow_mut() = Some(f);
-                let _ = tx.send(Err(io::Error::other("upstream body failed"))).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn read_parts(
-    multipart: &mut multer::Multipart<'_>,
-    spool: &mut Spool,
-) -> Result<MediaPart, FetchFailure> {
-    let malformed = |e: multer::Error| FetchFailure::Remote(format!("malformed multipart: {e}"));
-    let Some(mut metadata) = multipart.next_field().await.map_err(malformed)? else {
-        return Err(FetchFailure::Remote(
-            "multipart answer without parts".into(),
-        ));
-    };
-    let mut json = BytesMut::new();
-    while let Some(chunk) = metadata.chunk().await.map_err(malformed)? {
-        json.extend_from_slice(&chunk);
-        if json.len() > MAX_METADATA {
-            return Err(FetchFailure::Remote("metadata part too large".into()));
-        }
-    }
-    drop(metadata);
-    if !serde_json::from_slice::<serde_json::Value>(&json).is_ok_and(|v| v.is_object()) {
-        return Err(FetchFailure::Remote(
-            "metadata part is not a JSON object".into(),
-        ));
-    }
-    let Some(mut media) = multipart.next_field().await.map_err(malformed)? else {
-        return Err(FetchFailure::Remote(
-            "multipart answer without media".into(),
-        ));
-    };
-    let part_header = |name: &str| {
-        media
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    if let Some(location) = part_header("location") {
-        return Ok(MediaPart::Location(location.trim().to_owned()));
-    }
-    let fetched = Fetched {
-        content_type: sanitize_content_type(part_header("content-type").as_deref()),
-        filename: part_header("content-disposition")
-            .as_deref()
-            .and_then(disposition_filename),
-    };
-    while let Some(chunk) = media.chunk().await.map_err(malformed)? {
-        spool.write(&chunk).await?;
-    }
-    // The closing delimiter is not waited for: some servers leave off its final `--`.
-    Ok(MediaPart::Bytes(fetched))
-}
-
 fn header_str(response: &ClientResponse, name: header::HeaderName) -> Option<String> {
     response
         .headers()
@@ -512,18 +378,10 @@ fn absolute_url(location: &str, base: &str) -> Result<String, FetchFailure> {
     )))
 }
 
-/// Aborts the pump when the read ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
+mod body;
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,16 @@
 //! HTTP exchange itself is `federation::media`'s; this module decides when to fetch and what
 //! to keep.
 
+mod failures;
+
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use self::failures::{FailureCache, reason};
 use super::{
+    MediaService,
     id::MediaKey,
     meta::{Content, MediaMeta, MediaState},
     now_ms,
@@ -25,13 +28,14 @@ use crate::{
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
     singleflight::SingleFlight,
     store::{Expect, Store, ThumbRecord, Upload, spool::Spool},
-    thumbnail::{method_name, select::ThumbSpec},
+    thumbnail::{
+        Served, method_name,
+        select::{self, ThumbSpec},
+    },
 };
 
 /// The default `timeout_ms` passed on to the origin (the spec's default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Failure entries kept at most; expired ones are dropped first when the map is full.
-const MAX_FAILURES: usize = 10_000;
 
 pub struct Remote {
     originals: SingleFlight<String, Result<Content, FetchFailure>>,
@@ -48,10 +52,9 @@ impl Remote {
         Self {
             originals: SingleFlight::default(),
             thumbnails: SingleFlight::default(),
-            failures: Arc::new(FailureCache {
-                ttl: Duration::from_secs(config.media.remote_failure_cache_secs),
-                entries: Mutex::new(HashMap::new()),
-            }),
+            failures: Arc::new(FailureCache::new(Duration::from_secs(
+                config.media.remote_failure_cache_secs,
+            ))),
             apis: Arc::new(ApiMemory::default()),
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
@@ -302,77 +305,96 @@ fn local(err: impl std::fmt::Display) -> FetchFailure {
     FetchFailure::Local(err.to_string())
 }
 
-/// A bounded label for the failure metric.
-fn reason(failure: &FetchFailure) -> &'static str {
-    match failure {
-        FetchFailure::NotFound => "not_found",
-        FetchFailure::TooLarge => "too_large",
-        FetchFailure::Timeout => "timeout",
-        FetchFailure::NotYetUploaded => "not_yet_uploaded",
-        FetchFailure::Unrecognized | FetchFailure::Remote(_) => "remote_error",
-        FetchFailure::Local(_) | FetchFailure::NoSpace => "local_error",
-    }
-}
-
-impl From<FetchFailure> for Error {
-    fn from(failure: FetchFailure) -> Self {
-        match failure {
-            FetchFailure::NotFound => Self::NotFound,
-            FetchFailure::TooLarge => Self::RemoteTooLarge,
-            FetchFailure::Timeout => Self::GatewayTimeout,
-            FetchFailure::NotYetUploaded => Self::NotYetUploaded,
-            // What went wrong is in the log; the client only learns that the origin failed.
-            FetchFailure::Unrecognized | FetchFailure::Remote(_) => {
-                Self::BadGateway("Failed to fetch remote media".into())
+impl MediaService {
+    /// The content of remote media: from the store when fetched before, else fetched from its
+    /// origin once, however many requests ask at the same time.
+    pub async fn remote_content(
+        &self,
+        key: &MediaKey,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<Content> {
+        let cached = match self.cache.content(key) {
+            Some(content) => Some(content),
+            None => stored(&self.store, key).await?,
+        };
+        let content = match cached {
+            Some(content) => {
+                metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
+                content
             }
-            FetchFailure::Local(message) => Self::internal(anyhow::anyhow!(message)),
-            FetchFailure::NoSpace => Self::InsufficientStorage,
+            None => {
+                self.remote
+                    .original(&self.store, key, client, timeout)
+                    .await?
+            }
+        };
+        self.cache.put_content(key.clone(), content.clone());
+        Ok(content)
+    }
+
+    /// A thumbnail of remote media: one kept from its origin, else one made here from the
+    /// original when that is stored, else one asked from the origin; and when the origin cannot
+    /// give one, one made here from the fetched original (unless configured off).
+    pub async fn remote_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: ThumbSpec,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<(Content, Served)> {
+        if let Some(content) = stored(&self.store, key).await? {
+            let served = self
+                .thumbnails
+                .thumbnail(&content, spec)
+                .await
+                .map_err(remote_too_large)?;
+            return Ok((content, served));
         }
-    }
-}
-
-/// Recent failures by flight key, answered without asking the origin again.
-struct FailureCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, FetchFailure)>>,
-}
-
-impl FailureCache {
-    fn get(&self, flight: &str) -> Option<FetchFailure> {
-        let entries = self.entries.lock().ok()?;
-        let (until, failure) = entries.get(flight)?;
-        if *until <= Instant::now() {
-            return None;
-        }
-        metrics::counter!("mxmedia_remote_failure_cache_hits_total").increment(1);
-        Some(failure.clone())
-    }
-
-    fn check(&self, flight: &str) -> Result<()> {
-        self.get(flight)
-            .map_or(Ok(()), |failure| Err(failure.into()))
-    }
-
-    fn put(&self, flight: String, failure: FetchFailure) {
-        // Our own trouble and uploads still in progress are worth retrying at once.
-        if self.ttl.is_zero()
+        let asked = select::snap(spec, &self.thumbnail_config);
+        let failure = match self
+            .remote
+            .thumbnail(&self.store, key, asked, client, timeout)
+            .await
+        {
+            Ok(record) => {
+                let content = Content {
+                    content_type: record.content_type.clone(),
+                    filename: None,
+                    len: record.len,
+                    sha256: record.sha256.clone(),
+                };
+                return Ok((content, Served::Thumbnail(record)));
+            }
+            Err(failure) => failure,
+        };
+        // Waiting twice for a server that did not answer helps nobody.
+        if !self.remote_thumbnail_fallback
             || matches!(
                 failure,
-                FetchFailure::Local(_) | FetchFailure::NoSpace | FetchFailure::NotYetUploaded
+                FetchFailure::Timeout
+                    | FetchFailure::NotYetUploaded
+                    | FetchFailure::Local(_)
+                    | FetchFailure::NoSpace
             )
         {
-            return;
+            return Err(failure.into());
         }
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if entries.len() >= MAX_FAILURES {
-            entries.retain(|_, (until, _)| *until > now);
-            if entries.len() >= MAX_FAILURES {
-                return;
-            }
-        }
-        entries.insert(flight, (now + self.ttl, failure));
+        tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
+        let content = self.remote_content(key, client, timeout).await?;
+        let served = self
+            .thumbnails
+            .thumbnail(&content, spec)
+            .await
+            .map_err(remote_too_large)?;
+        Ok((content, served))
+    }
+}
+
+/// Remote content too large to thumbnail is 502 `M_TOO_LARGE` (spec), not the local 413.
+fn remote_too_large(err: Error) -> Error {
+    match err {
+        Error::TooLarge(_) => Error::RemoteTooLarge,
+        other => other,
     }
 }
