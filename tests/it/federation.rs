@@ -13,7 +13,7 @@ use crate::{
 
 const PNG: &[u8] = include_bytes!("../fixtures/tiny_64x64.png");
 
-fn federate(config: &mut Config, pki: &Pki, dns: Option<&FakeDns>) {
+pub(crate) fn federate(config: &mut Config, pki: &Pki, dns: Option<&FakeDns>) {
     // Loopback is where the test's remote servers live; nothing else is relaxed.
     config.federation.ip_range_denylist = Vec::new();
     config.federation.ca_file = Some(pki.ca_file.clone());
