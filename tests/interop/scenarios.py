@@ -651,6 +651,44 @@ async def hs2_user_fetches_hs1_media_over_federation(ctx: Context) -> None:
 
 
 @scenario
+async def hs1_user_fetches_hs2_media_through_mxmedia(ctx: Context) -> None:
+    """A user of hs1 downloads and thumbnails hs2 media through mxmedia: mxmedia fetches it from
+    hs2's Synapse with X-Matrix signed by hs1's key, which hs2 checks against hs1's published
+    keys. A second download is served from mxmedia's store without a new federation request."""
+    hs1, hs2 = ctx.hs1, ctx.hs2
+    _, t2 = await ctx.new_user(hs2, "remsrc")
+    data = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    mxc = await ctx.upload(hs2, t2, data, "image/jpeg", "remote photo.jpg")
+    server_name, media_id = parse_mxc(mxc)
+    expect_eq(server_name, hs2.server_name, "hs2 media server name")
+    _, t1 = await ctx.new_user(hs1, "remget")
+
+    url = ctx.download_url(hs1.base_url, mxc)
+    r = await ctx.request("GET", url, token=t1)
+    expect_status(r, 200)
+    expect(r.body == data, "remote bytes differ from hs2's upload")
+    expect_eq(r.headers.get("Content-Type"), "image/jpeg", "Content-Type of remote media")
+    fetches = ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+    expect(len(fetches) == 1 and " 200 " in fetches[0], f"expected one federation download at hs2: {fetches}")
+
+    r = await ctx.request("GET", url, token=t1)
+    expect_status(r, 200)
+    expect(r.body == data, "second download differs")
+    fetches = ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+    expect(len(fetches) == 1, f"the second download caused another federation request: {fetches}")
+
+    r = await ctx.request("GET", f"{hs1.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/{media_id}"
+                          "?width=96&height=96&method=crop", token=t1)
+    expect_status(r, 200)
+    from PIL import Image
+    with Image.open(io.BytesIO(r.body)) as im:
+        expect(im.width <= 96 and im.height <= 96, f"remote thumbnail is {im.width}x{im.height}")
+
+    r = await ctx.request("GET", ctx.download_url(hs1.base_url, f"mxc://{hs2.server_name}/NoSuchRemoteMedia"), token=t1)
+    expect_error(r, 404, "M_NOT_FOUND")
+
+
+@scenario
 async def appservice_token_as_synapse_treats_it(ctx: Context) -> None:
     """An application service's token works for its sender and, with `user_id`, for users in its
     namespace; masquerading as a user outside it is 403, as Synapse's own media repo answers."""
