@@ -130,6 +130,15 @@ pub struct MediaConfig {
     pub max_pending_uploads: usize,
     /// Upper bound on a client's `timeout_ms` when waiting for an async upload. Default 60 s.
     pub max_timeout_ms: u64,
+    /// Largest remote file fetched over federation and kept, in bytes or as `"100MiB"`.
+    /// Larger ones are refused with 502 `M_TOO_LARGE` and nothing is stored. Default 100 MiB.
+    pub max_remote_size: ByteSize,
+    /// Seconds a failed remote fetch is remembered and answered from memory, so a dead or
+    /// refusing server is not asked again by every client. Default 30.
+    pub remote_failure_cache_secs: u64,
+    /// When a remote server cannot give a thumbnail, fetch the original and make one here.
+    /// Default true.
+    pub remote_thumbnail_fallback: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +296,9 @@ impl Default for Config {
                 unused_expiry_secs: 24 * 60 * 60,
                 max_pending_uploads: 5,
                 max_timeout_ms: 60_000,
+                max_remote_size: ByteSize::mib(100),
+                remote_failure_cache_secs: 30,
+                remote_thumbnail_fallback: true,
             },
             store: StoreConfig {
                 cache_capacity: ByteSize::mib(32),
@@ -441,6 +453,12 @@ impl Config {
         if self.media.max_upload_size.as_u64() == 0 {
             return Err(invalid(
                 "MXMEDIA_MEDIA__MAX_UPLOAD_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if self.media.max_remote_size.as_u64() == 0 {
+            return Err(invalid(
+                "MXMEDIA_MEDIA__MAX_REMOTE_SIZE",
                 "must be greater than 0",
             ));
         }

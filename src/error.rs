@@ -49,6 +49,12 @@ pub enum Error {
     CannotThumbnail(String),
     #[error("{0}")]
     BadGateway(String),
+    /// Remote media beyond `media.max_remote_size`: 502 `M_TOO_LARGE`, as the spec asks.
+    #[error("Remote content is too large")]
+    RemoteTooLarge,
+    /// A remote server did not answer in time.
+    #[error("Timed out fetching remote media")]
+    GatewayTimeout,
     #[error("Not enough free disk space to store media")]
     InsufficientStorage,
     #[error("Internal server error")]
@@ -63,7 +69,7 @@ impl Error {
     pub fn errcode(&self) -> &'static str {
         match self {
             Self::NotFound => "M_NOT_FOUND",
-            Self::TooLarge(_) => "M_TOO_LARGE",
+            Self::TooLarge(_) | Self::RemoteTooLarge => "M_TOO_LARGE",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
             Self::CannotOverwrite => "M_CANNOT_OVERWRITE_MEDIA",
             Self::RateLimited { .. } => "M_LIMIT_EXCEEDED",
@@ -78,6 +84,7 @@ impl Error {
             Self::Unrecognized | Self::MethodNotAllowed => "M_UNRECOGNIZED",
             Self::CannotThumbnail(_)
             | Self::BadGateway(_)
+            | Self::GatewayTimeout
             | Self::InsufficientStorage
             | Self::Internal(_) => "M_UNKNOWN",
         }
@@ -87,7 +94,7 @@ impl Error {
         match self {
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotYetUploaded | Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::CannotOverwrite => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingToken | Self::UnknownToken { .. } | Self::Unauthorized(_) => {
@@ -99,7 +106,7 @@ impl Error {
             | Self::NotJson(_)
             | Self::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::BadGateway(_) | Self::RemoteTooLarge => StatusCode::BAD_GATEWAY,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

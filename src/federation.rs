@@ -9,6 +9,8 @@
 pub mod denylist;
 pub mod identity;
 pub mod keyring;
+pub mod media;
+pub mod multipart;
 pub mod resolve;
 pub mod tls;
 
@@ -187,24 +189,7 @@ impl Federation {
         headers: &[(&str, String)],
         limit: usize,
     ) -> Result<(awc::http::StatusCode, awc::http::header::HeaderMap, Bytes), FetchError> {
-        // The connector skips its resolver for IP literals, so they are checked here.
-        let uri: awc::http::Uri = url
-            .parse()
-            .map_err(|_| FetchError::BadResponse(format!("bad URL {url}")))?;
-        if let Some(ip) = uri.host().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        }) && self.denies(ip)
-        {
-            return Err(FetchError::Denied);
-        }
-        let mut request = client.get(uri);
-        for (name, value) in headers {
-            request = request.insert_header((*name, value.as_str()));
-        }
-        let mut response = request.send().await.map_err(send_error)?;
+        let mut response = self.send_get(client, url, headers).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.body().limit(limit).await.map_err(|e| match e {
@@ -219,7 +204,45 @@ impl Federation {
         }
         Ok((status, headers, body))
     }
+
+    /// GETs a URL and returns the response with its body unread, whatever the status, so
+    /// large bodies can be streamed. Only `https` URLs are fetched.
+    pub async fn send_get(
+        &self,
+        client: &awc::Client,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<ClientResponse, FetchError> {
+        let uri: awc::http::Uri = url
+            .parse()
+            .map_err(|_| FetchError::BadResponse(format!("bad URL {url}")))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(FetchError::BadResponse(format!("not an https URL: {url}")));
+        }
+        // The connector skips its resolver for IP literals, so they are checked here.
+        if let Some(ip) = uri.host().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        }) && self.denies(ip)
+        {
+            return Err(FetchError::Denied);
+        }
+        let mut request = client.get(uri);
+        for (name, value) in headers {
+            request = request.insert_header((*name, value.as_str()));
+        }
+        request.send().await.map_err(send_error)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
 }
+
+/// An outgoing response whose body is still to be read.
+pub type ClientResponse = awc::ClientResponse;
 
 pub(crate) fn send_error(err: awc::error::SendRequestError) -> FetchError {
     use awc::error::{ConnectError as AwcConnect, SendRequestError};

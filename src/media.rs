@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod id;
 pub mod meta;
+pub mod remote;
 
 use std::{
     collections::HashSet,
@@ -21,7 +22,7 @@ use self::{
     meta::{Content, MediaMeta, MediaState},
 };
 use crate::{
-    config::{Config, FreeSpace},
+    config::{Config, FreeSpace, ThumbnailConfig},
     error::{Error, Result},
     store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE},
     thumbnail::{Served, Thumbnailer, select::ThumbSpec},
@@ -50,6 +51,9 @@ pub struct MediaService {
     uploading: Mutex<HashSet<MediaKey>>,
     cache: MediaCache,
     thumbnails: Thumbnailer,
+    thumbnail_config: ThumbnailConfig,
+    remote: remote::Remote,
+    remote_thumbnail_fallback: bool,
 }
 
 impl MediaService {
@@ -65,6 +69,9 @@ impl MediaService {
             uploading: Mutex::new(HashSet::new()),
             cache: MediaCache::new(config.store.memory_cache.as_u64()),
             thumbnails: Thumbnailer::new(&config.thumbnails, store.clone()),
+            thumbnail_config: config.thumbnails.clone(),
+            remote: remote::Remote::new(config),
+            remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
             store,
         })
     }
@@ -277,27 +284,7 @@ impl MediaService {
     }
 
     async fn check_free_space(&self, incoming: u64) -> Result<()> {
-        let dir = self.store.data_dir().to_path_buf();
-        let floor = self.min_free;
-        let (available, needed) = tokio::task::spawn_blocking(move || {
-            let stat = nix::sys::statvfs::statvfs(&dir)
-                .map_err(|e| Error::internal(std::io::Error::from(e)))?;
-            let frsize = stat.fragment_size();
-            let total = stat.blocks().saturating_mul(frsize);
-            let available = stat.blocks_available().saturating_mul(frsize);
-            Ok::<_, Error>((available, floor.bytes(total).saturating_add(incoming)))
-        })
-        .await
-        .map_err(Error::internal)??;
-        if available < needed {
-            tracing::warn!(
-                available,
-                needed,
-                "refusing upload: free disk space is below MXMEDIA_STORE__MIN_FREE_SPACE"
-            );
-            return Err(Error::InsufficientStorage);
-        }
-        Ok(())
+        ensure_free_space(&self.store, self.min_free, incoming).await
     }
 
     /// The content of local media, waiting up to `timeout` for an async upload to arrive.
@@ -415,4 +402,29 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Refuses new bytes (uploads, remote fetches) while the data dir's file system has less than
+/// `floor` free plus `incoming`: sled is known to corrupt itself on a full disk.
+pub async fn ensure_free_space(store: &Store, floor: FreeSpace, incoming: u64) -> Result<()> {
+    let dir = store.data_dir().to_path_buf();
+    let (available, needed) = tokio::task::spawn_blocking(move || {
+        let stat = nix::sys::statvfs::statvfs(&dir)
+            .map_err(|e| Error::internal(std::io::Error::from(e)))?;
+        let frsize = stat.fragment_size();
+        let total = stat.blocks().saturating_mul(frsize);
+        let available = stat.blocks_available().saturating_mul(frsize);
+        Ok::<_, Error>((available, floor.bytes(total).saturating_add(incoming)))
+    })
+    .await
+    .map_err(Error::internal)??;
+    if available < needed {
+        tracing::warn!(
+            available,
+            needed,
+            "refusing new media: free disk space is below MXMEDIA_STORE__MIN_FREE_SPACE"
+        );
+        return Err(Error::InsufficientStorage);
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@
 //! leaves at most an unreferenced blob file, swept at the next start.
 
 pub mod blob;
+pub mod spool;
 
 use std::{
     path::{Path, PathBuf},
@@ -413,13 +414,28 @@ impl Store {
     ) -> Result<ThumbRecord> {
         let mut staging = self.stage()?;
         staging.write(bytes)?;
-        let staged = staging.finish()?;
+        self.commit_thumbnail(key, staging.finish()?, content_type)
+    }
+
+    /// Stores staged bytes as the thumbnail `key` (one fetched from a remote server, or
+    /// rendered). If `key` exists already, the stored record wins and is returned.
+    pub fn commit_thumbnail(
+        &self,
+        key: &str,
+        mut staged: Staged,
+        content_type: &str,
+    ) -> Result<ThumbRecord> {
         let record = ThumbRecord {
             content_type: content_type.to_owned(),
             len: staged.len,
             sha256: staged.sha256.clone(),
         };
         let inline = staged.len <= self.inner.inline_max;
+        let inline_bytes = if inline {
+            Some(staged.read_all()?)
+        } else {
+            None
+        };
         let placement = if inline {
             Placement::Inline
         } else {
@@ -430,10 +446,10 @@ impl Store {
             self.inner.files.persist(staged)?;
         }
         let value = encode(&record)?;
-        (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
+        let stored = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
             .transaction(|(thumb_tree, blob_tree, chunk_tree)| {
-                if thumb_tree.get(key)?.is_some() {
-                    return Ok(());
+                if let Some(existing) = thumb_tree.get(key)? {
+                    return Ok(Some(existing));
                 }
                 add_blob_ref(
                     blob_tree,
@@ -441,13 +457,16 @@ impl Store {
                     &record.sha256,
                     record.len,
                     placement,
-                    inline.then_some(bytes),
+                    inline_bytes.as_deref(),
                 )?;
                 thumb_tree.insert(key, value.as_slice())?;
-                Ok(())
+                Ok(None)
             })
             .map_err(tx_error)?;
-        Ok(record)
+        match stored {
+            Some(existing) => decode(&existing),
+            None => Ok(record),
+        }
     }
 
     /// Deletes media and, with its last reference, its blob. Returns whether it existed.

@@ -240,7 +240,7 @@ fn too_large() -> Error {
     Error::TooLarge("The image is too large to thumbnail".into())
 }
 
-fn method_name(method: Method) -> &'static str {
+pub(crate) fn method_name(method: Method) -> &'static str {
     match method {
         Method::Crop => "crop",
         Method::Scale => "scale",

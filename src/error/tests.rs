@@ -33,6 +33,8 @@ fn errcode_table() {
         (Error::MethodNotAllowed, 405, "M_UNRECOGNIZED"),
         (Error::CannotThumbnail("x".into()), 400, "M_UNKNOWN"),
         (Error::BadGateway("x".into()), 502, "M_UNKNOWN"),
+        (Error::RemoteTooLarge, 502, "M_TOO_LARGE"),
+        (Error::GatewayTimeout, 504, "M_UNKNOWN"),
         (Error::InsufficientStorage, 507, "M_UNKNOWN"),
         (
             Error::internal(std::io::Error::other("disk on fire")),

@@ -10,7 +10,12 @@ use super::{
     extract::{AuthedUser, MediaPath, parse_bool},
     response::{Caching, is_inline, media_response},
 };
-use crate::{error::Error, media::meta::Content, state::AppState};
+use crate::{
+    error::Error,
+    federation::media::MediaClient,
+    media::meta::Content,
+    state::{AppState, WorkerState},
+};
 
 #[derive(Deserialize)]
 pub struct DownloadQuery {
@@ -23,10 +28,12 @@ pub async fn get_content(
     req: HttpRequest,
     path: MediaPath,
     state: web::Data<AppState>,
+    worker: web::Data<WorkerState>,
     _user: AuthedUser,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    serve(&req, &state, &path, &query, Caching::Private).await
+    let source = Source::new(&state, &worker, true);
+    serve(&req, &state, &path, &query, source, Caching::Private).await
 }
 
 /// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}[/{fileName}]` (deprecated)
@@ -34,20 +41,51 @@ pub async fn get_content_legacy(
     req: HttpRequest,
     path: MediaPath,
     state: web::Data<AppState>,
+    worker: web::Data<WorkerState>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    legacy_allowed(&state, query.allow_remote.as_deref())?;
-    serve(&req, &state, &path, &query, Caching::Public).await
+    let allow_remote = legacy_allowed(&state, query.allow_remote.as_deref())?;
+    let source = Source::new(&state, &worker, allow_remote);
+    serve(&req, &state, &path, &query, source, Caching::Public).await
 }
 
 /// The legacy download and thumbnail endpoints are frozen (Matrix v1.12): media is served there
-/// only when the admin keeps the old behaviour on.
-pub(super) fn legacy_allowed(state: &AppState, allow_remote: Option<&str>) -> Result<(), Error> {
-    parse_bool("allow_remote", allow_remote)?;
+/// only when the admin keeps the old behaviour on. Returns `allow_remote` (default true).
+pub(super) fn legacy_allowed(state: &AppState, allow_remote: Option<&str>) -> Result<bool, Error> {
+    let allow_remote = parse_bool("allow_remote", allow_remote)?.unwrap_or(true);
     if state.config.media.legacy_unauthenticated_downloads {
-        Ok(())
+        Ok(allow_remote)
     } else {
         Err(Error::NotFound)
+    }
+}
+
+/// Where media that is not ours may come from: its origin, unless the request forbids it.
+pub(super) struct Source<'a> {
+    state: &'a AppState,
+    worker: &'a WorkerState,
+    allow_remote: bool,
+}
+
+impl<'a> Source<'a> {
+    pub(super) fn new(state: &'a AppState, worker: &'a WorkerState, allow_remote: bool) -> Self {
+        Self {
+            state,
+            worker,
+            allow_remote,
+        }
+    }
+
+    /// The client to fetch remote media with; `allow_remote=false` makes remote media unknown.
+    pub(super) fn remote(&self) -> Result<MediaClient, Error> {
+        if !self.allow_remote {
+            return Err(Error::NotFound);
+        }
+        Ok(MediaClient {
+            federation: self.state.federation.clone(),
+            client: self.worker.federation.clone(),
+            identity: self.state.federation_identity.clone(),
+        })
     }
 }
 
@@ -56,17 +94,17 @@ async fn serve(
     state: &AppState,
     path: &MediaPath,
     query: &DownloadQuery,
+    source: Source<'_>,
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     let key = path.key()?;
-    if !state.media.is_local(&key.server_name) {
-        // Remote media arrives with the federation client; until then it cannot exist here.
-        return Err(Error::NotFound);
-    }
-    let content = state
-        .media
-        .content(&key, query.timeout_ms.map(Duration::from_millis))
-        .await?;
+    let timeout = query.timeout_ms.map(Duration::from_millis);
+    let content = if state.media.is_local(&key.server_name) {
+        state.media.content(&key, timeout).await?
+    } else {
+        let client = source.remote()?;
+        state.media.remote_content(&key, &client, timeout).await?
+    };
     let reader = state.media.open(&content).await?;
     let name = path.file_name().or(content.filename.as_deref());
     media_response(req, &content, reader, disposition(&content), name, caching)

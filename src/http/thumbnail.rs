@@ -7,13 +7,14 @@ use mxmedia_image::Method;
 use serde::Deserialize;
 
 use super::{
+    client::Source,
     extract::{AuthedUser, MediaPath, parse_bool},
     response::{Caching, media_response},
 };
 use crate::{
     error::Error,
     media::{id::MediaKey, meta::Content},
-    state::AppState,
+    state::{AppState, WorkerState},
     thumbnail::{Served, select::ThumbSpec},
 };
 
@@ -59,10 +60,12 @@ pub async fn get_content_thumbnail(
     req: HttpRequest,
     path: MediaPath,
     state: web::Data<AppState>,
+    worker: web::Data<WorkerState>,
     _user: AuthedUser,
     query: web::Query<ThumbnailQuery>,
 ) -> Result<HttpResponse, Error> {
-    serve(&req, &state, &path, &query, Caching::Private).await
+    let source = Source::new(&state, &worker, true);
+    serve(&req, &state, &path, &query, source, Caching::Private).await
 }
 
 /// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (deprecated, unauthenticated)
@@ -70,10 +73,12 @@ pub async fn get_content_thumbnail_legacy(
     req: HttpRequest,
     path: MediaPath,
     state: web::Data<AppState>,
+    worker: web::Data<WorkerState>,
     query: web::Query<ThumbnailQuery>,
 ) -> Result<HttpResponse, Error> {
-    super::client::legacy_allowed(&state, query.allow_remote.as_deref())?;
-    serve(&req, &state, &path, &query, Caching::Public).await
+    let allow_remote = super::client::legacy_allowed(&state, query.allow_remote.as_deref())?;
+    let source = Source::new(&state, &worker, allow_remote);
+    serve(&req, &state, &path, &query, source, Caching::Public).await
 }
 
 async fn serve(
@@ -81,6 +86,7 @@ async fn serve(
     state: &AppState,
     path: &MediaPath,
     query: &ThumbnailQuery,
+    source: Source<'_>,
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     if path.file_name().is_some() {
@@ -88,10 +94,16 @@ async fn serve(
     }
     let key = path.key()?;
     let spec = query.spec()?;
-    if !state.media.is_local(&key.server_name) {
-        return Err(Error::NotFound);
-    }
-    let (content, name) = thumbnail_content(state, &key, spec, query.timeout_ms).await?;
+    let (content, name) = if state.media.is_local(&key.server_name) {
+        thumbnail_content(state, &key, spec, query.timeout_ms).await?
+    } else {
+        let timeout = query.timeout_ms.map(Duration::from_millis);
+        let (original, served) = state
+            .media
+            .remote_thumbnail(&key, spec, &source.remote()?, timeout)
+            .await?;
+        served_content(original, served)
+    };
     let reader = state.media.open(&content).await?;
     media_response(req, &content, reader, "inline", Some(&name), caching)
 }
@@ -106,6 +118,11 @@ pub(super) async fn thumbnail_content(
 ) -> Result<(Content, String), Error> {
     let timeout = timeout_ms.map(Duration::from_millis);
     let (original, served) = state.media.thumbnail(key, spec, timeout).await?;
+    Ok(served_content(original, served))
+}
+
+/// The stored media that answers a thumbnail request, and the file name to announce for it.
+fn served_content(original: Content, served: Served) -> (Content, String) {
     let content = match served {
         Served::Original { content_type } => Content {
             content_type: content_type.to_owned(),
@@ -119,7 +136,7 @@ pub(super) async fn thumbnail_content(
         },
     };
     let name = format!("thumbnail.{}", extension(&content.content_type));
-    Ok((content, name))
+    (content, name)
 }
 
 fn extension(content_type: &str) -> &'static str {

@@ -59,11 +59,41 @@ pub fn choose(probe: &Probe, req: ThumbSpec, config: &ThumbnailConfig) -> Choice
     })
 }
 
+/// The size to ask a remote server for: the smallest configured size of the method at least
+/// as large as asked, else the largest configured one, so clients cannot make us fetch and
+/// keep arbitrarily many sizes; the request itself with dynamic sizes or none configured.
+pub fn snap(req: ThumbSpec, config: &ThumbnailConfig) -> ThumbSpec {
+    let animated = req.animated && config.animated;
+    let same_method = || {
+        config
+            .sizes
+            .iter()
+            .filter(|s| Method::from(s.method) == req.method)
+    };
+    let fitting = same_method()
+        .filter(|s| s.width >= req.width && s.height >= req.height)
+        .min_by_key(|s| u64::from(s.width) * u64::from(s.height));
+    let size = match fitting {
+        Some(size) => size,
+        None if config.dynamic => return ThumbSpec { animated, ..req },
+        None => match same_method().max_by_key(|s| u64::from(s.width) * u64::from(s.height)) {
+            Some(size) => size,
+            None => return ThumbSpec { animated, ..req },
+        },
+    };
+    ThumbSpec {
+        width: size.width,
+        height: size.height,
+        method: req.method,
+        animated,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mxmedia_image::{Format, Method, Probe};
 
-    use super::{Choice, ThumbSpec, choose};
+    use super::{Choice, ThumbSpec, choose, snap};
     use crate::config::Config;
 
     fn probe(width: u32, height: u32, animated: bool) -> Probe {
@@ -156,6 +186,35 @@ mod tests {
         assert_eq!(
             choose(&p, req(1000, 1000, Method::Crop), &config),
             Choice::Render(req(1000, 1000, Method::Crop))
+        );
+    }
+
+    /// Remote thumbnails are asked for at configured sizes only, so clients cannot make us
+    /// fetch and keep arbitrarily many variants.
+    #[test]
+    fn remote_requests_snap_to_configured_sizes() {
+        let mut config = Config::default().thumbnails;
+        let snapped = |r: ThumbSpec, c: &crate::config::ThumbnailConfig| {
+            let s = snap(r, c);
+            (s.width, s.height, s.method)
+        };
+        assert_eq!(
+            snapped(req(50, 50, Method::Crop), &config),
+            (96, 96, Method::Crop)
+        );
+        assert_eq!(
+            snapped(req(300, 200, Method::Scale), &config),
+            (320, 240, Method::Scale)
+        );
+        // Larger than all: the largest of the method.
+        assert_eq!(
+            snapped(req(2000, 2000, Method::Scale), &config),
+            (800, 600, Method::Scale)
+        );
+        config.dynamic = true;
+        assert_eq!(
+            snapped(req(2000, 2000, Method::Scale), &config),
+            (2000, 2000, Method::Scale)
         );
     }
 }

@@ -287,6 +287,21 @@ rc_message: {per_second: 1000, burst_count: 1000}
 EOF
 }
 write_synapse_config hs1 "$HS1_IP" false   # hs1's media is mxmedia's job
+# An application service on hs1 (a bridge), whose token mxmedia must treat as Synapse would.
+AS_TOKEN="$(secret)"
+cat >"$WORK/hs1/appservice.yaml" <<EOF
+id: interop_bridge
+url: null
+as_token: "$AS_TOKEN"
+hs_token: "$(secret)"
+sender_localpart: bridgebot
+rate_limited: false
+namespaces:
+  users: [{exclusive: true, regex: "@bridge_.*"}]
+  aliases: []
+  rooms: []
+EOF
+echo "app_service_config_files: [\"$WORK/hs1/appservice.yaml\"]" >>"$WORK/hs1/homeserver.yaml"
 write_synapse_config hs2 "$HS2_IP" true    # hs2 keeps Synapse's media repo (remote media, later)
 "$PY" - "$WORK/hs1/signing.key" "$WORK/hs2/signing.key" <<'EOF'
 import sys
@@ -419,6 +434,7 @@ cat >"$WORK/context.json" <<EOF
   "ca_file": "$WORK/tls/ca.crt",
   "nginx_access_log": "$WORK/logs/nginx-access.log",
   "mxmedia_log": "$WORK/logs/mxmedia.log",
+  "appservice_token": "$AS_TOKEN",
   "fixtures": "$ROOT/tests/fixtures"
 }
 EOF

@@ -91,6 +91,7 @@ class Context:
     ca_file: str
     nginx_access_log: str
     mxmedia_log: str
+    appservice_token: str
     fixtures: Path
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
@@ -109,6 +110,7 @@ class Context:
             ca_file=raw["ca_file"],
             nginx_access_log=raw["nginx_access_log"],
             mxmedia_log=raw["mxmedia_log"],
+            appservice_token=raw["appservice_token"],
             fixtures=Path(raw["fixtures"]),
         )
 
@@ -646,6 +648,72 @@ async def hs2_user_fetches_hs1_media_over_federation(ctx: Context) -> None:
     # An unknown id over federation is a clean 404 through hs2, not a hang or a 500.
     r = await ctx.request("GET", ctx.download_url(hs2.base_url, f"mxc://{hs1.server_name}/NoSuchMediaHere"), token=t2)
     expect_error(r, 404, "M_NOT_FOUND")
+
+
+@scenario
+async def hs1_user_fetches_hs2_media_through_mxmedia(ctx: Context) -> None:
+    """A user of hs1 downloads and thumbnails hs2 media through mxmedia: mxmedia fetches it from
+    hs2's Synapse with X-Matrix signed by hs1's key, which hs2 checks against hs1's published
+    keys. A second download is served from mxmedia's store without a new federation request."""
+    hs1, hs2 = ctx.hs1, ctx.hs2
+    _, t2 = await ctx.new_user(hs2, "remsrc")
+    data = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    mxc = await ctx.upload(hs2, t2, data, "image/jpeg", "remote photo.jpg")
+    server_name, media_id = parse_mxc(mxc)
+    expect_eq(server_name, hs2.server_name, "hs2 media server name")
+    _, t1 = await ctx.new_user(hs1, "remget")
+
+    url = ctx.download_url(hs1.base_url, mxc)
+    r = await ctx.request("GET", url, token=t1)
+    expect_status(r, 200)
+    expect(r.body == data, "remote bytes differ from hs2's upload")
+    expect_eq(r.headers.get("Content-Type"), "image/jpeg", "Content-Type of remote media")
+    fetches = ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+    expect(len(fetches) == 1 and " 200 " in fetches[0], f"expected one federation download at hs2: {fetches}")
+
+    r = await ctx.request("GET", url, token=t1)
+    expect_status(r, 200)
+    expect(r.body == data, "second download differs")
+    fetches = ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+    expect(len(fetches) == 1, f"the second download caused another federation request: {fetches}")
+
+    r = await ctx.request("GET", f"{hs1.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/{media_id}"
+                          "?width=96&height=96&method=crop", token=t1)
+    expect_status(r, 200)
+    from PIL import Image
+    with Image.open(io.BytesIO(r.body)) as im:
+        expect(im.width <= 96 and im.height <= 96, f"remote thumbnail is {im.width}x{im.height}")
+
+    r = await ctx.request("GET", ctx.download_url(hs1.base_url, f"mxc://{hs2.server_name}/NoSuchRemoteMedia"), token=t1)
+    expect_error(r, 404, "M_NOT_FOUND")
+
+
+@scenario
+async def appservice_token_as_synapse_treats_it(ctx: Context) -> None:
+    """An application service's token works for its sender and, with `user_id`, for users in its
+    namespace; masquerading as a user outside it is 403, as Synapse's own media repo answers."""
+    hs = ctx.hs1
+    token = ctx.appservice_token
+    data = os.urandom(2048)
+    mxc = await ctx.upload(hs, token, data, "application/octet-stream", "bridged.bin")
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=token)
+    expect_status(r, 200)
+    expect(r.body == data, "appservice download differs")
+
+    localpart = f"bridge_{secrets.token_hex(4)}"
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/client/v3/register", token=token,
+                          json_body={"type": "m.login.application_service", "username": localpart})
+    expect_status(r, 200)
+    user_id = r.json()["user_id"]
+    url = f"{hs.base_url}/_matrix/media/v3/upload?user_id={quote(user_id, safe='')}"
+    r = await ctx.request("POST", url, token=token, body=data, headers={"Content-Type": "application/octet-stream"})
+    expect_status(r, 200)
+    expect(r.json().get("content_uri", "").startswith(f"mxc://{hs.server_name}/"), f"upload as {user_id}: {r.describe()}")
+
+    outsider = f"@not_bridged_{secrets.token_hex(4)}:{hs.server_name}"
+    url = f"{hs.base_url}/_matrix/media/v3/upload?user_id={quote(outsider, safe='')}"
+    r = await ctx.request("POST", url, token=token, body=data, headers={"Content-Type": "application/octet-stream"})
+    expect_error(r, 403, "M_FORBIDDEN")
 
 
 @scenario

@@ -13,7 +13,7 @@ use crate::{
 
 const PNG: &[u8] = include_bytes!("../fixtures/tiny_64x64.png");
 
-fn federate(config: &mut Config, pki: &Pki, dns: Option<&FakeDns>) {
+pub(crate) fn federate(config: &mut Config, pki: &Pki, dns: Option<&FakeDns>) {
     // Loopback is where the test's remote servers live; nothing else is relaxed.
     config.federation.ip_range_denylist = Vec::new();
     config.federation.ca_file = Some(pki.ca_file.clone());
@@ -439,5 +439,82 @@ async fn key_cache_survives_restart() {
         remote.hits("/_matrix/key/v2/server"),
         1,
         "served from the key cache after restart"
+    );
+}
+
+/// With the default denylist, an origin on loopback is never contacted: its requests fail.
+#[actix_web::test]
+async fn denylisted_origin_is_never_contacted() {
+    let pki = Pki::new();
+    let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
+    let server = TestServer::start_with(|c| {
+        c.federation.ca_file = Some(pki.ca_file.clone());
+    })
+    .await;
+    let id = server.upload(PNG, "image/png", None).await;
+    let uri = format!("/_matrix/federation/v1/media/download/{id}");
+    let mut res = fed_get(&server, &remote, &uri, "localhost").await;
+    assert_error(&mut res, 401, "M_UNAUTHORIZED").await;
+    assert_eq!(remote.hits("/_matrix/key/v2/server"), 0);
+}
+
+/// A server with several keys may send one header per key: the one that verifies counts.
+#[actix_web::test]
+async fn one_valid_header_among_several_suffices() {
+    let (_pki, remote, server) = setup().await;
+    let id = server.upload(PNG, "image/png", None).await;
+    let uri = format!("/_matrix/federation/v1/media/download/{id}");
+    let res = server
+        .client
+        .get(server.url(&uri))
+        .append_header(("authorization", "X-Matrix garbage"))
+        .append_header(("authorization", remote.sign("GET", "/other", "localhost")))
+        .append_header(("authorization", remote.sign("GET", &uri, "localhost")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// `/_matrix/key/v2/server` is ours to answer only when configured; then it publishes our key,
+/// self-signed, in a form remote servers accept.
+#[actix_web::test]
+async fn server_keys_endpoint_is_opt_in() {
+    let server = TestServer::start().await;
+    let mut res = server
+        .client
+        .get(server.url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&mut res, 404, "M_UNRECOGNIZED").await;
+
+    let server = TestServer::start_with(|c| c.federation.serve_server_keys = true).await;
+    let mut res = server
+        .client
+        .get(server.url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let name: mxmedia_proto::ServerName = "localhost".parse().unwrap();
+    let keys = mxmedia_proto::validate_server_keys(&name, &body, now).unwrap();
+    let ours = mxmedia_proto::SigningKey::from_key_file(
+        &std::fs::read_to_string(server.dir.path().join("signing.key")).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        keys.verify_keys.get(ours.key_id()),
+        Some(&ours.verify_key())
+    );
+    assert!(
+        keys.valid_until_ts > now + 3600 * 1000,
+        "valid for over an hour"
     );
 }

@@ -1,0 +1,91 @@
+//! Receiving bytes from the network into a staging file with bounded memory: chunks are
+//! gathered into `CHUNK_SIZE` pieces and written off the async workers, and a size limit is
+//! enforced on every chunk, so an endless body stops at the limit instead of filling the disk.
+
+use std::io;
+
+use bytes::BytesMut;
+
+use super::blob::{CHUNK_SIZE, Staged, Staging};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("more than {0} bytes")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+pub struct Spool {
+    /// `None` only while a write is in flight, or after one failed.
+    staging: Option<Staging>,
+    buf: BytesMut,
+    len: u64,
+    limit: u64,
+}
+
+impl Spool {
+    pub fn new(staging: Staging, limit: u64) -> Self {
+        Self {
+            staging: Some(staging),
+            buf: BytesMut::with_capacity(CHUNK_SIZE),
+            len: 0,
+            limit,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        self.len = self
+            .len
+            .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+        if self.len > self.limit {
+            return Err(SpoolError::TooLarge(self.limit));
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= CHUNK_SIZE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and fsyncs: the bytes are ready to be committed.
+    pub async fn finish(mut self) -> io::Result<Staged> {
+        self.flush().await?;
+        let staging = self.take()?;
+        tokio::task::spawn_blocking(move || staging.finish())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = self.buf.split().freeze();
+        let mut staging = self.take()?;
+        let staging = tokio::task::spawn_blocking(move || staging.write(&piece).map(|()| staging))
+            .await
+            .map_err(io::Error::other)??;
+        self.staging = Some(staging);
+        Ok(())
+    }
+
+    fn take(&mut self) -> io::Result<Staging> {
+        self.staging
+            .take()
+            .ok_or_else(|| io::Error::other("staging file lost after a failed write"))
+    }
+}

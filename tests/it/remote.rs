@@ -1,0 +1,411 @@
+//! Remote media through the federation fetch cache, against a real HTTPS remote on loopback
+//! that checks mxmedia's X-Matrix signatures: one upstream request however many clients ask,
+//! the legacy fallback, `Location` parts, lenient parsing, and every failure answered right
+//! with nothing stored.
+
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use futures_util::future::join_all;
+use mxmedia::config::Config;
+
+use crate::{
+    common::{ALICE, TestServer, assert_error, pseudo_random},
+    fake_media::{File, MediaHost, Mode},
+    fake_remote::{FakeRemote, Pki},
+    federation::federate,
+};
+
+const PNG: &[u8] = include_bytes!("../fixtures/tiny_64x64.png");
+const PHOTO: &[u8] = include_bytes!("../fixtures/photo_640x480.jpg");
+const FED_DOWNLOAD: &str = "/_matrix/federation/v1/media/download";
+const FED_THUMBNAIL: &str = "/_matrix/federation/v1/media/thumbnail";
+
+struct Setup {
+    _pki: Pki,
+    remote: FakeRemote,
+    host: web::Data<MediaHost>,
+    server: TestServer,
+}
+
+impl Setup {
+    async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        let pki = Pki::new();
+        let host = MediaHost::new();
+        let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
+        host.serve_as(remote.name(), remote.port);
+        let server = TestServer::start_with(|c| {
+            federate(c, &pki, None);
+            tweak(c);
+        })
+        .await;
+        host.trust("localhost", server.dir.path());
+        Self {
+            _pki: pki,
+            remote,
+            host,
+            server,
+        }
+    }
+
+    fn download_url(&self, id: &str) -> String {
+        let name = self.remote.name();
+        self.server.url(&format!(
+            "/_matrix/client/v1/media/download/{}/{id}",
+            name.as_str()
+        ))
+    }
+
+    fn thumbnail_url(&self, id: &str, query: &str) -> String {
+        let name = self.remote.name();
+        self.server.url(&format!(
+            "/_matrix/client/v1/media/thumbnail/{}/{id}?{query}",
+            name.as_str()
+        ))
+    }
+
+    /// GETs `url` as alice: status, content type and body.
+    async fn get(&self, url: &str) -> (u16, String, Vec<u8>) {
+        let mut res = self.server.get_as(url, ALICE).await;
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = res.body().limit(64 << 20).await.unwrap().to_vec();
+        (res.status().as_u16(), content_type, body)
+    }
+
+    fn signatures_were_valid(&self) {
+        assert_eq!(
+            self.host
+                .bad_signatures
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "every request to the remote was signed by mxmedia"
+        );
+    }
+}
+
+/// Fifty clients asking at once for one uncached remote file cause exactly one upstream
+/// request, and all get the same bytes; later requests are served from the store.
+#[actix_web::test]
+async fn concurrent_downloads_share_one_fetch() {
+    let setup = Setup::start(|_| {}).await;
+    let bytes = pseudo_random(700 * 1024, 5);
+    let mut file = File::new(bytes.clone(), "application/pdf");
+    file.filename = Some("report.pdf".into());
+    file.delay = Duration::from_millis(300);
+    setup.host.put("shared", file);
+
+    let url = setup.download_url("shared");
+    let results = join_all((0..50).map(|_| setup.get(&url))).await;
+    for (status, content_type, body) in &results {
+        assert_eq!(*status, 200);
+        assert_eq!(content_type, "application/pdf");
+        assert!(*body == bytes, "identical bytes");
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/shared")), 1);
+
+    let mut res = setup.server.get_as(&url, ALICE).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("content-disposition").unwrap(),
+        "attachment; filename=report.pdf"
+    );
+    assert!(res.body().limit(1 << 20).await.unwrap() == bytes);
+    assert_eq!(
+        setup.remote.hits(&format!("{FED_DOWNLOAD}/shared")),
+        1,
+        "served from the store"
+    );
+    setup.signatures_were_valid();
+}
+
+/// The same for a thumbnail: one request for the remote's thumbnail, kept and reused.
+#[actix_web::test]
+async fn concurrent_thumbnails_share_one_fetch() {
+    let setup = Setup::start(|_| {}).await;
+    let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+    file.thumbnail = Some((PNG.to_vec(), "image/png".into()));
+    file.delay = Duration::from_millis(300);
+    setup.host.put("pic", file);
+
+    let url = setup.thumbnail_url("pic", "width=64&height=64&method=scale");
+    let results = join_all((0..50).map(|_| setup.get(&url))).await;
+    for (status, content_type, body) in &results {
+        assert_eq!(*status, 200);
+        assert_eq!(content_type, "image/png");
+        assert_eq!(body, PNG);
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/pic")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/pic")), 0);
+    assert_eq!(setup.get(&url).await.2, PNG);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/pic")), 1);
+    setup.signatures_were_valid();
+}
+
+/// A remote that cannot thumbnail gets its original fetched, and the thumbnail is made here.
+#[actix_web::test]
+async fn thumbnail_made_here_when_remote_has_none() {
+    let setup = Setup::start(|_| {}).await;
+    setup
+        .host
+        .put("photo", File::new(PHOTO.to_vec(), "image/jpeg"));
+    let (status, content_type, body) = setup
+        .get(&setup.thumbnail_url("photo", "width=32&height=32&method=crop"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "image/jpeg");
+    let image = image::load_from_memory(&body).unwrap();
+    assert_eq!((image.width(), image.height()), (32, 32));
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/photo")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/photo")), 1);
+
+    // Turned off, the remote's refusal is the answer.
+    let setup = Setup::start(|c| c.media.remote_thumbnail_fallback = false).await;
+    setup
+        .host
+        .put("photo", File::new(PHOTO.to_vec(), "image/jpeg"));
+    let url = setup.thumbnail_url("photo", "width=32&height=32&method=crop");
+    let mut res = setup.server.get_as(&url, ALICE).await;
+    assert_error(&mut res, 502, "M_UNKNOWN").await;
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/photo")), 0);
+}
+
+/// A remote without the federation media API is asked on `/_matrix/media/v3` with
+/// `allow_remote=false`, and remembered as such: the next file goes there directly.
+#[actix_web::test]
+async fn legacy_fallback_is_used_and_remembered() {
+    let setup = Setup::start(|_| {}).await;
+    let server = setup.remote.name();
+    for id in ["old1", "old2"] {
+        let mut file = File::new(pseudo_random(2000, 9), "image/gif");
+        file.mode = Mode::LegacyOnly;
+        setup.host.put(id, file);
+    }
+    let (status, content_type, body) = setup.get(&setup.download_url("old1")).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/gif"));
+    assert_eq!(body, pseudo_random(2000, 9));
+    let legacy = |id: &str| format!("/_matrix/media/v3/download/{}/{id}", server.as_str());
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/old1")), 1);
+    assert_eq!(setup.remote.hits(&legacy("old1")), 1);
+
+    assert_eq!(setup.get(&setup.download_url("old2")).await.0, 200);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/old2")), 0);
+    assert_eq!(setup.remote.hits(&legacy("old2")), 1);
+    setup.signatures_were_valid();
+}
+
+/// A `Location` part is followed (through a relative redirect) with a plain GET, and the
+/// type and name come from where the bytes are.
+#[actix_web::test]
+async fn location_part_is_followed() {
+    let setup = Setup::start(|_| {}).await;
+    let mut file = File::new(pseudo_random(5000, 3), "video/mp4");
+    file.filename = Some("clip.mp4".into());
+    file.mode = Mode::Location;
+    setup.host.put("vid", file);
+    let mut res = setup.server.get_as(setup.download_url("vid"), ALICE).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("content-type").unwrap(), "video/mp4");
+    assert_eq!(
+        res.headers().get("content-disposition").unwrap(),
+        "inline; filename=clip.mp4"
+    );
+    assert_eq!(res.body().await.unwrap(), pseudo_random(5000, 3));
+    assert_eq!(setup.remote.hits("/cdn/vid"), 1);
+    assert_eq!(setup.remote.hits("/cdn-final/vid"), 1);
+}
+
+/// Quoted boundary, preamble, LF-only lines, no closing `--`: accepted as real servers send it.
+#[actix_web::test]
+async fn lenient_multipart_is_accepted() {
+    let setup = Setup::start(|_| {}).await;
+    let mut bytes = b"first line\nsecond line\r\n\n".to_vec();
+    bytes.extend(pseudo_random(3000, 4));
+    let mut file = File::new(bytes.clone(), "text/plain");
+    file.mode = Mode::Quirky;
+    setup.host.put("quirk", file);
+    let (status, content_type, body) = setup.get(&setup.download_url("quirk")).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; charset=UTF-8");
+    assert!(body == bytes, "bytes intact");
+}
+
+/// Every way a remote fails gets its error, nothing is stored, and the failure is remembered
+/// for a while instead of asking again.
+#[actix_web::test]
+async fn remote_failures_give_errors_and_store_nothing() {
+    let setup = Setup::start(|c| c.media.max_remote_size = bytesize::ByteSize::mib(1)).await;
+    let cases = [
+        (Mode::NotFound, 404, "M_NOT_FOUND"),
+        (Mode::ServerError, 502, "M_UNKNOWN"),
+        (Mode::HugeChunked, 502, "M_TOO_LARGE"),
+        (Mode::HugeDeclared, 502, "M_TOO_LARGE"),
+        (Mode::Truncated, 502, "M_UNKNOWN"),
+        (Mode::Malformed, 502, "M_UNKNOWN"),
+    ];
+    for (i, (mode, status, errcode)) in cases.into_iter().enumerate() {
+        let id = format!("bad{i}");
+        let mut file = File::new(pseudo_random(600 * 1024, i as u64), "image/png");
+        file.mode = mode;
+        setup.host.put(&id, file);
+        for _ in 0..2 {
+            let mut res = setup.server.get_as(setup.download_url(&id), ALICE).await;
+            assert_error(&mut res, status, errcode).await;
+        }
+        assert_eq!(
+            setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")),
+            1,
+            "{mode:?}: the failure is remembered"
+        );
+        assert_eq!(
+            setup.server.stored_files(),
+            (0, 0),
+            "{mode:?}: nothing stored"
+        );
+    }
+    // Media the remote never had.
+    let mut res = setup.server.get_as(setup.download_url("nope"), ALICE).await;
+    assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    setup.signatures_were_valid();
+}
+
+/// A remote that does not answer in time gives 504, and is not waited for again at once.
+#[actix_web::test]
+async fn slow_remote_times_out() {
+    let setup = Setup::start(|c| c.federation.request_timeout_secs = 1).await;
+    let mut file = File::new(PNG.to_vec(), "image/png");
+    file.delay = Duration::from_secs(5);
+    setup.host.put("slow", file);
+    let started = Instant::now();
+    let mut res = setup.server.get_as(setup.download_url("slow"), ALICE).await;
+    assert_error(&mut res, 504, "M_UNKNOWN").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let mut res = setup.server.get_as(setup.download_url("slow"), ALICE).await;
+    assert_error(&mut res, 504, "M_UNKNOWN").await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/slow")), 1);
+    assert_eq!(setup.server.stored_files(), (0, 0));
+}
+
+/// `allow_remote=false` on the deprecated endpoints answers 404 without asking the remote.
+#[actix_web::test]
+async fn allow_remote_false_is_honoured() {
+    let setup = Setup::start(|c| c.media.legacy_unauthenticated_downloads = true).await;
+    setup.host.put("pic", File::new(PNG.to_vec(), "image/png"));
+    let name = setup.remote.name();
+    let legacy = |kind: &str, query: &str| {
+        setup.server.url(&format!(
+            "/_matrix/media/v3/{kind}/{}/pic?{query}",
+            name.as_str()
+        ))
+    };
+    for url in [
+        legacy("download", "allow_remote=false"),
+        legacy("thumbnail", "width=32&height=32&allow_remote=false"),
+    ] {
+        let mut res = setup.server.client.get(url).send().await.unwrap();
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/pic")), 0);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/pic")), 0);
+    // Allowed (the default), the same media is fetched.
+    let mut res = setup
+        .server
+        .client
+        .get(legacy("download", "allow_remote=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body().await.unwrap(), PNG);
+}
+
+/// Media named with our own server name is ours: never fetched over federation, even when
+/// a server of that name answers federation requests.
+#[actix_web::test]
+async fn own_server_name_is_never_fetched() {
+    let pki = Pki::new();
+    let host = MediaHost::new();
+    let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
+    host.serve_as(remote.name(), remote.port);
+    host.put("mine", File::new(PNG.to_vec(), "image/png"));
+    let own_name = remote.name().as_str().to_owned();
+    let server = TestServer::start_with(|c| {
+        federate(c, &pki, None);
+        c.server_name = own_name.clone();
+    })
+    .await;
+    for path in ["download", "thumbnail"] {
+        let url = server.url(&format!(
+            "/_matrix/client/v1/media/{path}/{own_name}/mine?width=32&height=32"
+        ));
+        let mut res = server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/mine")), 0);
+    assert_eq!(remote.hits(&format!("{FED_THUMBNAIL}/mine")), 0);
+}
+
+/// Fetched remote media is kept: after a restart of the binary it is served from the store,
+/// with the origin gone.
+#[actix_web::test]
+async fn restart_serves_remote_media_from_store() {
+    use crate::process::{free_port, spawn_with, wait_ready};
+
+    let pki = Pki::new();
+    let host = MediaHost::new();
+    let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
+    host.serve_as(remote.name(), remote.port);
+    let bytes = pseudo_random(400 * 1024, 77);
+    host.put("kept", File::new(bytes.clone(), "image/webp"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [
+        ("MXMEDIA_FEDERATION__IP_RANGE_DENYLIST", "[]".to_owned()),
+        (
+            "MXMEDIA_FEDERATION__CA_FILE",
+            pki.ca_file.display().to_string(),
+        ),
+    ];
+    let url = |base: &str| {
+        format!(
+            "{base}/_matrix/client/v1/media/download/{}/kept",
+            remote.name().as_str()
+        )
+    };
+    let fetch = |url: String| async move {
+        let mut res = crate::common::client()
+            .get(url)
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.body().limit(1 << 20).await.unwrap().to_vec())
+    };
+
+    let proc = spawn_with(dir.path(), port, true, &env);
+    wait_ready(&proc.base).await;
+    host.trust("localhost", dir.path());
+    let (status, body) = fetch(url(&proc.base)).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+    assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/kept")), 1);
+    drop(proc);
+
+    remote.stop().await;
+    let proc = spawn_with(dir.path(), port, true, &env);
+    wait_ready(&proc.base).await;
+    let (status, body) = fetch(url(&proc.base)).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes, "served from the store");
+    assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/kept")), 1);
+}
