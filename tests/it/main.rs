@@ -5,8 +5,10 @@
 
 mod async_upload;
 mod auth;
+mod backup;
 mod common;
 mod download;
 mod process;
 mod thumbnail;
+mod tls;
 mod upload;

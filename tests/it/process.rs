@@ -9,14 +9,14 @@ use std::{
 
 use crate::common::{ALICE, client, pseudo_random};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
 
-struct Proc {
-    child: Child,
-    base: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,7 +24,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
+pub(crate) fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("MXMEDIA_DATA_DIR", dir)
@@ -46,7 +46,7 @@ fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
     }
 }
 
-async fn wait_ready(base: &str) {
+pub(crate) async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(res) = client().get(format!("{base}/_mxmedia/health")).send().await
@@ -59,7 +59,7 @@ async fn wait_ready(base: &str) {
     panic!("server at {base} did not come up");
 }
 
-async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
+pub(crate) async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
     let mut res = client()
         .post(format!("{base}/_matrix/media/v3/upload"))
         .bearer_auth(token)
@@ -77,7 +77,7 @@ async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
         .to_owned()
 }
 
-async fn download(base: &str, token: &str, id: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn download(base: &str, token: &str, id: &str) -> (u16, Vec<u8>) {
     let mut res = client()
         .get(format!(
             "{base}/_matrix/client/v1/media/download/localhost/{id}"
@@ -154,7 +154,7 @@ async fn dev_token_and_restart() {
     proc.child.wait().unwrap();
 }
 
-fn nix_kill(child: &Child, signal: &str) {
+pub(crate) fn nix_kill(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(child.id().to_string())
