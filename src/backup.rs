@@ -18,7 +18,10 @@
 use std::{
     fs,
     io::{self, BufRead, BufReader, BufWriter, Read, Write},
-    os::unix::net::{UnixListener, UnixStream},
+    os::unix::{
+        fs::{DirBuilderExt as _, MetadataExt as _},
+        net::{UnixListener, UnixStream},
+    },
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -31,7 +34,7 @@ use crate::{
     config::Config,
     store::{
         Store,
-        backup::{BackupError, Copied, Restored, copy_blob_file, restore_dump, write_failure},
+        backup::{BackupError, Placed, Restored, copy_blob_file, restore_dump, write_failure},
     },
 };
 
@@ -61,6 +64,13 @@ pub enum Error {
         #[source]
         source: crate::error::Error,
     },
+    #[error(
+        "{} belongs to uid {owner} and the server is stopped: run the backup as that user \
+         (e.g. `sudo -u mxmedia mxmedia backup …`), so files the database writes while open keep \
+         their owner",
+        data_dir.display()
+    )]
+    WrongUser { data_dir: PathBuf, owner: u32 },
     #[error("asking the running server over {}", socket.display())]
     Socket {
         socket: PathBuf,
@@ -118,10 +128,14 @@ pub fn run(config: &Config, target: &Path) -> Result<Report, Error> {
     partial_name.push(name);
     partial_name.push(format!(".partial-{}", std::process::id()));
     let partial = parent.join(partial_name);
-    fs::create_dir(&partial).map_err(|source| Error::Target {
-        path: partial.clone(),
-        source,
-    })?;
+    // Private like the data dir: it holds users' media and perhaps the dev token.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&partial)
+        .map_err(|source| Error::Target {
+            path: partial.clone(),
+            source,
+        })?;
     let report = match fill(config, &partial) {
         Ok(report) => report,
         Err(e) => {
@@ -149,8 +163,16 @@ fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
             (Source::RunningServer, restored, Some(stream))
         }
         Err(connect) => {
-            if !data_dir.join("db").exists() {
+            let Ok(db) = fs::metadata(data_dir.join("db")) else {
                 return Err(Error::NoDatabase(data_dir.clone()));
+            };
+            // sled writes while open (snapshots, recovery): as root it would leave files the
+            // service user may not be able to replace.
+            if db.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(Error::WrongUser {
+                    data_dir: data_dir.clone(),
+                    owner: db.uid(),
+                });
             }
             let store = Store::open(config).map_err(|source| Error::Open {
                 data_dir: data_dir.clone(),
@@ -174,8 +196,8 @@ fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
     fs::create_dir_all(&to).map_err(BackupError::from)?;
     for (sha256, len) in &restored.files {
         match copy_blob_file(&from, &to, sha256, *len)? {
-            Copied::Linked => report.files_linked += 1,
-            Copied::Copied => report.files_copied += 1,
+            Placed::Linked => report.files_linked += 1,
+            Placed::Copied => report.files_copied += 1,
         }
         report.file_bytes += len;
     }

@@ -92,7 +92,7 @@ pub struct Restored {
 
 /// How a blob file reached the backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copied {
+pub enum Placed {
     /// A hard link: same file system, no bytes copied. Blob files are never changed in place.
     Linked,
     /// Copied and checked against its sha256.
@@ -252,7 +252,7 @@ pub fn copy_blob_file(
     to: &Path,
     sha256: &str,
     len: u64,
-) -> Result<Copied, BackupError> {
+) -> Result<Placed, BackupError> {
     let source = blob::file_path(from, sha256);
     let target = blob::file_path(to, sha256);
     let dir = target.parent().unwrap_or(to);
@@ -269,7 +269,7 @@ pub fn copy_blob_file(
         Ok(_) => {}
     }
     if fs::hard_link(&source, &target).is_ok() {
-        return Ok(Copied::Linked);
+        return Ok(Placed::Linked);
     }
     let mut reader = fs::File::open(&source)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -288,7 +288,7 @@ pub fn copy_blob_file(
     }
     tmp.as_file().sync_all()?;
     tmp.persist(&target).map_err(|e| e.error)?;
-    Ok(Copied::Copied)
+    Ok(Placed::Copied)
 }
 
 fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {

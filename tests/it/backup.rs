@@ -112,14 +112,15 @@ async fn backup_while_running_and_uploading() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.set(true);
     uploader.await.unwrap();
+    let during = std::mem::take(&mut *during.borrow_mut());
     assert_eq!(report.source, mxmedia::backup::Source::RunningServer);
     assert!(report.files_linked + report.files_copied >= 2, "{report:?}");
     assert!(
-        during.borrow().iter().any(|t| t.finished < backup_started),
+        during.iter().any(|t| t.finished < backup_started),
         "some uploads finished before the backup"
     );
     assert!(
-        during.borrow().iter().any(|t| t.started > backup_ended),
+        during.iter().any(|t| t.started > backup_ended),
         "some uploads started after the backup"
     );
     assert!(!target.join(mxmedia::backup::SOCKET_NAME).exists());
@@ -140,7 +141,7 @@ async fn backup_while_running_and_uploading() {
     }
     assert_eq!(thumbnail(&restored, &photo_id).await, thumb);
     let (mut kept, mut absent) = (0, 0);
-    for t in during.borrow().iter() {
+    for t in during.iter() {
         let (status, body) = download(&restored, &t.id).await;
         if t.finished < backup_started {
             assert_eq!((status, &body), (200, &t.bytes), "acknowledged before the backup");
