@@ -317,7 +317,11 @@ fn serve_backup(store: &Store, stream: &UnixStream) -> io::Result<()> {
     };
     match store.dump(&mut out) {
         Ok(stats) => {
-            tracing::info!(trees = stats.trees, entries = stats.entries, "backup: database sent");
+            tracing::info!(
+                trees = stats.trees,
+                entries = stats.entries,
+                "backup: database sent"
+            );
         }
         Err(e) => return write_failure(&mut out, &e.to_string()),
     }

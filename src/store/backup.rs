@@ -21,8 +21,9 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    BlobRecord, Store, decode,
+    BlobRecord, Store,
     blob::{self, CHUNK_SIZE, Placement},
+    decode,
 };
 use crate::error::{Error, Result};
 

@@ -205,17 +205,20 @@ fn pending_commit_rules() {
 fn backup_hold_defers_file_removal() {
     let (dir, store) = store(16);
     let (a, b) = (key(), key());
-    put(&store, &a, b"first large blob");
-    put(&store, &b, b"second large blob");
+    put(&store, &a, b"first blob, larger than inline");
+    put(&store, &b, b"second blob, larger than inline");
     let hold = store.hold_blob_files().unwrap();
     assert!(store.delete_media(&a).unwrap());
     assert!(store.delete_media(&b).unwrap());
     assert_eq!(blob_files(&dir), 2, "kept for the backup");
     let again = key();
-    put(&store, &again, b"second large blob");
+    put(&store, &again, b"second blob, larger than inline");
     drop(hold);
     assert_eq!(blob_files(&dir), 1, "only the unreferenced one goes");
-    assert_eq!(read(&store, &sha(&store, &again)), b"second large blob");
+    assert_eq!(
+        read(&store, &sha(&store, &again)),
+        b"second blob, larger than inline"
+    );
 }
 
 /// A dump rebuilt elsewhere holds every tree and entry, and names the blob files to copy.
@@ -230,8 +233,7 @@ fn dump_restores_into_a_new_database() {
     let mut dump = Vec::new();
     let stats = store.dump(&mut dump).unwrap();
     let restored =
-        super::backup::restore_dump(&mut dump.as_slice(), &restored_dir.path().join("db"))
-            .unwrap();
+        super::backup::restore_dump(&mut dump.as_slice(), &restored_dir.path().join("db")).unwrap();
     assert_eq!(restored.stats.entries, stats.entries);
     assert_eq!(restored.stats.trees, stats.trees);
     assert_eq!(restored.files.len(), 2, "the upload and the thumbnail");
@@ -245,7 +247,10 @@ fn dump_restores_into_a_new_database() {
         assert_eq!(copy.get_meta(k).unwrap(), store.get_meta(k).unwrap());
     }
     assert_eq!(read(&copy, &sha(&copy, &small)), b"tiny");
-    assert_eq!(copy.get_thumbnail("t").unwrap(), store.get_thumbnail("t").unwrap());
+    assert_eq!(
+        copy.get_thumbnail("t").unwrap(),
+        store.get_thumbnail("t").unwrap()
+    );
 
     // A stream cut short is an error, never a half database taken for whole.
     let cut = tempfile::tempdir().unwrap();

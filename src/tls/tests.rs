@@ -31,8 +31,8 @@ fn reload_swaps_or_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (pair(), pair());
     write(dir.path(), &first);
-    let resolver = CertResolver::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem"))
-        .unwrap();
+    let resolver =
+        CertResolver::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
     assert_eq!(served(&resolver), der(&first.0));
 
     write(dir.path(), &second);

@@ -10,7 +10,10 @@ use std::{
 
 use crate::common::{ALICE, TestServer, client, pseudo_random};
 
-const PHOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/photo_640x480.jpg");
+const PHOTO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/photo_640x480.jpg"
+);
 const THUMB: &str = "?width=96&height=96&method=crop";
 
 async fn download(server: &TestServer, id: &str) -> (u16, Vec<u8>) {
@@ -42,6 +45,14 @@ async fn upload(base: &str, bytes: &[u8]) -> String {
     uri.rsplit('/').next().unwrap().to_owned()
 }
 
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "uploads did not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An upload made while the backup ran: when it started and when its 200 came.
 struct Timed {
     id: String,
@@ -58,16 +69,31 @@ async fn backup_while_running_and_uploading() {
     let server = TestServer::start().await;
     let socket = server.dir.path().join(mxmedia::backup::SOCKET_NAME);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "only the service user may ask for a dump");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the service user may ask for a dump"
+    );
 
     let mut before = Vec::new();
-    for (i, len) in [100, 10_000, 200_000, 300_000, 3 << 20].into_iter().enumerate() {
+    for (i, len) in [100, 10_000, 200_000, 300_000, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let bytes = pseudo_random(len, 100 + i as u64);
-        before.push((server.upload(&bytes, "application/octet-stream", None).await, bytes));
+        before.push((
+            server
+                .upload(&bytes, "application/octet-stream", None)
+                .await,
+            bytes,
+        ));
     }
     // The same large bytes twice: one blob file with two references.
     let (_, dup) = before.last().unwrap().clone();
-    before.push((server.upload(&dup, "application/octet-stream", None).await, dup));
+    before.push((
+        server.upload(&dup, "application/octet-stream", None).await,
+        dup,
+    ));
     let photo = std::fs::read(PHOTO).unwrap();
     let photo_id = server.upload(&photo, "image/jpeg", Some("photo.jpg")).await;
     let thumb = thumbnail(&server, &photo_id).await;
@@ -95,7 +121,7 @@ async fn backup_while_running_and_uploading() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(|| during.borrow().len() >= 3).await;
 
     let backup_root = tempfile::tempdir().unwrap();
     let target = backup_root.path().join("backup");
@@ -109,7 +135,15 @@ async fn backup_while_running_and_uploading() {
             .unwrap()
     };
     let backup_ended = Instant::now();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(|| {
+        during
+            .borrow()
+            .iter()
+            .filter(|t| t.started > backup_ended)
+            .count()
+            >= 3
+    })
+    .await;
     stop.set(true);
     uploader.await.unwrap();
     let during = std::mem::take(&mut *during.borrow_mut());
@@ -144,7 +178,11 @@ async fn backup_while_running_and_uploading() {
     for t in during.iter() {
         let (status, body) = download(&restored, &t.id).await;
         if t.finished < backup_started {
-            assert_eq!((status, &body), (200, &t.bytes), "acknowledged before the backup");
+            assert_eq!(
+                (status, &body),
+                (200, &t.bytes),
+                "acknowledged before the backup"
+            );
         } else if t.started > backup_ended {
             assert_eq!(status, 404, "started after the backup");
         } else if status == 200 {
@@ -152,7 +190,11 @@ async fn backup_while_running_and_uploading() {
         } else {
             assert_eq!(status, 404);
         }
-        if status == 200 { kept += 1 } else { absent += 1 }
+        if status == 200 {
+            kept += 1
+        } else {
+            absent += 1
+        }
     }
     assert!(kept > 0 && absent > 0, "kept {kept}, absent {absent}");
     // The source server is untouched and still takes uploads.
@@ -194,7 +236,11 @@ async fn backup_command_running_and_stopped() {
     let live = backups.path().join("live");
     let out = backup(dir.path(), &live);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("from the running server"), "{stdout}");
     assert!(stdout.contains("2 hard-linked"), "{stdout}");
     // The server goes on after serving a backup.
@@ -207,7 +253,11 @@ async fn backup_command_running_and_stopped() {
     let stopped = other_fs.path().join("stopped");
     let out = backup(dir.path(), &stopped);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("from the stopped data dir"), "{stdout}");
 
     let out = backup(dir.path(), &stopped);

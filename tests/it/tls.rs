@@ -47,7 +47,8 @@ impl Pki {
     }
 
     fn leaf(&self) -> Leaf {
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let params = rcgen::CertificateParams::new(names).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -187,7 +188,10 @@ async fn reload_replaces_the_certificate() {
     let status = tokio::task::spawn_blocking(move || health(early))
         .await
         .unwrap();
-    assert_eq!(status, "HTTP/1.1 200 OK", "made before the reload, still served");
+    assert_eq!(
+        status, "HTTP/1.1 200 OK",
+        "made before the reload, still served"
+    );
 
     // A half-written certificate, then a key that belongs to another certificate.
     std::fs::write(certs.path().join("cert.pem"), &second.cert_pem[..100]).unwrap();
