@@ -5,6 +5,7 @@
 
 mod async_upload;
 mod auth;
+mod backup;
 mod common;
 mod download;
 mod fake_dns;
@@ -14,4 +15,5 @@ mod federation;
 mod process;
 mod remote;
 mod thumbnail;
+mod tls;
 mod upload;
