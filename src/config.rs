@@ -39,6 +39,29 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub thumbnails: ThumbnailConfig,
     pub preview: PreviewConfig,
+    pub tls: TlsConfig,
+}
+
+/// HTTPS on the main listener. Set both paths or neither; unset, the listener speaks plain HTTP
+/// (the usual setup behind a reverse proxy that terminates TLS).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Re-read on SIGHUP, so a renewed certificate is served
+    /// to new connections without a restart.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the certificate. Re-read with it.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key paths when HTTPS is on.
+    pub fn paths(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,6 +370,7 @@ impl Default for Config {
                 max_source_size: ByteSize::mib(50),
             },
             preview: PreviewConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -469,6 +493,12 @@ impl Config {
             return Err(invalid(
                 "MXMEDIA_STORE__MIN_FREE_SPACE",
                 "percentage must be in 0..100",
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "MXMEDIA_TLS__CERT and MXMEDIA_TLS__KEY",
+                "set both (HTTPS) or neither (plain HTTP)",
             ));
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! command line and hands over, so tests can start a real server in-process.
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod federation;
@@ -14,6 +15,7 @@ pub mod singleflight;
 pub mod state;
 pub mod store;
 pub mod thumbnail;
+pub mod tls;
 
 use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
 
@@ -22,6 +24,7 @@ use anyhow::Context as _;
 
 use crate::{
     auth::Authenticator,
+    backup::BackupSocket,
     config::Config,
     media::MediaService,
     state::{AppState, WorkerState},
@@ -35,11 +38,21 @@ pub struct Running {
     pub metrics: Option<actix_web::dev::ServerHandle>,
     pub store: Store,
     pub dev_token: Option<String>,
+    /// With HTTPS on, the certificate in use: `reload()` re-reads it from disk (SIGHUP).
+    pub tls: Option<Arc<tls::CertResolver>>,
+    /// Answers `mxmedia backup` while the server runs; dropping it closes the socket.
+    pub backup_socket: Option<BackupSocket>,
 }
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
 pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = match config.tls.paths() {
+        Some((cert, key)) => Some(Arc::new(
+            tls::CertResolver::load(cert, key).context("loading the TLS certificate")?,
+        )),
+        None => None,
+    };
     let store = Store::open(&config).context("opening the store")?;
     let swept = store
         .sweep_orphans()
@@ -47,6 +60,16 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     if swept > 0 {
         tracing::info!(swept, "removed blob files left by an interrupted upload");
     }
+    let backup_socket = match BackupSocket::listen(store.clone()) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no backup socket in the data dir: `mxmedia backup` works only while stopped"
+            );
+            None
+        }
+    };
     let dev_token = if config.has_auth_source() {
         None
     } else {
@@ -125,14 +148,19 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     })
     .workers(workers)
     .shutdown_timeout(10)
-    .disable_signals()
-    .listen(listener)?
+    .disable_signals();
+    let server = match &cert {
+        Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?)?,
+        None => server.listen(listener)?,
+    }
     .run();
     Ok(Running {
         server,
         metrics,
         store,
         dev_token,
+        tls: cert,
+        backup_socket,
     })
 }
 
@@ -167,7 +195,7 @@ fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+pub(crate) fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }

@@ -1,10 +1,10 @@
 //! The `mxmedia` command: parse arguments, load config, set up logging, hand over to the library.
 
-use std::{net::TcpListener, path::PathBuf, process::ExitCode};
+use std::{net::TcpListener, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mxmedia::config::Config;
+use mxmedia::{backup, config::Config, tls::CertResolver};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,15 @@ enum Command {
         /// Where to write the key (default: ./mxmedia.signing.key). Never overwritten.
         path: Option<PathBuf>,
     },
+    /// Write a consistent backup of the data dir into DIR, whether the server runs or not.
+    /// DIR must not exist; when done it is a data dir that `serve` can run on.
+    Backup {
+        /// The data dir to back up. Default: the configured one, as `serve` would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where to write the backup: a directory that does not exist yet.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +60,13 @@ fn main() -> ExitCode {
             check_signing_key(&config)
         }
         Command::GenerateKey { .. } => ExitCode::FAILURE,
+        Command::Backup { data_dir, dir } => {
+            let mut config = config;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            run_backup(&config, &dir)
+        }
         Command::Serve => {
             let _log_guard = init_tracing();
             match serve(config) {
@@ -167,6 +183,34 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
+fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {
+    match backup::run(config, dir) {
+        Ok(report) => {
+            let source = match report.source {
+                backup::Source::RunningServer => "from the running server",
+                backup::Source::StoppedDataDir => "from the stopped data dir",
+            };
+            println!(
+                "backup of {} written to {} ({source}): {} database entries in {} trees, \
+                 {} blob files ({} bytes; {} hard-linked, {} copied)",
+                config.data_dir.display(),
+                dir.display(),
+                report.entries,
+                report.trees,
+                report.files_linked + report.files_copied,
+                report.file_bytes,
+                report.files_linked,
+                report.files_copied,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mxmedia: backup failed: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
@@ -179,6 +223,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         (None, n) => format!("{n} static tokens"),
     };
     actix_web::rt::System::new().block_on(async move {
+        // Installed before the server is ready, so a SIGHUP sent once it answers never meets
+        // the default action (terminate).
+        let mut signals = Signals::install().context("installing signal handlers")?;
         let running = mxmedia::start(config, listener)?;
         tracing::info!(%addr, data_dir = %data_dir.display(), %server_name, auth = %auth_mode, "mxmedia listening");
         if let Some(token) = &running.dev_token {
@@ -196,8 +243,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let handle = running.server.handle();
         let metrics = running.metrics.clone();
+        let tls = running.tls.clone();
         actix_web::rt::spawn(async move {
-            shutdown_signal().await;
+            while let Signal::Reload = signals.next().await {
+                reload_tls(tls.as_ref());
+            }
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             if let Some(metrics) = metrics {
@@ -206,22 +256,56 @@ fn serve(config: Config) -> anyhow::Result<()> {
             handle.stop(true).await;
         });
         running.server.await?;
+        drop(running.backup_socket);
         running.store.flush().context("flushing the store")?;
         tracing::info!("stopped cleanly");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
+enum Signal {
+    /// SIGTERM or SIGINT: stop gracefully.
+    Stop,
+    /// SIGHUP: re-read what can change without a restart (the TLS certificate).
+    Reload,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// A failed reload leaves the certificate in use as it was: new connections keep working.
+fn reload_tls(tls: Option<&Arc<CertResolver>>) {
+    let Some(cert) = tls else {
+        tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    match cert.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Err(e) => tracing::error!(
+            "SIGHUP: TLS certificate not reloaded, still serving the previous one: {:#}",
+            anyhow::Error::from(e)
+        ),
     }
 }

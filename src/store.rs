@@ -14,12 +14,13 @@
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
 //! leaves at most an unreferenced blob file, swept at the next start.
 
+pub mod backup;
 pub mod blob;
 pub mod spool;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
 };
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +99,11 @@ struct Inner {
     /// Serialises commits and deletions of blobs: without it, a deletion could remove a blob
     /// file between another upload's rename and its transaction.
     blob_lock: Mutex<()>,
+    /// Every method that changes sled holds this shared; a backup holds it exclusively while it
+    /// reads the trees, so it sees one consistent state across all of them. Reads never take it.
+    write_gate: RwLock<()>,
+    /// Backups in progress, and blob files whose removal waits for them to finish.
+    backups: Mutex<backup::Holds>,
 }
 
 impl Store {
@@ -105,15 +111,17 @@ impl Store {
         let data_dir = config.data_dir.clone();
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&data_dir)?;
+        // sled's file lock comes first: while another process has the data dir, its uploads in
+        // flight in tmp/ must not be touched.
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(config.store.cache_capacity.as_u64())
+            .open()?;
         // Leftovers of uploads interrupted by a crash: never committed, so never visible.
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir)?;
         }
         std::fs::create_dir_all(&tmp_dir)?;
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(config.store.cache_capacity.as_u64())
-            .open()?;
         let store = Self {
             inner: Arc::new(Inner {
                 meta: db.open_tree("mediaid_meta")?,
@@ -129,6 +137,8 @@ impl Store {
                 data_dir,
                 inline_max: config.store.inline_blob_max.as_u64(),
                 blob_lock: Mutex::new(()),
+                write_gate: RwLock::new(()),
+                backups: Mutex::new(backup::Holds::default()),
             }),
         };
         Ok(store)
@@ -139,6 +149,14 @@ impl Store {
             .blob_lock
             .lock()
             .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))
+    }
+
+    /// Shared while changing sled; see `write_gate`.
+    fn writing(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.inner
+            .write_gate
+            .read()
+            .map_err(|_| Error::internal(anyhow::anyhow!("store write gate poisoned")))
     }
 
     /// Runs blocking store work off the async workers.
@@ -183,6 +201,7 @@ impl Store {
         };
         let value = encode(meta)?;
         let pending_key = pending_key(&meta.uploader, key);
+        let _writing = self.writing()?;
         (&self.inner.meta, &self.inner.pending)
             .transaction(|(meta_tree, pending_tree)| {
                 if meta_tree.get(key.db_key())?.is_some() {
@@ -213,6 +232,7 @@ impl Store {
 
     /// Deletes async reservations whose deadline passed without an upload.
     pub fn expire_pending(&self, now_ms: u64) -> Result<usize> {
+        let _writing = self.writing()?;
         let mut expired = 0;
         for entry in self.inner.pending.iter() {
             let (pkey, value) = entry?;
@@ -267,6 +287,7 @@ impl Store {
             None
         };
         let sha256 = staged.sha256.clone();
+        let _writing = self.writing()?;
         let content = Content {
             content_type,
             filename,
@@ -344,7 +365,7 @@ impl Store {
         if let Err(err) = result {
             // The file may now be a blob nothing points at; drop it unless another record does.
             if !inline && self.inner.blobs.get(&sha256)?.is_none() {
-                self.inner.files.remove(&sha256)?;
+                self.remove_blob_file(&sha256)?;
             }
             return Err(err);
         }
@@ -441,6 +462,7 @@ impl Store {
         } else {
             Placement::File
         };
+        let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         if !inline {
             self.inner.files.persist(staged)?;
@@ -471,6 +493,7 @@ impl Store {
 
     /// Deletes media and, with its last reference, its blob. Returns whether it existed.
     pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
+        let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         let db_key = key.db_key();
         let removed = (&self.inner.meta, &self.inner.blobs, &self.inner.chunks)
@@ -487,7 +510,7 @@ impl Store {
             .map_err(tx_error)?;
         let (existed, unreferenced) = removed;
         if let Some((sha256, Placement::File)) = &unreferenced {
-            self.inner.files.remove(sha256)?;
+            self.remove_blob_file(sha256)?;
         }
         self.flush()?;
         Ok(existed)
@@ -516,11 +539,12 @@ impl Store {
     /// Removes blob files that no record points at: left by a crash between a rename and its
     /// transaction, or between a transaction and a file removal.
     pub fn sweep_orphans(&self) -> Result<usize> {
+        let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         let mut removed = 0;
         for sha256 in self.inner.files.list()? {
             if self.inner.blobs.get(&sha256)?.is_none() {
-                self.inner.files.remove(&sha256)?;
+                self.remove_blob_file(&sha256)?;
                 removed += 1;
             }
         }

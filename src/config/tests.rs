@@ -163,6 +163,53 @@ fn federation_keys() {
     });
 }
 
+/// TLS is off by default and on with both paths, from the file or the environment.
+#[test]
+fn tls_paths() {
+    Jail::expect_with(|jail| {
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(config.tls.paths().is_none());
+        jail.create_file(
+            "mx.toml",
+            r#"
+                [tls]
+                cert = "/etc/mxmedia/fullchain.pem"
+            "#,
+        )?;
+        jail.set_env("MXMEDIA_CONFIG", "mx.toml");
+        jail.set_env("MXMEDIA_TLS__KEY", "/etc/mxmedia/privkey.pem");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        let (cert, key) = config.tls.paths().ok_or("tls not on")?;
+        assert_eq!(cert.to_str(), Some("/etc/mxmedia/fullchain.pem"));
+        assert_eq!(key.to_str(), Some("/etc/mxmedia/privkey.pem"));
+        Ok(())
+    });
+}
+
+/// A certificate without a key (or the reverse) is refused, naming both variables.
+#[test]
+fn tls_needs_both_paths() {
+    for var in ["MXMEDIA_TLS__CERT", "MXMEDIA_TLS__KEY"] {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, "/etc/mxmedia/some.pem");
+            let err = Config::load(None)
+                .err()
+                .ok_or("accepted half a TLS config")?
+                .to_string();
+            assert!(
+                err.contains("MXMEDIA_TLS__CERT") && err.contains("MXMEDIA_TLS__KEY"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_TLS__CHAIN", "/etc/mxmedia/some.pem");
+        assert!(Config::load(None).is_err(), "unknown tls keys are refused");
+        Ok(())
+    });
+}
+
 /// Previews are off by default, with the federation's address denylist; env vars nest.
 #[test]
 fn preview_section() {

@@ -107,8 +107,13 @@ impl FileBlobs {
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
-        self.root.join(sha256.get(..2).unwrap_or("00")).join(sha256)
+        file_path(&self.root, sha256)
     }
+}
+
+/// Where the blob `sha256` lives under the blob directory `root`.
+pub fn file_path(root: &Path, sha256: &str) -> PathBuf {
+    root.join(sha256.get(..2).unwrap_or("00")).join(sha256)
 }
 
 impl BlobStore for FileBlobs {

@@ -199,6 +199,66 @@ fn pending_commit_rules() {
     );
 }
 
+/// While a backup holds blob files, deleting the last reference keeps the file; when the hold
+/// ends it goes, unless the same bytes were stored again meanwhile.
+#[test]
+fn backup_hold_defers_file_removal() {
+    let (dir, store) = store(16);
+    let (a, b) = (key(), key());
+    put(&store, &a, b"first blob, larger than inline");
+    put(&store, &b, b"second blob, larger than inline");
+    let hold = store.hold_blob_files().unwrap();
+    assert!(store.delete_media(&a).unwrap());
+    assert!(store.delete_media(&b).unwrap());
+    assert_eq!(blob_files(&dir), 2, "kept for the backup");
+    let again = key();
+    put(&store, &again, b"second blob, larger than inline");
+    drop(hold);
+    assert_eq!(blob_files(&dir), 1, "only the unreferenced one goes");
+    assert_eq!(
+        read(&store, &sha(&store, &again)),
+        b"second blob, larger than inline"
+    );
+}
+
+/// A dump rebuilt elsewhere holds every tree and entry, and names the blob files to copy.
+#[test]
+fn dump_restores_into_a_new_database() {
+    let (_dir, store) = store(16);
+    let (small, large) = (key(), key());
+    let restored_dir = tempfile::tempdir().unwrap();
+    put(&store, &large, &[9u8; 1000]);
+    put(&store, &small, b"tiny");
+    store.put_thumbnail("t", &[3u8; 100], "image/png").unwrap();
+    let mut dump = Vec::new();
+    let stats = store.dump(&mut dump).unwrap();
+    let restored =
+        super::backup::restore_dump(&mut dump.as_slice(), &restored_dir.path().join("db")).unwrap();
+    assert_eq!(restored.stats.entries, stats.entries);
+    assert_eq!(restored.stats.trees, stats.trees);
+    assert_eq!(restored.files.len(), 2, "the upload and the thumbnail");
+    let mut config = Config {
+        data_dir: restored_dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.store.inline_blob_max = bytesize::ByteSize::b(16);
+    let copy = Store::open(&config).unwrap();
+    for k in [&small, &large] {
+        assert_eq!(copy.get_meta(k).unwrap(), store.get_meta(k).unwrap());
+    }
+    assert_eq!(read(&copy, &sha(&copy, &small)), b"tiny");
+    assert_eq!(
+        copy.get_thumbnail("t").unwrap(),
+        store.get_thumbnail("t").unwrap()
+    );
+
+    // A stream cut short is an error, never a half database taken for whole.
+    let cut = tempfile::tempdir().unwrap();
+    let err = super::backup::restore_dump(&mut &dump[..dump.len() - 1], &cut.path().join("db"))
+        .unwrap_err();
+    assert!(err.to_string().contains("end mark"), "{err}");
+}
+
 /// A cached preview is served until its expiry, then gone, and the sweep removes expired ones.
 #[test]
 fn preview_cache_expires() {

@@ -1,6 +1,6 @@
 //! Test harness: start mxmedia in-process on a free loopback port, or as a child process.
 
-use std::{net::TcpListener, path::Path, time::Duration};
+use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
 
 use awc::Client;
 use mxmedia::config::{Config, FreeSpace};
@@ -12,7 +12,11 @@ pub struct TestServer {
     pub base: String,
     pub dir: tempfile::TempDir,
     pub client: Client,
+    /// The certificate being served, when the server speaks HTTPS.
+    pub tls: Option<Arc<mxmedia::tls::CertResolver>>,
+    pub config: Config,
     handle: actix_web::dev::ServerHandle,
+    _backup_socket: Option<mxmedia::backup::BackupSocket>,
 }
 
 pub fn test_config(dir: &Path) -> Config {
@@ -43,15 +47,23 @@ impl TestServer {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let running = mxmedia::start(config, listener).unwrap();
+        let scheme = if config.tls.paths().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
+        let running = mxmedia::start(config.clone(), listener).unwrap();
         let handle = running.server.handle();
         actix_web::rt::spawn(running.server);
         Self {
             base,
             dir,
             client: client(),
+            tls: running.tls,
+            config,
             handle,
+            _backup_socket: running.backup_socket,
         }
     }
 

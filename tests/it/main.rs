@@ -5,6 +5,7 @@
 
 mod async_upload;
 mod auth;
+mod backup;
 mod common;
 mod download;
 mod fake_dns;
@@ -15,4 +16,5 @@ mod preview;
 mod process;
 mod remote;
 mod thumbnail;
+mod tls;
 mod upload;

@@ -9,7 +9,7 @@ use std::{
 
 use crate::common::{ALICE, client, pseudo_random};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mxmedia");
 
 pub struct Proc {
     pub child: Child,
@@ -31,7 +31,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
+pub(crate) fn spawn(dir: &Path, port: u16, static_tokens: bool) -> Proc {
     spawn_with(dir, port, static_tokens, &[])
 }
 
@@ -90,7 +90,7 @@ pub async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
         .to_owned()
 }
 
-async fn download(base: &str, token: &str, id: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn download(base: &str, token: &str, id: &str) -> (u16, Vec<u8>) {
     let mut res = client()
         .get(format!(
             "{base}/_matrix/client/v1/media/download/localhost/{id}"
@@ -167,7 +167,7 @@ async fn dev_token_and_restart() {
     proc.child.wait().unwrap();
 }
 
-fn nix_kill(child: &Child, signal: &str) {
+pub(crate) fn nix_kill(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(child.id().to_string())

@@ -1,0 +1,347 @@
+//! `mxmedia backup DIR`: a consistent copy of the data dir, taken while the server runs or not.
+//!
+//! sled lets one process open a database, so while the server runs it is the one that reads it.
+//! It listens on a Unix socket in the data dir (`backup.sock`, mode 0600: only the service user
+//! and root may connect), which offers exactly one thing: a dump of the database taken in one
+//! pause of the writers (`Store::dump`). Nothing is reachable over the network, and the server
+//! writes nothing outside its data dir, so the systemd sandbox stays as it is.
+//!
+//! The `backup` command does the rest in its own process: it rebuilds the database from the
+//! dump in `DIR/db`, then links or copies the blob files it points at from `data_dir/blobs`.
+//! Blob files are immutable once stored, and the server removes none while the command is
+//! connected, so the copy matches the database even if uploads and deletions go on. With the
+//! server stopped (no socket answers), the command opens the database itself and does the same.
+//!
+//! The backup is built in a hidden sibling of `DIR` and renamed to `DIR` only when complete, so
+//! `DIR` is always either absent or a whole data dir that `mxmedia serve` can run on.
+
+use std::{
+    fs,
+    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    os::unix::{
+        fs::{DirBuilderExt as _, MetadataExt as _},
+        net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{
+    config::Config,
+    store::{
+        Store,
+        backup::{BackupError, Placed, Restored, copy_blob_file, restore_dump, write_failure},
+    },
+};
+
+/// The socket's name in the data dir.
+pub const SOCKET_NAME: &str = "backup.sock";
+/// What a client sends to ask for a dump.
+const REQUEST: &[u8] = b"backup 1\n";
+/// Files beside the database that belong to a data dir.
+const EXTRA_FILES: &[&str] = &["dev-token"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{} already exists; give a directory that does not exist yet", .0.display())]
+    TargetExists(PathBuf),
+    #[error("{} has no database: not an mxmedia data dir, or nothing stored yet", .0.display())]
+    NoDatabase(PathBuf),
+    #[error(
+        "could not open the database in {} (if mxmedia is running: its backup socket {} did \
+         not answer either: {connect})",
+        data_dir.display(),
+        socket.display()
+    )]
+    Open {
+        data_dir: PathBuf,
+        socket: PathBuf,
+        connect: io::Error,
+        #[source]
+        source: crate::error::Error,
+    },
+    #[error(
+        "{} belongs to uid {owner} and the server is stopped: run the backup as that user \
+         (e.g. `sudo -u mxmedia mxmedia backup …`), so files the database writes while open keep \
+         their owner",
+        data_dir.display()
+    )]
+    WrongUser { data_dir: PathBuf, owner: u32 },
+    #[error("asking the running server over {}", socket.display())]
+    Socket {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}", path.display())]
+    Target {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Copy(#[from] BackupError),
+}
+
+/// Whether the server was running when the backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    RunningServer,
+    StoppedDataDir,
+}
+
+/// What a backup holds.
+#[derive(Debug)]
+pub struct Report {
+    pub source: Source,
+    pub trees: usize,
+    pub entries: u64,
+    pub files_linked: usize,
+    pub files_copied: usize,
+    pub file_bytes: u64,
+}
+
+/// Backs up the data dir of `config` into `target`, which must not exist yet.
+pub fn run(config: &Config, target: &Path) -> Result<Report, Error> {
+    let target_err = |source| Error::Target {
+        path: target.to_path_buf(),
+        source,
+    };
+    if target.symlink_metadata().is_ok() {
+        return Err(Error::TargetExists(target.to_path_buf()));
+    }
+    let Some(name) = target.file_name() else {
+        return Err(target_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory name",
+        )));
+    };
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(format!(".partial-{}", std::process::id()));
+    let partial = parent.join(partial_name);
+    // Private like the data dir: it holds users' media and perhaps the dev token.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&partial)
+        .map_err(|source| Error::Target {
+            path: partial.clone(),
+            source,
+        })?;
+    let report = match fill(config, &partial) {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    fs::rename(&partial, target).map_err(target_err)?;
+    sync_dir(&parent).map_err(target_err)?;
+    Ok(report)
+}
+
+fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
+    let data_dir = &config.data_dir;
+    let socket = data_dir.join(SOCKET_NAME);
+    let socket_err = |source| Error::Socket {
+        socket: socket.clone(),
+        source,
+    };
+    let (source, restored, connection) = match UnixStream::connect(&socket) {
+        Ok(mut stream) => {
+            stream.write_all(REQUEST).map_err(socket_err)?;
+            let restored = restore_dump(&mut BufReader::new(&stream), &partial.join("db"))?;
+            // Kept open until the files are copied: the server removes none meanwhile.
+            (Source::RunningServer, restored, Some(stream))
+        }
+        Err(connect) => {
+            let Ok(db) = fs::metadata(data_dir.join("db")) else {
+                return Err(Error::NoDatabase(data_dir.clone()));
+            };
+            // sled writes while open (snapshots, recovery): as root it would leave files the
+            // service user may not be able to replace.
+            if db.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(Error::WrongUser {
+                    data_dir: data_dir.clone(),
+                    owner: db.uid(),
+                });
+            }
+            let store = Store::open(config).map_err(|source| Error::Open {
+                data_dir: data_dir.clone(),
+                socket: socket.clone(),
+                connect,
+                source,
+            })?;
+            let restored = dump_in_process(&store, &partial.join("db"))?;
+            (Source::StoppedDataDir, restored, None)
+        }
+    };
+    let mut report = Report {
+        source,
+        trees: restored.stats.trees,
+        entries: restored.stats.entries,
+        files_linked: 0,
+        files_copied: 0,
+        file_bytes: 0,
+    };
+    let (from, to) = (data_dir.join("blobs"), partial.join("blobs"));
+    fs::create_dir_all(&to).map_err(BackupError::from)?;
+    for (sha256, len) in &restored.files {
+        match copy_blob_file(&from, &to, sha256, *len)? {
+            Placed::Linked => report.files_linked += 1,
+            Placed::Copied => report.files_copied += 1,
+        }
+        report.file_bytes += len;
+    }
+    for dir in fs::read_dir(&to).map_err(BackupError::from)? {
+        sync_dir(&dir.map_err(BackupError::from)?.path()).map_err(BackupError::from)?;
+    }
+    sync_dir(&to).map_err(BackupError::from)?;
+    drop(connection);
+    for name in EXTRA_FILES {
+        let from = data_dir.join(name);
+        if from.exists() {
+            fs::copy(&from, partial.join(name)).map_err(BackupError::from)?;
+        }
+    }
+    sync_dir(partial).map_err(BackupError::from)?;
+    Ok(report)
+}
+
+/// The same dump as over the socket, from a store this process opened.
+fn dump_in_process(store: &Store, db_dir: &Path) -> Result<Restored, BackupError> {
+    let (sender, receiver) = UnixStream::pair()?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut out = BufWriter::new(&sender);
+            if let Err(e) = store.dump(&mut out) {
+                let _ = write_failure(&mut out, &e.to_string());
+            }
+        });
+        let restored = restore_dump(&mut BufReader::new(&receiver), db_dir);
+        // The reader stopped early only on an error; closing lets a blocked writer finish.
+        drop(receiver);
+        let _ = writer.join();
+        restored
+    })
+}
+
+/// The running server's end: answers `mxmedia backup` on `data_dir/backup.sock`. Dropping it
+/// stops the listener and removes the socket.
+pub struct BackupSocket {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl BackupSocket {
+    pub fn listen(store: Store) -> io::Result<Self> {
+        let path = store.data_dir().join(SOCKET_NAME);
+        // Bound under another name and renamed once private, so no one can connect to it
+        // while it still has the umask's permissions.
+        let fresh = store.data_dir().join(format!("{SOCKET_NAME}.new"));
+        remove_if_present(&fresh)?;
+        let listener = UnixListener::bind(&fresh)?;
+        crate::restrict_permissions(&fresh)?;
+        fs::rename(&fresh, &path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("mxmedia-backup-socket".into())
+            .spawn(move || accept_loop(&listener, &store, &stopped))?;
+        Ok(Self { path, stop })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BackupSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag and lets go of the store.
+        let _ = UnixStream::connect(&self.path);
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: &UnixListener, store: &Store, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "backup socket: accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let store = store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mxmedia-backup".into())
+            .spawn(move || {
+                if let Err(e) = serve_backup(&store, &stream) {
+                    tracing::warn!(error = %e, "backup over the socket failed");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "backup socket: no thread for a client");
+        }
+    }
+}
+
+fn serve_backup(store: &Store, stream: &UnixStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = Vec::new();
+    BufReader::new(stream)
+        .take(64)
+        .read_until(b'\n', &mut request)?;
+    let mut out = BufWriter::new(stream);
+    if request != REQUEST {
+        return write_failure(&mut out, "unknown request; this server speaks `backup 1`");
+    }
+    tracing::info!("backup: dumping the database for `mxmedia backup`");
+    let hold = match store.hold_blob_files() {
+        Ok(hold) => hold,
+        Err(e) => return write_failure(&mut out, &e.to_string()),
+    };
+    match store.dump(&mut out) {
+        Ok(stats) => {
+            tracing::info!(
+                trees = stats.trees,
+                entries = stats.entries,
+                "backup: database sent"
+            );
+        }
+        Err(e) => return write_failure(&mut out, &e.to_string()),
+    }
+    drop(out);
+    // The client copies blob files now and hangs up when done; until then none is removed.
+    stream.set_read_timeout(None)?;
+    let mut sink = [0u8; 64];
+    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    drop(hold);
+    tracing::info!("backup: client done");
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}

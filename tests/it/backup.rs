@@ -1,0 +1,282 @@
+//! `mxmedia backup`: a copy taken while the server runs and takes uploads is a data dir a fresh
+//! server serves every backed-up item from, byte for byte.
+
+use std::{
+    cell::RefCell,
+    os::unix::fs::PermissionsExt as _,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use crate::common::{ALICE, TestServer, client, pseudo_random};
+
+const PHOTO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/photo_640x480.jpg"
+);
+const THUMB: &str = "?width=96&height=96&method=crop";
+
+async fn download(server: &TestServer, id: &str) -> (u16, Vec<u8>) {
+    let mut res = server.get_as(server.download_url(id), ALICE).await;
+    let body = res.body().limit(64 << 20).await.unwrap().to_vec();
+    (res.status().as_u16(), body)
+}
+
+async fn thumbnail(server: &TestServer, id: &str) -> Vec<u8> {
+    let url = server.url(&format!(
+        "/_matrix/client/v1/media/thumbnail/localhost/{id}{THUMB}"
+    ));
+    let mut res = server.get_as(url, ALICE).await;
+    assert_eq!(res.status(), 200);
+    res.body().await.unwrap().to_vec()
+}
+
+/// Uploads as alice to the server at `base`; returns the media id.
+async fn upload(base: &str, bytes: &[u8]) -> String {
+    let mut res = client()
+        .post(format!("{base}/_matrix/media/v3/upload"))
+        .bearer_auth(ALICE)
+        .send_body(bytes.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let uri = body["content_uri"].as_str().unwrap();
+    uri.rsplit('/').next().unwrap().to_owned()
+}
+
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "uploads did not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An upload made while the backup ran: when it started and when its 200 came.
+struct Timed {
+    id: String,
+    bytes: Vec<u8>,
+    started: Instant,
+    finished: Instant,
+}
+
+/// A backup taken while uploads go on holds everything acknowledged before it started, nothing
+/// started after it ended, and every item it holds is whole: inline and file blobs, duplicates,
+/// thumbnails.
+#[actix_web::test]
+async fn backup_while_running_and_uploading() {
+    let server = TestServer::start().await;
+    let socket = server.dir.path().join(mxmedia::backup::SOCKET_NAME);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the service user may ask for a dump"
+    );
+
+    let mut before = Vec::new();
+    for (i, len) in [100, 10_000, 200_000, 300_000, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = pseudo_random(len, 100 + i as u64);
+        before.push((
+            server
+                .upload(&bytes, "application/octet-stream", None)
+                .await,
+            bytes,
+        ));
+    }
+    // The same large bytes twice: one blob file with two references.
+    let (_, dup) = before.last().unwrap().clone();
+    before.push((
+        server.upload(&dup, "application/octet-stream", None).await,
+        dup,
+    ));
+    let photo = std::fs::read(PHOTO).unwrap();
+    let photo_id = server.upload(&photo, "image/jpeg", Some("photo.jpg")).await;
+    let thumb = thumbnail(&server, &photo_id).await;
+    before.push((photo_id.clone(), photo));
+
+    // Uploads keep coming while the backup runs.
+    let during = Rc::new(RefCell::new(Vec::<Timed>::new()));
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let uploader = {
+        let (during, stop, base) = (during.clone(), stop.clone(), server.base.clone());
+        actix_web::rt::spawn(async move {
+            let mut seed = 1000;
+            while !stop.get() {
+                seed += 1;
+                let len = if seed % 2 == 0 { 5_000 } else { 400_000 };
+                let bytes = pseudo_random(len, seed);
+                let started = Instant::now();
+                let id = upload(&base, &bytes).await;
+                during.borrow_mut().push(Timed {
+                    id,
+                    bytes,
+                    started,
+                    finished: Instant::now(),
+                });
+            }
+        })
+    };
+    wait_until(|| during.borrow().len() >= 3).await;
+
+    let backup_root = tempfile::tempdir().unwrap();
+    let target = backup_root.path().join("backup");
+    let config = server.config.clone();
+    let backup_started = Instant::now();
+    let report = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || mxmedia::backup::run(&config, &target))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let backup_ended = Instant::now();
+    wait_until(|| {
+        during
+            .borrow()
+            .iter()
+            .filter(|t| t.started > backup_ended)
+            .count()
+            >= 3
+    })
+    .await;
+    stop.set(true);
+    uploader.await.unwrap();
+    let during = std::mem::take(&mut *during.borrow_mut());
+    assert_eq!(report.source, mxmedia::backup::Source::RunningServer);
+    assert!(report.files_linked + report.files_copied >= 2, "{report:?}");
+    assert!(
+        during.iter().any(|t| t.finished < backup_started),
+        "some uploads finished before the backup"
+    );
+    assert!(
+        during.iter().any(|t| t.started > backup_ended),
+        "some uploads started after the backup"
+    );
+    assert!(!target.join(mxmedia::backup::SOCKET_NAME).exists());
+
+    // A second backup into the same place is refused; the first stays whole.
+    let config = server.config.clone();
+    let again = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || mxmedia::backup::run(&config, &target))
+            .await
+            .unwrap()
+    };
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+
+    let restored = TestServer::start_with(|c| c.data_dir = target.clone()).await;
+    for (id, bytes) in &before {
+        assert_eq!(download(&restored, id).await, (200, bytes.clone()), "{id}");
+    }
+    assert_eq!(thumbnail(&restored, &photo_id).await, thumb);
+    let (mut kept, mut absent) = (0, 0);
+    for t in during.iter() {
+        let (status, body) = download(&restored, &t.id).await;
+        if t.finished < backup_started {
+            assert_eq!(
+                (status, &body),
+                (200, &t.bytes),
+                "acknowledged before the backup"
+            );
+        } else if t.started > backup_ended {
+            assert_eq!(status, 404, "started after the backup");
+        } else if status == 200 {
+            assert_eq!(body, t.bytes, "an item in the backup is whole");
+        } else {
+            assert_eq!(status, 404);
+        }
+        if status == 200 {
+            kept += 1
+        } else {
+            absent += 1
+        }
+    }
+    assert!(kept > 0 && absent > 0, "kept {kept}, absent {absent}");
+    // The source server is untouched and still takes uploads.
+    for (id, bytes) in &before {
+        assert_eq!(download(&server, id).await, (200, bytes.clone()));
+    }
+}
+
+/// The command as an admin runs it: against the running binary over its socket, then against
+/// the stopped data dir (onto another file system when there is one, so files are copied, not
+/// linked); a server started on either backup serves every item.
+#[actix_web::test]
+async fn backup_command_running_and_stopped() {
+    use crate::process::{BIN, download, free_port, nix_kill, spawn, upload, wait_ready};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut proc = spawn(dir.path(), port, true);
+    wait_ready(&proc.base).await;
+    let items: Vec<Vec<u8>> = vec![
+        pseudo_random(20_000, 1),
+        pseudo_random(2 << 20, 2),
+        pseudo_random(300_000, 3),
+    ];
+    let mut ids = Vec::new();
+    for bytes in &items {
+        ids.push(upload(&proc.base, ALICE, bytes.clone()).await);
+    }
+    let backup = |data_dir: &std::path::Path, target: &std::path::Path| {
+        std::process::Command::new(BIN)
+            .env_clear()
+            .arg("backup")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let backups = tempfile::tempdir().unwrap();
+    let live = backups.path().join("live");
+    let out = backup(dir.path(), &live);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("from the running server"), "{stdout}");
+    assert!(stdout.contains("2 hard-linked"), "{stdout}");
+    // The server goes on after serving a backup.
+    ids.push(upload(&proc.base, ALICE, b"after the backup".to_vec()).await);
+    nix_kill(&proc.child, "TERM");
+    assert!(proc.child.wait().unwrap().success());
+
+    let other_fs = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir());
+    let other_fs = other_fs.unwrap();
+    let stopped = other_fs.path().join("stopped");
+    let out = backup(dir.path(), &stopped);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("from the stopped data dir"), "{stdout}");
+
+    let out = backup(dir.path(), &stopped);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = backup(&dir.path().join("nothing-here"), &backups.path().join("x"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no database"));
+    assert!(!backups.path().join("x").exists());
+
+    for (data_dir, newest_kept) in [(&live, false), (&stopped, true)] {
+        let mut proc = spawn(data_dir, port, true);
+        wait_ready(&proc.base).await;
+        for (id, bytes) in ids.iter().zip(&items) {
+            assert_eq!(download(&proc.base, ALICE, id).await, (200, bytes.clone()));
+        }
+        let newest = download(&proc.base, ALICE, ids.last().unwrap()).await;
+        assert_eq!(newest.0 == 200, newest_kept, "{}", data_dir.display());
+        nix_kill(&proc.child, "TERM");
+        assert!(proc.child.wait().unwrap().success());
+    }
+}
