@@ -72,17 +72,7 @@ impl Remote {
     ) -> Result<Content> {
         let flight = key.to_string();
         self.failures.check(&flight)?;
-        let job = Job {
-            store: store.clone(),
-            client: client.clone(),
-            apis: Arc::clone(&self.apis),
-            failures: Arc::clone(&self.failures),
-            key: key.clone(),
-            flight: flight.clone(),
-            timeout_ms: self.timeout_ms(timeout),
-            max_size: self.max_size,
-            min_free: self.min_free,
-        };
+        let job = self.job(store, key, client, &flight, timeout);
         let (result, leader) = self
             .originals
             .run_local(flight, move || job.run(fetch_original))
@@ -115,17 +105,7 @@ impl Remote {
         if let Some(failure) = self.failures.get(&thumb_key) {
             return Err(failure);
         }
-        let job = Job {
-            store: store.clone(),
-            client: client.clone(),
-            apis: Arc::clone(&self.apis),
-            failures: Arc::clone(&self.failures),
-            key: key.clone(),
-            flight: thumb_key.clone(),
-            timeout_ms: self.timeout_ms(timeout),
-            max_size: self.max_size,
-            min_free: self.min_free,
-        };
+        let job = self.job(store, key, client, &thumb_key, timeout);
         let (result, leader) = self
             .thumbnails
             .run_local(thumb_key, move || {
@@ -134,6 +114,28 @@ impl Remote {
             .await;
         count_waiter(leader);
         result.map_err(|_| FetchFailure::Local("remote thumbnail task lost".into()))?
+    }
+
+    /// The work of one flight, owning everything it needs to outlive the request that started it.
+    fn job(
+        &self,
+        store: &Store,
+        key: &MediaKey,
+        client: &MediaClient,
+        flight: &str,
+        timeout: Option<Duration>,
+    ) -> Job {
+        Job {
+            store: store.clone(),
+            client: client.clone(),
+            apis: Arc::clone(&self.apis),
+            failures: Arc::clone(&self.failures),
+            key: key.clone(),
+            flight: flight.to_owned(),
+            timeout_ms: self.timeout_ms(timeout),
+            max_size: self.max_size,
+            min_free: self.min_free,
+        }
     }
 
     fn timeout_ms(&self, timeout: Option<Duration>) -> u64 {
