@@ -110,14 +110,18 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         preview,
     });
     spawn_expiry(state.clone());
+    // The homeserver client checks certificates like federation does, with the web PKI roots.
+    let tls = Arc::new(federation::tls::client_config(true, None)?);
     if let Some(url) = state.config.auth.homeserver_url.clone() {
         let identity = Arc::clone(&state.federation_identity);
+        let client = state::homeserver_client(tls.clone());
         actix_web::rt::spawn(async move {
             // The homeserver often starts alongside us: retry an unreachable one for a while
             // before warning.
             let mut delay = Duration::from_secs(2);
             let outcome = loop {
-                let outcome = verify_signing_key(&identity, &url).await;
+                let outcome =
+                    federation::identity::verify_published(&identity, &url, &client).await;
                 if outcome.is_ok() || delay > Duration::from_secs(60) {
                     break outcome;
                 }
@@ -131,8 +135,6 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         Some(addr) => Some(metrics::serve(addr).context("starting the metrics listener")?),
         None => None,
     };
-    // The homeserver client checks certificates like federation does, with the web PKI roots.
-    let tls = Arc::new(federation::tls::client_config(true, None)?);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -171,11 +173,8 @@ pub async fn verify_signing_key(
 ) -> anyhow::Result<federation::identity::Published> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = Arc::new(federation::tls::client_config(true, None)?);
-    let client = awc::Client::builder()
-        .connector(awc::Connector::new().rustls_0_23(tls))
-        .disable_redirects()
-        .finish();
-    federation::identity::verify_published(identity, homeserver_url, &client).await
+    federation::identity::verify_published(identity, homeserver_url, &state::homeserver_client(tls))
+        .await
 }
 
 /// The token for `@admin` when no other auth is configured: made once, kept in the data dir.

@@ -37,15 +37,20 @@ impl WorkerState {
         federation: &Federation,
         previews: &Previews,
     ) -> Self {
-        let http = awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(tls))
-            .add_default_header(("user-agent", concat!("mxmedia/", env!("CARGO_PKG_VERSION"))))
-            .disable_redirects()
-            .finish();
         Self {
-            http,
+            http: homeserver_client(tls),
             federation: federation.client(),
             preview: previews.client(),
         }
     }
+}
+
+/// A client for our own homeserver (token checks, its published keys): plain TLS with `tls`,
+/// no redirects followed.
+pub fn homeserver_client(tls: Arc<rustls::ClientConfig>) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls))
+        .add_default_header(("user-agent", concat!("mxmedia/", env!("CARGO_PKG_VERSION"))))
+        .disable_redirects()
+        .finish()
 }
