@@ -263,10 +263,7 @@ async fn legacy_download(
     query: web::Query<LegacyQuery>,
     host: web::Data<MediaHost>,
 ) -> HttpResponse {
-    if query.allow_remote.as_deref() != Some("false") {
-        return error(400, "M_INVALID_PARAM");
-    }
-    match host.lookup(&req, &path.1).await {
+    match legacy_file(&req, &path.1, &query, &host).await {
         Ok(file) => plain(&file.bytes, &file.content_type, file.filename.as_deref()),
         Err(response) => response,
     }
@@ -278,10 +275,7 @@ async fn legacy_thumbnail(
     query: web::Query<LegacyQuery>,
     host: web::Data<MediaHost>,
 ) -> HttpResponse {
-    if query.allow_remote.as_deref() != Some("false") {
-        return error(400, "M_INVALID_PARAM");
-    }
-    match host.lookup(&req, &path.1).await {
+    match legacy_file(&req, &path.1, &query, &host).await {
         Ok(File {
             thumbnail: Some((bytes, content_type)),
             ..
@@ -289,6 +283,19 @@ async fn legacy_thumbnail(
         Ok(_) => error(400, "M_UNKNOWN"),
         Err(response) => response,
     }
+}
+
+/// What both legacy endpoints check first: `allow_remote=false`, then the file itself.
+async fn legacy_file(
+    req: &HttpRequest,
+    media_id: &str,
+    query: &LegacyQuery,
+    host: &MediaHost,
+) -> Result<File, HttpResponse> {
+    if query.allow_remote.as_deref() != Some("false") {
+        return Err(error(400, "M_INVALID_PARAM"));
+    }
+    host.lookup(req, media_id).await
 }
 
 /// Unauthenticated, like a CDN: a relative redirect first, to check it is followed.
