@@ -24,6 +24,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sled::{
     Transactional,
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
@@ -55,6 +56,12 @@ pub enum Expect<'a> {
 }
 
 /// A stored thumbnail: its bytes are a blob like any other.
+/// A thumbnail's bytes on their way into the store.
+enum ThumbBody<'a> {
+    Inline(&'a [u8]),
+    File(Staged),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThumbRecord {
     pub content_type: String,
@@ -426,16 +433,26 @@ impl Store {
     }
 
     /// Stores a rendered thumbnail under `key`. Not flushed: a thumbnail lost in a crash is
-    /// simply rendered again.
+    /// simply rendered again. A small one (nearly all) goes straight into sled, without the
+    /// staging file and its fsync, which cost as much as resizing.
     pub fn put_thumbnail(
         &self,
         key: &str,
         bytes: &[u8],
         content_type: &str,
     ) -> Result<ThumbRecord> {
-        let mut staging = self.stage()?;
-        staging.write(bytes)?;
-        self.commit_thumbnail(key, staging.finish()?, content_type)
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        if len > self.inner.inline_max {
+            let mut staging = self.stage()?;
+            staging.write(bytes)?;
+            return self.commit_thumbnail(key, staging.finish()?, content_type);
+        }
+        let record = ThumbRecord {
+            content_type: content_type.to_owned(),
+            len,
+            sha256: hex::encode(Sha256::digest(bytes)),
+        };
+        self.insert_thumbnail(key, &record, ThumbBody::Inline(bytes))
     }
 
     /// Stores staged bytes as the thumbnail `key` (one fetched from a remote server, or
@@ -451,23 +468,30 @@ impl Store {
             len: staged.len,
             sha256: staged.sha256.clone(),
         };
-        let inline = staged.len <= self.inner.inline_max;
-        let inline_bytes = if inline {
-            Some(staged.read_all()?)
+        if staged.len <= self.inner.inline_max {
+            let bytes = staged.read_all()?;
+            self.insert_thumbnail(key, &record, ThumbBody::Inline(&bytes))
         } else {
-            None
-        };
-        let placement = if inline {
-            Placement::Inline
-        } else {
-            Placement::File
+            self.insert_thumbnail(key, &record, ThumbBody::File(staged))
+        }
+    }
+
+    fn insert_thumbnail(
+        &self,
+        key: &str,
+        record: &ThumbRecord,
+        body: ThumbBody<'_>,
+    ) -> Result<ThumbRecord> {
+        let (placement, inline_bytes) = match &body {
+            ThumbBody::Inline(bytes) => (Placement::Inline, Some(*bytes)),
+            ThumbBody::File(_) => (Placement::File, None),
         };
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
-        if !inline {
+        if let ThumbBody::File(staged) = body {
             self.inner.files.persist(staged)?;
         }
-        let value = encode(&record)?;
+        let value = encode(record)?;
         let stored = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
             .transaction(|(thumb_tree, blob_tree, chunk_tree)| {
                 if let Some(existing) = thumb_tree.get(key)? {
@@ -479,7 +503,7 @@ impl Store {
                     &record.sha256,
                     record.len,
                     placement,
-                    inline_bytes.as_deref(),
+                    inline_bytes,
                 )?;
                 thumb_tree.insert(key, value.as_slice())?;
                 Ok(None)
@@ -487,7 +511,7 @@ impl Store {
             .map_err(tx_error)?;
         match stored {
             Some(existing) => decode(&existing),
-            None => Ok(record),
+            None => Ok(record.clone()),
         }
     }
 

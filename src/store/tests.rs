@@ -283,3 +283,28 @@ fn preview_cache_expires() {
     assert_eq!(store.expire_previews(60).unwrap(), 1);
     assert_eq!(store.get_preview(b"https://b/\0\x01", 0).unwrap(), None);
 }
+
+/// Small thumbnails go straight into sled and large ones into blob files; both read back as
+/// written, under their content hash, and storing a key again keeps the first record.
+#[test]
+fn thumbnails_small_and_large() {
+    let (dir, store) = store(64);
+    let small = store
+        .put_thumbnail("s", b"small thumb", "image/jpeg")
+        .unwrap();
+    let large = store.put_thumbnail("l", &[7u8; 500], "image/png").unwrap();
+    assert_eq!(blob_files(&dir), 1, "only the large one is a file");
+    assert_eq!(
+        small.sha256,
+        "94f48ea4037a3cf1d39d402a65cda51a83974fdd37a45a231f5eb06993fd0516"
+    );
+    assert_eq!(read(&store, &small.sha256), b"small thumb");
+    assert_eq!(read(&store, &large.sha256), vec![7u8; 500]);
+    assert_eq!((small.len, large.len), (11, 500));
+
+    let again = store
+        .put_thumbnail("s", b"other bytes", "image/png")
+        .unwrap();
+    assert_eq!(again, small);
+    assert_eq!(store.get_thumbnail("l").unwrap(), Some(large));
+}
