@@ -2,6 +2,7 @@
 # Cold thumbnail latency through mxmedia's HTTP endpoint, beside vipsthumbnail and Pillow's
 # Image.thumbnail (draft mode) on the same files in the same run, and mxmedia's peak RSS.
 # Sources: a 4000x3000 photo-like JPEG (q90) and a 1920x1080 RGBA PNG, made with Pillow.
+# The three tools take turns, one run each, so a load change on the machine hits all of them.
 # Every HTTP request is cold: each uses a copy of the source with unique trailing bytes, so its
 # content hash (and thus any stored thumbnail) is new.
 # Needs: python3 with Pillow, vipsthumbnail (Debian: libvips-tools), a release build.
@@ -42,36 +43,16 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:18085/_mxmedia/health >/dev/nu
 auth=(-H "Authorization: Bearer benchtoken")
 median() { sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]}'; }
 
-http_cold() { # file content-type query -> median ms over RUNS cold requests
-    local file=$1 type=$2 query=$3 times=()
-    for i in $(seq "$RUNS"); do
-        { cat "$file"; head -c 16 /dev/urandom; } > "$work/src"
-        id=$(curl -sf "${auth[@]}" -H "Content-Type: $type" --data-binary @"$work/src" \
-             http://127.0.0.1:18085/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
-        t=$(curl -sf "${auth[@]}" -o /dev/null -w '%{time_total}' \
-            "http://127.0.0.1:18085/_matrix/client/v1/media/thumbnail/localhost/$id?$query")
-        times+=("$(awk -v t="$t" 'BEGIN {print t * 1000}')")
-    done
-    printf '%s\n' "${times[@]}" | median
-}
-
-vips_ms() { # file size crop? -> median ms
-    local file=$1 size=$2 extra=$3 times=()
-    for _ in $(seq "$RUNS"); do
-        s=$(date +%s%N); vipsthumbnail "$file" -s "$size" $extra -o "$work/vips_out.jpg" >/dev/null 2>&1; e=$(date +%s%N)
-        times+=("$(( (e - s) / 1000 ))")
-    done
-    printf '%s\n' "${times[@]}" | awk '{print $1/1000}' | median
-}
-
-pillow_ms() { # file w h crop(0/1) -> median ms, timed in-process
-    python3 - "$1" "$2" "$3" "$4" "$RUNS" <<'PY'
-import io, sys, time, statistics
+# Pillow runs in one long-lived process that times each thumbnail in-process on request, so the
+# three tools can take turns run by run: on a shared machine, load then hits all of them alike.
+cat > "$work/pillow.py" <<'PY'
+import io, sys, time
 from PIL import Image, ImageOps
-path, w, h, crop, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
-data = open(path, "rb").read()
-times = []
-for _ in range(runs):
+cache = {}
+for line in sys.stdin:
+    path, w, h, crop = line.split()
+    w, h, crop = int(w), int(h), crop == "1"
+    data = cache.setdefault(path, open(path, "rb").read())
     t = time.perf_counter()
     im = Image.open(io.BytesIO(data))
     im.draft("RGB", (w, h))
@@ -81,18 +62,45 @@ for _ in range(runs):
         im.thumbnail((w, h))
     out = io.BytesIO()
     im.convert("RGB").save(out, "JPEG", quality=85) if im.mode != "RGBA" else im.save(out, "PNG")
-    times.append((time.perf_counter() - t) * 1000)
-print(f"{statistics.median(times):.1f}")
+    print(f"{(time.perf_counter() - t) * 1000:.2f}", flush=True)
 PY
+coproc PILLOW { python3 "$work/pillow.py"; }
+pids+=("$PILLOW_PID")
+
+http_once() { # file content-type query -> ms of one cold request
+    { cat "$1"; head -c 16 /dev/urandom; } > "$work/src"
+    id=$(curl -sf "${auth[@]}" -H "Content-Type: $2" --data-binary @"$work/src" \
+         http://127.0.0.1:18085/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
+    t=$(curl -sf "${auth[@]}" -o /dev/null -w '%{time_total}' \
+        "http://127.0.0.1:18085/_matrix/client/v1/media/thumbnail/localhost/$id?$3")
+    awk -v t="$t" 'BEGIN {print t * 1000}'
+}
+
+vips_once() { # file size extra-args -> ms, process start included
+    local s e
+    s=$(date +%s%N); vipsthumbnail "$1" -s "$2" $3 -o "$work/vips_out.jpg" >/dev/null 2>&1; e=$(date +%s%N)
+    awk -v d="$(( (e - s) / 1000 ))" 'BEGIN {print d / 1000}'
+}
+
+pillow_once() { # file w h crop(0/1) -> ms, timed in-process
+    local ms
+    echo "$1 $2 $3 $4" >&"${PILLOW[1]}"
+    read -r ms <&"${PILLOW[0]}"
+    echo "$ms"
 }
 
 printf '%-34s %10s %10s %10s %8s\n' "cold thumbnail, median of $RUNS" "mxmedia" "vips" "Pillow" "mx/Pil"
 row() {
-    local label=$1 file=$2 type=$3 query=$4 vsize=$5 vextra=$6 w=$7 h=$8 crop=$9
-    mxt=$(http_cold "$file" "$type" "$query")
-    vp=$(vips_ms "$file" "$vsize" "$vextra")
-    pl=$(pillow_ms "$file" "$w" "$h" "$crop")
-    printf '%-34s %8s ms %8s ms %8s ms %8s\n' "$label" "$mxt" "$vp" "$pl" "$(awk -v a="$mxt" -v b="$pl" 'BEGIN {printf "%.2f", a/b}')"
+    local label=$1 file=$2 type=$3 query=$4 vsize=$5 vextra=$6 w=$7 h=$8 crop=$9 mx=() vp=() pl=()
+    for _ in $(seq "$RUNS"); do
+        mx+=("$(http_once "$file" "$type" "$query")")
+        vp+=("$(vips_once "$file" "$vsize" "$vextra")")
+        pl+=("$(pillow_once "$file" "$w" "$h" "$crop")")
+    done
+    mxt=$(printf '%s\n' "${mx[@]}" | median)
+    vpt=$(printf '%s\n' "${vp[@]}" | median)
+    plt=$(printf '%s\n' "${pl[@]}" | median)
+    printf '%-34s %8s ms %8s ms %8s ms %8s\n' "$label" "$mxt" "$vpt" "$plt" "$(awk -v a="$mxt" -v b="$plt" 'BEGIN {printf "%.2f", a/b}')"
 }
 row "4000x3000 JPEG -> 320x240 scale" "$work/photo.jpg" image/jpeg "width=320&height=240&method=scale" 320x240 "" 320 240 0
 row "4000x3000 JPEG -> 96x96 crop" "$work/photo.jpg" image/jpeg "width=96&height=96&method=crop" 96x96 "--smartcrop centre" 96 96 1

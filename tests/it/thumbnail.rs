@@ -155,6 +155,60 @@ async fn hostile_and_unsupported_sources() {
     );
 }
 
+/// A real, valid 30000x30000 PNG (1-bit, so the file is small): everything but the pixels.
+fn huge_png() -> Vec<u8> {
+    let side = 30_000;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::One);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let row = vec![0b1010_1010u8; side as usize / 8];
+    for _ in 0..side {
+        std::io::Write::write_all(&mut stream, &row).unwrap();
+    }
+    stream.finish().unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// The type comes from the bytes, never from the uploader's Content-Type; a file whose magic
+/// lies about what follows is refused; a real 900-megapixel image is refused from its header,
+/// and the thumbnailer goes on serving.
+#[actix_web::test]
+async fn lying_and_enormous_sources() {
+    let server = TestServer::start().await;
+    let jpeg_as_png = server
+        .upload(&fixture("photo_640x480.jpg"), "image/png", None)
+        .await;
+    let mut res = thumb(&server, &jpeg_as_png, "width=96&height=96&method=crop").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("content-type").unwrap(), "image/jpeg");
+    let out = mxmedia_image::probe(&res.body().await.unwrap()).unwrap();
+    assert_eq!((out.width, out.height), (96, 96));
+
+    let mut gif_then_jpeg = b"GIF89a".to_vec();
+    gif_then_jpeg.extend_from_slice(&fixture("photo_640x480.jpg"));
+    let id = server.upload(&gif_then_jpeg, "image/gif", None).await;
+    let mut res = thumb(&server, &id, "width=96&height=96&method=crop").await;
+    assert_error(&mut res, 400, "M_UNKNOWN").await;
+
+    let huge = huge_png();
+    assert!(huge.len() < 1024 * 1024, "{} bytes", huge.len());
+    let id = server.upload(&huge, "image/png", None).await;
+    for query in ["width=32&height=32&method=crop", "width=800&height=600"] {
+        let mut res = thumb(&server, &id, query).await;
+        assert_error(&mut res, 413, "M_TOO_LARGE").await;
+    }
+
+    let mut res = thumb(&server, &jpeg_as_png, "width=320&height=240&method=scale").await;
+    assert_eq!(res.status(), 200);
+    let out = mxmedia_image::probe(&res.body().await.unwrap()).unwrap();
+    assert_eq!((out.width, out.height), (320, 240));
+}
+
 /// Bad parameters are refused with the right errcode before any work.
 #[actix_web::test]
 async fn bad_parameters() {
