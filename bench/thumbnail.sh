@@ -97,6 +97,7 @@ row() {
         vp+=("$(vips_once "$file" "$vsize" "$vextra")")
         pl+=("$(pillow_once "$file" "$w" "$h" "$crop")")
     done
+    [ -n "${RAW:-}" ] && echo "mx: ${mx[*]}" && echo "pil: ${pl[*]}"
     mxt=$(printf '%s\n' "${mx[@]}" | median)
     vpt=$(printf '%s\n' "${vp[@]}" | median)
     plt=$(printf '%s\n' "${pl[@]}" | median)

@@ -102,7 +102,7 @@ impl Thumbnailer {
         if content.len > self.config.max_source_size.as_u64() {
             return Err(too_large());
         }
-        let probe = self.probe(content).await?;
+        let (probe, source) = self.probe(content).await?;
         let spec = match select::choose(&probe, req, &self.config) {
             Choice::Original => {
                 return Ok(Served::Original {
@@ -133,11 +133,15 @@ impl Thumbnailer {
             self.limits.clone(),
             self.generated.clone(),
         );
-        let sha256 = content.sha256.clone();
+        let source = Source {
+            sha256: content.sha256.clone(),
+            len: content.len,
+            bytes: source,
+        };
         let (result, _) = self
             .renders
             .run(key.clone(), move || async move {
-                render(store, pool, limits, sha256, key, spec, generated).await
+                render(store, pool, limits, source, key, spec, generated).await
             })
             .await;
         match result.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail task lost")))? {
@@ -146,29 +150,40 @@ impl Thumbnailer {
         }
     }
 
-    async fn probe(&self, content: &Content) -> Result<Probe> {
+    /// The source's header, remembered per hash. When the source had to be read for it, its
+    /// bytes come back too, so a render that follows does not read a multi-megabyte photo twice.
+    async fn probe(&self, content: &Content) -> Result<(Probe, Option<Vec<u8>>)> {
         if let Some(cached) = self.probes.get(&content.sha256) {
-            return cached.map_err(|r| refusal_error(&r));
+            return cached.map(|p| (p, None)).map_err(|r| refusal_error(&r));
         }
         let store = self.store.clone();
-        let sha256 = content.sha256.clone();
-        let outcome = self
+        let (sha256, len) = (content.sha256.clone(), content.len);
+        let (outcome, source) = self
             .pool
-            .run(move || -> Result<Result<Probe, Refusal>> {
-                let source = read_source(&store, &sha256)?;
-                Ok(mxmedia_image::probe(&source).map_err(|e| refusal(&e)))
+            .run(move || -> Result<(Result<Probe, Refusal>, Vec<u8>)> {
+                let source = read_source(&store, &sha256, len)?;
+                Ok((mxmedia_image::probe(&source).map_err(|e| refusal(&e)), source))
             })
             .await??;
         self.probes.insert(content.sha256.clone(), outcome.clone());
-        outcome.map_err(|r| refusal_error(&r))
+        outcome
+            .map(|p| (p, Some(source)))
+            .map_err(|r| refusal_error(&r))
     }
+}
+
+/// A source to render from: its bytes if the caller has them already.
+struct Source {
+    sha256: String,
+    len: u64,
+    bytes: Option<Vec<u8>>,
 }
 
 async fn render(
     store: Store,
     pool: Pool,
     limits: Limits,
-    sha256: String,
+    source: Source,
     key: String,
     spec: ThumbSpec,
     generated: Arc<AtomicU64>,
@@ -177,9 +192,12 @@ async fn render(
     let thumb = pool
         .run(
             move || -> Result<Result<mxmedia_image::Thumbnail, mxmedia_image::Error>> {
-                let source = read_source(&job_store, &sha256)?;
+                let bytes = match source.bytes {
+                    Some(bytes) => bytes,
+                    None => read_source(&job_store, &source.sha256, source.len)?,
+                };
                 Ok(mxmedia_image::thumbnail(
-                    &source,
+                    &bytes,
                     spec.width,
                     spec.height,
                     spec.method,
@@ -197,12 +215,13 @@ async fn render(
         .await?)
 }
 
-/// Reads a whole source blob: the engine decodes from memory, and sources are size-capped.
-fn read_source(store: &Store, sha256: &str) -> Result<Vec<u8>> {
+/// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
+/// size-capped.
+fn read_source(store: &Store, sha256: &str, len: u64) -> Result<Vec<u8>> {
     match store.open_blob(sha256)? {
         BlobReader::Inline(bytes) => Ok(bytes.to_vec()),
         BlobReader::Stream(mut reader) => {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             std::io::Read::read_to_end(&mut reader, &mut out)?;
             Ok(out)
         }
