@@ -189,30 +189,42 @@ async fn render(
     generated: Arc<AtomicU64>,
 ) -> Result<ThumbRecord, Refusal> {
     let job_store = store.clone();
-    let thumb = pool
-        .run(
-            move || -> Result<Result<mxmedia_image::Thumbnail, mxmedia_image::Error>> {
-                let bytes = match source.bytes {
-                    Some(bytes) => bytes,
-                    None => read_source(&job_store, &source.sha256, source.len)?,
-                };
-                Ok(mxmedia_image::thumbnail(
-                    &bytes,
-                    spec.width,
-                    spec.height,
-                    spec.method,
-                    spec.animated,
-                    &limits,
-                ))
-            },
-        )
-        .await??
-        .map_err(|e| refusal(&e))?;
+    let job_key = key.clone();
+    let rendered = pool
+        .run(move || -> Result<Rendered> {
+            // A flight that ended between our caller's lookup and this one's start has stored
+            // the thumbnail already: look again rather than render it twice.
+            if let Some(record) = job_store.get_thumbnail(&job_key)? {
+                return Ok(Rendered::Stored(record));
+            }
+            let bytes = match source.bytes {
+                Some(bytes) => bytes,
+                None => read_source(&job_store, &source.sha256, source.len)?,
+            };
+            Ok(Rendered::New(mxmedia_image::thumbnail(
+                &bytes,
+                spec.width,
+                spec.height,
+                spec.method,
+                spec.animated,
+                &limits,
+            )))
+        })
+        .await??;
+    let thumb = match rendered {
+        Rendered::Stored(record) => return Ok(record),
+        Rendered::New(thumb) => thumb.map_err(|e| refusal(&e))?,
+    };
     generated.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
     Ok(store
         .blocking(move |s| s.put_thumbnail(&key, &thumb.bytes, thumb.content_type))
         .await?)
+}
+
+enum Rendered {
+    Stored(ThumbRecord),
+    New(Result<mxmedia_image::Thumbnail, mxmedia_image::Error>),
 }
 
 /// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
