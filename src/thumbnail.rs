@@ -162,7 +162,10 @@ impl Thumbnailer {
             .pool
             .run(move || -> Result<(Result<Probe, Refusal>, Vec<u8>)> {
                 let source = read_source(&store, &sha256, len)?;
-                Ok((mxmedia_image::probe(&source).map_err(|e| refusal(&e)), source))
+                Ok((
+                    mxmedia_image::probe(&source).map_err(|e| refusal(&e)),
+                    source,
+                ))
             })
             .await??;
         self.probes.insert(content.sha256.clone(), outcome.clone());
