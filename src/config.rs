@@ -162,6 +162,12 @@ pub struct MediaConfig {
     /// When a remote server cannot give a thumbnail, fetch the original and make one here.
     /// Default true.
     pub remote_thumbnail_fallback: bool,
+    /// Remote media (originals and thumbnails from other servers) nobody has asked for in this
+    /// many days is removed, and fetched again if someone does. 0 (default) keeps it forever.
+    pub remote_retention_days: u64,
+    /// Most bytes of remote media to keep, in bytes or as `"20GiB"`; beyond it the least
+    /// recently asked-for is removed first (checked hourly). 0 (default) sets no limit.
+    pub remote_cache_max_size: ByteSize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,6 +327,8 @@ impl Default for Config {
                 max_timeout_ms: 60_000,
                 max_remote_size: ByteSize::mib(100),
                 remote_failure_cache_secs: 30,
+                remote_retention_days: 0,
+                remote_cache_max_size: ByteSize::b(0),
                 remote_thumbnail_fallback: true,
             },
             store: StoreConfig {

@@ -37,6 +37,8 @@ pub struct Running {
     /// The metrics listener, when configured; stop it with the main server.
     pub metrics: Option<actix_web::dev::ServerHandle>,
     pub store: Store,
+    /// The media service the workers share, e.g. to run a retention sweep at a chosen time.
+    pub media: Arc<MediaService>,
     pub dev_token: Option<String>,
     /// With HTTPS on, the certificate in use: `reload()` re-reads it from disk (SIGHUP).
     pub tls: Option<Arc<tls::CertResolver>>,
@@ -102,7 +104,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     };
     let state = web::Data::new(AppState {
         config,
-        media,
+        media: Arc::clone(&media),
         auth,
         federation,
         federation_identity,
@@ -160,6 +162,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         server,
         metrics,
         store,
+        media,
         dev_token,
         tls: cert,
         backup_socket,
@@ -199,12 +202,28 @@ pub(crate) fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// Removes expired `/create` reservations every minute.
+/// Every minute: removes expired `/create` reservations and writes remote media access times.
+/// A minute after start and then hourly: applies the remote media retention, if configured.
 fn spawn_expiry(state: web::Data<AppState>) {
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
+        for minute in 0u64.. {
             tick.tick().await;
+            let swept = if minute % 60 == 1 {
+                state.media.sweep_remote(media::now_ms()).await.map(Some)
+            } else {
+                state.media.record_access().await.map(|()| None)
+            };
+            match swept {
+                Ok(Some(s)) if s.removed > 0 => tracing::info!(
+                    removed = s.removed,
+                    removed_bytes = s.removed_bytes,
+                    kept_bytes = s.kept_bytes,
+                    "removed remote media beyond the configured retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "remote media retention failed"),
+            }
             if let Ok(size) = state.media.store().blocking(|s| s.size_on_disk()).await {
                 #[allow(clippy::cast_precision_loss)]
                 ::metrics::gauge!("mxmedia_store_db_bytes").set(size as f64);

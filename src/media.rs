@@ -5,6 +5,7 @@ pub mod cache;
 pub mod id;
 pub mod meta;
 pub mod remote;
+pub mod retention;
 
 use std::{
     collections::HashSet,
@@ -24,7 +25,7 @@ use self::{
 use crate::{
     config::{Config, FreeSpace, ThumbnailConfig},
     error::{Error, Result},
-    store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE},
+    store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE, retention::RetentionPolicy},
     thumbnail::{Served, Thumbnailer, select::ThumbSpec},
 };
 
@@ -54,6 +55,8 @@ pub struct MediaService {
     thumbnail_config: ThumbnailConfig,
     remote: remote::Remote,
     remote_thumbnail_fallback: bool,
+    retention: RetentionPolicy,
+    touches: retention::Touches,
 }
 
 impl MediaService {
@@ -72,6 +75,8 @@ impl MediaService {
             thumbnail_config: config.thumbnails.clone(),
             remote: remote::Remote::new(config),
             remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
+            retention: retention::policy(&config.media),
+            touches: retention::Touches::default(),
             store,
         })
     }

@@ -9,6 +9,7 @@
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
 //! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
+//! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -16,6 +17,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod retention;
 pub mod spool;
 
 use std::{
@@ -99,6 +101,7 @@ struct Inner {
     thumbs: sled::Tree,
     server_keys: sled::Tree,
     previews: sled::Tree,
+    access: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -138,6 +141,7 @@ impl Store {
                 thumbs: db.open_tree("thumbkey_thumb")?,
                 server_keys: db.open_tree("servername_keys")?,
                 previews: db.open_tree("urlts_preview")?,
+                access: db.open_tree("mediaid_access")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,

@@ -63,4 +63,8 @@ impl MediaCache {
     pub fn forget(&self, key: &MediaKey) {
         self.meta.remove(key);
     }
+
+    pub fn forget_all(&self) {
+        self.meta.clear();
+    }
 }

@@ -27,7 +27,7 @@ use crate::{
     error::{Error, Result},
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
     singleflight::SingleFlight,
-    store::{Expect, Store, ThumbRecord, Upload, spool::Spool},
+    store::{Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, spool::Spool},
     thumbnail::{
         Served, method_name,
         select::{self, ThumbSpec},
@@ -148,7 +148,7 @@ impl Remote {
 /// apart from thumbnails rendered here, which are keyed by their source's hash.
 fn thumb_key(key: &MediaKey, spec: ThumbSpec) -> String {
     format!(
-        "remote:{}/{}/{}x{}/{}/{}",
+        "{REMOTE_THUMB_PREFIX}{}/{}/{}x{}/{}/{}",
         key.server_name.as_str(),
         key.media_id.as_str(),
         spec.width,
@@ -316,6 +316,7 @@ impl MediaService {
         client: &MediaClient,
         timeout: Option<Duration>,
     ) -> Result<Content> {
+        self.touch(key);
         let cached = match self.cache.content(key) {
             Some(content) => Some(content),
             None => stored(&self.store, key).await?,
@@ -345,6 +346,7 @@ impl MediaService {
         client: &MediaClient,
         timeout: Option<Duration>,
     ) -> Result<(Content, Served)> {
+        self.touch(key);
         if let Some(content) = stored(&self.store, key).await? {
             let served = self
                 .thumbnails

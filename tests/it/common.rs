@@ -15,6 +15,7 @@ pub struct TestServer {
     /// The certificate being served, when the server speaks HTTPS.
     pub tls: Option<Arc<mxmedia::tls::CertResolver>>,
     pub config: Config,
+    pub media: Arc<mxmedia::media::MediaService>,
     handle: actix_web::dev::ServerHandle,
     _backup_socket: Option<mxmedia::backup::BackupSocket>,
 }
@@ -62,6 +63,7 @@ impl TestServer {
             client: client(),
             tls: running.tls,
             config,
+            media: running.media,
             handle,
             _backup_socket: running.backup_socket,
         }

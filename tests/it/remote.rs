@@ -409,3 +409,58 @@ async fn restart_serves_remote_media_from_store() {
     assert!(body == bytes, "served from the store");
     assert_eq!(remote.hits(&format!("{FED_DOWNLOAD}/kept")), 1);
 }
+
+/// With a retention of one day, media and thumbnails fetched from a remote and not asked for
+/// since are removed by the next sweep after a day, blob files included; asking again fetches
+/// them again.
+#[actix_web::test]
+async fn retention_removes_idle_remote_media() {
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    let setup = Setup::start(|c| c.media.remote_retention_days = 1).await;
+    let before = mxmedia::media::now_ms();
+    let bytes = pseudo_random(300 * 1024, 11);
+    setup
+        .host
+        .put("old", File::new(bytes.clone(), "image/webp"));
+    let mut pic = File::new(PHOTO.to_vec(), "image/jpeg");
+    pic.thumbnail = Some((PNG.to_vec(), "image/png".into()));
+    setup.host.put("pic", pic);
+    let (download, thumbnail) = (
+        setup.download_url("old"),
+        setup.thumbnail_url("pic", "width=64&height=64&method=scale"),
+    );
+    assert!(setup.get(&download).await.2 == bytes);
+    assert_eq!(setup.get(&thumbnail).await.2, PNG);
+    assert_eq!(
+        setup.server.stored_files(),
+        (1, 0),
+        "the download is a blob file"
+    );
+
+    let now = mxmedia::media::now_ms();
+    let media = &setup.server.media;
+    media.record_access().await.unwrap();
+    for id in ["old", "pic"] {
+        let key = mxmedia::media::id::MediaKey {
+            server_name: setup.remote.name().clone(),
+            media_id: mxmedia::media::id::parse_media_id(id).unwrap(),
+        };
+        let asked = media.store().last_access(&key).unwrap();
+        assert!(
+            asked.is_some_and(|t| (before..=now).contains(&t)),
+            "{id}: {asked:?}"
+        );
+    }
+    assert_eq!(media.sweep_remote(now).await.unwrap().removed, 0);
+    let swept = media.sweep_remote(now + DAY + 60_000).await.unwrap();
+    assert_eq!(swept.removed, 2, "{swept:?}");
+    assert_eq!(swept.removed_bytes, (bytes.len() + PNG.len()) as u64);
+    assert_eq!(setup.server.stored_files(), (0, 0));
+
+    assert!(setup.get(&download).await.2 == bytes);
+    assert_eq!(setup.get(&thumbnail).await.2, PNG);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/old")), 2);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/pic")), 2);
+    assert_eq!(media.sweep_remote(now + DAY / 2).await.unwrap().removed, 0);
+    setup.signatures_were_valid();
+}

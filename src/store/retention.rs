@@ -1,0 +1,247 @@
+//! Remote media as a cache: when it was last asked for, and removing what has not been asked for
+//! in a while or what goes beyond a size budget, least recently used first.
+//!
+//! The unit is one remote media id: its original (if fetched) and every thumbnail kept from its
+//! origin. Removing it loses nothing for good: the next request fetches it again. Last-access
+//! times live in `mediaid_access` (`server/mediaId` -> ms, big-endian); media stored before
+//! this tree existed counts from its fetch time, thumbnails-only ids from the first sweep that
+//! sees them.
+
+use std::collections::BTreeMap;
+
+use sled::{Transactional, transaction::ConflictableTransactionError};
+
+use super::{
+    Result, Store, ThumbRecord, blob::Placement, decode, drop_blob_ref, read_u64, tx_error,
+};
+use crate::media::{
+    id::MediaKey,
+    meta::{MediaMeta, MediaState},
+};
+
+/// Prefix of the keys under which thumbnails fetched from a remote server are kept.
+pub const REMOTE_THUMB_PREFIX: &str = "remote:";
+
+/// What a sweep may keep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionPolicy {
+    /// Remove remote media not asked for in this long.
+    pub max_idle_ms: Option<u64>,
+    /// Remove the least recently asked-for remote media while the rest takes more than this.
+    pub max_bytes: Option<u64>,
+}
+
+impl RetentionPolicy {
+    pub fn is_active(&self) -> bool {
+        self.max_idle_ms.is_some() || self.max_bytes.is_some()
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Remote media ids removed, with their originals and thumbnails.
+    pub removed: usize,
+    pub removed_bytes: u64,
+    /// Bytes of remote media (originals and their thumbnails) left.
+    pub kept_bytes: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    bytes: u64,
+    fetched_at: Option<u64>,
+}
+
+impl Store {
+    /// Records when remote media was last asked for. Not flushed: an access time lost in a
+    /// crash only makes that media look older by a minute or so.
+    pub fn record_access(&self, touches: &[(Vec<u8>, u64)]) -> Result<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let _writing = self.writing()?;
+        let mut batch = sled::Batch::default();
+        for (key, ms) in touches {
+            batch.insert(key.as_slice(), &ms.to_be_bytes());
+        }
+        self.inner.access.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// When remote media was last asked for, as last written by `record_access`.
+    pub fn last_access(&self, key: &MediaKey) -> Result<Option<u64>> {
+        Ok(self.inner.access.get(key.db_key())?.map(|v| read_u64(&v)))
+    }
+
+    /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`.
+    pub fn sweep_remote(&self, own: &str, now_ms: u64, policy: &RetentionPolicy) -> Result<Swept> {
+        let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        for item in &self.inner.meta {
+            let (key, value) = item?;
+            if server_of(&key) == own.as_bytes() {
+                continue;
+            }
+            let meta: MediaMeta = decode(&value)?;
+            if let MediaState::Complete(content) = meta.state {
+                let entry = entries.entry(key.to_vec()).or_default();
+                entry.bytes += content.len;
+                entry.fetched_at = Some(meta.created_at);
+            }
+        }
+        for item in self.inner.thumbs.scan_prefix(REMOTE_THUMB_PREFIX) {
+            let (key, value) = item?;
+            let Some(media) = remote_thumb_media(&key) else {
+                continue;
+            };
+            let record: ThumbRecord = decode(&value)?;
+            entries.entry(media.to_vec()).or_default().bytes += record.len;
+        }
+
+        let mut unseen = Vec::new();
+        let mut by_age = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            let last = match (self.inner.access.get(&key)?, entry.fetched_at) {
+                (Some(ms), _) => read_u64(&ms),
+                (None, Some(fetched)) => fetched,
+                (None, None) => {
+                    unseen.push((key.clone(), now_ms));
+                    now_ms
+                }
+            };
+            by_age.push((last, key, entry.bytes));
+        }
+        self.record_access(&unseen)?;
+        by_age.sort_unstable();
+
+        let mut swept = Swept {
+            kept_bytes: by_age.iter().map(|(_, _, bytes)| bytes).sum(),
+            ..Swept::default()
+        };
+        for (last, key, bytes) in by_age {
+            let idle = policy
+                .max_idle_ms
+                .is_some_and(|max| now_ms.saturating_sub(last) >= max);
+            let over = policy.max_bytes.is_some_and(|max| swept.kept_bytes > max);
+            if !idle && !over {
+                // Oldest first: once one is kept by both rules, so is everything newer.
+                break;
+            }
+            self.remove_remote(&key)?;
+            swept.removed += 1;
+            swept.removed_bytes += bytes;
+            swept.kept_bytes -= bytes;
+        }
+        if swept.removed > 0 {
+            self.flush()?;
+        }
+        Ok(swept)
+    }
+
+    /// Removes one remote media id: its original, its kept thumbnails and its access time; and,
+    /// when that was the last reference to the original's bytes, the thumbnails made from them.
+    fn remove_remote(&self, db_key: &[u8]) -> Result<()> {
+        let _writing = self.writing()?;
+        let _guard = self.lock_blobs()?;
+        let mut prefix = REMOTE_THUMB_PREFIX.as_bytes().to_vec();
+        prefix.extend_from_slice(db_key);
+        prefix.push(b'/');
+        let thumb_keys = self.inner.thumbs.scan_prefix(&prefix).keys();
+        let thumb_keys = thumb_keys.collect::<std::result::Result<Vec<_>, _>>()?;
+
+        let trees = (
+            &self.inner.meta,
+            &self.inner.blobs,
+            &self.inner.chunks,
+            &self.inner.thumbs,
+            &self.inner.access,
+        );
+        let (mut gone, source) = trees
+            .transaction(|(meta, blobs, chunks, thumbs, access)| {
+                let mut gone = Vec::new();
+                let mut source = None;
+                if let Some(old) = meta.remove(db_key)? {
+                    let old: MediaMeta =
+                        decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                    if let MediaState::Complete(content) = old.state
+                        && let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)?
+                    {
+                        source = Some(content.sha256);
+                        gone.push(blob);
+                    }
+                }
+                for key in &thumb_keys {
+                    if let Some(old) = thumbs.remove(key)? {
+                        let old: ThumbRecord =
+                            decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
+                    }
+                }
+                access.remove(db_key)?;
+                Ok((gone, source))
+            })
+            .map_err(tx_error)?;
+
+        // No media holds these bytes any more, so nothing can ask for thumbnails of them.
+        if let Some(sha256) = source {
+            let prefix = format!("{sha256}/");
+            let keys = self.inner.thumbs.scan_prefix(prefix.as_bytes()).keys();
+            let keys = keys.collect::<std::result::Result<Vec<_>, _>>()?;
+            let more = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
+                .transaction(|(thumbs, blobs, chunks)| {
+                    let mut gone = Vec::new();
+                    for key in &keys {
+                        if let Some(old) = thumbs.remove(key)? {
+                            let old: ThumbRecord =
+                                decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                            gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
+                        }
+                    }
+                    Ok(gone)
+                })
+                .map_err(tx_error)?;
+            gone.extend(more);
+        }
+        for (sha256, placement) in gone {
+            if placement == Placement::File {
+                self.remove_blob_file(&sha256)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The server name part of a `server/mediaId` key.
+fn server_of(db_key: &[u8]) -> &[u8] {
+    db_key.split(|&b| b == b'/').next().unwrap_or_default()
+}
+
+/// The `server/mediaId` a `remote:server/mediaId/WxH/method/animated` key belongs to.
+fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
+    let rest = thumb_key.strip_prefix(REMOTE_THUMB_PREFIX.as_bytes())?;
+    let server_end = rest.iter().position(|&b| b == b'/')?;
+    let id_end = rest
+        .get(server_end + 1..)?
+        .iter()
+        .position(|&b| b == b'/')?;
+    rest.get(..server_end + 1 + id_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_thumb_media;
+
+    #[test]
+    fn thumb_keys_name_their_media() {
+        assert_eq!(
+            remote_thumb_media(b"remote:example.org/abc/96x96/crop/false"),
+            Some(&b"example.org/abc"[..])
+        );
+        assert_eq!(
+            remote_thumb_media(b"remote:[::1]:8448/x_y/1x1/scale/true"),
+            Some(&b"[::1]:8448/x_y"[..])
+        );
+        assert_eq!(remote_thumb_media(b"remote:example.org"), None);
+        assert_eq!(remote_thumb_media(b"abc/96x96/crop/false"), None);
+    }
+}
