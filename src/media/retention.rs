@@ -4,10 +4,17 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use super::{MediaService, id::MediaKey, now_ms};
+use super::{
+    MediaService,
+    id::{self, MediaKey},
+    now_ms,
+};
 use crate::{
     error::Result,
-    store::retention::{RetentionPolicy, Swept},
+    store::{
+        Store,
+        retention::{RetentionPolicy, Swept},
+    },
 };
 
 /// Access times buffered between writes. Bounded: past this many distinct ids in one minute,
@@ -64,20 +71,44 @@ impl MediaService {
         self.record_access().await?;
         let own = self.server_name.as_str().to_owned();
         let policy = self.retention;
-        let swept = self
+        let plan = self
             .store
-            .blocking(move |s| s.sweep_remote(&own, now_ms, &policy))
+            .blocking(move |s| s.plan_remote_sweep(&own, now_ms, &policy))
             .await?;
-        if swept.removed > 0 {
+        let mut swept = Swept {
+            kept_bytes: plan.kept_bytes,
+            ..Swept::default()
+        };
+        for (db_key, bytes) in plan.victims {
+            let key = media_key(&db_key);
+            self.store
+                .blocking(move |s| s.remove_remote(&db_key))
+                .await?;
             // Remembered metadata would point downloads at bytes that are gone.
-            self.cache.forget_all();
-            metrics::counter!("mxmedia_remote_evicted_total")
-                .increment(u64::try_from(swept.removed).unwrap_or(u64::MAX));
+            match key {
+                Some(key) => self.cache.forget(&key),
+                None => self.cache.forget_all(),
+            }
+            swept.removed += 1;
+            swept.removed_bytes += bytes;
+            metrics::counter!("mxmedia_remote_evicted_total").increment(1);
+        }
+        if swept.removed > 0 {
+            self.store.blocking(Store::flush).await?;
         }
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("mxmedia_remote_cache_bytes").set(swept.kept_bytes as f64);
         Ok(swept)
     }
+}
+
+/// The media key a `server/mediaId` store key names.
+fn media_key(db_key: &[u8]) -> Option<MediaKey> {
+    let (server, id) = std::str::from_utf8(db_key).ok()?.split_once('/')?;
+    Some(MediaKey {
+        server_name: id::parse_server_name(server).ok()?,
+        media_id: id::parse_media_id(id).ok()?,
+    })
 }
 
 /// The policy the configuration asks for.

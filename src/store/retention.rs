@@ -37,6 +37,14 @@ impl RetentionPolicy {
     }
 }
 
+/// What a sweep is to remove: remote media keys with their sizes, least recently asked-for
+/// first, and what stays.
+#[derive(Debug, Default)]
+pub struct SweepPlan {
+    pub victims: Vec<(Vec<u8>, u64)>,
+    pub kept_bytes: u64,
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -76,6 +84,29 @@ impl Store {
 
     /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`.
     pub fn sweep_remote(&self, own: &str, now_ms: u64, policy: &RetentionPolicy) -> Result<Swept> {
+        let plan = self.plan_remote_sweep(own, now_ms, policy)?;
+        let mut swept = Swept {
+            kept_bytes: plan.kept_bytes,
+            ..Swept::default()
+        };
+        for (key, bytes) in plan.victims {
+            self.remove_remote(&key)?;
+            swept.removed += 1;
+            swept.removed_bytes += bytes;
+        }
+        if swept.removed > 0 {
+            self.flush()?;
+        }
+        Ok(swept)
+    }
+
+    /// Decides what applying `policy` at `now_ms` removes, without removing it.
+    pub fn plan_remote_sweep(
+        &self,
+        own: &str,
+        now_ms: u64,
+        policy: &RetentionPolicy,
+    ) -> Result<SweepPlan> {
         let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         for item in &self.inner.meta {
             let (key, value) = item?;
@@ -114,33 +145,28 @@ impl Store {
         self.record_access(&unseen)?;
         by_age.sort_unstable();
 
-        let mut swept = Swept {
+        let mut plan = SweepPlan {
+            victims: Vec::new(),
             kept_bytes: by_age.iter().map(|(_, _, bytes)| bytes).sum(),
-            ..Swept::default()
         };
         for (last, key, bytes) in by_age {
             let idle = policy
                 .max_idle_ms
                 .is_some_and(|max| now_ms.saturating_sub(last) >= max);
-            let over = policy.max_bytes.is_some_and(|max| swept.kept_bytes > max);
+            let over = policy.max_bytes.is_some_and(|max| plan.kept_bytes > max);
             if !idle && !over {
                 // Oldest first: once one is kept by both rules, so is everything newer.
                 break;
             }
-            self.remove_remote(&key)?;
-            swept.removed += 1;
-            swept.removed_bytes += bytes;
-            swept.kept_bytes -= bytes;
+            plan.kept_bytes -= bytes;
+            plan.victims.push((key, bytes));
         }
-        if swept.removed > 0 {
-            self.flush()?;
-        }
-        Ok(swept)
+        Ok(plan)
     }
 
     /// Removes one remote media id: its original, its kept thumbnails and its access time; and,
     /// when that was the last reference to the original's bytes, the thumbnails made from them.
-    fn remove_remote(&self, db_key: &[u8]) -> Result<()> {
+    pub fn remove_remote(&self, db_key: &[u8]) -> Result<()> {
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         let mut prefix = REMOTE_THUMB_PREFIX.as_bytes().to_vec();
