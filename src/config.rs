@@ -136,6 +136,9 @@ pub struct AuthConfig {
     pub invalid_token_cache_secs: u64,
     /// Accept the deprecated `?access_token=` query parameter (Matrix up to v1.19). Default true.
     pub allow_query_token: bool,
+    /// Users who may remove media with the admin API, e.g. `["@alice:example.org"]`. The
+    /// development token's user is one when no other auth is configured. Default none.
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +321,7 @@ impl Default for Config {
                 token_cache_secs: 60,
                 invalid_token_cache_secs: 5,
                 allow_query_token: true,
+                admins: Vec::new(),
             },
             media: MediaConfig {
                 max_upload_size: ByteSize::mib(50),

@@ -4,6 +4,7 @@
 //! same handlers. Everything not listed answers 404 `M_UNRECOGNIZED`; a listed path with a method
 //! it does not take answers 405 `M_UNRECOGNIZED`, as the spec requires.
 
+pub mod admin;
 pub mod client;
 pub mod extract;
 pub mod federation;
@@ -78,6 +79,20 @@ pub fn configure(cfg: &mut ServiceConfig) {
             ),
     )
     .service(resource("/_matrix/key/v2/server").route(web::get().to(federation::server_keys)));
+    cfg.service(scope("/_mxmedia/admin/v1/media").service(
+        resource("/{server_name}/{media_id}").route(web::delete().to(admin::delete_media)),
+    ))
+    .service(
+        scope("/_synapse/admin/v1/media")
+            .service(
+                resource("/quarantine/{server_name}/{media_id}")
+                    .route(web::post().to(admin::synapse_quarantine_media)),
+            )
+            .service(
+                resource("/{server_name}/{media_id}")
+                    .route(web::delete().to(admin::synapse_delete_media)),
+            ),
+    );
     cfg.service(
         scope("/_matrix/media/unstable/fi.mau.msc2246")
             .service(resource("/create").route(web::post().to(upload::create_mxc_uri)))

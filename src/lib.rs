@@ -47,7 +47,7 @@ pub struct Running {
 }
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
-pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = match config.tls.paths() {
         Some((cert, key)) => Some(Arc::new(
@@ -77,12 +77,14 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     } else {
         Some(dev_token(store.data_dir())?)
     };
+    let dev_user = format!("@admin:{}", config.server_name);
     let auth = Authenticator::new(
         &config.auth,
-        dev_token
-            .as_ref()
-            .map(|t| (t.clone(), format!("@admin:{}", config.server_name))),
+        dev_token.as_ref().map(|t| (t.clone(), dev_user.clone())),
     );
+    if dev_token.is_some() {
+        config.auth.admins.push(dev_user);
+    }
     let media = Arc::new(MediaService::new(&config, store.clone())?);
     let preview = preview::Previews::new(&config, Arc::clone(&media))?;
     let federation_identity =

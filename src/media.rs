@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod id;
 pub mod meta;
+pub mod moderation;
 pub mod remote;
 pub mod retention;
 

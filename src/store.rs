@@ -10,6 +10,7 @@
 //! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
 //! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
+//! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -17,6 +18,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod blocked;
 pub mod retention;
 pub mod spool;
 
@@ -102,6 +104,7 @@ struct Inner {
     server_keys: sled::Tree,
     previews: sled::Tree,
     access: sled::Tree,
+    blocked: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -142,6 +145,7 @@ impl Store {
                 server_keys: db.open_tree("servername_keys")?,
                 previews: db.open_tree("urlts_preview")?,
                 access: db.open_tree("mediaid_access")?,
+                blocked: db.open_tree("mediaid_blocked")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -519,28 +523,87 @@ impl Store {
         }
     }
 
-    /// Deletes media and, with its last reference, its blob. Returns whether it existed.
+    /// Deletes media with its thumbnails, and with the last reference to its bytes, the blob.
+    /// Returns whether there was anything to delete.
     pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
+        let existed = self.remove_entry(&key.db_key())?;
+        self.flush()?;
+        Ok(existed)
+    }
+
+    /// Removes one media id: its bytes' reference, the thumbnails kept from a remote origin and
+    /// its access time; and with the last reference to its bytes, the blob and the thumbnails
+    /// made from it. Not flushed. Returns whether there was anything to remove.
+    pub fn remove_entry(&self, db_key: &[u8]) -> Result<bool> {
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
-        let db_key = key.db_key();
-        let removed = (&self.inner.meta, &self.inner.blobs, &self.inner.chunks)
-            .transaction(|(meta_tree, blob_tree, chunk_tree)| {
-                let Some(old) = meta_tree.remove(db_key.as_slice())? else {
-                    return Ok((false, None));
-                };
-                let meta: MediaMeta = decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                let MediaState::Complete(content) = meta.state else {
-                    return Ok((true, None));
-                };
-                Ok((true, drop_blob_ref(blob_tree, chunk_tree, &content.sha256)?))
+        let mut prefix = retention::REMOTE_THUMB_PREFIX.as_bytes().to_vec();
+        prefix.extend_from_slice(db_key);
+        prefix.push(b'/');
+        let thumb_keys = self.inner.thumbs.scan_prefix(&prefix).keys();
+        let thumb_keys = thumb_keys.collect::<std::result::Result<Vec<_>, _>>()?;
+
+        let trees = (
+            &self.inner.meta,
+            &self.inner.blobs,
+            &self.inner.chunks,
+            &self.inner.thumbs,
+            &self.inner.access,
+        );
+        let (existed, mut gone, source) = trees
+            .transaction(|(meta, blobs, chunks, thumbs, access)| {
+                let mut gone = Vec::new();
+                let mut source = None;
+                let mut existed = false;
+                if let Some(old) = meta.remove(db_key)? {
+                    existed = true;
+                    let old: MediaMeta =
+                        decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                    if let MediaState::Complete(content) = old.state
+                        && let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)?
+                    {
+                        source = Some(content.sha256);
+                        gone.push(blob);
+                    }
+                }
+                for key in &thumb_keys {
+                    if let Some(old) = thumbs.remove(key)? {
+                        existed = true;
+                        let old: ThumbRecord =
+                            decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
+                    }
+                }
+                access.remove(db_key)?;
+                Ok((existed, gone, source))
             })
             .map_err(tx_error)?;
-        let (existed, unreferenced) = removed;
-        if let Some((sha256, Placement::File)) = &unreferenced {
-            self.remove_blob_file(sha256)?;
+
+        // No media holds these bytes any more, so nothing can ask for thumbnails of them.
+        if let Some(sha256) = source {
+            let prefix = format!("{sha256}/");
+            let keys = self.inner.thumbs.scan_prefix(prefix.as_bytes()).keys();
+            let keys = keys.collect::<std::result::Result<Vec<_>, _>>()?;
+            let more = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
+                .transaction(|(thumbs, blobs, chunks)| {
+                    let mut gone = Vec::new();
+                    for key in &keys {
+                        if let Some(old) = thumbs.remove(key)? {
+                            let old: ThumbRecord =
+                                decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                            gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
+                        }
+                    }
+                    Ok(gone)
+                })
+                .map_err(tx_error)?;
+            gone.extend(more);
         }
-        self.flush()?;
+        for (sha256, placement) in gone {
+            if placement == Placement::File {
+                self.remove_blob_file(&sha256)?;
+            }
+        }
         Ok(existed)
     }
 

@@ -327,6 +327,9 @@ impl MediaService {
                 content
             }
             None => {
+                if self.is_blocked(key).await? {
+                    return Err(Error::NotFound);
+                }
                 self.remote
                     .original(&self.store, key, client, timeout)
                     .await?
@@ -354,6 +357,9 @@ impl MediaService {
                 .await
                 .map_err(remote_too_large)?;
             return Ok((content, served));
+        }
+        if self.is_blocked(key).await? {
+            return Err(Error::NotFound);
         }
         let asked = select::snap(spec, &self.thumbnail_config);
         let failure = match self

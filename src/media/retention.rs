@@ -82,7 +82,7 @@ impl MediaService {
         for (db_key, bytes) in plan.victims {
             let key = media_key(&db_key);
             self.store
-                .blocking(move |s| s.remove_remote(&db_key))
+                .blocking(move |s| s.remove_entry(&db_key))
                 .await?;
             // Remembered metadata would point downloads at bytes that are gone.
             match key {

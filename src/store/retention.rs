@@ -9,11 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use sled::{Transactional, transaction::ConflictableTransactionError};
-
-use super::{
-    Result, Store, ThumbRecord, blob::Placement, decode, drop_blob_ref, read_u64, tx_error,
-};
+use super::{Result, Store, ThumbRecord, decode, read_u64};
 use crate::media::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
@@ -90,7 +86,7 @@ impl Store {
             ..Swept::default()
         };
         for (key, bytes) in plan.victims {
-            self.remove_remote(&key)?;
+            self.remove_entry(&key)?;
             swept.removed += 1;
             swept.removed_bytes += bytes;
         }
@@ -162,78 +158,6 @@ impl Store {
             plan.victims.push((key, bytes));
         }
         Ok(plan)
-    }
-
-    /// Removes one remote media id: its original, its kept thumbnails and its access time; and,
-    /// when that was the last reference to the original's bytes, the thumbnails made from them.
-    pub fn remove_remote(&self, db_key: &[u8]) -> Result<()> {
-        let _writing = self.writing()?;
-        let _guard = self.lock_blobs()?;
-        let mut prefix = REMOTE_THUMB_PREFIX.as_bytes().to_vec();
-        prefix.extend_from_slice(db_key);
-        prefix.push(b'/');
-        let thumb_keys = self.inner.thumbs.scan_prefix(&prefix).keys();
-        let thumb_keys = thumb_keys.collect::<std::result::Result<Vec<_>, _>>()?;
-
-        let trees = (
-            &self.inner.meta,
-            &self.inner.blobs,
-            &self.inner.chunks,
-            &self.inner.thumbs,
-            &self.inner.access,
-        );
-        let (mut gone, source) = trees
-            .transaction(|(meta, blobs, chunks, thumbs, access)| {
-                let mut gone = Vec::new();
-                let mut source = None;
-                if let Some(old) = meta.remove(db_key)? {
-                    let old: MediaMeta =
-                        decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                    if let MediaState::Complete(content) = old.state
-                        && let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)?
-                    {
-                        source = Some(content.sha256);
-                        gone.push(blob);
-                    }
-                }
-                for key in &thumb_keys {
-                    if let Some(old) = thumbs.remove(key)? {
-                        let old: ThumbRecord =
-                            decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                        gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
-                    }
-                }
-                access.remove(db_key)?;
-                Ok((gone, source))
-            })
-            .map_err(tx_error)?;
-
-        // No media holds these bytes any more, so nothing can ask for thumbnails of them.
-        if let Some(sha256) = source {
-            let prefix = format!("{sha256}/");
-            let keys = self.inner.thumbs.scan_prefix(prefix.as_bytes()).keys();
-            let keys = keys.collect::<std::result::Result<Vec<_>, _>>()?;
-            let more = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
-                .transaction(|(thumbs, blobs, chunks)| {
-                    let mut gone = Vec::new();
-                    for key in &keys {
-                        if let Some(old) = thumbs.remove(key)? {
-                            let old: ThumbRecord =
-                                decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                            gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
-                        }
-                    }
-                    Ok(gone)
-                })
-                .map_err(tx_error)?;
-            gone.extend(more);
-        }
-        for (sha256, placement) in gone {
-            if placement == Placement::File {
-                self.remove_blob_file(&sha256)?;
-            }
-        }
-        Ok(())
     }
 }
 

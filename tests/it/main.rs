@@ -3,6 +3,7 @@
 // Tests fail loudly by design: unwrap is the assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod async_upload;
 mod auth;
 mod backup;

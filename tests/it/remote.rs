@@ -464,3 +464,45 @@ async fn retention_removes_idle_remote_media() {
     assert_eq!(media.sweep_remote(now + DAY / 2).await.unwrap().removed, 0);
     setup.signatures_were_valid();
 }
+
+/// Remote media an admin removed is gone, original and thumbnail, and is never fetched from its
+/// origin again.
+#[actix_web::test]
+async fn admin_removal_blocks_remote_media() {
+    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let bytes = pseudo_random(300 * 1024, 12);
+    let mut file = File::new(bytes.clone(), "image/jpeg");
+    file.thumbnail = Some((PNG.to_vec(), "image/png".into()));
+    setup.host.put("bad", file);
+    let (download, thumbnail) = (
+        setup.download_url("bad"),
+        setup.thumbnail_url("bad", "width=64&height=64&method=scale"),
+    );
+    // The thumbnail first: with the original here, it would be made here instead.
+    assert!(setup.get(&thumbnail).await.2 == PNG);
+    assert!(setup.get(&download).await.2 == bytes);
+
+    let path = format!(
+        "/_synapse/admin/v1/media/quarantine/{}/bad",
+        setup.remote.name().as_str()
+    );
+    let mut res = setup
+        .server
+        .send_as(
+            actix_web::http::Method::POST,
+            setup.server.url(&path),
+            ALICE,
+            "",
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body().await.unwrap().as_ref(), b"{}");
+    assert_eq!(setup.server.stored_files(), (0, 0));
+    for url in [&download, &thumbnail] {
+        let mut res = setup.server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/bad")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/bad")), 1);
+    setup.signatures_were_valid();
+}

@@ -1,0 +1,29 @@
+//! Removing media for good, as an admin: local or remote, bytes and thumbnails, and never
+//! fetched from its origin again.
+
+use super::{MediaService, id::MediaKey, now_ms};
+use crate::{error::Result, store::blocked::Blocked};
+
+impl MediaService {
+    /// Deletes and blocks `key`. Returns whether there was anything stored to delete.
+    pub async fn block(&self, key: &MediaKey, by: &str) -> Result<bool> {
+        let blocked = Blocked {
+            by: by.to_owned(),
+            at: now_ms(),
+        };
+        let lookup = key.clone();
+        let existed = self
+            .store
+            .blocking(move |s| s.block_media(&lookup, &blocked))
+            .await?;
+        self.cache.forget(key);
+        tracing::info!(media = %key, by, existed, "media removed and blocked by an admin");
+        Ok(existed)
+    }
+
+    /// Whether an admin removed `key`: such media is not fetched again.
+    pub(crate) async fn is_blocked(&self, key: &MediaKey) -> Result<bool> {
+        let lookup = key.clone();
+        self.store.blocking(move |s| s.is_blocked(&lookup)).await
+    }
+}
