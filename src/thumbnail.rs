@@ -191,43 +191,40 @@ async fn render(
     spec: ThumbSpec,
     generated: Arc<AtomicU64>,
 ) -> Result<ThumbRecord, Refusal> {
-    let job_store = store.clone();
-    let job_key = key.clone();
-    let rendered = pool
-        .run(move || -> Result<Rendered> {
-            // A flight that ended between our caller's lookup and this one's start has stored
-            // the thumbnail already: look again rather than render it twice.
-            if let Some(record) = job_store.get_thumbnail(&job_key)? {
-                return Ok(Rendered::Stored(record));
-            }
-            let bytes = match source.bytes {
-                Some(bytes) => bytes,
-                None => read_source(&job_store, &source.sha256, source.len)?,
-            };
-            Ok(Rendered::New(mxmedia_image::thumbnail(
-                &bytes,
-                spec.width,
-                spec.height,
-                spec.method,
-                spec.animated,
-                &limits,
-            )))
-        })
-        .await??;
-    let thumb = match rendered {
-        Rendered::Stored(record) => return Ok(record),
-        Rendered::New(thumb) => thumb.map_err(|e| refusal(&e))?,
-    };
-    generated.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
-    Ok(store
-        .blocking(move |s| s.put_thumbnail(&key, &thumb.bytes, thumb.content_type))
-        .await?)
-}
-
-enum Rendered {
-    Stored(ThumbRecord),
-    New(Result<mxmedia_image::Thumbnail, mxmedia_image::Error>),
+    // One job does the lookup, the render and the store: each hop between threads costs as
+    // much as a small thumbnail's encoding.
+    pool.run(move || -> Result<Result<ThumbRecord, Refusal>> {
+        // A flight that ended between our caller's lookup and this one's start has stored the
+        // thumbnail already: look again rather than render it twice.
+        if let Some(record) = store.get_thumbnail(&key)? {
+            return Ok(Ok(record));
+        }
+        let bytes = match source.bytes {
+            Some(bytes) => bytes,
+            None => read_source(&store, &source.sha256, source.len)?,
+        };
+        let thumb = match mxmedia_image::thumbnail(
+            &bytes,
+            spec.width,
+            spec.height,
+            spec.method,
+            spec.animated,
+            &limits,
+        ) {
+            Ok(thumb) => thumb,
+            Err(e) => return Ok(Err(refusal(&e))),
+        };
+        drop(bytes);
+        generated.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
+        Ok(Ok(store.put_thumbnail(
+            &key,
+            &thumb.bytes,
+            thumb.content_type,
+        )?))
+    })
+    .await?
+    .map_err(Refusal::from)?
 }
 
 /// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
