@@ -119,13 +119,18 @@ impl Thumbnailer {
             method_name(spec.method),
             spec.animated
         );
-        let lookup = key.clone();
-        if let Some(record) = self
-            .store
-            .blocking(move |s| s.get_thumbnail(&lookup))
-            .await?
-        {
-            return Ok(Served::Thumbnail(record));
+        // A stored thumbnail is looked for here, off the pool, so hits never queue behind
+        // renders. Not when the probe has just read the source: that request is on the pool's
+        // path anyway, and the render job looks first.
+        if source.is_none() {
+            let lookup = key.clone();
+            if let Some(record) = self
+                .store
+                .blocking(move |s| s.get_thumbnail(&lookup))
+                .await?
+            {
+                return Ok(Served::Thumbnail(record));
+            }
         }
         let (store, pool, limits, generated) = (
             self.store.clone(),
