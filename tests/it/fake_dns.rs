@@ -14,7 +14,7 @@ use hickory_resolver::proto::{
 
 #[derive(Default)]
 struct Zone {
-    a: HashMap<String, Ipv4Addr>,
+    a: HashMap<String, Vec<Ipv4Addr>>,
     srv: HashMap<String, (String, u16)>,
 }
 
@@ -49,7 +49,12 @@ impl FakeDns {
     }
 
     pub fn a(&self, name: &str, ip: Ipv4Addr) {
-        self.zone.lock().unwrap().a.insert(fqdn(name), ip);
+        self.a_records(name, &[ip]);
+    }
+
+    /// Several A records for one name, answered together in this order.
+    pub fn a_records(&self, name: &str, ips: &[Ipv4Addr]) {
+        self.zone.lock().unwrap().a.insert(fqdn(name), ips.to_vec());
     }
 
     pub fn srv(&self, name: &str, target: &str, port: u16) {
@@ -77,8 +82,9 @@ fn answer(query: &Message, zone: &Zone) -> Message {
         let owner = Name::from_ascii(&name).unwrap();
         match q.query_type() {
             RecordType::A => {
-                if let Some(ip) = zone.a.get(&name) {
-                    reply.add_answer(Record::from_rdata(owner, 5, RData::A(rdata::A(*ip))));
+                for ip in zone.a.get(&name).into_iter().flatten() {
+                    let a = RData::A(rdata::A(*ip));
+                    reply.add_answer(Record::from_rdata(owner.clone(), 5, a));
                 }
             }
             RecordType::SRV => {

@@ -448,6 +448,37 @@ async fn internal_addresses_are_forbidden_by_default() {
     assert_eq!(site.hits("/og"), 0, "nothing reached the site");
 }
 
+/// A name with one allowed and one denied address is refused as a whole, whichever comes
+/// first: connecting to the allowed one would leave the choice to whoever runs the name's DNS.
+#[actix_web::test]
+async fn name_with_any_denied_address_is_forbidden() {
+    let site = Site::start();
+    let dns = FakeDns::start().await;
+    dns.a_records(
+        "mixed.test",
+        &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 1)],
+    );
+    dns.a_records(
+        "mixed2.test",
+        &[Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::LOCALHOST],
+    );
+    dns.a("fine.test", Ipv4Addr::LOCALHOST);
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.nameservers = vec![dns.addr];
+    })
+    .await;
+    let port = site.port;
+    for name in ["mixed.test", "mixed2.test"] {
+        let url = format!("http://{name}:{port}/og");
+        let mut res = server.get_as(preview_url(&server, &url), ALICE).await;
+        assert_error(&mut res, 403, "M_FORBIDDEN").await;
+    }
+    assert_eq!(site.hits("/og"), 0, "nothing reached the site");
+    let ok = preview(&server, &format!("http://fine.test:{port}/og")).await;
+    assert_eq!(ok["og:title"], "A Blog Post");
+}
+
 /// The URL denylist refuses a domain with its subdomains, and schemes.
 #[actix_web::test]
 async fn url_denylist_refuses() {
