@@ -540,8 +540,7 @@ impl Store {
         let mut prefix = retention::REMOTE_THUMB_PREFIX.as_bytes().to_vec();
         prefix.extend_from_slice(db_key);
         prefix.push(b'/');
-        let thumb_keys = self.inner.thumbs.scan_prefix(&prefix).keys();
-        let thumb_keys = thumb_keys.collect::<std::result::Result<Vec<_>, _>>()?;
+        let thumb_keys = self.thumbnail_keys(&prefix)?;
 
         let trees = (
             &self.inner.meta,
@@ -566,14 +565,9 @@ impl Store {
                         gone.push(blob);
                     }
                 }
-                for key in &thumb_keys {
-                    if let Some(old) = thumbs.remove(key)? {
-                        existed = true;
-                        let old: ThumbRecord =
-                            decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                        gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
-                    }
-                }
+                let dropped = drop_thumbnails(thumbs, blobs, chunks, &thumb_keys)?;
+                existed |= dropped.0;
+                gone.extend(dropped.1);
                 access.remove(db_key)?;
                 Ok((existed, gone, source))
             })
@@ -581,20 +575,10 @@ impl Store {
 
         // No media holds these bytes any more, so nothing can ask for thumbnails of them.
         if let Some(sha256) = source {
-            let prefix = format!("{sha256}/");
-            let keys = self.inner.thumbs.scan_prefix(prefix.as_bytes()).keys();
-            let keys = keys.collect::<std::result::Result<Vec<_>, _>>()?;
-            let more = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
+            let keys = self.thumbnail_keys(format!("{sha256}/").as_bytes())?;
+            let (_, more) = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
                 .transaction(|(thumbs, blobs, chunks)| {
-                    let mut gone = Vec::new();
-                    for key in &keys {
-                        if let Some(old) = thumbs.remove(key)? {
-                            let old: ThumbRecord =
-                                decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                            gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
-                        }
-                    }
-                    Ok(gone)
+                    drop_thumbnails(thumbs, blobs, chunks, &keys)
                 })
                 .map_err(tx_error)?;
             gone.extend(more);
@@ -605,6 +589,11 @@ impl Store {
             }
         }
         Ok(existed)
+    }
+
+    fn thumbnail_keys(&self, prefix: &[u8]) -> Result<Vec<sled::IVec>> {
+        let keys = self.inner.thumbs.scan_prefix(prefix).keys();
+        Ok(keys.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// Opens the bytes of a blob for reading.
@@ -683,12 +672,35 @@ fn add_blob_ref(
     Ok(())
 }
 
+/// A blob no record references any more: its hash, and where its bytes are to be removed from.
+type Unreferenced = (String, Placement);
+
+/// Removes the thumbnails under `keys` with their blob references. Returns whether any existed,
+/// and the blobs nothing references any more.
+fn drop_thumbnails(
+    thumbs: &TransactionalTree,
+    blobs: &TransactionalTree,
+    chunks: &TransactionalTree,
+    keys: &[sled::IVec],
+) -> Result<(bool, Vec<Unreferenced>), ConflictableTransactionError<Error>> {
+    let mut existed = false;
+    let mut gone = Vec::new();
+    for key in keys {
+        if let Some(old) = thumbs.remove(key)? {
+            existed = true;
+            let old: ThumbRecord = decode(&old).map_err(ConflictableTransactionError::Abort)?;
+            gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
+        }
+    }
+    Ok((existed, gone))
+}
+
 /// Drops one reference; with the last one the record and any inline chunks go.
 fn drop_blob_ref(
     blob_tree: &TransactionalTree,
     chunk_tree: &TransactionalTree,
     sha256: &str,
-) -> Result<Option<(String, Placement)>, ConflictableTransactionError<Error>> {
+) -> Result<Option<Unreferenced>, ConflictableTransactionError<Error>> {
     let Some(existing) = blob_tree.get(sha256)? else {
         return Ok(None);
     };
