@@ -90,7 +90,10 @@ where
                 return (Err(Lost), false);
             };
             if let Some(flight) = map.get(&key) {
-                (flight.clone(), false)
+                // A waiter's work is never run: free what it holds now, not after the wait.
+                let flight = flight.clone();
+                drop(work);
+                (flight, false)
             } else {
                 let done = Done(Arc::clone(&self.inflight), Some(key.clone()));
                 let handle = spawn(work(), done);
@@ -137,6 +140,47 @@ mod tests {
     };
 
     use super::SingleFlight;
+
+    /// A caller that joins a flight drops its own work (and what it holds) at once.
+    #[tokio::test]
+    async fn waiter_work_is_dropped_before_the_wait() {
+        let flights = Arc::new(SingleFlight::<&'static str, u32>::default());
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let leader = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run("k", || async move {
+                        let _ = wait.await;
+                        7
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let held = Arc::new(());
+        let in_work = Arc::clone(&held);
+        let waiter = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run("k", move || async move {
+                        drop(in_work);
+                        8
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "dropped while the flight still runs"
+        );
+        release.send(()).unwrap();
+        assert_eq!(waiter.await.unwrap().0.unwrap(), 7);
+        assert_eq!(leader.await.unwrap().0.unwrap(), 7);
+    }
 
     /// Fifty concurrent callers for one key cause one piece of work and all get its result.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
