@@ -65,6 +65,7 @@ pub struct Thumbnailer {
     config: ThumbnailConfig,
     limits: Limits,
     probes: Cache<String, Result<Probe, Refusal>>,
+    probe_flights: SingleFlight<String, Result<Probe, Refusal>>,
     renders: SingleFlight<String, Result<ThumbRecord, Refusal>>,
     generated: Arc<AtomicU64>,
 }
@@ -87,6 +88,7 @@ impl Thumbnailer {
             config: config.clone(),
             limits,
             probes: Cache::new(10_000),
+            probe_flights: SingleFlight::default(),
             renders: SingleFlight::default(),
             generated: Arc::new(AtomicU64::new(0)),
         }
@@ -155,28 +157,37 @@ impl Thumbnailer {
         }
     }
 
-    /// The source's header, remembered per hash. When the source had to be read for it, its
-    /// bytes come back too, so a render that follows does not read a multi-megabyte photo twice.
+    /// The source's header, remembered per hash; concurrent requests for one source read it
+    /// once. The request that read it gets its bytes too, so a render that follows does not
+    /// read a multi-megabyte photo twice.
     async fn probe(&self, content: &Content) -> Result<(Probe, Option<Vec<u8>>)> {
         if let Some(cached) = self.probes.get(&content.sha256) {
             return cached.map(|p| (p, None)).map_err(|r| refusal_error(&r));
         }
-        let store = self.store.clone();
+        let (store, pool) = (self.store.clone(), self.pool.clone());
         let (sha256, len) = (content.sha256.clone(), content.len);
-        let (outcome, source) = self
-            .pool
-            .run(move || -> Result<(Result<Probe, Refusal>, Vec<u8>)> {
-                let source = read_source(&store, &sha256, len)?;
-                Ok((
-                    mxmedia_image::probe(&source).map_err(|e| refusal(&e)),
-                    source,
-                ))
+        // Only the leader's work runs; a waiter's sender is dropped unused.
+        let (bytes_tx, mut bytes_rx) = tokio::sync::oneshot::channel();
+        let (outcome, _) = self
+            .probe_flights
+            .run(content.sha256.clone(), move || async move {
+                let job = pool.run(move || -> Result<Result<Probe, Refusal>> {
+                    let source = read_source(&store, &sha256, len)?;
+                    let probe = mxmedia_image::probe(&source).map_err(|e| refusal(&e));
+                    let _ = bytes_tx.send(source);
+                    Ok(probe)
+                });
+                job.await.and_then(|r| r).unwrap_or_else(|e| Err(Refusal::from(e)))
             })
-            .await??;
-        self.probes.insert(content.sha256.clone(), outcome.clone());
-        outcome
-            .map(|p| (p, Some(source)))
-            .map_err(|r| refusal_error(&r))
+            .await;
+        let outcome =
+            outcome.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail probe lost")))?;
+        // What the file is, is remembered; a full queue or a failure of ours is not.
+        if !matches!(outcome, Err(Refusal::Busy | Refusal::Internal)) {
+            self.probes.insert(content.sha256.clone(), outcome.clone());
+        }
+        let probe = outcome.map_err(|r| refusal_error(&r))?;
+        Ok((probe, bytes_rx.try_recv().ok()))
     }
 }
 
