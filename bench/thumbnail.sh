@@ -108,4 +108,20 @@ row "4000x3000 JPEG -> 96x96 crop" "$work/photo.jpg" image/jpeg "width=96&height
 row "1920x1080 PNG -> 320x240 scale" "$work/image.png" image/png "width=320&height=240&method=scale" 320x240 "" 320 240 0
 row "1920x1080 PNG -> 96x96 crop" "$work/image.png" image/png "width=96&height=96&method=crop" 96x96 "--smartcrop centre" 96 96 1
 echo "mxmedia peak RSS (VmHWM, 2 thumbnail workers): $(awk '/VmHWM/ {printf "%d MiB", $2/1024}' /proc/$mx/status)"
+
+# A flood: 30 clients at once asking for an 800x600 thumbnail of one cold 28 MB, 30 Mpx JPEG,
+# on a fresh server, so its peak RSS is this scenario's alone.
+python3 -c 'from PIL import Image; Image.effect_noise((6000, 5000), 60).convert("RGB").save("'"$work"'/big.jpg", quality=95)'
+MXMEDIA_DATA_DIR="$work/data2" MXMEDIA_LISTEN=127.0.0.1:18086 MXMEDIA_THUMBNAILS__WORKERS=2 \
+MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 MXMEDIA_LOG=warn \
+    "$BIN" > "$work/mxmedia2.log" 2>&1 & mx2=$!; pids+=($mx2)
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18086/_mxmedia/health >/dev/null && break; sleep 0.1; done
+id=$(curl -sf "${auth[@]}" -H "Content-Type: image/jpeg" --data-binary @"$work/big.jpg" \
+     http://127.0.0.1:18086/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
+start=$(date +%s%N); flood=()
+for _ in $(seq 30); do
+    curl -sf "${auth[@]}" -o /dev/null "http://127.0.0.1:18086/_matrix/client/v1/media/thumbnail/localhost/$id?width=800&height=600&method=scale" & flood+=($!)
+done
+ok=0; for p in "${flood[@]}"; do wait "$p" && ok=$((ok + 1)); done
+echo "30 concurrent cold 800x600 thumbnails of one 28 MB 30 Mpx JPEG: $ok/30 ok in $(( ($(date +%s%N) - start) / 1000000 )) ms, mxmedia peak RSS $(awk '/VmHWM/ {printf "%d MiB", $2/1024}' /proc/$mx2/status)"
 echo "(mxmedia times are whole HTTP requests from curl on loopback; vips is the vipsthumbnail command, process start included; Pillow is in-process)"
