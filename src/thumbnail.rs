@@ -177,7 +177,9 @@ impl Thumbnailer {
                     let _ = bytes_tx.send(source);
                     Ok(probe)
                 });
-                job.await.and_then(|r| r).unwrap_or_else(|e| Err(Refusal::from(e)))
+                job.await
+                    .and_then(|r| r)
+                    .unwrap_or_else(|e| Err(Refusal::from(e)))
             })
             .await;
         let outcome =
