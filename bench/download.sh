@@ -8,13 +8,10 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
 ROUNDS="${ROUNDS:-5}"
 CONNS="${CONNS:-32}"
-BIN="${BIN:-target/release/mxmedia}"
+BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 [ -x "$BIN" ] || cargo build --release --bin mxmedia
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
 
 head -c 65536 /dev/urandom > "$work/file.bin"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -42,7 +39,7 @@ MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18080 MXMEDIA_WORKERS=1 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
 MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG="${MXMEDIA_LOG:-info}" \
     taskset -c 0 "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/_mxmedia/health >/dev/null && break; sleep 0.1; done
+wait_healthy http://127.0.0.1:18080
 sleep 1
 idle_rss=$(rss_kib "$mx")
 
@@ -52,10 +49,8 @@ uri=$(curl -sf "${auth[@]}" -H 'Content-Type: application/octet-stream' --data-b
 mx_url="http://127.0.0.1:18080/_matrix/client/v1/media/download/localhost/$uri"
 curl -sf "${auth[@]}" "$mx_url" | cmp - "$work/file.bin"
 
-run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
 run_wrk "${auth[@]}" "$mx_url" >/dev/null          # warm-up
 # Rounds alternate between the two servers so that noise from the machine hits both alike.
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 nginx_runs=(); mx_runs=()
 for _ in $(seq "$ROUNDS"); do
     nginx_runs+=("$(run_wrk http://127.0.0.1:18081/file.bin)")

@@ -15,10 +15,7 @@ cargo build -q --release --bin mxmedia -p mxmedia -p mxmedia-proto --example x_m
 BIN="$TARGET/release/mxmedia"
 EX="$TARGET/release/examples/x_matrix"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
 
 origin=127.0.0.1:18448
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
@@ -35,7 +32,7 @@ MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN
 MXMEDIA_FEDERATION__CA_FILE="$work/tls.crt" MXMEDIA_FEDERATION__IP_RANGE_DENYLIST='[]' \
 MXMEDIA_LOG="${MXMEDIA_LOG:-warn}" \
     taskset -c 0 "$BIN" > "$work/mxmedia.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/_mxmedia/health >/dev/null && break; sleep 0.1; done
+wait_healthy http://127.0.0.1:18080
 
 head -c 65536 /dev/urandom > "$work/file.bin"
 auth=(-H "Authorization: Bearer benchtoken")
@@ -49,9 +46,7 @@ status=$(curl -s -o "$work/fed.out" -w '%{http_code}' "${fed_auth[@]}" "http://1
 [ "$status" = 200 ] || { echo "federation download answered $status: $(cat "$work/fed.out")"; cat "$work/mxmedia.log"; exit 1; }
 grep -q "multipart" <(curl -sI "${fed_auth[@]}" "http://127.0.0.1:18080$fed_uri" -X GET) || true
 
-run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
 run_wrk "${fed_auth[@]}" "http://127.0.0.1:18080$fed_uri" >/dev/null   # warm-up
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 client_runs=(); fed_runs=()
 for _ in $(seq "$ROUNDS"); do
     client_runs+=("$(run_wrk "${auth[@]}" "$client_url")")

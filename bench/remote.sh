@@ -14,10 +14,7 @@ CLIENTS="${CLIENTS:-50}"
 ORIGIN_PORT="${ORIGIN_PORT:-18449}"
 MX_PORT="${MX_PORT:-18090}"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
 
 # A CA and a certificate for 127.0.0.1, which is the origin's server name.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
@@ -71,7 +68,7 @@ MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN="127.0.0.1:$MX_PORT" MXMEDIA_SERVER
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:bench.local"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
 MXMEDIA_FEDERATION__IP_RANGE_DENYLIST='[]' MXMEDIA_FEDERATION__CA_FILE="$work/ca.pem" \
 MXMEDIA_LOG="${MXMEDIA_LOG:-warn}" "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MX_PORT/_mxmedia/health" >/dev/null && break; sleep 0.1; done
+wait_healthy http://127.0.0.1:$MX_PORT
 for _ in $(seq 100); do curl -sk "https://127.0.0.1:$ORIGIN_PORT/" -o /dev/null && break; sleep 0.1; done
 
 auth=(-H "Authorization: Bearer benchtoken")

@@ -5,17 +5,15 @@
 # The three tools take turns, one run each, so a load change on the machine hits all of them.
 # Every HTTP request is cold: each uses a copy of the source with unique trailing bytes, so its
 # content hash (and thus any stored thumbnail) is new.
-# Needs: python3 with Pillow, vipsthumbnail (Debian: libvips-tools), a release build.
+# RAW=1 also prints every sample. Needs: python3 with Pillow, vipsthumbnail (Debian:
+# libvips-tools), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-7}"
-BIN="${BIN:-target/release/mxmedia}"
+BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 [ -x "$BIN" ] || cargo build --release --bin mxmedia
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
 
 python3 - "$work" <<'PY'
 import sys, random
@@ -39,9 +37,8 @@ PY
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18085 MXMEDIA_THUMBNAILS__WORKERS=2 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 MXMEDIA_LOG=warn \
     "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18085/_mxmedia/health >/dev/null && break; sleep 0.1; done
+wait_healthy http://127.0.0.1:18085
 auth=(-H "Authorization: Bearer benchtoken")
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]}'; }
 
 # Pillow runs in one long-lived process that times each thumbnail in-process on request, so the
 # three tools can take turns run by run: on a shared machine, load then hits all of them alike.
@@ -98,9 +95,9 @@ row() {
         pl+=("$(pillow_once "$file" "$w" "$h" "$crop")")
     done
     [ -n "${RAW:-}" ] && echo "mx: ${mx[*]}" && echo "pil: ${pl[*]}"
-    mxt=$(printf '%s\n' "${mx[@]}" | median)
-    vpt=$(printf '%s\n' "${vp[@]}" | median)
-    plt=$(printf '%s\n' "${pl[@]}" | median)
+    mxt=$(printf '%s\n' "${mx[@]}" | median %.1f)
+    vpt=$(printf '%s\n' "${vp[@]}" | median %.1f)
+    plt=$(printf '%s\n' "${pl[@]}" | median %.1f)
     printf '%-34s %8s ms %8s ms %8s ms %8s\n' "$label" "$mxt" "$vpt" "$plt" "$(awk -v a="$mxt" -v b="$plt" 'BEGIN {printf "%.2f", a/b}')"
 }
 row "4000x3000 JPEG -> 320x240 scale" "$work/photo.jpg" image/jpeg "width=320&height=240&method=scale" 320x240 "" 320 240 0
@@ -115,7 +112,7 @@ python3 -c 'from PIL import Image; Image.effect_noise((6000, 5000), 60).convert(
 MXMEDIA_DATA_DIR="$work/data2" MXMEDIA_LISTEN=127.0.0.1:18086 MXMEDIA_THUMBNAILS__WORKERS=2 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 MXMEDIA_LOG=warn \
     "$BIN" > "$work/mxmedia2.log" 2>&1 & mx2=$!; pids+=($mx2)
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18086/_mxmedia/health >/dev/null && break; sleep 0.1; done
+wait_healthy http://127.0.0.1:18086
 id=$(curl -sf "${auth[@]}" -H "Content-Type: image/jpeg" --data-binary @"$work/big.jpg" \
      http://127.0.0.1:18086/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
 start=$(date +%s%N); flood=()
