@@ -10,7 +10,7 @@ pub mod retention;
 
 use std::{
     collections::HashSet,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -51,7 +51,8 @@ pub struct MediaService {
     uploaded: Notify,
     /// Ids with an upload in flight: a second concurrent PUT loses at once with 409.
     uploading: Mutex<HashSet<MediaKey>>,
-    cache: MediaCache,
+    /// Shared with the retention sweep, which forgets what it removes as it goes.
+    cache: Arc<MediaCache>,
     thumbnails: Thumbnailer,
     thumbnail_config: ThumbnailConfig,
     remote: remote::Remote,
@@ -71,7 +72,7 @@ impl MediaService {
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
             uploaded: Notify::new(),
             uploading: Mutex::new(HashSet::new()),
-            cache: MediaCache::new(config.store.memory_cache.as_u64()),
+            cache: Arc::new(MediaCache::new(config.store.memory_cache.as_u64())),
             thumbnails: Thumbnailer::new(&config.thumbnails, store.clone()),
             thumbnail_config: config.thumbnails.clone(),
             remote: remote::Remote::new(config),

@@ -534,7 +534,7 @@ impl Store {
     /// Removes one media id: its bytes' reference, the thumbnails kept from a remote origin and
     /// its access time; and with the last reference to its bytes, the blob and the thumbnails
     /// made from it. Not flushed. Returns whether there was anything to remove.
-    pub fn remove_entry(&self, db_key: &[u8]) -> Result<bool> {
+    fn remove_entry(&self, db_key: &[u8]) -> Result<bool> {
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         let mut prefix = retention::REMOTE_THUMB_PREFIX.as_bytes().to_vec();

@@ -2,7 +2,10 @@
 //! (buffered here, written by the periodic task) and the sweep that applies the configured
 //! retention to the store.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use super::{
     MediaService,
@@ -11,10 +14,7 @@ use super::{
 };
 use crate::{
     error::Result,
-    store::{
-        Store,
-        retention::{RetentionPolicy, Swept},
-    },
+    store::retention::{RetentionPolicy, Swept},
 };
 
 /// Access times buffered between writes. Bounded: past this many distinct ids in one minute,
@@ -71,31 +71,21 @@ impl MediaService {
         self.record_access().await?;
         let own = self.server_name.as_str().to_owned();
         let policy = self.retention;
-        let plan = self
+        let cache = Arc::clone(&self.cache);
+        let swept = self
             .store
-            .blocking(move |s| s.plan_remote_sweep(&own, now_ms, &policy))
+            .blocking(move |s| {
+                s.sweep_remote(&own, now_ms, &policy, |db_key| {
+                    // Remembered metadata would point downloads at bytes that are gone.
+                    match media_key(db_key) {
+                        Some(key) => cache.forget(&key),
+                        None => cache.forget_all(),
+                    }
+                })
+            })
             .await?;
-        let mut swept = Swept {
-            kept_bytes: plan.kept_bytes,
-            ..Swept::default()
-        };
-        for (db_key, bytes) in plan.victims {
-            let key = media_key(&db_key);
-            self.store
-                .blocking(move |s| s.remove_entry(&db_key))
-                .await?;
-            // Remembered metadata would point downloads at bytes that are gone.
-            match key {
-                Some(key) => self.cache.forget(&key),
-                None => self.cache.forget_all(),
-            }
-            swept.removed += 1;
-            swept.removed_bytes += bytes;
-            metrics::counter!("mxmedia_remote_evicted_total").increment(1);
-        }
-        if swept.removed > 0 {
-            self.store.blocking(Store::flush).await?;
-        }
+        metrics::counter!("mxmedia_remote_evicted_total")
+            .increment(u64::try_from(swept.removed).unwrap_or(u64::MAX));
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("mxmedia_remote_cache_bytes").set(swept.kept_bytes as f64);
         Ok(swept)

@@ -36,9 +36,9 @@ impl RetentionPolicy {
 /// What a sweep is to remove: remote media keys with their sizes, least recently asked-for
 /// first, and what stays.
 #[derive(Debug, Default)]
-pub struct SweepPlan {
-    pub victims: Vec<(Vec<u8>, u64)>,
-    pub kept_bytes: u64,
+struct SweepPlan {
+    victims: Vec<(Vec<u8>, u64)>,
+    kept_bytes: u64,
 }
 
 /// What a sweep did.
@@ -78,8 +78,15 @@ impl Store {
         Ok(self.inner.access.get(key.db_key())?.map(|v| read_u64(&v)))
     }
 
-    /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`.
-    pub fn sweep_remote(&self, own: &str, now_ms: u64, policy: &RetentionPolicy) -> Result<Swept> {
+    /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`,
+    /// calling `removed` with each `server/mediaId` key right after it is gone.
+    pub fn sweep_remote(
+        &self,
+        own: &str,
+        now_ms: u64,
+        policy: &RetentionPolicy,
+        mut removed: impl FnMut(&[u8]),
+    ) -> Result<Swept> {
         let plan = self.plan_remote_sweep(own, now_ms, policy)?;
         let mut swept = Swept {
             kept_bytes: plan.kept_bytes,
@@ -87,6 +94,7 @@ impl Store {
         };
         for (key, bytes) in plan.victims {
             self.remove_entry(&key)?;
+            removed(&key);
             swept.removed += 1;
             swept.removed_bytes += bytes;
         }
@@ -97,7 +105,7 @@ impl Store {
     }
 
     /// Decides what applying `policy` at `now_ms` removes, without removing it.
-    pub fn plan_remote_sweep(
+    fn plan_remote_sweep(
         &self,
         own: &str,
         now_ms: u64,

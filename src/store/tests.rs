@@ -382,7 +382,7 @@ mod retention {
         assert_eq!(blob_files(&dir), 6);
 
         let swept = store
-            .sweep_remote("localhost", 40 * DAY, &idle(30))
+            .sweep_remote("localhost", 40 * DAY, &idle(30), |_| {})
             .unwrap();
         assert_eq!(swept.removed, 1);
         assert_eq!(swept.removed_bytes, 30 + 40);
@@ -415,11 +415,11 @@ mod retention {
 
         // The thumbnail-only id was first seen by that sweep: it ages from then.
         let later = store
-            .sweep_remote("localhost", 69 * DAY, &idle(30))
+            .sweep_remote("localhost", 69 * DAY, &idle(30), |_| {})
             .unwrap();
         assert_eq!(later.removed, 1, "recent: asked for on day 35");
         let last = store
-            .sweep_remote("localhost", 70 * DAY, &idle(30))
+            .sweep_remote("localhost", 70 * DAY, &idle(30), |_| {})
             .unwrap();
         assert_eq!(
             last,
@@ -463,7 +463,9 @@ mod retention {
             max_idle_ms: None,
             max_bytes: Some(150),
         };
-        let swept = store.sweep_remote("localhost", 20, &policy).unwrap();
+        let swept = store
+            .sweep_remote("localhost", 20, &policy, |_| {})
+            .unwrap();
         assert_eq!(swept.removed, 2, "a (oldest), then c");
         assert_eq!(swept.kept_bytes, 100);
         assert!(store.get_meta(&b).unwrap().is_some());
@@ -482,7 +484,7 @@ mod retention {
         assert_eq!(blob_files(&dir), 3, "shared, b's and the thumbnail");
         assert_eq!(
             store
-                .sweep_remote("localhost", 20, &policy)
+                .sweep_remote("localhost", 20, &policy, |_| {})
                 .unwrap()
                 .removed,
             0
