@@ -28,10 +28,11 @@ pub struct Touches(Mutex<HashMap<Vec<u8>, u64>>);
 
 impl Touches {
     fn touch(&self, key: &MediaKey, at: u64) {
+        let key = key.db_key();
         if let Ok(mut touched) = self.0.lock()
-            && (touched.len() < MAX_BUFFERED || touched.contains_key(&key.db_key()))
+            && (touched.len() < MAX_BUFFERED || touched.contains_key(&key))
         {
-            touched.insert(key.db_key(), at);
+            touched.insert(key, at);
         }
     }
 
