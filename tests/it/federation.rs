@@ -587,10 +587,11 @@ async fn flood_of_new_origins_is_held_to_the_fetch_budget() {
     for i in 0..FLOOD {
         dns.a(&format!("f{i}.flood.test"), Ipv4Addr::LOCALHOST);
     }
+    // Fetches started stay stalled this long: longer than the flood takes to arrive.
     let server = TestServer::start_with(|c| {
         federate(c, &pki, Some(&dns));
-        c.federation.connect_timeout_secs = 2;
-        c.federation.request_timeout_secs = 2;
+        c.federation.connect_timeout_secs = 5;
+        c.federation.request_timeout_secs = 5;
     })
     .await;
     let id = server.upload(PNG, "image/png", None).await;
