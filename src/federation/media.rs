@@ -7,8 +7,7 @@
 //! cache and storing the result belong to `media::remote`.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -27,6 +26,7 @@ use crate::{
     media::id::{MediaId, ServerName},
     store::spool::{Spool, SpoolError},
     thumbnail::select::ThumbSpec,
+    ttl_cache::TtlCache,
 };
 
 /// How long an origin that only speaks the deprecated media API is remembered as such.
@@ -95,27 +95,28 @@ pub struct Fetched {
     pub filename: Option<String>,
 }
 
-/// Origins that answered `M_UNRECOGNIZED` on the federation media API, until when.
-#[derive(Default)]
+/// Origins that answered `M_UNRECOGNIZED` on the federation media API, for `LEGACY_MEMORY`;
+/// bounded like discovery, since clients name the servers.
 pub struct ApiMemory {
-    legacy_until: Mutex<HashMap<ServerName, Instant>>,
+    legacy: TtlCache<ServerName, ()>,
+}
+
+impl Default for ApiMemory {
+    fn default() -> Self {
+        Self {
+            legacy: TtlCache::new(super::DISCOVERY_CAPACITY),
+        }
+    }
 }
 
 impl ApiMemory {
     fn is_legacy(&self, server: &ServerName) -> bool {
-        self.legacy_until
-            .lock()
-            .ok()
-            .and_then(|m| m.get(server).copied())
-            .is_some_and(|until| until > Instant::now())
+        self.legacy.get(server).is_some()
     }
 
     fn remember_legacy(&self, server: &ServerName) {
-        if let Ok(mut map) = self.legacy_until.lock() {
-            let now = Instant::now();
-            map.retain(|_, until| *until > now);
-            map.insert(server.clone(), now + LEGACY_MEMORY);
-        }
+        self.legacy
+            .insert(server.clone(), (), Instant::now() + LEGACY_MEMORY);
     }
 }
 
