@@ -74,6 +74,28 @@ where
         .await
     }
 
+    /// Like `run_local`, but a caller that would start the work must first pass `admit`; one
+    /// that joins work already running never asks it. Refused, nothing starts and `admit`'s
+    /// error is returned. (For rate limits that bound work started, not answers given.)
+    pub async fn run_local_admitted<F, Fut, E>(
+        &self,
+        key: K,
+        admit: impl FnOnce() -> Result<(), E>,
+        work: F,
+    ) -> Result<(Result<V, Lost>, bool), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + 'static,
+    {
+        self.join_admitted(key, admit, work, |fut, done| {
+            tokio::task::spawn_local(async move {
+                let _done = done;
+                fut.await
+            })
+        })
+        .await
+    }
+
     /// Joins the flight for `key`, or starts one with `spawn`, which must hold `Done` until the
     /// work ends.
     async fn join<F, Fut>(
@@ -85,9 +107,30 @@ where
     where
         F: FnOnce() -> Fut,
     {
+        match self
+            .join_admitted(key, || Ok::<(), Lost>(()), work, spawn)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(lost) => (Err(lost), false),
+        }
+    }
+
+    /// `join`, asking `admit` (under the map's lock, so no flight can start in between) before
+    /// starting work.
+    async fn join_admitted<F, Fut, E>(
+        &self,
+        key: K,
+        admit: impl FnOnce() -> Result<(), E>,
+        work: F,
+        spawn: impl FnOnce(Fut, Done<K, V>) -> tokio::task::JoinHandle<V>,
+    ) -> Result<(Result<V, Lost>, bool), E>
+    where
+        F: FnOnce() -> Fut,
+    {
         let (flight, leader) = {
             let Ok(mut map) = self.inflight.lock() else {
-                return (Err(Lost), false);
+                return Ok((Err(Lost), false));
             };
             if let Some(flight) = map.get(&key) {
                 // A waiter's work is never run: free what it holds now, not after the wait.
@@ -95,6 +138,7 @@ where
                 drop(work);
                 (flight, false)
             } else {
+                admit()?;
                 let done = Done(Arc::clone(&self.inflight), Some(key.clone()));
                 let handle = spawn(work(), done);
                 let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
@@ -104,7 +148,7 @@ where
                 (flight, true)
             }
         };
-        (flight.await, leader)
+        Ok((flight.await, leader))
     }
 
     /// Keys with work in progress.
