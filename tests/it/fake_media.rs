@@ -116,6 +116,7 @@ impl MediaHost {
                     "/_matrix/media/v3/thumbnail/{server}/{id}",
                     web::get().to(legacy_thumbnail),
                 )
+                .route("/endless.json", web::get().to(endless_json))
                 .route("/cdn/{id}", web::get().to(cdn_redirect))
                 .route("/cdn-final/{id}", web::get().to(cdn));
         }
@@ -244,6 +245,17 @@ async fn federation_download(
             b'm',
         ),
     }
+}
+
+/// A JSON answer that never ends, as a hostile server could send for `.well-known`, its keys
+/// or a notary query.
+async fn endless_json(host: web::Data<MediaHost>) -> HttpResponse {
+    let mut response = endless(&host, "{\"server_name\": \"".into(), b'j');
+    response.headers_mut().insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `head`, then `filler` without end, 64 KiB at a time, counting what leaves.

@@ -601,3 +601,34 @@ async fn remote_thumbnail_type_is_judged_from_bytes() {
     assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/svg")), 0);
     setup.signatures_were_valid();
 }
+
+/// A JSON answer that never ends (what a hostile server could send for `.well-known`, its
+/// server keys or a notary query, all read by `get_json`/`get_bytes`) fails at the body limit
+/// while the server is still sending, and is never parsed.
+#[actix_web::test]
+async fn endless_json_answers_fail_at_the_limit() {
+    let setup = Setup::start(|_| {}).await;
+    let mut config = Config::default().federation;
+    config.ip_range_denylist = Vec::new();
+    config.ca_file = Some(setup._pki.ca_file.clone());
+    let federation = mxmedia::federation::Federation::new(&config).unwrap();
+    let client = federation.client();
+    let sent = &setup.host.endless_sent;
+    let started = Instant::now();
+    let answer = federation
+        .get_json(&client, &setup.remote.name(), "/endless.json")
+        .await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let url = format!("https://127.0.0.1:{}/endless.json", setup.remote.port);
+    let answer = federation.get_bytes(&client, &url, &[], 64 * 1024).await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 32 << 20, "read until the origin sent {sent} bytes");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = frame(boundary, body, body.len().max(1), limits);
     let pieces = frame(boundary, body, chunk, limits);
-    let join = |r: &Result<Vec<Vec<u8>>, ()>| r.as_ref().map(|p| p.concat());
+    let join = |r: &Result<Vec<Vec<u8>>, ()>| r.clone().map(|p| p.concat());
     assert_eq!(join(&whole), join(&pieces), "chunking changed the result");
     let Ok(pieces) = pieces else {
         return;
