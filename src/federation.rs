@@ -1,7 +1,8 @@
 //! Outgoing federation HTTP: the one client every request to another server goes through
 //! (server keys now, remote media later).
 //!
-//! It owns server discovery (`resolve`), TLS (`tls`) and the SSRF guard (`denylist`): every
+//! It owns server discovery (`resolve`) and TLS (`tls`), and applies the SSRF guard
+//! (`net::IpPolicy`, the same judgement of addresses previews use): every
 //! address connected to, whether from a server name, `.well-known` delegation or an SRV record,
 //! is checked against the denylist after DNS resolution, and the connection goes to exactly the
 //! address checked. Timeouts and size limits bound everything read from the network.
@@ -9,11 +10,9 @@
 //! What discovery learns about servers an outsider names (destinations, SRV pins) lives in
 //! bounded caches, each entry no longer than the DNS record or `.well-known` answer behind it.
 
-pub mod denylist;
 pub mod identity;
 pub mod keyring;
 pub mod media;
-pub mod multipart;
 pub mod resolve;
 pub mod tls;
 
@@ -27,8 +26,8 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use hickory_resolver::TokioResolver;
 
-use self::{denylist::IpDenylist, resolve::Destination};
-use crate::{config::FederationConfig, ttl_cache::TtlCache};
+use self::resolve::Destination;
+use crate::{config::FederationConfig, net::IpPolicy, ttl_cache::TtlCache};
 
 /// Largest JSON body read from a remote server (keys, `.well-known`).
 pub const MAX_JSON_BODY: usize = 512 * 1024;
@@ -61,7 +60,7 @@ pub struct Federation {
 }
 
 struct Inner {
-    denylist: IpDenylist,
+    denylist: IpPolicy,
     dns: TokioResolver,
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
@@ -79,7 +78,7 @@ impl Federation {
         let tls = tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
         Ok(Self {
             inner: Arc::new(Inner {
-                denylist: IpDenylist::new(config.ip_range_denylist.clone()),
+                denylist: IpPolicy::new(config.ip_range_denylist.clone(), Vec::new()),
                 dns,
                 tls: Arc::new(tls),
                 connect_timeout: Duration::from_secs(config.connect_timeout_secs),
@@ -147,11 +146,7 @@ impl Federation {
         host: &str,
         port: u16,
     ) -> Result<(Vec<SocketAddr>, Option<Instant>), FetchError> {
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        if let Some(ip) = crate::net::literal_ip(host) {
             return if self.denies(ip) {
                 Err(FetchError::Denied)
             } else {
@@ -240,12 +235,8 @@ impl Federation {
             return Err(FetchError::BadResponse(format!("not an https URL: {url}")));
         }
         // The connector skips its resolver for IP literals, so they are checked here.
-        if let Some(ip) = uri.host().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        }) && self.denies(ip)
+        if let Some(ip) = uri.host().and_then(crate::net::literal_ip)
+            && self.denies(ip)
         {
             return Err(FetchError::Denied);
         }

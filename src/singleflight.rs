@@ -69,8 +69,7 @@ where
         self.join(
             key,
             work,
-            || true,
-            usize::MAX,
+            |_| Ok::<(), Busy>(()),
             |fut, done| {
                 tokio::spawn(async move {
                     let _done = done;
@@ -90,7 +89,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + 'static,
     {
-        self.join(key, work, || true, usize::MAX, spawn_local)
+        self.join(key, work, |_| Ok::<(), Busy>(()), spawn_local)
             .await
             .unwrap_or((Err(Lost), false))
     }
@@ -108,20 +107,43 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + 'static,
     {
-        self.join(key, work, admit, self.max_keys, spawn_local)
-            .await
+        let max_keys = self.max_keys;
+        let admit = |in_flight: usize| {
+            if in_flight < max_keys && admit() {
+                Ok(())
+            } else {
+                Err(Busy)
+            }
+        };
+        self.join(key, work, admit, spawn_local).await
+    }
+
+    /// Like `run_local`, but a caller that would start the work must first pass `admit`; one
+    /// that joins work already running never asks it. Refused, nothing starts and `admit`'s
+    /// error is returned. (For rate limits that bound work started, not answers given.)
+    pub async fn run_local_admitted<F, Fut, E>(
+        &self,
+        key: K,
+        admit: impl FnOnce() -> Result<(), E>,
+        work: F,
+    ) -> Result<(Result<V, Lost>, bool), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + 'static,
+    {
+        self.join(key, work, |_| admit(), spawn_local).await
     }
 
     /// Joins the flight for `key`, or starts one with `spawn`, which must hold `Done` until the
-    /// work ends, if fewer than `max_keys` are in flight and `admit` agrees.
-    async fn join<F, Fut>(
+    /// work ends, if `admit` agrees. `admit` is asked only by a caller that would start the work,
+    /// under the map's lock (so no flight can start in between), with the number in flight.
+    async fn join<F, Fut, E>(
         &self,
         key: K,
         work: F,
-        admit: impl FnOnce() -> bool,
-        max_keys: usize,
+        admit: impl FnOnce(usize) -> Result<(), E>,
         spawn: impl FnOnce(Fut, Done<K, V>) -> tokio::task::JoinHandle<V>,
-    ) -> Result<(Result<V, Lost>, bool), Busy>
+    ) -> Result<(Result<V, Lost>, bool), E>
     where
         F: FnOnce() -> Fut,
     {
@@ -134,9 +156,8 @@ where
                 let flight = flight.clone();
                 drop(work);
                 (flight, false)
-            } else if map.len() >= max_keys || !admit() {
-                return Err(Busy);
             } else {
+                admit(map.len())?;
                 let done = Done(Arc::clone(&self.inflight), Some(key.clone()));
                 let handle = spawn(work(), done);
                 let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }

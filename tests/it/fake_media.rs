@@ -8,8 +8,8 @@ use std::{
     collections::HashMap,
     path::Path,
     sync::{
-        Mutex,
-        atomic::{AtomicU16, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -42,6 +42,12 @@ pub enum Mode {
     Truncated,
     /// `multipart/mixed` in name only.
     Malformed,
+    /// A preamble that never ends: no delimiter ever comes.
+    EndlessPreamble,
+    /// A first part whose header block never ends.
+    EndlessHeaders,
+    /// A metadata part that never ends.
+    EndlessMetadata,
 }
 
 #[derive(Clone)]
@@ -78,6 +84,8 @@ pub struct MediaHost {
     port: AtomicU16,
     files: Mutex<HashMap<String, File>>,
     pub bad_signatures: AtomicUsize,
+    /// Bytes the endless modes have handed to the connection so far.
+    pub endless_sent: Arc<AtomicU64>,
 }
 
 impl MediaHost {
@@ -108,6 +116,7 @@ impl MediaHost {
                     "/_matrix/media/v3/thumbnail/{server}/{id}",
                     web::get().to(legacy_thumbnail),
                 )
+                .route("/endless.json", web::get().to(endless_json))
                 .route("/cdn/{id}", web::get().to(cdn_redirect))
                 .route("/cdn-final/{id}", web::get().to(cdn));
         }
@@ -228,7 +237,40 @@ async fn federation_download(
         Mode::Malformed => HttpResponse::Ok()
             .content_type(format!("multipart/mixed; boundary={BOUNDARY}"))
             .body("this is not a multipart body at all"),
+        Mode::EndlessPreamble => endless(&host, String::new(), b'p'),
+        Mode::EndlessHeaders => endless(&host, format!("--{BOUNDARY}\r\nX-Padding: "), b'h'),
+        Mode::EndlessMetadata => endless(
+            &host,
+            format!("--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{{\"pad\": \""),
+            b'm',
+        ),
     }
+}
+
+/// A JSON answer that never ends, as a hostile server could send for `.well-known`, its keys
+/// or a notary query.
+async fn endless_json(host: web::Data<MediaHost>) -> HttpResponse {
+    let mut response = endless(&host, "{\"server_name\": \"".into(), b'j');
+    response.headers_mut().insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `head`, then `filler` without end, 64 KiB at a time, counting what leaves.
+fn endless(host: &MediaHost, head: String, filler: u8) -> HttpResponse {
+    let sent = Arc::clone(&host.endless_sent);
+    let chunk = Bytes::from(vec![filler; 64 * 1024]);
+    let body = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(
+        stream::repeat_with(move || {
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            Ok(chunk.clone())
+        }),
+    );
+    HttpResponse::Ok()
+        .content_type(format!("multipart/mixed; boundary={BOUNDARY}"))
+        .streaming(body)
 }
 
 async fn federation_thumbnail(

@@ -506,3 +506,129 @@ async fn admin_removal_blocks_remote_media() {
     assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/bad")), 1);
     setup.signatures_were_valid();
 }
+
+/// An origin whose answer never gets past its framing (an endless preamble, an endless header
+/// block, an endless metadata part) fails the fetch with 502 after a few KiB of it, while it
+/// is still sending, and nothing is stored: mxmedia does not hold up to `max_remote_size`
+/// (100 MiB here) of it in memory first.
+#[actix_web::test]
+async fn endless_multipart_framing_fails_fast() {
+    let setup = Setup::start(|_| {}).await;
+    for (i, mode) in [
+        Mode::EndlessPreamble,
+        Mode::EndlessHeaders,
+        Mode::EndlessMetadata,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("endless{i}");
+        let mut file = File::new(PNG.to_vec(), "image/png");
+        file.mode = mode;
+        setup.host.put(&id, file);
+        let sent = &setup.host.endless_sent;
+        sent.store(0, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        let mut res = setup.server.get_as(setup.download_url(&id), ALICE).await;
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert_error(&mut res, 502, "M_UNKNOWN").await;
+        assert!(
+            sent < 32 << 20,
+            "{mode:?}: failed only after the origin sent {sent} bytes"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")), 1);
+        assert_eq!(
+            setup.server.stored_files(),
+            (0, 0),
+            "{mode:?}: nothing stored"
+        );
+    }
+    setup.signatures_were_valid();
+}
+
+const SVG: &[u8] = b"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\">\
+<script>alert(document.domain)</script></svg>";
+
+/// A remote thumbnail is kept only when its bytes are JPEG, PNG, GIF or WebP, whatever the
+/// origin declares: an SVG (declared as SVG or as PNG) is a failed thumbnail fetch and the
+/// thumbnail is made here from the original; a PNG declared as SVG is kept as the PNG it is.
+#[actix_web::test]
+async fn remote_thumbnail_type_is_judged_from_bytes() {
+    let setup = Setup::start(|_| {}).await;
+    for (id, bytes, declared) in [
+        ("svg", SVG, "image/svg+xml"),
+        ("svg-as-png", SVG, "image/png"),
+    ] {
+        let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+        file.thumbnail = Some((bytes.to_vec(), declared.into()));
+        setup.host.put(id, file);
+        let (status, content_type, body) = setup
+            .get(&setup.thumbnail_url(id, "width=32&height=32&method=crop"))
+            .await;
+        assert_eq!((status, content_type.as_str()), (200, "image/jpeg"), "{id}");
+        assert!(!body.windows(4).any(|w| w == b"<svg"), "{id}: SVG served");
+        let image = image::load_from_memory(&body).unwrap();
+        assert_eq!((image.width(), image.height()), (32, 32), "{id}");
+        assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/{id}")), 1);
+        assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")), 1);
+    }
+
+    let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+    file.thumbnail = Some((PNG.to_vec(), "image/svg+xml".into()));
+    setup.host.put("png-as-svg", file);
+    let (status, content_type, body) = setup
+        .get(&setup.thumbnail_url("png-as-svg", "width=64&height=64&method=scale"))
+        .await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, PNG);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/png-as-svg")), 0);
+
+    // Without the local fallback, the SVG is a failure, never an answer.
+    let setup = Setup::start(|c| c.media.remote_thumbnail_fallback = false).await;
+    let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+    file.thumbnail = Some((SVG.to_vec(), "image/svg+xml".into()));
+    setup.host.put("svg", file);
+    let url = setup.thumbnail_url("svg", "width=32&height=32&method=crop");
+    for _ in 0..2 {
+        let mut res = setup.server.get_as(&url, ALICE).await;
+        assert_error(&mut res, 502, "M_UNKNOWN").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/svg")), 0);
+    setup.signatures_were_valid();
+}
+
+/// A JSON answer that never ends (what a hostile server could send for `.well-known`, its
+/// server keys or a notary query, all read by `get_json`/`get_bytes`) fails at the body limit
+/// while the server is still sending, and is never parsed.
+#[actix_web::test]
+async fn endless_json_answers_fail_at_the_limit() {
+    let setup = Setup::start(|_| {}).await;
+    let mut config = Config::default().federation;
+    config.ip_range_denylist = Vec::new();
+    config.ca_file = Some(setup._pki.ca_file.clone());
+    let federation = mxmedia::federation::Federation::new(&config).unwrap();
+    let client = federation.client();
+    let sent = &setup.host.endless_sent;
+    let started = Instant::now();
+    let answer = federation
+        .get_json(&client, &setup.remote.name(), "/endless.json")
+        .await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let url = format!("https://127.0.0.1:{}/endless.json", setup.remote.port);
+    let answer = federation.get_bytes(&client, &url, &[], 64 * 1024).await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 32 << 20, "read until the origin sent {sent} bytes");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
