@@ -315,3 +315,54 @@ async fn put_by_non_creator_is_forbidden_in_every_state() {
         .await;
     assert_eq!(res.status(), 200);
 }
+
+/// A `PUT` wakes only the downloads waiting for its own id: a waiter for another id sleeps on
+/// to its deadline and gets 504 `M_NOT_YET_UPLOADED`, never woken; and an id's registry entry
+/// goes when its last waiter does.
+#[actix_web::test]
+async fn put_wakes_only_waiters_of_its_id() {
+    let server = TestServer::start().await;
+    let (a, _) = create(&server, ALICE).await;
+    let (b, _) = create(&server, ALICE).await;
+    let wait = |id: &str, timeout_ms: u64| {
+        server
+            .client
+            .get(format!(
+                "{}?timeout_ms={timeout_ms}",
+                server.download_url(id)
+            ))
+            .bearer_auth(ALICE)
+            .send()
+    };
+    let waiter_a = wait(&a, 10_000);
+    let waiter_b = wait(&b, 1_500);
+    let uploader = async {
+        // Both waiters are registered before the upload, without guessing at timing.
+        while server.media.upload_waiters().1 < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let res = server
+            .send_as(
+                Method::PUT,
+                server.url(&format!("/_matrix/media/v3/upload/localhost/{a}")),
+                ALICE,
+                "for a",
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    };
+    let (res_a, mut res_b, ()) = tokio::join!(
+        async {
+            let mut res = waiter_a.await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.body().await.unwrap(), "for a");
+            // Woken once, for a; b still waits.
+            assert_eq!(server.media.upload_waiters(), (1, 1));
+        },
+        async { waiter_b.await.unwrap() },
+        uploader
+    );
+    let () = res_a;
+    assert_error(&mut res_b, 504, "M_NOT_YET_UPLOADED").await;
+    assert_eq!(server.media.upload_waiters(), (1, 0), "b was never woken");
+}
