@@ -1,6 +1,6 @@
 //! Direct uploads: what is stored, what comes back, and what is refused.
 
-use crate::common::{ALICE, TestServer, assert_error, count_files, pseudo_random};
+use crate::common::{ALICE, TestServer, Tmpfs, assert_error, count_files, pseudo_random};
 use actix_web::http::Method;
 
 /// An upload is served back byte for byte with the declared type and file name.
@@ -241,36 +241,6 @@ async fn aborted_upload_leaves_nothing() {
     drop(stream);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(server.stored_files(), (0, 0));
-}
-
-/// A small tmpfs of its own, unmounted when dropped: a file system whose free space the test
-/// controls, unlike the shared disk. `None` when this process may not mount (not root).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Self { dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 /// Concurrent chunked uploads share the free-space floor: each reserves what it receives, so
