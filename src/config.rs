@@ -179,7 +179,8 @@ pub struct MediaConfig {
 pub struct StoreConfig {
     /// sled's page cache, in bytes or as `"64MiB"`. Default 32 MiB, suited to a 1 GB VPS.
     pub cache_capacity: ByteSize,
-    /// Uploads are refused while the data dir's file system has less free space than this:
+    /// Uploads and remote fetches are refused (507) when free space on the data dir's file
+    /// system, less the bytes of uploads and fetches still arriving, would drop below this:
     /// bytes, `"1GiB"`, or a share of the disk such as `"5%"`. Default `1GiB`.
     pub min_free_space: FreeSpace,
     /// Blobs up to this size live inside sled; larger ones are content-addressed files under

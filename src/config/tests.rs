@@ -266,20 +266,20 @@ fn preview_validation_names_the_variable() {
 fn stray_variables_are_ignored_by_serve_and_refused_by_check_config() {
     Jail::expect_with(|jail| {
         jail.set_env("MXMEDIA_TOKEN", "mxm_abc");
-        jail.set_env("MEDIA_UPSTREAM", "http://127.0.0.1:8090");
+        jail.set_env("MXMEDIA_UPSTREAM", "http://127.0.0.1:8090");
         jail.set_env("MXMEDIA_SERVER_NAME", "example.org");
         let (config, ignored) =
             Config::load_with(None, StrayEnv::Ignore).map_err(|e| e.to_string())?;
         assert_eq!(config.server_name, "example.org");
         let mut ignored = ignored;
         ignored.sort();
-        assert_eq!(ignored, ["MXMEDIA_TOKEN", "MEDIA_UPSTREAM"]);
+        assert_eq!(ignored, ["MXMEDIA_TOKEN", "MXMEDIA_UPSTREAM"]);
         let err = Config::load(None)
             .err()
             .ok_or("check-config accepted MXMEDIA_TOKEN")?
             .to_string();
         assert!(
-            err.contains("MXMEDIA_TOKEN") || err.contains("MEDIA_UPSTREAM"),
+            err.contains("MXMEDIA_TOKEN") || err.contains("MXMEDIA_UPSTREAM"),
             "{err}"
         );
         Ok(())
