@@ -20,6 +20,7 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 pub mod retention;
+pub mod space;
 pub mod spool;
 
 use std::{

@@ -75,6 +75,7 @@ impl From<SpoolError> for FetchFailure {
     fn from(err: SpoolError) -> Self {
         match err {
             SpoolError::TooLarge(_) => Self::TooLarge,
+            SpoolError::NoSpace => Self::NoSpace,
             SpoolError::Io(e) => Self::Local(e.to_string()),
         }
     }

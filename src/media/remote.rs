@@ -23,11 +23,14 @@ use super::{
     now_ms,
 };
 use crate::{
-    config::{Config, FreeSpace},
+    config::Config,
     error::{Error, Result},
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
     singleflight::SingleFlight,
-    store::{Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, spool::Spool},
+    store::{
+        Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, space::DiskBudget,
+        spool::Spool,
+    },
     thumbnail::{
         Served, method_name,
         select::{self, ThumbSpec},
@@ -44,11 +47,12 @@ pub struct Remote {
     apis: Arc<ApiMemory>,
     max_size: u64,
     max_timeout: Duration,
-    min_free: FreeSpace,
+    /// Shared with local uploads: fetched bytes reserve against the same free-space floor.
+    budget: DiskBudget,
 }
 
 impl Remote {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, budget: DiskBudget) -> Self {
         Self {
             originals: SingleFlight::default(),
             thumbnails: SingleFlight::default(),
@@ -58,7 +62,7 @@ impl Remote {
             apis: Arc::new(ApiMemory::default()),
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
-            min_free: config.store.min_free_space,
+            budget,
         }
     }
 
@@ -134,7 +138,7 @@ impl Remote {
             flight: flight.to_owned(),
             timeout_ms: self.timeout_ms(timeout),
             max_size: self.max_size,
-            min_free: self.min_free,
+            budget: self.budget.clone(),
         }
     }
 
@@ -174,7 +178,7 @@ struct Job {
     flight: String,
     timeout_ms: u64,
     max_size: u64,
-    min_free: FreeSpace,
+    budget: DiskBudget,
 }
 
 impl Job {
@@ -203,14 +207,18 @@ impl Job {
     }
 
     async fn spool(&self) -> Result<Spool, FetchFailure> {
-        super::ensure_free_space(&self.store, self.min_free, 0)
-            .await
-            .map_err(|e| match e {
-                Error::InsufficientStorage => FetchFailure::NoSpace,
-                other => local(other),
-            })?;
+        // Already below the floor: do not ask the origin at all. The bytes that arrive are
+        // reserved as they come (`Spool::write`).
+        self.budget.check(0).await.map_err(|e| match e {
+            Error::InsufficientStorage => FetchFailure::NoSpace,
+            other => local(other),
+        })?;
         let staging = self.store.blocking(Store::stage).await.map_err(local)?;
-        Ok(Spool::new(staging, self.max_size))
+        Ok(Spool::new(
+            staging,
+            self.max_size,
+            self.budget.reservation(),
+        ))
     }
 
     async fn fetch(&self, spool: &mut Spool, wanted: Wanted) -> Result<Fetched, FetchFailure> {

@@ -348,3 +348,58 @@ async fn generate_key_and_check_it_is_published() {
     );
     handle.stop(false).await;
 }
+
+/// Following the README in one shell works: an exported `MXMEDIA_TOKEN` (which the README
+/// once suggested) no longer stops the next start, and the printed command now uses
+/// `DEV_TOKEN`, outside the prefix. A mistyped setting still stops `serve`, naming it, and
+/// `check-config` names the stray variable and exits 1.
+#[actix_web::test]
+async fn stray_mxmedia_variable_does_not_stop_serve() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut proc = spawn_with(
+        dir.path(),
+        port,
+        false,
+        &[("MXMEDIA_TOKEN", "mxm_left_from_the_readme".into())],
+    );
+    wait_ready(&proc.base).await;
+    let token = std::fs::read_to_string(dir.path().join("dev-token")).unwrap();
+    nix_kill(&proc.child, "TERM");
+    assert!(proc.child.wait().unwrap().success());
+    let mut out = String::new();
+    proc.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains(&format!("export DEV_TOKEN={token}")), "{out}");
+    assert!(out.contains("Bearer $DEV_TOKEN"), "{out}");
+    assert!(!out.contains("export MXMEDIA_"), "{out}");
+
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("MXMEDIA_DATA_DIR", dir.path())
+        .env("MXMEDIA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MXMEDIA_SERVERNAME", "example.org")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("MXMEDIA_SERVERNAME") && stderr.contains("MXMEDIA_SERVER_NAME"),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_clear()
+        .env("MXMEDIA_TOKEN", "mxm_left_from_the_readme")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("MXMEDIA_TOKEN"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use mxmedia::config::Config;
 
 use crate::{
-    common::{ALICE, TestServer, assert_error, pseudo_random},
+    common::{ALICE, TestServer, Tmpfs, assert_error, count_files, pseudo_random},
     fake_media::{File, MediaHost, Mode},
     fake_remote::{FakeRemote, Pki},
     federation::federate,
@@ -39,7 +39,7 @@ impl Setup {
             tweak(c);
         })
         .await;
-        host.trust("localhost", server.dir.path());
+        host.trust("localhost", &server.config.data_dir);
         Self {
             _pki: pki,
             remote,
@@ -631,4 +631,69 @@ async fn endless_json_answers_fail_at_the_limit() {
     let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
     assert!(sent < 32 << 20, "read until the origin sent {sent} bytes");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A remote fetch and a local upload share the free-space floor: arriving together, with a
+/// sum that would cross it, one of them gets 507 and leaves no staging file, the other is
+/// stored.
+#[actix_web::test]
+async fn remote_fetch_and_upload_share_the_free_space_floor() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let data_dir = fs.dir.path().join("data");
+    let setup = Setup::start(|c| {
+        c.data_dir = data_dir.clone();
+        // About 30 MiB above the floor: one 20 MiB file fits, two do not.
+        c.store.min_free_space = mxmedia::config::FreeSpace::Bytes(34 << 20);
+        c.media.max_remote_size = bytesize::ByteSize::mib(32);
+    })
+    .await;
+    const LEN: usize = 20 << 20;
+    setup
+        .host
+        .put("big", File::new(pseudo_random(LEN, 7), "application/pdf"));
+    let body = pseudo_random(LEN, 8);
+    let chunks = futures_util::stream::unfold(0, move |at| {
+        let body = body.clone();
+        async move {
+            if at >= body.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let end = (at + 256 * 1024).min(body.len());
+            let chunk = bytes::Bytes::copy_from_slice(&body[at..end]);
+            Some((Ok::<_, std::io::Error>(chunk), end))
+        }
+    });
+    let upload = setup
+        .server
+        .client
+        .post(setup.server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(ALICE)
+        .send_stream(chunks);
+    let fetch = async {
+        // Let the upload get going first, so both streams are in flight together.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        setup.server.get_as(setup.download_url("big"), ALICE).await
+    };
+    let (upload, mut fetch) = tokio::join!(upload, fetch);
+    let mut upload = upload.unwrap();
+    let statuses = (upload.status().as_u16(), fetch.status().as_u16());
+    match statuses {
+        (200, 507) => assert_error(&mut fetch, 507, "M_UNKNOWN").await,
+        (507, 200) => assert_error(&mut upload, 507, "M_UNKNOWN").await,
+        other => panic!("expected one 200 and one 507, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count_files(&data_dir.join("tmp")),
+        0,
+        "no staging file left"
+    );
+    assert_eq!(count_files(&data_dir.join("blobs")), 1);
+    drop((upload, fetch));
+    drop(setup);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }
