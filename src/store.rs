@@ -730,6 +730,17 @@ impl Store {
                 for chunk in self.inner.chunks.scan_prefix(blob::chunk_prefix(sha256)) {
                     out.extend_from_slice(&chunk?.1);
                 }
+                if u64::try_from(out.len()).ok() != Some(record.len) {
+                    // The chunks went with a deletion while we read them: never half a blob.
+                    if self.inner.blobs.get(sha256)?.is_none() {
+                        return Err(Error::NotFound);
+                    }
+                    return Err(Error::internal(anyhow::anyhow!(
+                        "inline blob {sha256} has {} bytes, its record says {}",
+                        out.len(),
+                        record.len
+                    )));
+                }
                 Ok(BlobReader::Inline(out.into()))
             }
         }
