@@ -554,10 +554,7 @@ async fn kill_9_loop(deletes: bool, rounds: usize) {
     nix_kill(&proc.child, "TERM");
     assert!(proc.child.wait().unwrap().success());
     let items = items.borrow();
-    assert!(
-        items.iter().filter(|i| !i.deleted).count() > 6,
-        "uploads went on"
-    );
+    assert!(items.len() > 7 * rounds, "uploads went on: {}", items.len());
     if deletes {
         assert!(
             items.iter().filter(|i| i.deleted).count() > 6,
