@@ -440,7 +440,11 @@ async fn kill_9_loop(deletes: bool, rounds: usize) {
     let mut next_bytes = move || {
         seed += 1;
         // Half inline in sled, half blob files.
-        let len = if seed % 2 == 0 { 4_000 } else { 300 * 1024 };
+        let len = if seed.is_multiple_of(2) {
+            4_000
+        } else {
+            300 * 1024
+        };
         pseudo_random(len, 7_000 + seed)
     };
     for round in 0..rounds {
