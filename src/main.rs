@@ -222,6 +222,18 @@ fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {
                 report.files_linked,
                 report.files_copied,
             );
+            match &report.signing_key {
+                backup::SigningKey::InBackup(path) => {
+                    println!("federation signing key included ({})", path.display());
+                }
+                backup::SigningKey::Elsewhere(path) => println!(
+                    "warning: the federation signing key is NOT in this backup:                      MXMEDIA_FEDERATION__SIGNING_KEY_PATH={} is outside the data dir; keep a copy                      of it with the configuration, or remote servers refuse a restored server",
+                    path.display()
+                ),
+                backup::SigningKey::None => {
+                    println!("no federation signing key yet: the server makes one at start");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -331,6 +331,7 @@ impl MediaService {
             let notified = waiting.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let ticket = self.cache.ticket();
             let lookup = key.clone();
             match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
                 None => return Err(Error::NotFound),
@@ -338,7 +339,7 @@ impl MediaService {
                     state: MediaState::Complete(content),
                     ..
                 }) => {
-                    self.cache.put_content(key.clone(), content.clone());
+                    self.cache.put_content(ticket, key.clone(), content.clone());
                     return Ok(content);
                 }
                 Some(MediaMeta {
@@ -363,10 +364,11 @@ impl MediaService {
         if let Some(bytes) = self.cache.blob(&content.sha256) {
             return Ok(BlobReader::Inline(bytes));
         }
+        let ticket = self.cache.ticket();
         let sha256 = content.sha256.clone();
         let reader = self.store.blocking(move |s| s.open_blob(&sha256)).await?;
         if let BlobReader::Inline(bytes) = &reader {
-            self.cache.put_blob(&content.sha256, bytes.clone());
+            self.cache.put_blob(ticket, &content.sha256, bytes.clone());
         }
         Ok(reader)
     }

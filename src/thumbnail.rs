@@ -47,12 +47,16 @@ enum Refusal {
     TooLarge,
     Busy,
     Internal,
+    /// The source was deleted meanwhile: nothing was stored.
+    Gone,
 }
 
 impl From<Error> for Refusal {
     fn from(err: Error) -> Self {
-        if let Error::RateLimited { .. } = err {
-            return Self::Busy;
+        match err {
+            Error::RateLimited { .. } => return Self::Busy,
+            Error::NotFound => return Self::Gone,
+            _ => {}
         }
         tracing::error!(error = %err, source = ?std::error::Error::source(&err), "thumbnail job failed");
         Self::Internal
@@ -185,7 +189,10 @@ impl Thumbnailer {
         let outcome =
             outcome.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail probe lost")))?;
         // What the file is, is remembered; a full queue or a failure of ours is not.
-        if !matches!(outcome, Err(Refusal::Busy | Refusal::Internal)) {
+        if !matches!(
+            outcome,
+            Err(Refusal::Busy | Refusal::Internal | Refusal::Gone)
+        ) {
             self.probes.insert(content.sha256.clone(), outcome.clone());
         }
         let probe = outcome.map_err(|r| refusal_error(&r))?;
@@ -282,6 +289,7 @@ fn refusal_error(refusal: &Refusal) -> Error {
             retry_after: RETRY_AFTER,
         },
         Refusal::Internal => Error::internal(anyhow::anyhow!("thumbnail rendering failed")),
+        Refusal::Gone => Error::NotFound,
     }
 }
 

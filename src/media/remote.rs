@@ -257,6 +257,7 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                 created_at: now_ms(),
                 expect: Expect::Absent,
             };
+            // NotFound: an admin blocked the id while we fetched; the store kept nothing.
             match s.commit_upload(&key, staged, upload) {
                 Ok(()) | Err(Error::CannotOverwrite) => {}
                 Err(e) => return Err(e),
@@ -266,11 +267,12 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                     state: MediaState::Complete(content),
                     ..
                 }) => Ok(content),
-                _ => Err(Error::internal(anyhow::anyhow!("remote media vanished"))),
+                // Deleted right after it was stored.
+                _ => Err(Error::NotFound),
             }
         })
         .await
-        .map_err(local)
+        .map_err(committed)
 }
 
 async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, FetchFailure> {
@@ -296,7 +298,15 @@ async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, Fetch
     job.store
         .blocking(move |s| s.commit_thumbnail(&thumb_key, staged, &fetched.content_type))
         .await
-        .map_err(local)
+        .map_err(committed)
+}
+
+/// A commit that lost to a deletion or block answers as missing media does.
+fn committed(err: Error) -> FetchFailure {
+    match err {
+        Error::NotFound => FetchFailure::NotFound,
+        other => local(other),
+    }
 }
 
 /// Complete media stored under `key`, if any.
@@ -325,6 +335,7 @@ impl MediaService {
         timeout: Option<Duration>,
     ) -> Result<Content> {
         self.touch(key);
+        let ticket = self.cache.ticket();
         let cached = match self.cache.content(key) {
             Some(content) => Some(content),
             None => stored(&self.store, key).await?,
@@ -343,7 +354,7 @@ impl MediaService {
                     .await?
             }
         };
-        self.cache.put_content(key.clone(), content.clone());
+        self.cache.put_content(ticket, key.clone(), content.clone());
         Ok(content)
     }
 

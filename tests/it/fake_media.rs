@@ -60,6 +60,47 @@ pub struct File {
     pub mode: Mode,
     /// Waited before answering.
     pub delay: Duration,
+    /// When set, answers wait until the test opens it.
+    pub gate: Option<Gate>,
+}
+
+/// Holds answers back until the test lets them go, and tells it when one is waiting: a fetch in
+/// flight for as long as the test needs.
+#[derive(Clone)]
+pub struct Gate {
+    waiting: std::sync::Arc<AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self {
+            waiting: std::sync::Arc::new(AtomicUsize::new(0)),
+            open: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Waits until `n` requests are held at the gate.
+    pub async fn held(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.waiting.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no request reached the gate"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
 }
 
 impl File {
@@ -71,6 +112,7 @@ impl File {
             thumbnail: None,
             mode: Mode::Inline,
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 }
@@ -175,6 +217,9 @@ impl MediaHost {
         }
         let file = self.file(id).ok_or_else(|| error(404, "M_NOT_FOUND"))?;
         tokio::time::sleep(file.delay).await;
+        if let Some(gate) = &file.gate {
+            gate.pass().await;
+        }
         Ok(file)
     }
 }

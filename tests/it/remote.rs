@@ -11,7 +11,7 @@ use mxmedia::config::Config;
 
 use crate::{
     common::{ALICE, TestServer, Tmpfs, assert_error, count_files, pseudo_random},
-    fake_media::{File, MediaHost, Mode},
+    fake_media::{File, Gate, MediaHost, Mode},
     fake_remote::{FakeRemote, Pki},
     federation::federate,
 };
@@ -696,4 +696,69 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
     drop((upload, fetch));
     drop(setup);
     tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// An admin's removal wins against a fetch of the same id already in flight, for originals and
+/// thumbnails alike: the fetch stores nothing (no record, no blob file), the request that
+/// started it and every later one get 404, and the origin is not asked again.
+#[actix_web::test]
+async fn removal_wins_against_a_fetch_in_flight() {
+    let setup = Setup::start(|c| {
+        c.auth.admins = vec!["@alice:localhost".into()];
+        // Every blob a file, so a stored one shows on disk.
+        c.store.inline_blob_max = bytesize::ByteSize::kib(1);
+    })
+    .await;
+    let remote = setup.remote.name();
+    let gate = Gate::new();
+    let mut original = File::new(pseudo_random(600 * 1024, 41), "application/pdf");
+    original.gate = Some(gate.clone());
+    setup.host.put("doomed", original);
+    let mut pic = File::new(PHOTO.to_vec(), "image/jpeg");
+    pic.thumbnail = Some((pseudo_random(8 * 1024, 42), "image/png".into()));
+    pic.gate = Some(gate.clone());
+    setup.host.put("doomed-pic", pic);
+
+    let urls = [
+        setup.download_url("doomed"),
+        setup.thumbnail_url("doomed-pic", "width=64&height=64&method=scale"),
+    ];
+    let fetches = join_all(urls.iter().map(|url| setup.get(url)));
+    let removals = async {
+        // Both fetches are now waiting for the origin's answer.
+        gate.held(2).await;
+        for id in ["doomed", "doomed-pic"] {
+            let path = format!("/_mxmedia/admin/v1/media/{}/{id}", remote.as_str());
+            let mut res = setup
+                .server
+                .send_as(
+                    actix_web::http::Method::DELETE,
+                    setup.server.url(&path),
+                    ALICE,
+                    "",
+                )
+                .await;
+            assert_eq!(res.status(), 200);
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"deleted": false}),
+                "nothing stored yet"
+            );
+        }
+        gate.open();
+    };
+    let (results, ()) = futures_util::join!(fetches, removals);
+    for ((status, _, _), url) in results.iter().zip(&urls) {
+        assert_eq!(*status, 404, "the fetch in flight lost: {url}");
+    }
+    for url in &urls {
+        let mut res = setup.server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.server.stored_files(), (0, 0), "no blob file kept");
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/doomed-pic")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed-pic")), 0);
+    setup.signatures_were_valid();
 }
