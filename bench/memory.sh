@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# mxmedia's memory under a stream of small uploads: TOTAL bytes of SIZE-byte media (every one
-# distinct, so nothing is deduplicated), CLIENTS at once, with the default store config (the
-# blobs go inline into sled). Prints RSS at start, its peak during the uploads (sampled every
+# mxmedia's memory under a stream of small uploads: SECS seconds of SIZE-byte media (every one
+# distinct, so nothing is deduplicated; at most TOTAL bytes), CLIENTS at once, with the default
+# store config. Prints RSS at start, its peak during the uploads (sampled every
 # 50 ms), and RSS after IDLE seconds of rest; then the database size and what the idle RSS is
 # made of (/proc/PID/smaps_rollup).
 # Target on the 1 GB VPS mxmedia is built for: peak under 200 MiB, idle back near the start.
@@ -9,7 +9,8 @@
 # Needs: wrk, a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOTAL="${TOTAL:-2GiB}"
+TOTAL="${TOTAL:-8GiB}"
+SECS="${SECS:-30}"
 SIZE="${SIZE:-65536}"
 CLIENTS="${CLIENTS:-8}"
 IDLE="${IDLE:-10}"
@@ -19,7 +20,7 @@ BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 
 . bench/common.sh
 
-total_bytes=$(numfmt --from=iec-i --suffix=B "$TOTAL" 2>/dev/null || numfmt --from=iec "${TOTAL%B}")
+total_bytes=$(numfmt --from=iec-i "${TOTAL%B}")
 uploads=$((total_bytes / SIZE))
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -70,8 +71,9 @@ sample() { local peak=0 r; while kill -0 "$mx" 2>/dev/null && [ ! -e "$work/stop
     r=$(rss_kib "$mx"); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" > "$peak_file"; sleep 0.05; done; }
 sample & sampler=$!
 began=$(date +%s.%N)
-# One connection per wrk thread, so each thread's request count is its client's.
-wrk -t"$CLIENTS" -c"$CLIENTS" -d600s -s "$work/upload.lua" "http://127.0.0.1:$PORT" > "$work/wrk.out"
+# One connection per wrk thread, so each thread's request count is its client's. wrk runs for
+# SECS even when the threads stopped early at TOTAL.
+wrk -t"$CLIENTS" -c"$CLIENTS" -d"${SECS}s" -s "$work/upload.lua" "http://127.0.0.1:$PORT" > "$work/wrk.out"
 ended=$(date +%s.%N)
 touch "$work/stop"; wait "$sampler" || true
 peak=$(cat "$peak_file")

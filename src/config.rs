@@ -18,6 +18,12 @@ pub use self::preview::PreviewConfig;
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 
+/// Largest sled value whose tree node sled's page cache still counts. A node holds up to 17
+/// entries and is written "as a blob" once it exceeds a quarter of sled's 512 KiB segment; sled
+/// then counts it as the few bytes of its pointer, so the cache never evicts it and memory grows
+/// with the database (sled 0.34, `pagecache/logger.rs`). 17 × (7 KiB + key) stays under 128 KiB.
+pub const SLED_CACHEABLE_VALUE_MAX: u64 = 7 * 1024;
+
 /// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";
 
@@ -213,7 +219,9 @@ pub struct StoreConfig {
     /// bytes, `"1GiB"`, or a share of the disk such as `"5%"`. Default `1GiB`.
     pub min_free_space: FreeSpace,
     /// Blobs up to this size live inside sled; larger ones are content-addressed files under
-    /// `data_dir/blobs`. Default 256 KiB (see the README's storage section for why).
+    /// `data_dir/blobs`. Default 4 KiB. Keep it at most [`SLED_CACHEABLE_VALUE_MAX`] (7 KiB):
+    /// sled's page cache cannot count, so never evicts, tree nodes holding larger values, and
+    /// memory then grows with the database (see the README's storage section).
     pub inline_blob_max: ByteSize,
     /// Memory for caching small blobs (those kept in sled) in front of the store, so hot media
     /// is served without touching the database. 0 turns it off. Default 32 MiB.
@@ -369,7 +377,7 @@ impl Default for Config {
             store: StoreConfig {
                 cache_capacity: ByteSize::mib(32),
                 min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
-                inline_blob_max: ByteSize::kib(256),
+                inline_blob_max: ByteSize::kib(4),
                 memory_cache: ByteSize::mib(32),
             },
             federation: FederationConfig {

@@ -55,6 +55,13 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
         )),
         None => None,
     };
+    if config.store.inline_blob_max.as_u64() > config::SLED_CACHEABLE_VALUE_MAX {
+        tracing::warn!(
+            inline_blob_max = config.store.inline_blob_max.as_u64(),
+            "store.inline_blob_max is above 7 KiB: sled keeps every tree node holding such \
+             blobs in memory, so memory grows with the database"
+        );
+    }
     let store = Store::open(&config).context("opening the store")?;
     let swept = store
         .sweep_orphans()
