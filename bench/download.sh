@@ -20,6 +20,8 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # nginx, one worker on core 0.
 mkdir -p "$work/www" "$work/nginx"
+# nginx workers run as an unprivileged user: let them into the work dir.
+chmod 755 "$work" "$work/www"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 worker_cpu_affinity 01;
