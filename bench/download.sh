@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Download throughput of mxmedia against nginx serving the same 64 KiB file from disk, each
-# server pinned to core 0 with one worker and wrk pinned to core 1; then mxmedia's idle RSS and
-# its RSS growth while streaming a 1 GiB upload and download.
+# Downloads from mxmedia against nginx serving the same files from disk: 64 KiB (inline in sled)
+# and file blobs of 300 KiB and 10 MiB, at 1 and 32 connections: req/s, p50 and p99 latency,
+# MiB/s. Each server is pinned to core 0 with one worker and wrk to core 1. Then mxmedia's idle
+# RSS and its RSS growth while streaming a 1 GiB upload and download (BIG=0 skips it).
 # Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-5s}"
-ROUNDS="${ROUNDS:-5}"
-CONNS="${CONNS:-32}"
+DURATION="${DURATION:-3s}"
+ROUNDS="${ROUNDS:-3}"
+# Sizes of media downloaded: 64 KiB lives inline in sled, the larger ones are blob files.
+SIZES="${SIZES:-64KiB 300KiB 10MiB}"
+CONNS_LIST="${CONNS_LIST:-1 32}"
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 [ -x "$BIN" ] || cargo build --release --bin mxmedia
 
 . bench/common.sh
 
-head -c 65536 /dev/urandom > "$work/file.bin"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # nginx, one worker on core 0.
 mkdir -p "$work/www" "$work/nginx"
-cp "$work/file.bin" "$work/www/file.bin"
+# nginx workers run as an unprivileged user: let them into the work dir.
+chmod 755 "$work" "$work/www"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 worker_cpu_affinity 01;
@@ -29,6 +32,7 @@ events { worker_connections 1024; }
 http {
     access_log off;
     sendfile on;
+    tcp_nopush on;
     server { listen 127.0.0.1:18081; root $work/www; }
 }
 NGINX
@@ -37,32 +41,51 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 # mxmedia, one worker on core 0.
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18080 MXMEDIA_WORKERS=1 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
-MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG="${MXMEDIA_LOG:-info}" \
+MXMEDIA_MEDIA__MAX_UPLOAD_SIZE=2GiB MXMEDIA_LOG="${MXMEDIA_LOG:-warn}" \
     taskset -c 0 "$BIN" > "$work/mxmedia.log" 2>&1 & mx=$!; pids+=($mx)
 wait_healthy http://127.0.0.1:18080
 sleep 1
 idle_rss=$(rss_kib "$mx")
-
 auth=(-H "Authorization: Bearer benchtoken")
-uri=$(curl -sf "${auth[@]}" -H 'Content-Type: application/octet-stream' --data-binary @"$work/file.bin" \
-      http://127.0.0.1:18080/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
-mx_url="http://127.0.0.1:18080/_matrix/client/v1/media/download/localhost/$uri"
-curl -sf "${auth[@]}" "$mx_url" | cmp - "$work/file.bin"
 
-run_wrk "${auth[@]}" "$mx_url" >/dev/null          # warm-up
-# Rounds alternate between the two servers so that noise from the machine hits both alike.
-nginx_runs=(); mx_runs=()
-for _ in $(seq "$ROUNDS"); do
-    nginx_runs+=("$(run_wrk http://127.0.0.1:18081/file.bin)")
-    mx_runs+=("$(run_wrk "${auth[@]}" "$mx_url")")
+# One wrk run: prints "req/s p50_ms p99_ms".
+wrk_stats() {
+    taskset -c 1 wrk -t1 -c"$1" -d"$DURATION" --latency "${@:2}" | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
+                         if (v ~ /m$/) return v * 60000; return v * 1000 }
+        $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
+        /Requests\/sec/ { rps = $2 } END { printf "%s %.3f %.3f\n", rps, p50, p99 }'
+}
+
+echo "downloads: wrk -t1 -c<conns> -d$DURATION --latency, $ROUNDS alternating rounds (median), server on core 0, wrk on core 1"
+printf '%-8s %5s  %-8s %10s %9s %9s %9s\n' size conns server req/s p50_ms p99_ms MiB/s
+for size in $SIZES; do
+    bytes=$(numfmt --from=iec-i "${size%B}")
+    head -c "$bytes" /dev/urandom > "$work/www/$size.bin"
+    uri=$(curl -sf "${auth[@]}" -H 'Content-Type: application/octet-stream' --data-binary @"$work/www/$size.bin" \
+          http://127.0.0.1:18080/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
+    mx_url="http://127.0.0.1:18080/_matrix/client/v1/media/download/localhost/$uri"
+    curl -sf "${auth[@]}" "$mx_url" | cmp - "$work/www/$size.bin"
+    for conns in $CONNS_LIST; do
+        wrk_stats "$conns" "${auth[@]}" "$mx_url" >/dev/null   # warm-up
+        : > "$work/nginx.runs"; : > "$work/mx.runs"
+        # Rounds alternate between the two servers so that noise from the machine hits both alike.
+        for _ in $(seq "$ROUNDS"); do
+            wrk_stats "$conns" "http://127.0.0.1:18081/$size.bin" >> "$work/nginx.runs"
+            wrk_stats "$conns" "${auth[@]}" "$mx_url" >> "$work/mx.runs"
+        done
+        for server in nginx mx; do
+            rps=$(cut -d' ' -f1 "$work/$server.runs" | median)
+            p50=$(cut -d' ' -f2 "$work/$server.runs" | median)
+            p99=$(cut -d' ' -f3 "$work/$server.runs" | median)
+            printf '%-8s %5s  %-8s %10s %9s %9s %9.1f\n' "$size" "$conns" \
+                "$([ $server = mx ] && echo mxmedia || echo nginx)" "$rps" "$p50" "$p99" \
+                "$(awk -v r="$rps" -v b="$bytes" 'BEGIN {print r * b / 1048576}')"
+        done
+    done
 done
-nginx_rps=$(printf '%s\n' "${nginx_runs[@]}" | median)
-mx_rps=$(printf '%s\n' "${mx_runs[@]}" | median)
-echo "64 KiB download, wrk -t1 -c$CONNS -d$DURATION x $ROUNDS alternating rounds, server on core 0, wrk on core 1"
-echo "  nginx:   median $nginx_rps req/s (${nginx_runs[*]})"
-echo "  mxmedia: median $mx_rps req/s (${mx_runs[*]})"
-echo "  ratio mxmedia/nginx: $(awk -v a="$mx_rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')"
 echo "RSS idle: $((idle_rss / 1024)) MiB"
+[ "${BIG:-1}" = 1 ] || exit 0
 
 # 1 GiB streamed through: RSS sampled every 50 ms during the upload and the download.
 peak_file="$work/peak"; echo 0 > "$peak_file"

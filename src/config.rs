@@ -19,6 +19,12 @@ pub use self::{env::StrayEnv, preview::PreviewConfig};
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 
+/// Largest sled value whose tree node sled's page cache still counts. A node holds up to 17
+/// entries and is written "as a blob" once it exceeds a quarter of sled's 512 KiB segment; sled
+/// then counts it as the few bytes of its pointer, so the cache never evicts it and memory grows
+/// with the database (sled 0.34, `pagecache/logger.rs`). 17 × (7 KiB + key) stays under 128 KiB.
+pub const SLED_CACHEABLE_VALUE_MAX: u64 = 7 * 1024;
+
 /// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";
 
@@ -41,6 +47,37 @@ pub struct Config {
     pub thumbnails: ThumbnailConfig,
     pub preview: PreviewConfig,
     pub tls: TlsConfig,
+    pub http: HttpConfig,
+}
+
+/// Limits on what a client may hold of the listener: connections, and time to send a request.
+/// They keep slow or idle clients (slowloris) from using up sockets, file descriptors and
+/// upload temp files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds a client has, from connecting, to send the whole head of its first request
+    /// (request line and headers); then it gets 408 and the connection closes. Default 10.
+    pub request_head_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests; 0 turns keep-alive
+    /// off. Default 5.
+    pub keep_alive_secs: u64,
+    /// Seconds an upload body may go without a single byte arriving; then the upload gets 408,
+    /// its temp file is removed and the connection closes. Default 30: generous for a stalled
+    /// mobile link, short enough that trickling clients cannot pile up.
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once, over all workers; beyond it new connections wait in the
+    /// kernel's backlog. Also capped by the open-files limit (`LimitNOFILE`), keeping room for
+    /// the database, blob files and uploads. Default 4096.
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once per worker, so a handshake flood cannot take every
+    /// core. Default 64.
+    pub max_tls_handshakes: usize,
+    /// Slowest average an upload body may arrive at, in bytes per second, once it has been
+    /// arriving for `body_idle_timeout_secs`; slower, it gets 408 like a silent one. Stops a
+    /// client that sends a byte now and then from holding an upload for hours. 0 turns it off.
+    /// Default `1KiB`, far below any working mobile link.
+    pub body_min_rate: ByteSize,
 }
 
 /// HTTPS on the main listener. Set both paths or neither; unset, the listener speaks plain HTTP
@@ -184,7 +221,9 @@ pub struct StoreConfig {
     /// bytes, `"1GiB"`, or a share of the disk such as `"5%"`. Default `1GiB`.
     pub min_free_space: FreeSpace,
     /// Blobs up to this size live inside sled; larger ones are content-addressed files under
-    /// `data_dir/blobs`. Default 256 KiB (see the README's storage section for why).
+    /// `data_dir/blobs`. Default 4 KiB. Keep it at most [`SLED_CACHEABLE_VALUE_MAX`] (7 KiB):
+    /// sled's page cache cannot count, so never evicts, tree nodes holding larger values, and
+    /// memory then grows with the database (see the README's storage section).
     pub inline_blob_max: ByteSize,
     /// Memory for caching small blobs (those kept in sled) in front of the store, so hot media
     /// is served without touching the database. 0 turns it off. Default 32 MiB.
@@ -340,7 +379,7 @@ impl Default for Config {
             store: StoreConfig {
                 cache_capacity: ByteSize::mib(32),
                 min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
-                inline_blob_max: ByteSize::kib(256),
+                inline_blob_max: ByteSize::kib(4),
                 memory_cache: ByteSize::mib(32),
             },
             federation: FederationConfig {
@@ -385,6 +424,14 @@ impl Default for Config {
             },
             preview: PreviewConfig::default(),
             tls: TlsConfig::default(),
+            http: HttpConfig {
+                request_head_timeout_secs: 10,
+                keep_alive_secs: 5,
+                body_idle_timeout_secs: 30,
+                max_connections: 4096,
+                max_tls_handshakes: 64,
+                body_min_rate: ByteSize::kib(1),
+            },
         }
     }
 }
@@ -512,6 +559,29 @@ impl Config {
                         "verify_keys must map ed25519 key ids to base64 public keys",
                     ));
                 }
+            }
+        }
+        for (key, value) in [
+            (
+                "MXMEDIA_HTTP__REQUEST_HEAD_TIMEOUT_SECS",
+                self.http.request_head_timeout_secs,
+            ),
+            (
+                "MXMEDIA_HTTP__BODY_IDLE_TIMEOUT_SECS",
+                self.http.body_idle_timeout_secs,
+            ),
+            (
+                "MXMEDIA_HTTP__MAX_CONNECTIONS",
+                u64::try_from(self.http.max_connections).unwrap_or(u64::MAX),
+            ),
+            (
+                "MXMEDIA_HTTP__MAX_TLS_HANDSHAKES",
+                u64::try_from(self.http.max_tls_handshakes).unwrap_or(u64::MAX),
+            ),
+        ] {
+            // 0 would turn a limit off: slow clients could then hold sockets forever.
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
             }
         }
         if self.media.max_upload_size.as_u64() == 0 {

@@ -56,6 +56,13 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
         )),
         None => None,
     };
+    if config.store.inline_blob_max.as_u64() > config::SLED_CACHEABLE_VALUE_MAX {
+        tracing::warn!(
+            inline_blob_max = config.store.inline_blob_max.as_u64(),
+            "store.inline_blob_max is above 7 KiB: sled keeps every tree node holding such \
+             blobs in memory, so memory grows with the database"
+        );
+    }
     let store = Store::open(&config).context("opening the store")?;
     let swept = store
         .sweep_orphans()
@@ -140,6 +147,8 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
         Some(addr) => Some(metrics::serve(addr).context("starting the metrics listener")?),
         None => None,
     };
+    let limits = state.config.http.clone();
+    let per_worker = connections_per_worker(limits.max_connections, workers, open_files_limit());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -154,6 +163,16 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
             .default_service(web::to(http::unrecognized))
     })
     .workers(workers)
+    // Without it the last partial segment of a response waits for the client's delayed ACK
+    // (Nagle): 40 ms per download of a file blob on Linux.
+    .tcp_nodelay(true)
+    .client_request_timeout(Duration::from_secs(limits.request_head_timeout_secs))
+    .keep_alive(match limits.keep_alive_secs {
+        0 => actix_web::http::KeepAlive::Disabled,
+        secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+    })
+    .max_connections(per_worker)
+    .max_connection_rate(limits.max_tls_handshakes)
     .shutdown_timeout(10)
     .disable_signals();
     let server = match &cert {
@@ -170,6 +189,42 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
         tls: cert,
         backup_socket,
     })
+}
+
+/// File descriptors a connection may need at once: its socket and an upload's temp file or a
+/// download's blob file.
+const FDS_PER_CONNECTION: u64 = 2;
+/// File descriptors kept for everything else: sled's files, the listeners, logs, the thumbnailer,
+/// outgoing federation connections.
+const FDS_RESERVED: u64 = 256;
+
+/// The soft open-files limit (`ulimit -n`, systemd's `LimitNOFILE`), if it can be read.
+fn open_files_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _hard)| soft)
+}
+
+/// actix counts connections per worker: share `max_connections` among the workers, within what
+/// the open-files limit leaves, so accepting a connection never takes the last descriptor an
+/// upload or the database needs (`EMFILE` would fail requests of clients that did nothing wrong).
+fn connections_per_worker(max_connections: usize, workers: usize, nofile: Option<u64>) -> usize {
+    let mut total = max_connections;
+    if let Some(nofile) = nofile {
+        let budget = nofile.saturating_sub(FDS_RESERVED) / FDS_PER_CONNECTION;
+        let budget = usize::try_from(budget).unwrap_or(usize::MAX).max(workers);
+        if budget < total {
+            tracing::warn!(
+                max_connections,
+                open_files_limit = nofile,
+                serving = budget,
+                "the open-files limit allows fewer connections than http.max_connections; \
+                 raise LimitNOFILE to serve more"
+            );
+            total = budget;
+        }
+    }
+    total.div_ceil(workers.max(1)).max(1)
 }
 
 /// Asks the homeserver at `homeserver_url` whether it publishes the key we sign with.

@@ -243,7 +243,24 @@ fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Every connection holds a descriptor, and uploads and downloads one more: use all the
+/// open files the hard limit allows (as nginx's `worker_rlimit_nofile` does), since the usual
+/// soft limit of 1024 would otherwise cap the server at a few hundred clients.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!(error = %e, soft, hard, "could not raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not read the open-files limit"),
+    }
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let listener =
         TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;

@@ -228,8 +228,9 @@ impl KeyRing {
                 other => return other,
             }
         }
+        let seen = known.as_ref().map(|k| k.fetched_at_ms);
         let fresh = self
-            .fetch(federation, client, origin, known.is_none(), allowance)
+            .fetch(federation, client, origin, seen, allowance)
             .await?;
         lookup(&fresh, origin, key_id, now)
     }
@@ -271,15 +272,17 @@ impl KeyRing {
 
     /// One fetch per origin at a time; callers that arrive meanwhile share its result. Starting
     /// one takes the request's allowance, a slot of `FETCH_CONCURRENCY` and, for an origin we
-    /// know nothing of, a token of the new-origin rate.
+    /// know nothing of, a token of the new-origin rate. `seen` is when the keys the caller
+    /// looked at were fetched (`None`: it found none).
     async fn fetch(
         &self,
         federation: &Federation,
         client: &awc::Client,
         origin: &ServerName,
-        unknown_origin: bool,
+        seen: Option<u64>,
         allowance: &mut FetchAllowance,
     ) -> Result<Arc<Known>, KeyError> {
+        let unknown_origin = seen.is_none();
         if self.inner.failures.get(origin).is_some() {
             return Err(KeyError::Unreachable(origin.to_string()));
         }
@@ -301,6 +304,14 @@ impl KeyRing {
             .inner
             .flights
             .try_run_local(origin.clone(), admit, move || async move {
+                // A flight that ended between the caller's look and this one's start has
+                // already brought newer keys: use them rather than fetch again.
+                if let Some(known) = ring.cached(&target)
+                    && Some(known.fetched_at_ms) != seen
+                    && now_ms() < known.usable_until_ms
+                {
+                    return Ok(known);
+                }
                 ring.fetch_uncached(&federation, &client, &target).await
             })
             .await

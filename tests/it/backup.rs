@@ -208,10 +208,14 @@ async fn backup_while_running_and_uploading() {
 /// linked); a server started on either backup serves every item.
 #[actix_web::test]
 async fn backup_command_running_and_stopped() {
-    use crate::process::{BIN, download, free_port, nix_kill, spawn, upload, wait_ready};
+    use crate::process::{
+        BIN, download, free_port, nix_kill, spawn, spawn_with, upload, wait_ready,
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut proc = spawn(dir.path(), port, true);
+    // The first item stays in sled, so the backup has both kinds of blob.
+    let inline = [("MXMEDIA_STORE__INLINE_BLOB_MAX", "256KiB".to_owned())];
+    let mut proc = spawn_with(dir.path(), port, true, &inline);
     wait_ready(&proc.base).await;
     let items: Vec<Vec<u8>> = vec![
         pseudo_random(20_000, 1),

@@ -27,6 +27,9 @@ pub fn test_config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.store.min_free_space = FreeSpace::Bytes(0);
+    // The tests count blob files assuming photos and thumbnails live in sled, as they did
+    // before the default went down to 4 KiB.
+    config.store.inline_blob_max = bytesize::ByteSize::kib(256);
     config
         .auth
         .static_tokens

@@ -16,6 +16,7 @@ mod federation;
 mod preview;
 mod process;
 mod remote;
+mod slow_clients;
 mod thumbnail;
 mod tls;
 mod upload;
