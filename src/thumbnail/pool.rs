@@ -36,11 +36,14 @@ pub enum Refused {
     Lost,
 }
 
+/// Answers a job's caller with a timeout.
+type Expire = Box<dyn FnOnce() + Send>;
+
 /// A queued job: `run` does the work and answers the caller; `expire` answers the caller with
 /// a timeout instead. Whichever comes first answers; the other finds the answer gone.
 struct Job {
     run: Box<dyn FnOnce() + Send>,
-    expire: Box<dyn FnOnce() + Send>,
+    expire: Expire,
 }
 
 /// What a worker is doing, seen by the watchdog.
@@ -48,7 +51,7 @@ struct Job {
 struct Slot {
     /// Since when the current job runs, and how to answer its caller on expiry. Taken by the
     /// watchdog at expiry.
-    running: Mutex<Option<(Instant, Box<dyn FnOnce() + Send>)>>,
+    running: Mutex<Option<(Instant, Expire)>>,
     /// Set by the watchdog when it started a replacement for this worker: the worker exits
     /// after its current job.
     replaced: AtomicBool,
