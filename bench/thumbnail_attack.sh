@@ -4,8 +4,9 @@
 # trailing bytes, so neither stored thumbnails nor the failure memory help) and asking for its
 # thumbnail. Hostile files: progressive JPEGs of 2048x2048 with 5 000 two-byte scans, YCbCr
 # (libjpeg-turbo refuses its scan count, the fallback decoder would not) and CMYK (straight to
-# the fallback). Meanwhile, one cold 320x240 thumbnail of a 640x480 JPEG at a time is timed.
-# ATTACKERS, SAMPLES and BIN can be set; needs python3 with Pillow and a release build.
+# the fallback). Meanwhile, one cold 320x240 thumbnail of the 640x480 test photo at a time is
+# timed.
+# ATTACKERS, SAMPLES and BIN can be set; needs python3 and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ATTACKERS="${ATTACKERS:-20}"
@@ -17,7 +18,6 @@ BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 
 python3 - "$work" <<'PY'
 import struct, sys
-from PIL import Image
 work = sys.argv[1]
 
 def seg(marker, data):
@@ -43,9 +43,8 @@ def scan_bomb(size, components, ac_scans):
 
 open(f"{work}/ycbcr.jpg", "wb").write(scan_bomb(2048, 3, 5000))
 open(f"{work}/cmyk.jpg", "wb").write(scan_bomb(2048, 4, 5000))
-img = Image.radial_gradient("L").resize((640, 480)).convert("RGB")
-img.save(f"{work}/photo.jpg", quality=90)
 PY
+cp tests/fixtures/photo_640x480.jpg "$work/photo.jpg"
 
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18087 MXMEDIA_THUMBNAILS__WORKERS=2 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 MXMEDIA_LOG=warn \
