@@ -12,6 +12,10 @@
 //! connected, so the copy matches the database even if uploads and deletions go on. With the
 //! server stopped (no socket answers), the command opens the database itself and does the same.
 //!
+//! Beside the database and blobs it takes what a restore needs to be the same server: the
+//! federation signing key (when it lives in the data dir; the report says when it does not) and
+//! the dev token.
+//!
 //! The backup is built in a hidden sibling of `DIR` and renamed to `DIR` only when complete, so
 //! `DIR` is always either absent or a whole data dir that `mxmedia serve` can run on.
 
@@ -32,6 +36,7 @@ use std::{
 
 use crate::{
     config::Config,
+    federation::identity::GENERATED_KEY_FILE,
     store::{
         Store,
         backup::{BackupError, Placed, Restored, copy_blob_file, restore_dump, write_failure},
@@ -42,8 +47,10 @@ use crate::{
 pub const SOCKET_NAME: &str = "backup.sock";
 /// What a client sends to ask for a dump.
 const REQUEST: &[u8] = b"backup 1\n";
-/// Files beside the database that belong to a data dir.
-const EXTRA_FILES: &[&str] = &["dev-token"];
+/// Files beside the database that belong to a data dir. Without the signing key a restored
+/// server would make a new one, which no remote server accepts until the homeserver publishes
+/// it.
+const EXTRA_FILES: &[&str] = &["dev-token", GENERATED_KEY_FILE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,6 +110,18 @@ pub struct Report {
     pub files_linked: usize,
     pub files_copied: usize,
     pub file_bytes: u64,
+    pub signing_key: SigningKey,
+}
+
+/// Where the federation signing key is, as far as the backup is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningKey {
+    /// In the data dir, so in the backup (this path, relative to the data dir).
+    InBackup(PathBuf),
+    /// `federation.signing_key_path` points outside the data dir: not in the backup.
+    Elsewhere(PathBuf),
+    /// None yet: the server makes one at its first start.
+    None,
 }
 
 /// Backs up the data dir of `config` into `target`, which must not exist yet.
@@ -191,6 +210,7 @@ fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
         files_linked: 0,
         files_copied: 0,
         file_bytes: 0,
+        signing_key: SigningKey::None,
     };
     let (from, to) = (data_dir.join("blobs"), partial.join("blobs"));
     fs::create_dir_all(&to).map_err(BackupError::from)?;
@@ -207,13 +227,43 @@ fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
     sync_dir(&to).map_err(BackupError::from)?;
     drop(connection);
     for name in EXTRA_FILES {
-        let from = data_dir.join(name);
-        if from.exists() {
-            fs::copy(&from, partial.join(name)).map_err(BackupError::from)?;
+        if copy_extra(data_dir, partial, Path::new(name))? && *name == GENERATED_KEY_FILE {
+            report.signing_key = SigningKey::InBackup(PathBuf::from(name));
         }
+    }
+    if let Some(path) = &config.federation.signing_key_path {
+        report.signing_key = match in_data_dir(data_dir, path) {
+            Some(relative) if copy_extra(data_dir, partial, &relative)? => {
+                SigningKey::InBackup(relative)
+            }
+            _ => SigningKey::Elsewhere(path.clone()),
+        };
     }
     sync_dir(partial).map_err(BackupError::from)?;
     Ok(report)
+}
+
+/// Copies `relative` from the data dir into the backup, mode and all, if it exists.
+fn copy_extra(data_dir: &Path, partial: &Path, relative: &Path) -> Result<bool, BackupError> {
+    let from = data_dir.join(relative);
+    if !from.is_file() {
+        return Ok(false);
+    }
+    let to = partial.join(relative);
+    if let Some(dir) = to.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    // `fs::copy` keeps the mode: the key and the token stay readable by their owner only.
+    fs::copy(&from, &to)?;
+    fs::File::open(&to)?.sync_all()?;
+    Ok(true)
+}
+
+/// `path` relative to the data dir, if it lies inside it.
+fn in_data_dir(data_dir: &Path, path: &Path) -> Option<PathBuf> {
+    let dir = data_dir.canonicalize().ok()?;
+    let path = path.canonicalize().ok()?;
+    path.strip_prefix(&dir).ok().map(Path::to_path_buf)
 }
 
 /// The same dump as over the socket, from a store this process opened.

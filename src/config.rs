@@ -3,6 +3,7 @@
 //! Layers, later wins: built-in defaults < TOML file < `MXMEDIA_*` environment variables, with
 //! `__` separating nested keys (`MXMEDIA_AUTH__HOMESERVER_URL` is `auth.homeserver_url`). The doc
 //! comments on the fields are the operator manual: the README's table is written from them.
+//! Variables under the prefix that name no setting are sorted out first (`env`).
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
@@ -13,7 +14,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use self::preview::PreviewConfig;
+pub use self::{env::StrayEnv, preview::PreviewConfig};
 
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
@@ -186,7 +187,8 @@ pub struct MediaConfig {
 pub struct StoreConfig {
     /// sled's page cache, in bytes or as `"64MiB"`. Default 32 MiB, suited to a 1 GB VPS.
     pub cache_capacity: ByteSize,
-    /// Uploads are refused while the data dir's file system has less free space than this:
+    /// Uploads and remote fetches are refused (507) when free space on the data dir's file
+    /// system, less the bytes of uploads and fetches still arriving, would drop below this:
     /// bytes, `"1GiB"`, or a share of the disk such as `"5%"`. Default `1GiB`.
     pub min_free_space: FreeSpace,
     /// Blobs up to this size live inside sled; larger ones are content-addressed files under
@@ -403,11 +405,26 @@ pub enum ConfigError {
     Figment(#[from] Box<figment::Error>),
     #[error("invalid value for {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("{var} is not a setting: {hint}")]
+    UnknownEnv { var: String, hint: String },
 }
 
 impl Config {
-    /// Loads defaults, then the TOML file (if any), then the environment.
+    /// Loads defaults, then the TOML file (if any), then the environment. Every `MXMEDIA_*`
+    /// variable that names no setting is an error (`check-config`).
     pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        Self::load_with(file, StrayEnv::Refuse).map(|(config, _)| config)
+    }
+
+    /// Like `load`, but `MXMEDIA_*` variables that name no setting and do not look like one
+    /// are ignored with `StrayEnv::Ignore`, and returned (with the prefix) for the caller to log.
+    /// Ones that look like a mistyped setting are errors either way.
+    pub fn load_with(
+        file: Option<PathBuf>,
+        strays: StrayEnv,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let vars = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        let ignored = env::check(vars, strays)?;
         let file = file
             .or_else(|| std::env::var_os("MXMEDIA_CONFIG").map(PathBuf::from))
             .or_else(|| {
@@ -425,8 +442,19 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("MXMEDIA_").split("__").ignore(NON_CONFIG_ENV));
-        Self::from_figment(figment)
+        let skipped = ignored.clone();
+        figment = figment.merge(
+            Env::prefixed(env::PREFIX)
+                .split("__")
+                .ignore(NON_CONFIG_ENV)
+                .filter(move |key| !skipped.iter().any(|s| key == s.as_str())),
+        );
+        let config = Self::from_figment(figment)?;
+        let ignored = ignored
+            .into_iter()
+            .map(|key| format!("{}{}", env::PREFIX, key.to_ascii_uppercase()))
+            .collect();
+        Ok((config, ignored))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -601,6 +629,7 @@ impl FreeSpace {
     }
 }
 
+mod env;
 mod preview;
 #[cfg(test)]
 mod tests;

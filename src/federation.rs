@@ -1,35 +1,39 @@
 //! Outgoing federation HTTP: the one client every request to another server goes through
 //! (server keys now, remote media later).
 //!
-//! It owns server discovery (`resolve`), TLS (`tls`) and the SSRF guard (`denylist`): every
+//! It owns server discovery (`resolve`) and TLS (`tls`), and applies the SSRF guard
+//! (`net::IpPolicy`, the same judgement of addresses previews use): every
 //! address connected to, whether from a server name, `.well-known` delegation or an SRV record,
 //! is checked against the denylist after DNS resolution, and the connection goes to exactly the
 //! address checked. Timeouts and size limits bound everything read from the network.
+//!
+//! What discovery learns about servers an outsider names (destinations, SRV pins) lives in
+//! bounded caches, each entry no longer than the DNS record or `.well-known` answer behind it.
 
-pub mod denylist;
 pub mod identity;
 pub mod keyring;
 pub mod media;
-pub mod multipart;
 pub mod resolve;
 pub mod tls;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use hickory_resolver::TokioResolver;
 
-use self::{denylist::IpDenylist, resolve::Destination};
-use crate::config::FederationConfig;
+use self::resolve::Destination;
+use crate::{config::FederationConfig, net::IpPolicy, ttl_cache::TtlCache};
 
 /// Largest JSON body read from a remote server (keys, `.well-known`).
 pub const MAX_JSON_BODY: usize = 512 * 1024;
+/// Servers whose discovery result (and SRV pin) is remembered: every server we federate with
+/// fits many times over; a flood of made-up names evicts only names used once.
+pub const DISCOVERY_CAPACITY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -56,14 +60,15 @@ pub struct Federation {
 }
 
 struct Inner {
-    denylist: IpDenylist,
+    denylist: IpPolicy,
     dns: TokioResolver,
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     request_timeout: Duration,
     /// Addresses decided by discovery (SRV targets) for a (host, port) the URL names: the
-    /// connector uses them instead of resolving the host itself.
-    pinned: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
+    /// connector uses them instead of resolving the host itself, until the DNS records that
+    /// chose them expire.
+    pinned: TtlCache<(String, u16), Vec<SocketAddr>>,
     discovery: resolve::Cache,
 }
 
@@ -73,13 +78,13 @@ impl Federation {
         let tls = tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
         Ok(Self {
             inner: Arc::new(Inner {
-                denylist: IpDenylist::new(config.ip_range_denylist.clone()),
+                denylist: IpPolicy::new(config.ip_range_denylist.clone(), Vec::new()),
                 dns,
                 tls: Arc::new(tls),
                 connect_timeout: Duration::from_secs(config.connect_timeout_secs),
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
-                pinned: Mutex::new(HashMap::new()),
-                discovery: resolve::Cache::default(),
+                pinned: TtlCache::new(DISCOVERY_CAPACITY),
+                discovery: resolve::Cache::new(DISCOVERY_CAPACITY),
             }),
         })
     }
@@ -106,11 +111,20 @@ impl Federation {
         &self.inner.discovery
     }
 
-    /// Remembers the addresses discovery chose for a URL's (host, port).
-    pub(crate) fn pin(&self, destination: &Destination) {
-        if let (Some(addrs), Ok(mut pinned)) = (&destination.addrs, self.inner.pinned.lock()) {
-            pinned.insert((destination.host.clone(), destination.port), addrs.clone());
+    /// Remembers the addresses discovery chose for a URL's (host, port), until `until`.
+    pub(crate) fn pin(&self, destination: &Destination, until: Instant) {
+        if let Some(addrs) = &destination.addrs {
+            self.inner.pinned.insert(
+                (destination.host.clone(), destination.port),
+                addrs.clone(),
+                until,
+            );
         }
+    }
+
+    /// The addresses pinned for (host, port), if still fresh at `now`.
+    pub(crate) fn pinned_at(&self, host: &str, port: u16, now: Instant) -> Option<Vec<SocketAddr>> {
+        self.inner.pinned.get_at(&(host.to_owned(), port), now)
     }
 
     /// Resolves `host` to the addresses that may be contacted; none allowed is an error.
@@ -119,24 +133,24 @@ impl Federation {
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, FetchError> {
-        let pinned = self
-            .inner
-            .pinned
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&(host.to_owned(), port)).cloned());
-        if let Some(addrs) = pinned {
+        if let Some(addrs) = self.pinned_at(host, port, Instant::now()) {
             return Ok(addrs);
         }
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        self.resolve(host, port).await.map(|(addrs, _)| addrs)
+    }
+
+    /// DNS (never the pins) for `host`, filtered, with when the answer expires (`None` for an
+    /// IP literal).
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(Vec<SocketAddr>, Option<Instant>), FetchError> {
+        if let Some(ip) = crate::net::literal_ip(host) {
             return if self.denies(ip) {
                 Err(FetchError::Denied)
             } else {
-                Ok(vec![SocketAddr::new(ip, port)])
+                Ok((vec![SocketAddr::new(ip, port)], None))
             };
         }
         let lookup = self
@@ -145,6 +159,7 @@ impl Federation {
             .lookup_ip(host)
             .await
             .map_err(|_| FetchError::Dns(host.to_owned()))?;
+        let valid_until = lookup.valid_until();
         let all: Vec<IpAddr> = lookup.iter().collect();
         if all.is_empty() {
             return Err(FetchError::Dns(host.to_owned()));
@@ -157,7 +172,7 @@ impl Federation {
         if allowed.is_empty() {
             Err(FetchError::Denied)
         } else {
-            Ok(allowed)
+            Ok((allowed, Some(valid_until)))
         }
     }
 
@@ -220,12 +235,8 @@ impl Federation {
             return Err(FetchError::BadResponse(format!("not an https URL: {url}")));
         }
         // The connector skips its resolver for IP literals, so they are checked here.
-        if let Some(ip) = uri.host().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        }) && self.denies(ip)
+        if let Some(ip) = uri.host().and_then(crate::net::literal_ip)
+            && self.denies(ip)
         {
             return Err(FetchError::Denied);
         }

@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 pub mod thumbnail;
 pub mod tls;
+pub mod ttl_cache;
 
 use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
 

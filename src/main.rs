@@ -4,7 +4,11 @@ use std::{net::TcpListener, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mxmedia::{backup, config::Config, tls::CertResolver};
+use mxmedia::{
+    backup,
+    config::{Config, StrayEnv},
+    tls::CertResolver,
+};
 
 #[derive(Parser)]
 #[command(
@@ -47,8 +51,15 @@ fn main() -> ExitCode {
     if let Some(Command::GenerateKey { path }) = &cli.command {
         return generate_key(path.clone());
     }
-    let config = match Config::load(cli.config) {
-        Ok(config) => config,
+    // `check-config` refuses every `MXMEDIA_*` variable that names no setting; the others only
+    // refuse ones that look like a mistyped setting and ignore the rest (say, a shell's
+    // `MXMEDIA_TOKEN`), naming them, so a leftover variable cannot keep the server down.
+    let strays = match cli.command {
+        Some(Command::CheckConfig) => StrayEnv::Refuse,
+        _ => StrayEnv::Ignore,
+    };
+    let (config, ignored_env) = match Config::load_with(cli.config, strays) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("mxmedia: configuration error: {e}");
             return ExitCode::FAILURE;
@@ -61,6 +72,9 @@ fn main() -> ExitCode {
         }
         Command::GenerateKey { .. } => ExitCode::FAILURE,
         Command::Backup { data_dir, dir } => {
+            for var in &ignored_env {
+                eprintln!("mxmedia: ignoring {var}: it names no setting");
+            }
             let mut config = config;
             if let Some(data_dir) = data_dir {
                 config.data_dir = data_dir;
@@ -69,6 +83,12 @@ fn main() -> ExitCode {
         }
         Command::Serve => {
             let _log_guard = init_tracing();
+            for var in &ignored_env {
+                tracing::warn!(
+                    variable = %var,
+                    "ignoring an MXMEDIA_ environment variable that names no setting"
+                );
+            }
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -202,6 +222,18 @@ fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {
                 report.files_linked,
                 report.files_copied,
             );
+            match &report.signing_key {
+                backup::SigningKey::InBackup(path) => {
+                    println!("federation signing key included ({})", path.display());
+                }
+                backup::SigningKey::Elsewhere(path) => println!(
+                    "warning: the federation signing key is NOT in this backup:                      MXMEDIA_FEDERATION__SIGNING_KEY_PATH={} is outside the data dir; keep a copy                      of it with the configuration, or remote servers refuse a restored server",
+                    path.display()
+                ),
+                backup::SigningKey::None => {
+                    println!("no federation signing key yet: the server makes one at start");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -231,8 +263,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(token) = &running.dev_token {
             println!(
                 "\nNo auth configured: a development token for @admin:{server_name} is kept in {}/dev-token\n\n  \
-                 export MXMEDIA_TOKEN={token}\n  \
-                 curl -H \"Authorization: Bearer $MXMEDIA_TOKEN\" -H 'Content-Type: image/png' \
+                 export DEV_TOKEN={token}\n  \
+                 curl -H \"Authorization: Bearer $DEV_TOKEN\" -H 'Content-Type: image/png' \
                  --data-binary @picture.png 'http://{addr}/_matrix/media/v3/upload?filename=picture.png'\n",
                 data_dir.display()
             );

@@ -7,16 +7,18 @@ pub mod meta;
 pub mod moderation;
 pub mod remote;
 pub mod retention;
+mod waiters;
 
 use std::{
     collections::HashSet,
+    hash::{Hash as _, Hasher as _},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 
 use self::{
     cache::MediaCache,
@@ -24,9 +26,12 @@ use self::{
     meta::{Content, MediaMeta, MediaState},
 };
 use crate::{
-    config::{Config, FreeSpace, ThumbnailConfig},
+    config::{Config, ThumbnailConfig},
     error::{Error, Result},
-    store::{BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE, retention::RetentionPolicy},
+    store::{
+        BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE, retention::RetentionPolicy,
+        space::DiskBudget,
+    },
     thumbnail::{Served, Thumbnailer, select::ThumbSpec},
 };
 
@@ -42,13 +47,15 @@ pub struct MediaService {
     store: Store,
     server_name: ServerName,
     max_upload: u64,
-    min_free: FreeSpace,
+    /// The free-space floor, shared with remote fetches: every stream reserves against it.
+    budget: DiskBudget,
     unused_expiry: Duration,
     max_pending: usize,
+    /// Makes counting a user's reservations and adding one a single step.
+    pending_gate: Arc<PendingGate>,
     max_timeout: Duration,
-    /// Wakes downloads waiting for async uploads; they re-check the store. Async uploads are
-    /// rare, so waking every waiter is cheaper than tracking them per id.
-    uploaded: Notify,
+    /// Downloads waiting for async uploads, by id: a `PUT` wakes only its own id's waiters.
+    waiters: waiters::Waiters,
     /// Ids with an upload in flight: a second concurrent PUT loses at once with 409.
     uploading: Mutex<HashSet<MediaKey>>,
     /// Shared with the retention sweep, which forgets what it removes as it goes.
@@ -63,22 +70,24 @@ pub struct MediaService {
 
 impl MediaService {
     pub fn new(config: &Config, store: Store) -> Result<Self> {
+        let budget = DiskBudget::new(store.data_dir().to_path_buf(), config.store.min_free_space);
         Ok(Self {
             server_name: id::parse_server_name(&config.server_name)?,
             max_upload: config.media.max_upload_size.as_u64(),
-            min_free: config.store.min_free_space,
             unused_expiry: Duration::from_secs(config.media.unused_expiry_secs),
             max_pending: config.media.max_pending_uploads,
+            pending_gate: Arc::new(PendingGate::default()),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
-            uploaded: Notify::new(),
+            waiters: waiters::Waiters::default(),
             uploading: Mutex::new(HashSet::new()),
             cache: Arc::new(MediaCache::new(config.store.memory_cache.as_u64())),
             thumbnails: Thumbnailer::new(&config.thumbnails, store.clone()),
             thumbnail_config: config.thumbnails.clone(),
-            remote: remote::Remote::new(config),
+            remote: remote::Remote::new(config, budget.clone()),
             remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
             retention: retention::policy(&config.media),
             touches: retention::Touches::default(),
+            budget,
             store,
         })
     }
@@ -113,21 +122,11 @@ impl MediaService {
         Ok(key)
     }
 
-    /// `POST /create`: reserves an id for a later `PUT`.
+    /// `POST /create`: reserves an id for a later `PUT`, at most `max_pending_uploads` per user
+    /// at once. Counting and inserting happen under the user's gate, so a burst of parallel
+    /// creates cannot all see the same count.
     pub async fn create(&self, user: &str) -> Result<(MediaKey, u64)> {
         let now = now_ms();
-        let owner = user.to_owned();
-        let mut expiries = self
-            .store
-            .blocking(move |s| s.pending_expiries(&owner, now))
-            .await?;
-        if expiries.len() >= self.max_pending {
-            expiries.sort_unstable();
-            let oldest = expiries.first().copied().unwrap_or(now);
-            return Err(Error::RateLimited {
-                retry_after: Duration::from_millis(oldest.saturating_sub(now)),
-            });
-        }
         let key = MediaKey {
             server_name: self.server_name.clone(),
             media_id: MediaId::generate(),
@@ -140,10 +139,29 @@ impl MediaService {
                 unused_expires_at: expires_at,
             },
         };
-        let stored_key = key.clone();
-        self.store
-            .blocking(move |s| s.insert_pending(&stored_key, &meta))
+        let (owner, stored_key, max, gate) = (
+            user.to_owned(),
+            key.clone(),
+            self.max_pending,
+            Arc::clone(&self.pending_gate),
+        );
+        let full = self
+            .store
+            .blocking(move |s| {
+                let _gate = gate.lock(&owner)?;
+                let expiries = s.pending_expiries(&owner, now)?;
+                if expiries.len() >= max {
+                    return Ok(Some(expiries.into_iter().min().unwrap_or(now)));
+                }
+                s.insert_pending(&stored_key, &meta)?;
+                Ok(None)
+            })
             .await?;
+        if let Some(oldest) = full {
+            return Err(Error::RateLimited {
+                retry_after: Duration::from_millis(oldest.saturating_sub(now)),
+            });
+        }
         Ok((key, expires_at))
     }
 
@@ -162,11 +180,17 @@ impl MediaService {
         if !self.is_local(&key.server_name) {
             return Err(Error::NotFound);
         }
-        // Answer the common mistakes before reading a byte of the body.
+        // Answer the common mistakes before reading a byte of the body. Ownership comes first:
+        // whether someone else's id is pending, filled or expired is none of the caller's business.
         let lookup = key.clone();
         let now = now_ms();
         match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
             None => return Err(Error::NotFound),
+            Some(meta) if meta.uploader != user => {
+                return Err(Error::Forbidden(
+                    "Only the user who created this media id may upload to it".into(),
+                ));
+            }
             Some(MediaMeta {
                 state: MediaState::Complete(_),
                 ..
@@ -176,11 +200,6 @@ impl MediaService {
                 ..
             }) if unused_expires_at <= now => {
                 return Err(Error::NotFound);
-            }
-            Some(meta) if meta.uploader != user => {
-                return Err(Error::Forbidden(
-                    "Only the user who created this media id may upload to it".into(),
-                ));
             }
             Some(_) => {}
         }
@@ -193,7 +212,7 @@ impl MediaService {
             Expect::PendingFor { user, now_ms: now },
         )
         .await?;
-        self.uploaded.notify_waiters();
+        self.waiters.wake(key);
         Ok(())
     }
 
@@ -218,8 +237,10 @@ impl MediaService {
         if info.declared_len.is_some_and(|len| len > self.max_upload) {
             return Err(too_large());
         }
-        self.check_free_space(info.declared_len.unwrap_or(0))
-            .await?;
+        // A declared length that cannot fit is refused before the body is read; what is actually
+        // received is reserved step by step below, declared or not.
+        self.budget.check(info.declared_len.unwrap_or(0)).await?;
+        let mut reservation = self.budget.reservation();
         let mut staging = self.store.blocking(Store::stage).await?;
         let mut buf = BytesMut::with_capacity(CHUNK_SIZE);
         let mut received: u64 = 0;
@@ -239,15 +260,18 @@ impl MediaService {
                 if received > self.max_upload {
                     return Err(too_large());
                 }
+                reservation.cover(received).await?;
                 buf.extend_from_slice(chunk);
             }
             // Write in large pieces, off the async worker; the staging file travels with the job.
             if buf.len() >= CHUNK_SIZE || (chunk.is_none() && !buf.is_empty()) {
                 let piece = buf.split().freeze();
+                let len = u64::try_from(piece.len()).unwrap_or(u64::MAX);
                 staging =
                     tokio::task::spawn_blocking(move || staging.write(&piece).map(|()| staging))
                         .await
                         .map_err(Error::internal)??;
+                reservation.wrote(len);
             }
             if chunk.is_none() {
                 break;
@@ -265,6 +289,8 @@ impl MediaService {
             Expect::PendingFor { now_ms, .. } => OwnedExpect::Pending(now_ms),
         };
         let bytes = received;
+        // The bytes are on disk now; committing moves them, it does not add to them.
+        reservation.keep();
         self.store
             .blocking(move |s| {
                 let staged = staging.finish()?;
@@ -290,10 +316,6 @@ impl MediaService {
         Ok(())
     }
 
-    async fn check_free_space(&self, incoming: u64) -> Result<()> {
-        ensure_free_space(&self.store, self.min_free, incoming).await
-    }
-
     /// The content of local media, waiting up to `timeout` for an async upload to arrive.
     pub async fn content(&self, key: &MediaKey, timeout: Option<Duration>) -> Result<Content> {
         if let Some(content) = self.cache.content(key) {
@@ -303,11 +325,13 @@ impl MediaService {
             .unwrap_or(Duration::from_secs(20))
             .min(self.max_timeout);
         let deadline = Instant::now() + timeout;
+        // Registered before looking, so an upload finishing in between is not missed.
+        let waiting = self.waiters.register(key);
         loop {
-            // Register interest before looking, so an upload finishing in between is not missed.
-            let notified = self.uploaded.notified();
+            let notified = waiting.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let ticket = self.cache.ticket();
             let lookup = key.clone();
             match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
                 None => return Err(Error::NotFound),
@@ -315,7 +339,7 @@ impl MediaService {
                     state: MediaState::Complete(content),
                     ..
                 }) => {
-                    self.cache.put_content(key.clone(), content.clone());
+                    self.cache.put_content(ticket, key.clone(), content.clone());
                     return Ok(content);
                 }
                 Some(MediaMeta {
@@ -328,7 +352,9 @@ impl MediaService {
                     if Instant::now() >= deadline {
                         return Err(Error::NotYetUploaded);
                     }
-                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                    if tokio::time::timeout_at(deadline, notified).await.is_ok() {
+                        waiting.woken();
+                    }
                 }
             }
         }
@@ -338,10 +364,11 @@ impl MediaService {
         if let Some(bytes) = self.cache.blob(&content.sha256) {
             return Ok(BlobReader::Inline(bytes));
         }
+        let ticket = self.cache.ticket();
         let sha256 = content.sha256.clone();
         let reader = self.store.blocking(move |s| s.open_blob(&sha256)).await?;
         if let BlobReader::Inline(bytes) = &reader {
-            self.cache.put_blob(&content.sha256, bytes.clone());
+            self.cache.put_blob(ticket, &content.sha256, bytes.clone());
         }
         Ok(reader)
     }
@@ -369,6 +396,11 @@ impl MediaService {
         let content = self.content(key, timeout).await?;
         let served = self.thumbnails.stored(&content, spec).await?;
         Ok(served.map(|served| (content, served)))
+    }
+
+    /// Waits for async uploads that an upload ended, since start; and ids waited on now.
+    pub fn upload_waiters(&self) -> (u64, usize) {
+        (self.waiters.wakeups(), self.waiters.waited_ids())
     }
 
     /// Thumbnails rendered since start.
@@ -429,27 +461,29 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Refuses new bytes (uploads, remote fetches) while the data dir's file system has less than
-/// `floor` free plus `incoming`: sled is known to corrupt itself on a full disk.
-pub async fn ensure_free_space(store: &Store, floor: FreeSpace, incoming: u64) -> Result<()> {
-    let dir = store.data_dir().to_path_buf();
-    let (available, needed) = tokio::task::spawn_blocking(move || {
-        let stat = nix::sys::statvfs::statvfs(&dir)
-            .map_err(|e| Error::internal(std::io::Error::from(e)))?;
-        let frsize = stat.fragment_size();
-        let total = stat.blocks().saturating_mul(frsize);
-        let available = stat.blocks_available().saturating_mul(frsize);
-        Ok::<_, Error>((available, floor.bytes(total).saturating_add(incoming)))
-    })
-    .await
-    .map_err(Error::internal)??;
-    if available < needed {
-        tracing::warn!(
-            available,
-            needed,
-            "refusing new media: free disk space is below MXMEDIA_STORE__MIN_FREE_SPACE"
-        );
-        return Err(Error::InsufficientStorage);
+/// Per-user locks for `/create`, striped so that memory stays fixed however many users there
+/// are: users sharing a stripe only wait for each other's few-millisecond insert.
+struct PendingGate {
+    stripes: [Mutex<()>; 64],
+}
+
+impl Default for PendingGate {
+    fn default() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Mutex::new(())),
+        }
     }
-    Ok(())
+}
+
+impl PendingGate {
+    fn lock(&self, user: &str) -> Result<std::sync::MutexGuard<'_, ()>> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        user.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % 64).unwrap_or(0);
+        self.stripes
+            .get(stripe)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no pending stripe")))?
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("pending gate poisoned")))
+    }
 }

@@ -6,7 +6,8 @@
 //! worker's awc client, which is `!Send`). Everything fetched goes through `guard` (URL checks)
 //! and the guarded connector (address checks after DNS, connection to the checked address).
 //! Parsing runs on the blocking pool on at most `max_page_size` bytes. Failures are not cached;
-//! the per-user rate limit bounds how often they can be retried.
+//! the per-user rate limit bounds how often they can be retried. It is charged only for
+//! requests that start a fetch: a room full of one shared link costs its readers nothing.
 
 pub mod fetch;
 pub mod guard;
@@ -164,9 +165,6 @@ impl Previews {
         let (Some(inner), Some(client)) = (&self.inner, client) else {
             return Err(Error::Unrecognized);
         };
-        if let Err(retry_after) = inner.limiter.check(user, Instant::now()) {
-            return Err(Error::RateLimited { retry_after });
-        }
         let mut url = Url::parse(raw_url)
             .map_err(|_| Error::InvalidParam("url must be an absolute URL".into()))?;
         url.set_fragment(None);
@@ -185,7 +183,14 @@ impl Previews {
             );
             move || async move { inner.produce(&client, &user, url, key).await }
         };
-        let (outcome, _) = inner.flights.run_local(key, work).await;
+        // The rate limit bounds the fetches a user starts: answers from the cache or from a
+        // fetch already under way cost nothing.
+        let admit = || inner.limiter.check(user, Instant::now());
+        let (outcome, _) = inner
+            .flights
+            .run_local_admitted(key, admit, work)
+            .await
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
         let outcome = outcome.map_err(|_| Error::internal(anyhow::anyhow!("preview task lost")))?;
         Ok(outcome?)
     }

@@ -5,6 +5,11 @@
 //! same result. The task removes its entry when done, so a later caller starts afresh, and is
 //! expected to find the result in the store by then. Used for thumbnails, remote media and URL
 //! previews alike.
+//!
+//! The map only ever holds work in progress, so its size is the number of distinct keys being
+//! worked on. Where the keys come from outsiders and the work costs something (key fetches,
+//! token checks), `bounded` caps that number: past it, `try_run_local` refuses to start new work
+//! (joining a flight already running is always allowed, it costs nothing more).
 
 use std::{
     collections::HashMap,
@@ -24,14 +29,27 @@ type Flight<V> = Shared<BoxFuture<'static, Result<V, Lost>>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lost;
 
+/// New work was not started: as many keys as allowed are in flight, or `admit` said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 pub struct SingleFlight<K, V> {
     inflight: Arc<Mutex<HashMap<K, Flight<V>>>>,
+    max_keys: usize,
 }
 
 impl<K, V> Default for SingleFlight<K, V> {
     fn default() -> Self {
+        Self::bounded(usize::MAX)
+    }
+}
+
+impl<K, V> SingleFlight<K, V> {
+    /// At most `max_keys` distinct keys in flight through `try_run_local`.
+    pub fn bounded(max_keys: usize) -> Self {
         Self {
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            max_keys,
         }
     }
 }
@@ -48,13 +66,19 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        self.join(key, work, |fut, done| {
-            tokio::spawn(async move {
-                let _done = done;
-                fut.await
-            })
-        })
+        self.join(
+            key,
+            work,
+            |_| Ok::<(), Busy>(()),
+            |fut, done| {
+                tokio::spawn(async move {
+                    let _done = done;
+                    fut.await
+                })
+            },
+        )
         .await
+        .unwrap_or((Err(Lost), false))
     }
 
     /// Like `run`, for work that must stay on the calling thread (awc's client is `!Send`):
@@ -65,29 +89,67 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + 'static,
     {
-        self.join(key, work, |fut, done| {
-            tokio::task::spawn_local(async move {
-                let _done = done;
-                fut.await
-            })
-        })
-        .await
+        self.join(key, work, |_| Ok::<(), Busy>(()), spawn_local)
+            .await
+            .unwrap_or((Err(Lost), false))
+    }
+
+    /// Like `run_local`, but new work starts only while fewer than the bound's keys are in
+    /// flight and `admit` (asked only then, under the map's lock) agrees; otherwise `Busy`.
+    /// Joining running work is never refused.
+    pub async fn try_run_local<F, Fut>(
+        &self,
+        key: K,
+        admit: impl FnOnce() -> bool,
+        work: F,
+    ) -> Result<(Result<V, Lost>, bool), Busy>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + 'static,
+    {
+        let max_keys = self.max_keys;
+        let admit = |in_flight: usize| {
+            if in_flight < max_keys && admit() {
+                Ok(())
+            } else {
+                Err(Busy)
+            }
+        };
+        self.join(key, work, admit, spawn_local).await
+    }
+
+    /// Like `run_local`, but a caller that would start the work must first pass `admit`; one
+    /// that joins work already running never asks it. Refused, nothing starts and `admit`'s
+    /// error is returned. (For rate limits that bound work started, not answers given.)
+    pub async fn run_local_admitted<F, Fut, E>(
+        &self,
+        key: K,
+        admit: impl FnOnce() -> Result<(), E>,
+        work: F,
+    ) -> Result<(Result<V, Lost>, bool), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + 'static,
+    {
+        self.join(key, work, |_| admit(), spawn_local).await
     }
 
     /// Joins the flight for `key`, or starts one with `spawn`, which must hold `Done` until the
-    /// work ends.
-    async fn join<F, Fut>(
+    /// work ends, if `admit` agrees. `admit` is asked only by a caller that would start the work,
+    /// under the map's lock (so no flight can start in between), with the number in flight.
+    async fn join<F, Fut, E>(
         &self,
         key: K,
         work: F,
+        admit: impl FnOnce(usize) -> Result<(), E>,
         spawn: impl FnOnce(Fut, Done<K, V>) -> tokio::task::JoinHandle<V>,
-    ) -> (Result<V, Lost>, bool)
+    ) -> Result<(Result<V, Lost>, bool), E>
     where
         F: FnOnce() -> Fut,
     {
         let (flight, leader) = {
             let Ok(mut map) = self.inflight.lock() else {
-                return (Err(Lost), false);
+                return Ok((Err(Lost), false));
             };
             if let Some(flight) = map.get(&key) {
                 // A waiter's work is never run: free what it holds now, not after the wait.
@@ -95,6 +157,7 @@ where
                 drop(work);
                 (flight, false)
             } else {
+                admit(map.len())?;
                 let done = Done(Arc::clone(&self.inflight), Some(key.clone()));
                 let handle = spawn(work(), done);
                 let flight: Flight<V> = async move { handle.await.map_err(|_| Lost) }
@@ -104,7 +167,7 @@ where
                 (flight, true)
             }
         };
-        (flight.await, leader)
+        Ok((flight.await, leader))
     }
 
     /// Keys with work in progress.
@@ -115,6 +178,19 @@ where
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn spawn_local<K: Hash + Eq + 'static, V: 'static, Fut>(
+    fut: Fut,
+    done: Done<K, V>,
+) -> tokio::task::JoinHandle<V>
+where
+    Fut: Future<Output = V> + 'static,
+{
+    tokio::task::spawn_local(async move {
+        let _done = done;
+        fut.await
+    })
 }
 
 /// Removes a flight's entry when its task ends, however it ends (a panic included), so a
@@ -238,5 +314,58 @@ mod tests {
         let flights = SingleFlight::<u8, u8>::default();
         assert_eq!(flights.run(1, || async { 1 }).await, (Ok(1), true));
         assert_eq!(flights.run(1, || async { 2 }).await, (Ok(2), true));
+    }
+
+    /// A bounded map starts no more than its bound of distinct keys at once, still lets callers
+    /// join running work, and has room again once work ends.
+    #[tokio::test]
+    async fn bounded_flights_refuse_new_keys_but_not_joiners() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let flights = std::rc::Rc::new(SingleFlight::<u32, u32>::bounded(2));
+                let (release, wait) = tokio::sync::watch::channel(false);
+                let mut held = Vec::new();
+                for key in 0..2 {
+                    let (flights, mut wait) = (flights.clone(), wait.clone());
+                    held.push(tokio::task::spawn_local(async move {
+                        flights
+                            .try_run_local(
+                                key,
+                                || true,
+                                move || async move {
+                                    let _ = wait.wait_for(|go| *go).await;
+                                    key
+                                },
+                            )
+                            .await
+                    }));
+                }
+                tokio::task::yield_now().await;
+                assert_eq!(flights.len(), 2);
+                let refused = flights.try_run_local(9, || true, || async { 9 }).await;
+                assert_eq!(refused, Err(super::Busy), "a third key is refused");
+                let joiner = {
+                    let flights = flights.clone();
+                    tokio::task::spawn_local(async move {
+                        flights.try_run_local(1, || false, || async { 99 }).await
+                    })
+                };
+                tokio::task::yield_now().await;
+                release.send(true).unwrap();
+                assert_eq!(
+                    joiner.await.unwrap(),
+                    Ok((Ok(1), false)),
+                    "joined, not refused"
+                );
+                for task in held {
+                    assert!(task.await.unwrap().is_ok());
+                }
+                let refused = flights.try_run_local(9, || false, || async { 9 }).await;
+                assert_eq!(refused, Err(super::Busy), "admit can refuse");
+                let started = flights.try_run_local(9, || true, || async { 9 }).await;
+                assert_eq!(started, Ok((Ok(9), true)), "room again once work ended");
+            })
+            .await;
     }
 }

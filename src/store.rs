@@ -20,11 +20,12 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 pub mod retention;
+pub mod space;
 pub mod spool;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,17 @@ pub struct Upload<'a> {
     pub uploader: &'a str,
     pub created_at: u64,
     pub expect: Expect<'a>,
+}
+
+/// What removing one media id took away.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Whether anything was stored under the id.
+    pub existed: bool,
+    /// The hash of the bytes it pointed at, if it was complete.
+    pub sha256: Option<String>,
+    /// Blob files whose last record went: for `settle`.
+    files: Vec<String>,
 }
 
 /// A blob opened for reading.
@@ -159,7 +171,7 @@ impl Store {
         Ok(store)
     }
 
-    fn lock_blobs(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+    fn lock_blobs(&self) -> Result<MutexGuard<'_, ()>> {
         self.inner
             .blob_lock
             .lock()
@@ -324,63 +336,72 @@ impl Store {
             &self.inner.blobs,
             &self.inner.chunks,
             &self.inner.pending,
+            &self.inner.blocked,
         )
-            .transaction(|(meta_tree, blob_tree, chunk_tree, pending_tree)| {
-                let created_at = match &expect {
-                    Expect::Absent => {
-                        if meta_tree.get(&db_key)?.is_some() {
-                            return abort(Error::CannotOverwrite);
-                        }
-                        created_at
+            .transaction(
+                |(meta_tree, blob_tree, chunk_tree, pending_tree, blocked_tree)| {
+                    // Checked here, not before the bytes were received: an admin may block the id
+                    // while a remote fetch of it is in flight, and that fetch must lose.
+                    if blocked_tree.get(&db_key)?.is_some() {
+                        return abort(Error::NotFound);
                     }
-                    Expect::PendingFor { user, now_ms } => {
-                        let Some(existing) = meta_tree.get(&db_key)? else {
-                            return abort(Error::NotFound);
-                        };
-                        let existing: MediaMeta =
-                            decode(&existing).map_err(ConflictableTransactionError::Abort)?;
-                        match existing.state {
-                            MediaState::Complete(_) => return abort(Error::CannotOverwrite),
-                            MediaState::Pending { unused_expires_at }
-                                if unused_expires_at <= *now_ms =>
-                            {
-                                return abort(Error::NotFound);
+                    let created_at = match &expect {
+                        Expect::Absent => {
+                            if meta_tree.get(&db_key)?.is_some() {
+                                return abort(Error::CannotOverwrite);
                             }
-                            MediaState::Pending { .. } => {}
+                            created_at
                         }
-                        if existing.uploader != *user {
-                            return abort(Error::Forbidden(
-                                "Only the user who created this media id may upload to it".into(),
-                            ));
+                        Expect::PendingFor { user, now_ms } => {
+                            let Some(existing) = meta_tree.get(&db_key)? else {
+                                return abort(Error::NotFound);
+                            };
+                            let existing: MediaMeta =
+                                decode(&existing).map_err(ConflictableTransactionError::Abort)?;
+                            match existing.state {
+                                MediaState::Complete(_) => return abort(Error::CannotOverwrite),
+                                MediaState::Pending { unused_expires_at }
+                                    if unused_expires_at <= *now_ms =>
+                                {
+                                    return abort(Error::NotFound);
+                                }
+                                MediaState::Pending { .. } => {}
+                            }
+                            if existing.uploader != *user {
+                                return abort(Error::Forbidden(
+                                    "Only the user who created this media id may upload to it"
+                                        .into(),
+                                ));
+                            }
+                            pending_tree.remove(pending_key(user, key))?;
+                            existing.created_at
                         }
-                        pending_tree.remove(pending_key(user, key))?;
-                        existing.created_at
-                    }
-                };
-                add_blob_ref(
-                    blob_tree,
-                    chunk_tree,
-                    &sha256,
-                    content.len,
-                    placement,
-                    inline_bytes.as_deref(),
-                )?;
-                let meta = MediaMeta {
-                    uploader: uploader.to_owned(),
-                    created_at,
-                    state: MediaState::Complete(content.clone()),
-                };
-                meta_tree.insert(
-                    db_key.as_slice(),
-                    encode(&meta).map_err(ConflictableTransactionError::Abort)?,
-                )?;
-                Ok(())
-            })
+                    };
+                    add_blob_ref(
+                        blob_tree,
+                        chunk_tree,
+                        &sha256,
+                        content.len,
+                        placement,
+                        inline_bytes.as_deref(),
+                    )?;
+                    let meta = MediaMeta {
+                        uploader: uploader.to_owned(),
+                        created_at,
+                        state: MediaState::Complete(content.clone()),
+                    };
+                    meta_tree.insert(
+                        db_key.as_slice(),
+                        encode(&meta).map_err(ConflictableTransactionError::Abort)?,
+                    )?;
+                    Ok(())
+                },
+            )
             .map_err(tx_error);
         if let Err(err) = result {
             // The file may now be a blob nothing points at; drop it unless another record does.
-            if !inline && self.inner.blobs.get(&sha256)?.is_none() {
-                self.remove_blob_file(&sha256)?;
+            if !inline {
+                self.unlink_unreferenced(&_guard, std::slice::from_ref(&sha256))?;
             }
             return Err(err);
         }
@@ -500,8 +521,25 @@ impl Store {
             self.inner.files.persist(staged)?;
         }
         let value = encode(record)?;
-        let stored = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
-            .transaction(|(thumb_tree, blob_tree, chunk_tree)| {
+        let source = thumb_source(key);
+        let stored = (
+            &self.inner.thumbs,
+            &self.inner.blobs,
+            &self.inner.chunks,
+            &self.inner.blocked,
+        )
+            .transaction(|(thumb_tree, blob_tree, chunk_tree, blocked_tree)| {
+                // A render or fetch that finishes after its source was deleted stores nothing:
+                // deletion removes thumbnails in the same transaction as the source, so one
+                // stored now would outlive it.
+                let gone = match source {
+                    Some(ThumbSource::Bytes(sha256)) => blob_tree.get(sha256)?.is_none(),
+                    Some(ThumbSource::Remote(media)) => blocked_tree.get(media)?.is_some(),
+                    None => false,
+                };
+                if gone {
+                    return abort(Error::NotFound);
+                }
                 if let Some(existing) = thumb_tree.get(key)? {
                     return Ok(Some(existing));
                 }
@@ -516,31 +554,58 @@ impl Store {
                 thumb_tree.insert(key, value.as_slice())?;
                 Ok(None)
             })
-            .map_err(tx_error)?;
+            .map_err(tx_error);
         match stored {
-            Some(existing) => decode(&existing),
-            None => Ok(record.clone()),
+            Ok(None) => Ok(record.clone()),
+            Ok(Some(existing)) => {
+                // Another render won: our file, if it holds other bytes, is referenced by nothing.
+                if placement == Placement::File {
+                    self.unlink_unreferenced(&_guard, std::slice::from_ref(&record.sha256))?;
+                }
+                decode(&existing)
+            }
+            Err(err) => {
+                if placement == Placement::File {
+                    self.unlink_unreferenced(&_guard, std::slice::from_ref(&record.sha256))?;
+                }
+                Err(err)
+            }
         }
     }
 
     /// Deletes media with its thumbnails, and with the last reference to its bytes, the blob.
-    /// Returns whether there was anything to delete.
+    /// Returns whether there was anything to delete. Durable when it returns.
     pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
-        let existed = self.remove_entry(&key.db_key())?;
-        self.flush()?;
-        Ok(existed)
+        let removed = self.remove_entry(&key.db_key(), None)?;
+        self.settle(&removed.files)?;
+        Ok(removed.existed)
     }
 
-    /// Removes one media id: its bytes' reference, the thumbnails kept from a remote origin and
-    /// its access time; and with the last reference to its bytes, the blob and the thumbnails
-    /// made from it. Not flushed. Returns whether there was anything to remove.
-    fn remove_entry(&self, db_key: &[u8]) -> Result<bool> {
+    /// Removes one media id in one transaction: its bytes' reference, the thumbnails kept from a
+    /// remote origin, its access time, a reservation; and with the last reference to its bytes,
+    /// the blob record and the thumbnails made from it. With `block`, the id is blocked in the
+    /// same transaction. Not flushed, and no file is removed: the caller passes `files` to
+    /// `settle` once it is done removing.
+    pub(crate) fn remove_entry(&self, db_key: &[u8], block: Option<&[u8]>) -> Result<Removed> {
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
         let mut prefix = retention::REMOTE_THUMB_PREFIX.as_bytes().to_vec();
         prefix.extend_from_slice(db_key);
         prefix.push(b'/');
-        let thumb_keys = self.thumbnail_keys(&prefix)?;
+        let remote_thumbs = self.thumbnail_keys(&prefix)?;
+        // Complete media and thumbnails are written only under the blob lock, which we hold:
+        // what they are now is what the transaction below sees.
+        let source = match self.inner.meta.get(db_key)? {
+            Some(value) => match decode::<MediaMeta>(&value)?.state {
+                MediaState::Complete(content) => Some(content.sha256),
+                MediaState::Pending { .. } => None,
+            },
+            None => None,
+        };
+        let source_thumbs = match &source {
+            Some(sha256) => self.thumbnail_keys(format!("{sha256}/").as_bytes())?,
+            None => Vec::new(),
+        };
 
         let trees = (
             &self.inner.meta,
@@ -548,47 +613,93 @@ impl Store {
             &self.inner.chunks,
             &self.inner.thumbs,
             &self.inner.access,
+            &self.inner.pending,
+            &self.inner.blocked,
         );
-        let (existed, mut gone, source) = trees
-            .transaction(|(meta, blobs, chunks, thumbs, access)| {
+        let (existed, gone, sha256) = trees
+            .transaction(|(meta, blobs, chunks, thumbs, access, pending, blocked)| {
+                if let Some(value) = block {
+                    blocked.insert(db_key, value)?;
+                }
                 let mut gone = Vec::new();
-                let mut source = None;
+                let mut sha256 = None;
                 let mut existed = false;
                 if let Some(old) = meta.remove(db_key)? {
                     existed = true;
                     let old: MediaMeta =
                         decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                    if let MediaState::Complete(content) = old.state
-                        && let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)?
-                    {
-                        source = Some(content.sha256);
-                        gone.push(blob);
+                    match old.state {
+                        MediaState::Complete(content) => {
+                            if source.as_deref() != Some(content.sha256.as_str()) {
+                                return abort(Error::internal(anyhow::anyhow!(
+                                    "media changed under the blob lock"
+                                )));
+                            }
+                            if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
+                                // No media holds these bytes any more, so nothing can ask for
+                                // thumbnails of them.
+                                gone.push(blob);
+                                gone.extend(
+                                    drop_thumbnails(thumbs, blobs, chunks, &source_thumbs)?.1,
+                                );
+                            }
+                            sha256 = Some(content.sha256);
+                        }
+                        MediaState::Pending { .. } => {
+                            let mut pkey = old.uploader.as_bytes().to_vec();
+                            pkey.push(0);
+                            pkey.extend_from_slice(db_key);
+                            pending.remove(pkey)?;
+                        }
                     }
                 }
-                let dropped = drop_thumbnails(thumbs, blobs, chunks, &thumb_keys)?;
+                let dropped = drop_thumbnails(thumbs, blobs, chunks, &remote_thumbs)?;
                 existed |= dropped.0;
                 gone.extend(dropped.1);
                 access.remove(db_key)?;
-                Ok((existed, gone, source))
+                Ok((existed, gone, sha256))
             })
             .map_err(tx_error)?;
+        let files = gone
+            .into_iter()
+            .filter(|(_, placement)| *placement == Placement::File)
+            .map(|(sha256, _)| sha256)
+            .collect();
+        Ok(Removed {
+            existed,
+            sha256,
+            files,
+        })
+    }
 
-        // No media holds these bytes any more, so nothing can ask for thumbnails of them.
-        if let Some(sha256) = source {
-            let keys = self.thumbnail_keys(format!("{sha256}/").as_bytes())?;
-            let (_, more) = (&self.inner.thumbs, &self.inner.blobs, &self.inner.chunks)
-                .transaction(|(thumbs, blobs, chunks)| {
-                    drop_thumbnails(thumbs, blobs, chunks, &keys)
-                })
-                .map_err(tx_error)?;
-            gone.extend(more);
-        }
-        for (sha256, placement) in gone {
-            if placement == Placement::File {
-                self.remove_blob_file(&sha256)?;
+    /// Makes every removal so far durable, then removes those of `files` that no record points
+    /// at. In this order a crash leaves at most an unreferenced file for the start-up sweep;
+    /// the other order could leave a record whose file is gone (a permanent 500).
+    pub(crate) fn settle(&self, files: &[String]) -> Result<()> {
+        let guard = self.lock_blobs()?;
+        self.flush()?;
+        self.unlink_unreferenced(&guard, files)
+    }
+
+    /// With the blob lock held (`_locked`): removes the files of those `files` that no record
+    /// points at, after a flush, so that their absence is on disk first. A record absent in
+    /// memory may still be on disk (a deletion not yet flushed), and while we hold the lock
+    /// nothing can add one back.
+    fn unlink_unreferenced(&self, _locked: &MutexGuard<'_, ()>, files: &[String]) -> Result<()> {
+        let mut unreferenced = Vec::new();
+        for sha256 in files {
+            if self.inner.blobs.get(sha256)?.is_none() {
+                unreferenced.push(sha256);
             }
         }
-        Ok(existed)
+        if unreferenced.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        for sha256 in unreferenced {
+            self.remove_blob_file(sha256)?;
+        }
+        Ok(())
     }
 
     fn thumbnail_keys(&self, prefix: &[u8]) -> Result<Vec<sled::IVec>> {
@@ -598,18 +709,38 @@ impl Store {
 
     /// Opens the bytes of a blob for reading.
     pub fn open_blob(&self, sha256: &str) -> Result<BlobReader> {
+        // No record: the media was deleted since its metadata was read.
         let Some(record) = self.inner.blobs.get(sha256)? else {
-            return Err(Error::internal(anyhow::anyhow!(
-                "blob {sha256} has no record"
-            )));
+            return Err(Error::NotFound);
         };
         let record: BlobRecord = decode(&record)?;
         match record.placement {
-            Placement::File => Ok(BlobReader::Stream(self.inner.files.open(sha256)?)),
+            Placement::File => match self.inner.files.open(sha256) {
+                Ok(file) => Ok(BlobReader::Stream(file)),
+                // Deleted between the record's read and the file's.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && self.inner.blobs.get(sha256)?.is_none() =>
+                {
+                    Err(Error::NotFound)
+                }
+                Err(e) => Err(e.into()),
+            },
             Placement::Inline => {
                 let mut out = Vec::with_capacity(usize::try_from(record.len).unwrap_or(0));
                 for chunk in self.inner.chunks.scan_prefix(blob::chunk_prefix(sha256)) {
                     out.extend_from_slice(&chunk?.1);
+                }
+                if u64::try_from(out.len()).ok() != Some(record.len) {
+                    // The chunks went with a deletion while we read them: never half a blob.
+                    if self.inner.blobs.get(sha256)?.is_none() {
+                        return Err(Error::NotFound);
+                    }
+                    return Err(Error::internal(anyhow::anyhow!(
+                        "inline blob {sha256} has {} bytes, its record says {}",
+                        out.len(),
+                        record.len
+                    )));
                 }
                 Ok(BlobReader::Inline(out.into()))
             }
@@ -621,6 +752,8 @@ impl Store {
     pub fn sweep_orphans(&self) -> Result<usize> {
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
+        // Only what no record on disk points at goes.
+        self.flush()?;
         let mut removed = 0;
         for sha256 in self.inner.files.list()? {
             if self.inner.blobs.get(&sha256)?.is_none() {
@@ -723,6 +856,23 @@ fn drop_blob_ref(
         }
     }
     Ok(Some((sha256.to_owned(), record.placement)))
+}
+
+/// What a thumbnail in `thumbkey_thumb` is made from.
+#[derive(Clone, Copy)]
+enum ThumbSource<'a> {
+    /// Bytes stored here: the key starts with their sha256.
+    Bytes(&'a str),
+    /// Remote media whose origin sent the thumbnail: `remote:server/mediaId/...`.
+    Remote(&'a [u8]),
+}
+
+fn thumb_source(key: &str) -> Option<ThumbSource<'_>> {
+    if key.starts_with(retention::REMOTE_THUMB_PREFIX) {
+        return retention::remote_thumb_media(key.as_bytes()).map(ThumbSource::Remote);
+    }
+    key.split_once('/')
+        .map(|(sha256, _)| ThumbSource::Bytes(sha256))
 }
 
 fn pending_key(user: &str, key: &MediaKey) -> Vec<u8> {

@@ -55,6 +55,8 @@ enum Refusal {
     TimedOut(Duration),
     Busy,
     Internal,
+    /// The source was deleted meanwhile: nothing was stored.
+    Gone,
 }
 
 impl Refusal {
@@ -68,6 +70,11 @@ impl Refusal {
 
 impl From<Error> for Refusal {
     fn from(err: Error) -> Self {
+        match err {
+            Error::RateLimited { .. } => return Self::Busy,
+            Error::NotFound => return Self::Gone,
+            _ => {}
+        }
         tracing::error!(error = %err, source = ?std::error::Error::source(&err), "thumbnail job failed");
         Self::Internal
     }
@@ -286,13 +293,13 @@ impl Thumbnailer {
             .await;
         let outcome =
             outcome.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail probe lost")))?;
-        // What the file is, is remembered; a full queue or a failure of ours is not, and a
-        // timeout goes to the failure memory, which forgets.
+        // What the file is, is remembered; a full queue, a deleted source or a failure of ours
+        // is not, and a timeout goes to the failure memory, which forgets.
         match &outcome {
             Err(refusal @ Refusal::TimedOut(_)) => {
                 self.failures.remember(&content.sha256, refusal);
             }
-            Err(Refusal::Busy | Refusal::Internal) => {}
+            Err(Refusal::Busy | Refusal::Internal | Refusal::Gone) => {}
             _ => {
                 self.probes.insert(content.sha256.clone(), outcome.clone());
             }
@@ -420,6 +427,7 @@ fn refusal_error(refusal: &Refusal) -> Error {
             retry_after: RETRY_AFTER,
         },
         Refusal::Internal => Error::internal(anyhow::anyhow!("thumbnail rendering failed")),
+        Refusal::Gone => Error::NotFound,
     }
 }
 

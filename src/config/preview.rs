@@ -42,10 +42,11 @@ pub struct PreviewConfig {
     /// Seconds a preview is served from the cache, which is keyed by the URL and the hour of
     /// `ts`. Default 24 h.
     pub cache_ttl_secs: u64,
-    /// Preview requests a user may make per minute, cached ones included. 0 = unlimited.
+    /// Previews a user may start fetching per minute. Answers from the cache or from a fetch
+    /// already under way are not counted: the limit bounds outgoing fetches. 0 = unlimited.
     /// Default 30.
     pub rate_limit_per_minute: u32,
-    /// Requests a user may make at once before the per-minute rate applies. Default 10.
+    /// Fetches a user may start at once before the per-minute rate applies. Default 10.
     pub rate_limit_burst: u32,
 }
 

@@ -4,7 +4,7 @@
 use bytesize::ByteSize;
 use figment::Jail;
 
-use super::{Config, FreeSpace};
+use super::{Config, FreeSpace, StrayEnv};
 
 /// With nothing set, the documented defaults apply.
 #[test]
@@ -257,4 +257,86 @@ fn preview_validation_names_the_variable() {
             Ok(())
         });
     }
+}
+
+/// A variable under the prefix that is clearly no setting (the README once told users to
+/// `export MXMEDIA_TOKEN`) does not stop `serve`: it is ignored and reported. `check-config`
+/// still refuses it, naming it.
+#[test]
+fn stray_variables_are_ignored_by_serve_and_refused_by_check_config() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_TOKEN", "mxm_abc");
+        jail.set_env("MXMEDIA_UPSTREAM", "http://127.0.0.1:8090");
+        jail.set_env("MXMEDIA_SERVER_NAME", "example.org");
+        let (config, ignored) =
+            Config::load_with(None, StrayEnv::Ignore).map_err(|e| e.to_string())?;
+        assert_eq!(config.server_name, "example.org");
+        let mut ignored = ignored;
+        ignored.sort();
+        assert_eq!(ignored, ["MXMEDIA_TOKEN", "MXMEDIA_UPSTREAM"]);
+        let err = Config::load(None)
+            .err()
+            .ok_or("check-config accepted MXMEDIA_TOKEN")?
+            .to_string();
+        assert!(
+            err.contains("MXMEDIA_TOKEN") || err.contains("MXMEDIA_UPSTREAM"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+/// A mistyped setting is refused even by `serve`, naming the variable and the setting it
+/// probably meant: a misspelt name, a single `_` for `__`, a forgotten section, a bad key.
+#[test]
+fn typos_of_settings_are_refused_with_a_suggestion() {
+    for (var, meant) in [
+        ("MXMEDIA_SERVERNAME", Some("MXMEDIA_SERVER_NAME")),
+        ("MXMEDIA_DATADIR", Some("MXMEDIA_DATA_DIR")),
+        (
+            "MXMEDIA_MEDIA_MAX_UPLOAD_SIZE",
+            Some("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE"),
+        ),
+        (
+            "MXMEDIA_MAX_UPLOAD_SIZE",
+            Some("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE"),
+        ),
+        (
+            "MXMEDIA_STORE__MIN_FREE_SPAC",
+            Some("MXMEDIA_STORE__MIN_FREE_SPACE"),
+        ),
+        ("MXMEDIA_MEDIA__NO_SUCH_KEY", None),
+        ("MXMEDIA_TLS_CERTIFICATE", None),
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, "1");
+            let err = Config::load_with(None, StrayEnv::Ignore)
+                .err()
+                .ok_or(format!("accepted {var}"))?
+                .to_string();
+            assert!(err.contains(var), "{err}");
+            if let Some(meant) = meant {
+                assert!(err.contains(&format!("did you mean {meant}?")), "{err}");
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Real settings of every shape still load through the check: plain, sectioned, a whole
+/// section as a table, and a map entry.
+#[test]
+fn settings_pass_the_stray_check() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_WORKERS", "3");
+        jail.set_env("MXMEDIA_LOG", "debug");
+        jail.set_env("MXMEDIA_TLS", "{}");
+        jail.set_env("MXMEDIA_AUTH__STATIC_TOKENS__TOK", "@bot:localhost");
+        let (config, ignored) =
+            Config::load_with(None, StrayEnv::Refuse).map_err(|e| e.to_string())?;
+        assert!(ignored.is_empty());
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.auth.static_tokens["tok"], "@bot:localhost");
+        Ok(())
+    });
 }

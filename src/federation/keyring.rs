@@ -5,9 +5,15 @@
 //! use, kept in memory and in sled until `min(valid_until_ts, now + 7 days)`, and validated again
 //! when read back after a restart. Concurrent requests from one origin cause one fetch; a failed
 //! fetch is remembered briefly so a flood of bad requests cannot make us hammer anybody.
+//!
+//! Fetching keys is work an unauthenticated request causes, so it has a budget: one fetch per
+//! request (`FetchAllowance`), at most `FETCH_CONCURRENCY` origins fetched at once, and origins
+//! we know nothing about started at `NEW_ORIGIN_RATE` per second (burst `NEW_ORIGIN_BURST`);
+//! past the global budget the request is refused with 429 so a genuine server retries. The
+//! memory it fills is bounded too: keys by weight, failures by count, both with expiry.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -19,13 +25,37 @@ use mxmedia_proto::{
 use serde::{Deserialize, Serialize};
 
 use super::{Federation, FetchError};
-use crate::{config::TrustedKeyServer, media::now_ms, singleflight::SingleFlight, store::Store};
+use crate::{
+    config::TrustedKeyServer,
+    media::now_ms,
+    singleflight::SingleFlight,
+    store::Store,
+    ttl_cache::{Count, TtlCache},
+};
 
 /// A key ID the cached response does not list triggers a new fetch only this long after the
 /// last one: enough for key rotation, too slow for a request flood to matter.
 const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(60);
 /// How long a failed fetch is remembered before the origin is asked again.
 const FAILURE_TTL: Duration = Duration::from_secs(30);
+/// Origins whose keys are being fetched at once. A fetch is discovery plus one or two HTTPS
+/// requests, each bounded by the request timeout; 16 keeps a flood of made-up origins from
+/// holding more than a few dozen sockets while leaving room for real servers arriving together.
+pub const FETCH_CONCURRENCY: usize = 16;
+/// Sustained rate of fetches for origins with no keys in memory or sled. A server learns of a
+/// few new origins a minute in normal life; a burst covers a restart with an empty cache.
+pub const NEW_ORIGIN_RATE: f64 = 5.0;
+pub const NEW_ORIGIN_BURST: f64 = 20.0;
+/// Key fetches one request may cause: a request comes from one origin, so one is all a genuine
+/// server needs, whatever number of X-Matrix headers it sends.
+pub const FETCHES_PER_REQUEST: u8 = 1;
+/// Memory for validated keys, weighed by `KeyWeight` (about bytes): thousands of origins.
+const KEYS_BUDGET: u64 = 16 * 1024 * 1024;
+/// Failed origins remembered; more are made up faster than they expire only under attack,
+/// and then forgetting the oldest costs at most one more (budgeted) fetch each.
+const FAILURES_CAPACITY: usize = 10_000;
+/// Retry hint sent with a refusal when the fetch budget is spent.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
@@ -35,6 +65,66 @@ pub enum KeyError {
     UnknownKey(String, String),
     #[error("the key {1} of {0} has expired")]
     Expired(String, String),
+    /// The global fetch budget is spent: try again later.
+    #[error("too many key fetches in progress")]
+    Busy,
+    /// This request already caused its fetch.
+    #[error("no more key fetches for this request")]
+    OverRequestBudget,
+}
+
+/// The key fetches one incoming request may still cause.
+pub struct FetchAllowance(u8);
+
+impl Default for FetchAllowance {
+    fn default() -> Self {
+        Self(FETCHES_PER_REQUEST)
+    }
+}
+
+/// Approximate bytes a cached key response holds, so a response listing many keys counts
+/// for what it costs.
+#[derive(Clone, Copy)]
+struct KeyWeight;
+
+impl quick_cache::Weighter<ServerName, (Instant, Arc<Known>)> for KeyWeight {
+    fn weight(&self, name: &ServerName, (_, known): &(Instant, Arc<Known>)) -> u64 {
+        let keys = &known.keys;
+        let ids = keys
+            .verify_keys
+            .keys()
+            .chain(keys.old_verify_keys.keys())
+            .map(|id| id.as_str().len() as u64 + 64)
+            .sum::<u64>();
+        128 + name.as_str().len() as u64 + ids
+    }
+}
+
+/// A token bucket: `rate` per second, up to `burst` saved.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: NEW_ORIGIN_BURST,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * NEW_ORIGIN_RATE;
+        self.tokens = (self.tokens + earned).min(NEW_ORIGIN_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A validated response, with when it was fetched.
@@ -69,9 +159,10 @@ pub struct KeyRing {
 struct Inner {
     store: Store,
     notaries: Vec<Notary>,
-    known: Mutex<HashMap<ServerName, Arc<Known>>>,
-    failures: Mutex<HashMap<ServerName, Instant>>,
+    known: TtlCache<ServerName, Arc<Known>, KeyWeight>,
+    failures: TtlCache<ServerName, (), Count>,
     flights: SingleFlight<ServerName, Result<Arc<Known>, KeyError>>,
+    new_origins: Mutex<Bucket>,
     fetches: std::sync::atomic::AtomicU64,
 }
 
@@ -96,9 +187,10 @@ impl KeyRing {
             inner: Arc::new(Inner {
                 store,
                 notaries,
-                known: Mutex::new(HashMap::new()),
-                failures: Mutex::new(HashMap::new()),
-                flights: SingleFlight::default(),
+                known: TtlCache::weighted(10_000, KEYS_BUDGET, KeyWeight),
+                failures: TtlCache::new(FAILURES_CAPACITY),
+                flights: SingleFlight::bounded(FETCH_CONCURRENCY),
+                new_origins: Mutex::new(Bucket::new(Instant::now())),
                 fetches: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -111,13 +203,15 @@ impl KeyRing {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The key `origin` signs requests with under `key_id`, valid now.
+    /// The key `origin` signs requests with under `key_id`, valid now. A fetch it needs is
+    /// taken from `allowance` and from the global budget.
     pub async fn verify_key(
         &self,
         federation: &Federation,
         client: &awc::Client,
         origin: &ServerName,
         key_id: &KeyId,
+        allowance: &mut FetchAllowance,
     ) -> Result<VerifyKey, KeyError> {
         let now = now_ms();
         let known = match self.cached(origin) {
@@ -134,12 +228,14 @@ impl KeyRing {
                 other => return other,
             }
         }
-        let fresh = self.fetch(federation, client, origin).await?;
+        let fresh = self
+            .fetch(federation, client, origin, known.is_none(), allowance)
+            .await?;
         lookup(&fresh, origin, key_id, now)
     }
 
     fn cached(&self, origin: &ServerName) -> Option<Arc<Known>> {
-        self.inner.known.lock().ok()?.get(origin).cloned()
+        self.inner.known.get(origin)
     }
 
     /// Reads and re-validates what sled kept for `origin`.
@@ -163,38 +259,55 @@ impl KeyRing {
         Some(known)
     }
 
+    /// Kept in memory until the keys stop being usable (sled keeps them across restarts).
     fn remember(&self, origin: &ServerName, known: &Arc<Known>) {
-        if let Ok(mut map) = self.inner.known.lock() {
-            map.insert(origin.clone(), Arc::clone(known));
-        }
+        let left = known.usable_until_ms.saturating_sub(now_ms());
+        self.inner.known.insert(
+            origin.clone(),
+            Arc::clone(known),
+            Instant::now() + Duration::from_millis(left),
+        );
     }
 
-    /// One fetch per origin at a time; callers that arrive meanwhile share its result.
+    /// One fetch per origin at a time; callers that arrive meanwhile share its result. Starting
+    /// one takes the request's allowance, a slot of `FETCH_CONCURRENCY` and, for an origin we
+    /// know nothing of, a token of the new-origin rate.
     async fn fetch(
         &self,
         federation: &Federation,
         client: &awc::Client,
         origin: &ServerName,
+        unknown_origin: bool,
+        allowance: &mut FetchAllowance,
     ) -> Result<Arc<Known>, KeyError> {
-        let failed_recently = self
-            .inner
-            .failures
-            .lock()
-            .ok()
-            .and_then(|f| f.get(origin).copied())
-            .is_some_and(|at| at.elapsed() < FAILURE_TTL);
-        if failed_recently {
+        if self.inner.failures.get(origin).is_some() {
             return Err(KeyError::Unreachable(origin.to_string()));
         }
+        if allowance.0 == 0 {
+            return Err(KeyError::OverRequestBudget);
+        }
+        allowance.0 -= 1;
         let ring = self.clone();
         let (federation, client, target) = (federation.clone(), client.clone(), origin.clone());
-        let (result, _) = self
+        let admit = || {
+            !unknown_origin
+                || self
+                    .inner
+                    .new_origins
+                    .lock()
+                    .is_ok_and(|mut bucket| bucket.take(Instant::now()))
+        };
+        let Ok((result, _)) = self
             .inner
             .flights
-            .run_local(origin.clone(), move || async move {
+            .try_run_local(origin.clone(), admit, move || async move {
                 ring.fetch_uncached(&federation, &client, &target).await
             })
-            .await;
+            .await
+        else {
+            ::metrics::counter!("mxmedia_key_fetches_refused_total").increment(1);
+            return Err(KeyError::Busy);
+        };
         result.unwrap_or_else(|_| Err(KeyError::Unreachable(origin.to_string())))
     }
 
@@ -236,10 +349,9 @@ impl KeyRing {
             Err(e) => {
                 tracing::warn!(origin = %origin, error = %e, "fetching server keys failed");
                 ::metrics::counter!("mxmedia_key_fetch_failures_total").increment(1);
-                if let Ok(mut failures) = self.inner.failures.lock() {
-                    failures.retain(|_, at| at.elapsed() < FAILURE_TTL);
-                    failures.insert(origin.clone(), Instant::now());
-                }
+                self.inner
+                    .failures
+                    .insert(origin.clone(), (), Instant::now() + FAILURE_TTL);
                 return Err(KeyError::Unreachable(origin.to_string()));
             }
         };
@@ -344,5 +456,28 @@ fn lookup(
             origin.to_string(),
             key_id.as_str().to_owned(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Bucket, NEW_ORIGIN_BURST, NEW_ORIGIN_RATE};
+
+    /// New origins start at most the burst at once, then at the sustained rate.
+    #[test]
+    fn new_origin_budget_is_a_burst_then_a_rate() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(t0);
+        let burst = (0..1000).filter(|_| bucket.take(t0)).count();
+        assert_eq!(burst as f64, NEW_ORIGIN_BURST);
+        let later = t0 + Duration::from_secs(10);
+        let refilled = (0..1000).filter(|_| bucket.take(later)).count();
+        assert_eq!(
+            refilled as f64,
+            (10.0 * NEW_ORIGIN_RATE).min(NEW_ORIGIN_BURST)
+        );
+        assert!(!bucket.take(later), "spent until time passes");
     }
 }

@@ -1,14 +1,15 @@
 //! Fetching remote media (spec §9): the signed federation endpoint first, the deprecated
 //! `/_matrix/media/v3` one when the origin does not know it, and a `Location` part or a
 //! redirect followed with a plain GET. Bytes go straight into a `Spool` (a staging file), never
-//! whole into memory.
+//! whole into memory. A thumbnail is kept only when its bytes are an image type we would serve
+//! ourselves (JPEG, PNG, GIF, WebP), whatever type the origin declares: an SVG "thumbnail" would
+//! run script in clients that open it.
 //!
 //! This module owns the HTTP exchange and what remote answers mean. Deduplication, the failure
 //! cache and storing the result belong to `media::remote`.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,16 +18,14 @@ use futures_util::StreamExt as _;
 use mxmedia_proto::{RequestParts, sign_request};
 use tokio::time::Instant as TokioInstant;
 
-use super::{
-    ClientResponse, Federation, FetchError,
-    identity::Identity,
-    multipart::{boundary, disposition_filename, sanitize_content_type},
-    resolve::Destination,
-};
+use mxmedia_proto::multipart::{boundary, disposition_filename, sanitize_content_type};
+
+use super::{ClientResponse, Federation, FetchError, identity::Identity, resolve::Destination};
 use crate::{
     media::id::{MediaId, ServerName},
     store::spool::{Spool, SpoolError},
     thumbnail::select::ThumbSpec,
+    ttl_cache::TtlCache,
 };
 
 /// How long an origin that only speaks the deprecated media API is remembered as such.
@@ -76,6 +75,7 @@ impl From<SpoolError> for FetchFailure {
     fn from(err: SpoolError) -> Self {
         match err {
             SpoolError::TooLarge(_) => Self::TooLarge,
+            SpoolError::NoSpace => Self::NoSpace,
             SpoolError::Io(e) => Self::Local(e.to_string()),
         }
     }
@@ -95,27 +95,28 @@ pub struct Fetched {
     pub filename: Option<String>,
 }
 
-/// Origins that answered `M_UNRECOGNIZED` on the federation media API, until when.
-#[derive(Default)]
+/// Origins that answered `M_UNRECOGNIZED` on the federation media API, for `LEGACY_MEMORY`;
+/// bounded like discovery, since clients name the servers.
 pub struct ApiMemory {
-    legacy_until: Mutex<HashMap<ServerName, Instant>>,
+    legacy: TtlCache<ServerName, ()>,
+}
+
+impl Default for ApiMemory {
+    fn default() -> Self {
+        Self {
+            legacy: TtlCache::new(super::DISCOVERY_CAPACITY),
+        }
+    }
 }
 
 impl ApiMemory {
     fn is_legacy(&self, server: &ServerName) -> bool {
-        self.legacy_until
-            .lock()
-            .ok()
-            .and_then(|m| m.get(server).copied())
-            .is_some_and(|until| until > Instant::now())
+        self.legacy.get(server).is_some()
     }
 
     fn remember_legacy(&self, server: &ServerName) {
-        if let Ok(mut map) = self.legacy_until.lock() {
-            let now = Instant::now();
-            map.retain(|_, until| *until > now);
-            map.insert(server.clone(), now + LEGACY_MEMORY);
-        }
+        self.legacy
+            .insert(server.clone(), (), Instant::now() + LEGACY_MEMORY);
     }
 }
 
@@ -139,11 +140,30 @@ impl MediaClient {
         timeout_ms: u64,
         spool: &mut Spool,
     ) -> Result<Fetched, FetchFailure> {
+        let mut sink = Sink::new(spool);
+        let fetched = self
+            .fetch_into(apis, server, media_id, wanted, timeout_ms, &mut sink)
+            .await?;
+        match wanted {
+            Wanted::Download => Ok(fetched),
+            Wanted::Thumbnail(_) => sink.as_thumbnail(fetched),
+        }
+    }
+
+    async fn fetch_into(
+        &self,
+        apis: &ApiMemory,
+        server: &ServerName,
+        media_id: &MediaId,
+        wanted: Wanted,
+        timeout_ms: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<Fetched, FetchFailure> {
         let destination = self.federation.destination(&self.client, server).await?;
         if !apis.is_legacy(server) {
             let path = federation_path(media_id, wanted, timeout_ms);
             match self
-                .fetch_federation(&destination, server, &path, spool)
+                .fetch_federation(&destination, server, &path, sink)
                 .await
             {
                 Err(FetchFailure::Unrecognized) => {
@@ -155,7 +175,7 @@ impl MediaClient {
         }
         let path = legacy_path(server, media_id, wanted, timeout_ms);
         let response = self.signed_get(&destination, server, &path).await?;
-        match self.answer(response, destination.url(&path), spool).await {
+        match self.answer(response, destination.url(&path), sink).await {
             Err(FetchFailure::Unrecognized) => Err(FetchFailure::Remote(
                 "the origin has no media API we know".into(),
             )),
@@ -168,7 +188,7 @@ impl MediaClient {
         destination: &Destination,
         server: &ServerName,
         path: &str,
-        spool: &mut Spool,
+        sink: &mut Sink<'_>,
     ) -> Result<Fetched, FetchFailure> {
         let deadline = self.deadline();
         let response = self.signed_get(destination, server, path).await?;
@@ -181,19 +201,19 @@ impl MediaClient {
                 "federation answer is not multipart but {content_type:?}"
             )));
         };
-        if declared_len(&response).is_some_and(|len| len > spool.limit() + MULTIPART_OVERHEAD) {
+        if declared_len(&response).is_some_and(|len| len > sink.limit() + MULTIPART_OVERHEAD) {
             return Err(FetchFailure::TooLarge);
         }
-        match body::read_multipart(response, &boundary, deadline, spool).await? {
+        match body::read_multipart(response, &boundary, deadline, sink).await? {
             body::MediaPart::Bytes(fetched) => Ok(fetched),
-            body::MediaPart::Location(url) => self.fetch_plain(url, spool).await,
+            body::MediaPart::Location(url) => self.fetch_plain(url, sink).await,
         }
     }
 
     /// A plain GET (no signature), following redirects: for `Location` parts and CDNs.
-    async fn fetch_plain(&self, url: String, spool: &mut Spool) -> Result<Fetched, FetchFailure> {
+    async fn fetch_plain(&self, url: String, sink: &mut Sink<'_>) -> Result<Fetched, FetchFailure> {
         let response = self.federation.send_get(&self.client, &url, &[]).await?;
-        self.answer(response, url, spool).await
+        self.answer(response, url, sink).await
     }
 
     /// Reads a plain media answer, following up to `MAX_REDIRECTS` redirects.
@@ -201,7 +221,7 @@ impl MediaClient {
         &self,
         mut response: ClientResponse,
         mut url: String,
-        spool: &mut Spool,
+        sink: &mut Sink<'_>,
     ) -> Result<Fetched, FetchFailure> {
         for _ in 0..=MAX_REDIRECTS {
             let status = response.status();
@@ -210,7 +230,7 @@ impl MediaClient {
                 if !status.is_success() {
                     return Err(failure(response, deadline).await);
                 }
-                return read_body(response, deadline, spool).await;
+                return read_body(response, deadline, sink).await;
             }
             let location = header_str(&response, header::LOCATION)
                 .ok_or_else(|| FetchFailure::Remote("redirect without Location".into()))?;
@@ -322,9 +342,9 @@ async fn failure(mut response: ClientResponse, deadline: TokioInstant) -> FetchF
 async fn read_body(
     mut response: ClientResponse,
     deadline: TokioInstant,
-    spool: &mut Spool,
+    sink: &mut Sink<'_>,
 ) -> Result<Fetched, FetchFailure> {
-    if declared_len(&response).is_some_and(|len| len > spool.limit()) {
+    if declared_len(&response).is_some_and(|len| len > sink.limit()) {
         return Err(FetchFailure::TooLarge);
     }
     let fetched = Fetched {
@@ -340,8 +360,52 @@ async fn read_body(
             Ok(Some(Err(e))) => {
                 return Err(FetchFailure::Remote(format!("body interrupted: {e}")));
             }
-            Ok(Some(Ok(chunk))) => spool.write(&chunk).await?,
+            Ok(Some(Ok(chunk))) => sink.write(&chunk).await?,
         }
+    }
+}
+
+/// Bytes of a file kept aside to tell its type by.
+const SNIFF_LEN: usize = 16;
+
+/// Where fetched bytes go: the spool, with the first few kept to tell the type by.
+pub(super) struct Sink<'a> {
+    spool: &'a mut Spool,
+    head: Vec<u8>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(spool: &'a mut Spool) -> Self {
+        Self {
+            spool,
+            head: Vec::with_capacity(SNIFF_LEN),
+        }
+    }
+
+    pub(super) fn limit(&self) -> u64 {
+        self.spool.limit()
+    }
+
+    pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), FetchFailure> {
+        let room = SNIFF_LEN.saturating_sub(self.head.len());
+        self.head
+            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        Ok(self.spool.write(chunk).await?)
+    }
+
+    /// `fetched` as a thumbnail: its type as its bytes say, when it is one we serve; an SVG,
+    /// HTML or anything else is a failed fetch, whatever the origin declared.
+    fn as_thumbnail(&self, fetched: Fetched) -> Result<Fetched, FetchFailure> {
+        let Some(format) = mxmedia_image::sniff(&self.head) else {
+            return Err(FetchFailure::Remote(format!(
+                "thumbnail declared {} is not an image type we serve",
+                fetched.content_type
+            )));
+        };
+        Ok(Fetched {
+            content_type: format.content_type().to_owned(),
+            ..fetched
+        })
     }
 }
 

@@ -1,22 +1,28 @@
 //! Server discovery: from a server name to where to connect, what `Host` to send and which
 //! name the certificate must carry (spec: server-server API, "Resolving server names").
 //!
-//! Results are cached: `.well-known` answers for as long as they say (24 h by default, at most
-//! 48 h), failures for an hour, so a dead or misconfigured server costs one lookup an hour.
+//! Results are cached in a bounded cache (`DISCOVERY_CAPACITY` servers): `.well-known` answers
+//! for as long as their `Cache-Control: max-age` or `Expires` says (24 h by default, at least
+//! 5 min, at most 48 h, as Synapse does), failures for an hour, so a dead or misconfigured server
+//! costs one lookup an hour. A result that went through SRV lasts no longer than the SRV and
+//! address records behind it, and neither does its pin: a moved server is followed once its
+//! DNS TTL runs out (<https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names>).
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use mxmedia_proto::discovery::{
     self, Endpoint, SrvLookup, Step, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_ERROR_TTL,
+    WELL_KNOWN_MAX_TTL,
 };
 
 use super::{Federation, FetchError};
-use crate::media::id::{HostKind, ServerName};
+use crate::{
+    media::id::{HostKind, ServerName},
+    ttl_cache::TtlCache,
+};
 
 const WELL_KNOWN_MAX_BODY: usize = 50 * 1024;
 /// Shortest time a `.well-known` answer is kept, whatever its headers say, so a server sending
@@ -59,9 +65,18 @@ impl Destination {
     }
 }
 
-#[derive(Default)]
+/// Discovery results by server name, each with the instant it expires (also kept in the value,
+/// to re-pin SRV addresses evicted from the pin cache with the same deadline).
 pub struct Cache {
-    entries: Mutex<HashMap<ServerName, (Instant, Destination)>>,
+    entries: TtlCache<ServerName, (Destination, Instant)>,
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: TtlCache::new(capacity),
+        }
+    }
 }
 
 impl Federation {
@@ -71,32 +86,28 @@ impl Federation {
         client: &awc::Client,
         server: &ServerName,
     ) -> Result<Destination, FetchError> {
-        let cached = self
-            .discovery_cache()
-            .entries
-            .lock()
-            .ok()
-            .and_then(|c| c.get(server).cloned());
-        if let Some((expires, destination)) = cached
-            && expires > Instant::now()
-        {
-            self.pin(&destination);
+        if let Some((destination, until)) = self.discovery_cache().entries.get(server) {
+            self.pin(&destination, until);
             return Ok(destination);
         }
-        let (destination, ttl) = self.discover(client, server).await?;
-        if let Ok(mut cache) = self.discovery_cache().entries.lock() {
-            cache.insert(server.clone(), (Instant::now() + ttl, destination.clone()));
-        }
-        self.pin(&destination);
+        let started = Instant::now();
+        let (destination, ttl, dns_until) = self.discover(client, server).await?;
+        let until = dns_until.map_or(started + ttl, |dns| dns.min(started + ttl));
+        self.discovery_cache()
+            .entries
+            .insert(server.clone(), (destination.clone(), until), until);
+        self.pin(&destination, until);
         Ok(destination)
     }
 
-    /// Drives the spec's steps (`mxmedia_proto::discovery`) with real HTTP and DNS.
+    /// Drives the spec's steps (`mxmedia_proto::discovery`) with real HTTP and DNS. Returns the
+    /// destination, how long the `.well-known` step may be trusted, and when the DNS records it
+    /// was pinned with expire.
     async fn discover(
         &self,
         client: &awc::Client,
         server: &ServerName,
-    ) -> Result<(Destination, Duration), FetchError> {
+    ) -> Result<(Destination, Duration, Option<Instant>), FetchError> {
         let (step, ttl) = match discovery::first_step(server) {
             Step::FetchWellKnown { hostname } => {
                 let (delegated, ttl) = match self.well_known(client, &hostname).await {
@@ -114,8 +125,11 @@ impl Federation {
             step => (step, WELL_KNOWN_DEFAULT_TTL),
         };
         match step {
-            Step::Connect(endpoint) => Ok((Destination::new(&endpoint, None), ttl)),
-            Step::LookupSrv(srv) => Ok((self.srv_destination(&srv).await, ttl)),
+            Step::Connect(endpoint) => Ok((Destination::new(&endpoint, None), ttl, None)),
+            Step::LookupSrv(srv) => {
+                let (destination, dns_until) = self.srv_destination(&srv).await;
+                Ok((destination, ttl, dns_until))
+            }
             Step::FetchWellKnown { .. } => Err(FetchError::BadResponse(
                 "delegation loops back to .well-known".into(),
             )),
@@ -123,12 +137,14 @@ impl Federation {
     }
 
     /// SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`, then the name on port 8448.
-    /// Host and certificate stay the name; only the connection goes to the SRV target.
-    async fn srv_destination(&self, srv: &SrvLookup) -> Destination {
+    /// Host and certificate stay the name; only the connection goes to the SRV target, until
+    /// the SRV record or the target's addresses expire, whichever is first.
+    async fn srv_destination(&self, srv: &SrvLookup) -> (Destination, Option<Instant>) {
         for service in srv.srv_names() {
             let Ok(lookup) = self.dns().srv_lookup(format!("{service}.")).await else {
                 continue;
             };
+            let srv_until = lookup.valid_until();
             let mut records: Vec<_> = lookup
                 .answers()
                 .iter()
@@ -144,12 +160,13 @@ impl Federation {
                 let HostKind::Dns(target) = &endpoint.host else {
                     continue;
                 };
-                if let Ok(addrs) = self.lookup(target, endpoint.port).await {
-                    return Destination::new(&endpoint, Some(addrs));
+                if let Ok((addrs, addrs_until)) = self.resolve(target, endpoint.port).await {
+                    let until = addrs_until.map_or(srv_until, |a| a.min(srv_until));
+                    return (Destination::new(&endpoint, Some(addrs)), Some(until));
                 }
             }
         }
-        Destination::new(&srv.fallback(), None)
+        (Destination::new(&srv.fallback(), None), None)
     }
 
     /// Fetches and validates `https://<hostname>/.well-known/matrix/server`, following redirects.
@@ -165,11 +182,7 @@ impl Federation {
                     let delegated = discovery::parse_well_known(&body).ok_or_else(|| {
                         FetchError::BadResponse("well-known has no valid m.server".into())
                     })?;
-                    let ttl = discovery::well_known_cache_ttl(
-                        headers.get("cache-control").and_then(|v| v.to_str().ok()),
-                    )
-                    .max(WELL_KNOWN_MIN_TTL);
-                    return Ok((delegated, ttl));
+                    return Ok((delegated, well_known_ttl(&headers, SystemTime::now())));
                 }
                 Err(FetchError::Status {
                     status: 301 | 302 | 303 | 307 | 308,
@@ -197,6 +210,97 @@ impl Federation {
             Err(FetchError::BadResponse(
                 "well-known redirect must stay on https".into(),
             ))
+        }
+    }
+}
+
+/// How long a `.well-known` answer is kept: `Cache-Control` (`no-store`, `max-age`) first, else
+/// `Expires`, else 24 h; never under `WELL_KNOWN_MIN_TTL` nor over 48 h.
+fn well_known_ttl(headers: &awc::http::header::HeaderMap, now: SystemTime) -> Duration {
+    let cache_control = headers.get("cache-control").and_then(|v| v.to_str().ok());
+    // HTTP caching: max-age (and no-store) override Expires.
+    let decides = cache_control.is_some_and(|cc| {
+        cc.split(',').any(|d| {
+            let d = d.trim().to_ascii_lowercase();
+            d == "no-store" || d.starts_with("max-age")
+        })
+    });
+    let expires = headers
+        .get("expires")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<awc::http::header::HttpDate>());
+    let ttl = match expires {
+        Some(expires) if !decides => expires
+            .ok()
+            .and_then(|at| SystemTime::from(at).duration_since(now).ok())
+            // An unparseable or past date means "already stale" (RFC 9111 §5.3).
+            .unwrap_or(Duration::ZERO)
+            .min(WELL_KNOWN_MAX_TTL),
+        _ => discovery::well_known_cache_ttl(cache_control),
+    };
+    ttl.max(WELL_KNOWN_MIN_TTL)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use awc::http::header::{HeaderMap, HeaderName, HeaderValue, HttpDate};
+
+    use super::well_known_ttl;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    /// A `.well-known` answer lives as its headers say, within 5 min and 48 h, 24 h if silent.
+    #[test]
+    fn well_known_lifetime_follows_cache_headers() {
+        let now = SystemTime::now();
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let in_3h = HttpDate::from(now + hours(3)).to_string();
+        let cases = [
+            (headers(&[]), hours(24)),
+            (
+                headers(&[("cache-control", "max-age=7200".into())]),
+                hours(2),
+            ),
+            (
+                headers(&[("cache-control", "max-age=9999999".into())]),
+                hours(48),
+            ),
+            (
+                headers(&[("cache-control", "no-store".into())]),
+                Duration::from_secs(300),
+            ),
+            (headers(&[("expires", in_3h.clone())]), hours(3)),
+            (
+                headers(&[("expires", in_3h), ("cache-control", "max-age=3600".into())]),
+                hours(1),
+            ),
+            (
+                headers(&[("expires", "0".into())]),
+                Duration::from_secs(300),
+            ),
+            (
+                headers(&[("expires", HttpDate::from(now + hours(500)).to_string())]),
+                hours(48),
+            ),
+        ];
+        for (map, expected) in cases {
+            let ttl = well_known_ttl(&map, now);
+            // HTTP dates have a resolution of one second.
+            assert!(
+                ttl.abs_diff(expected) <= Duration::from_secs(1),
+                "{map:?}: {ttl:?} != {expected:?}"
+            );
         }
     }
 }

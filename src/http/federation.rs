@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     error::Error,
+    federation::keyring::{BUSY_RETRY_AFTER, FetchAllowance, KeyError},
     media::{
         id::{MediaKey, parse_media_id},
         meta::Content,
@@ -46,8 +47,15 @@ impl FromRequest for FederationOrigin {
     }
 }
 
-/// Checks the request's X-Matrix credentials (spec §11.3). With several headers (one per key of
-/// the origin), the first that verifies wins.
+/// X-Matrix headers looked at per request; the rest are ignored. A server sends one per key it
+/// signs with (spec §11.3.1); Synapse and others send one. Each header may name an origin whose
+/// keys we would have to discover and fetch, so an attacker's fifty are not fifty fetches.
+pub const MAX_X_MATRIX_HEADERS: usize = 4;
+
+/// Checks the request's X-Matrix credentials
+/// (<https://spec.matrix.org/v1.16/server-server-api/#request-authentication>). With several
+/// headers (one per key of the origin), the first that verifies wins. Only the first
+/// `MAX_X_MATRIX_HEADERS` are tried, and together they may cause one key fetch.
 async fn authenticate(
     req: &HttpRequest,
     state: &AppState,
@@ -60,6 +68,7 @@ async fn authenticate(
             v.to_str()
                 .is_ok_and(|v| v.len() >= 8 && v[..8].eq_ignore_ascii_case("X-Matrix"))
         })
+        .take(MAX_X_MATRIX_HEADERS)
         .collect();
     if credentials.is_empty() {
         return Err(Error::Unauthorized(
@@ -73,6 +82,8 @@ async fn authenticate(
         .path_and_query()
         .map_or_else(|| req.uri().path(), |pq| pq.as_str());
     let mut last = Error::Unauthorized("Invalid X-Matrix Authorization header".into());
+    let mut allowance = FetchAllowance::default();
+    let mut busy = false;
     for value in credentials {
         let Ok(auth) = value
             .to_str()
@@ -97,10 +108,15 @@ async fn authenticate(
                 &worker.federation,
                 &auth.origin,
                 &auth.key,
+                &mut allowance,
             )
             .await
         {
             Ok(key) => key,
+            Err(KeyError::Busy) => {
+                busy = true;
+                continue;
+            }
             Err(e) => {
                 last = Error::Unauthorized(e.to_string());
                 continue;
@@ -110,6 +126,13 @@ async fn authenticate(
             Ok(()) => return Ok(auth.origin),
             Err(_) => last = Error::Unauthorized("Invalid X-Matrix signature".into()),
         }
+    }
+    // A genuine origin refused only for want of budget retries after a 429; a 401 would tell
+    // it the signature is wrong.
+    if busy {
+        return Err(Error::RateLimited {
+            retry_after: BUSY_RETRY_AFTER,
+        });
     }
     Err(last)
 }

@@ -12,11 +12,14 @@ impl MediaService {
             at: now_ms(),
         };
         let lookup = key.clone();
-        let existed = self
+        let removed = self
             .store
             .blocking(move |s| s.block_media(&lookup, &blocked))
             .await?;
-        self.cache.forget(key);
+        // After the store change: a download that reads the store from now on finds nothing,
+        // and one that read it before cannot cache what it found (see `cache`).
+        self.cache.forget(key, removed.sha256.as_deref());
+        let existed = removed.existed;
         tracing::info!(media = %key, by, existed, "media removed and blocked by an admin");
         Ok(existed)
     }

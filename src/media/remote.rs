@@ -24,11 +24,14 @@ use super::{
     now_ms,
 };
 use crate::{
-    config::{Config, FreeSpace},
+    config::Config,
     error::{Error, Result},
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
     singleflight::SingleFlight,
-    store::{Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, spool::Spool},
+    store::{
+        Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, space::DiskBudget,
+        spool::Spool,
+    },
     thumbnail::{
         Served, method_name,
         select::{self, ThumbSpec},
@@ -45,11 +48,12 @@ pub struct Remote {
     apis: Arc<ApiMemory>,
     max_size: u64,
     max_timeout: Duration,
-    min_free: FreeSpace,
+    /// Shared with local uploads: fetched bytes reserve against the same free-space floor.
+    budget: DiskBudget,
 }
 
 impl Remote {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, budget: DiskBudget) -> Self {
         Self {
             originals: SingleFlight::default(),
             thumbnails: SingleFlight::default(),
@@ -59,7 +63,7 @@ impl Remote {
             apis: Arc::new(ApiMemory::default()),
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
-            min_free: config.store.min_free_space,
+            budget,
         }
     }
 
@@ -135,7 +139,7 @@ impl Remote {
             flight: flight.to_owned(),
             timeout_ms: self.timeout_ms(timeout),
             max_size: self.max_size,
-            min_free: self.min_free,
+            budget: self.budget.clone(),
         }
     }
 
@@ -175,7 +179,7 @@ struct Job {
     flight: String,
     timeout_ms: u64,
     max_size: u64,
-    min_free: FreeSpace,
+    budget: DiskBudget,
 }
 
 impl Job {
@@ -204,14 +208,18 @@ impl Job {
     }
 
     async fn spool(&self) -> Result<Spool, FetchFailure> {
-        super::ensure_free_space(&self.store, self.min_free, 0)
-            .await
-            .map_err(|e| match e {
-                Error::InsufficientStorage => FetchFailure::NoSpace,
-                other => local(other),
-            })?;
+        // Already below the floor: do not ask the origin at all. The bytes that arrive are
+        // reserved as they come (`Spool::write`).
+        self.budget.check(0).await.map_err(|e| match e {
+            Error::InsufficientStorage => FetchFailure::NoSpace,
+            other => local(other),
+        })?;
         let staging = self.store.blocking(Store::stage).await.map_err(local)?;
-        Ok(Spool::new(staging, self.max_size))
+        Ok(Spool::new(
+            staging,
+            self.max_size,
+            self.budget.reservation(),
+        ))
     }
 
     async fn fetch(&self, spool: &mut Spool, wanted: Wanted) -> Result<Fetched, FetchFailure> {
@@ -250,6 +258,7 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                 created_at: now_ms(),
                 expect: Expect::Absent,
             };
+            // NotFound: an admin blocked the id while we fetched; the store kept nothing.
             match s.commit_upload(&key, staged, upload) {
                 Ok(()) | Err(Error::CannotOverwrite) => {}
                 Err(e) => return Err(e),
@@ -259,11 +268,12 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                     state: MediaState::Complete(content),
                     ..
                 }) => Ok(content),
-                _ => Err(Error::internal(anyhow::anyhow!("remote media vanished"))),
+                // Deleted right after it was stored.
+                _ => Err(Error::NotFound),
             }
         })
         .await
-        .map_err(local)
+        .map_err(committed)
 }
 
 async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, FetchFailure> {
@@ -289,7 +299,15 @@ async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, Fetch
     job.store
         .blocking(move |s| s.commit_thumbnail(&thumb_key, staged, &fetched.content_type))
         .await
-        .map_err(local)
+        .map_err(committed)
+}
+
+/// A commit that lost to a deletion or block answers as missing media does.
+fn committed(err: Error) -> FetchFailure {
+    match err {
+        Error::NotFound => FetchFailure::NotFound,
+        other => local(other),
+    }
 }
 
 /// Complete media stored under `key`, if any.
@@ -318,6 +336,7 @@ impl MediaService {
         timeout: Option<Duration>,
     ) -> Result<Content> {
         self.touch(key);
+        let ticket = self.cache.ticket();
         let cached = match self.cache.content(key) {
             Some(content) => Some(content),
             None => stored(&self.store, key).await?,
@@ -336,7 +355,7 @@ impl MediaService {
                     .await?
             }
         };
-        self.cache.put_content(key.clone(), content.clone());
+        self.cache.put_content(ticket, key.clone(), content.clone());
         Ok(content)
     }
 

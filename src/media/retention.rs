@@ -79,7 +79,7 @@ impl MediaService {
                 s.sweep_remote(&own, now_ms, &policy, |db_key| {
                     // Remembered metadata would point downloads at bytes that are gone.
                     match media_key(db_key) {
-                        Some(key) => cache.forget(&key),
+                        Some(key) => cache.forget(&key, None),
                         None => cache.forget_all(),
                     }
                 })

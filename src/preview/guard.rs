@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use hickory_resolver::TokioResolver;
 use url::{Host, Url};
 
-use crate::{config::PreviewConfig, net::IpDenylist};
+use crate::{config::PreviewConfig, net::IpPolicy};
 
 /// Why a URL or an address was refused. The text never names the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,10 +67,8 @@ impl UrlPattern {
 
 /// The policy for every URL and address a preview touches. `Send`: shared by all workers.
 pub struct Guard {
-    denylist: IpDenylist,
-    /// Ranges let through despite the denylist. An `IpDenylist` too, for its handling of
-    /// IPv4-mapped addresses: here "denies" reads "is listed".
-    allowlist: IpDenylist,
+    /// The denylist and the allowlist, judged as federation judges addresses.
+    addresses: IpPolicy,
     patterns: Vec<UrlPattern>,
     dns: TokioResolver,
 }
@@ -78,8 +76,10 @@ pub struct Guard {
 impl Guard {
     pub fn new(config: &PreviewConfig) -> anyhow::Result<Self> {
         Ok(Self {
-            denylist: IpDenylist::new(config.ip_range_denylist.clone()),
-            allowlist: IpDenylist::new(config.ip_range_allowlist.clone()),
+            addresses: IpPolicy::new(
+                config.ip_range_denylist.clone(),
+                config.ip_range_allowlist.clone(),
+            ),
             patterns: config
                 .url_denylist
                 .iter()
@@ -90,7 +90,7 @@ impl Guard {
     }
 
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        self.allowlist.denies(ip) || !self.denylist.denies(ip)
+        self.addresses.allows(ip)
     }
 
     /// Checks everything about `url` that needs no DNS: run before every request, since the

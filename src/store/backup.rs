@@ -137,7 +137,8 @@ impl Store {
         Ok(stats)
     }
 
-    /// Removes a blob file now, or when the running backups are done. Call with the blob lock.
+    /// Removes a blob file now, or when the running backups are done. Call with the blob lock,
+    /// once the removal of its last record is on disk.
     pub(super) fn remove_blob_file(&self, sha256: &str) -> Result<()> {
         let mut holds = self.lock_holds()?;
         if holds.running > 0 {
@@ -156,9 +157,11 @@ impl Store {
         // rather than losing them after it has read the database.
         let mut holds = self.lock_holds()?;
         holds.running = holds.running.saturating_sub(1);
-        if holds.running > 0 {
+        if holds.running > 0 || holds.deferred.is_empty() {
             return Ok(());
         }
+        // The removals that made these files unreferenced must be on disk before the files go.
+        self.flush()?;
         for sha256 in std::mem::take(&mut holds.deferred) {
             // Uploaded again while the backup ran: the file is in use once more.
             if self.inner.blobs.get(&sha256)?.is_none() {

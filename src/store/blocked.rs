@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, encode};
+use super::{Removed, Result, Store, encode};
 use crate::media::id::MediaKey;
 
 /// Who blocked media, and when.
@@ -15,16 +15,13 @@ pub struct Blocked {
 }
 
 impl Store {
-    /// Deletes `key` (bytes, thumbnails) and blocks it. Returns whether there was anything to
-    /// delete. Flushed: an admin's removal must survive a crash.
-    pub fn block_media(&self, key: &MediaKey, blocked: &Blocked) -> Result<bool> {
-        {
-            let _writing = self.writing()?;
-            self.inner.blocked.insert(key.db_key(), encode(blocked)?)?;
-        }
-        let existed = self.remove_entry(&key.db_key())?;
-        self.flush()?;
-        Ok(existed)
+    /// Deletes `key` (bytes, thumbnails) and blocks it, in one transaction: from then on nothing
+    /// is stored under it again, not even by a remote fetch already in flight (its commit checks
+    /// the block). Durable when it returns: an admin's removal must survive a crash.
+    pub fn block_media(&self, key: &MediaKey, blocked: &Blocked) -> Result<Removed> {
+        let removed = self.remove_entry(&key.db_key(), Some(&encode(blocked)?))?;
+        self.settle(&removed.files)?;
+        Ok(removed)
     }
 
     pub fn is_blocked(&self, key: &MediaKey) -> Result<bool> {

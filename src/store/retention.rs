@@ -92,14 +92,15 @@ impl Store {
             kept_bytes: plan.kept_bytes,
             ..Swept::default()
         };
+        let mut files = Vec::new();
         for (key, bytes) in plan.victims {
-            self.remove_entry(&key)?;
+            files.extend(self.remove_entry(&key, None)?.files);
             removed(&key);
             swept.removed += 1;
             swept.removed_bytes += bytes;
         }
         if swept.removed > 0 {
-            self.flush()?;
+            self.settle(&files)?;
         }
         Ok(swept)
     }
@@ -175,7 +176,7 @@ fn server_of(db_key: &[u8]) -> &[u8] {
 }
 
 /// The `server/mediaId` a `remote:server/mediaId/WxH/method/animated` key belongs to.
-fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
+pub(super) fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
     let rest = thumb_key.strip_prefix(REMOTE_THUMB_PREFIX.as_bytes())?;
     let server_end = rest.iter().position(|&b| b == b'/')?;
     let id_end = rest

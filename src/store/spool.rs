@@ -1,17 +1,23 @@
 //! Receiving bytes from the network into a staging file with bounded memory: chunks are
 //! gathered into `CHUNK_SIZE` pieces and written off the async workers, and a size limit is
 //! enforced on every chunk, so an endless body stops at the limit instead of filling the disk.
+//! What is received is reserved against the free-space floor as it arrives (`space`).
 
 use std::io;
 
 use bytes::BytesMut;
 
-use super::blob::{CHUNK_SIZE, Staged, Staging};
+use super::{
+    blob::{CHUNK_SIZE, Staged, Staging},
+    space::Reservation,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("more than {0} bytes")]
     TooLarge(u64),
+    #[error("free disk space would go below the configured floor")]
+    NoSpace,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -22,15 +28,18 @@ pub struct Spool {
     buf: BytesMut,
     len: u64,
     limit: u64,
+    /// Declared after `staging`, so a discarded file is gone before its bytes are released.
+    reservation: Reservation,
 }
 
 impl Spool {
-    pub fn new(staging: Staging, limit: u64) -> Self {
+    pub fn new(staging: Staging, limit: u64, reservation: Reservation) -> Self {
         Self {
             staging: Some(staging),
             buf: BytesMut::with_capacity(CHUNK_SIZE),
             len: 0,
             limit,
+            reservation,
         }
     }
 
@@ -54,6 +63,10 @@ impl Spool {
         if self.len > self.limit {
             return Err(SpoolError::TooLarge(self.limit));
         }
+        self.reservation
+            .cover(self.len)
+            .await
+            .map_err(|_| SpoolError::NoSpace)?;
         self.buf.extend_from_slice(chunk);
         if self.buf.len() >= CHUNK_SIZE {
             self.flush().await?;
@@ -65,9 +78,11 @@ impl Spool {
     pub async fn finish(mut self) -> io::Result<Staged> {
         self.flush().await?;
         let staging = self.take()?;
-        tokio::task::spawn_blocking(move || staging.finish())
+        let staged = tokio::task::spawn_blocking(move || staging.finish())
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)??;
+        self.reservation.keep();
+        Ok(staged)
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -75,11 +90,13 @@ impl Spool {
             return Ok(());
         }
         let piece = self.buf.split().freeze();
+        let len = u64::try_from(piece.len()).unwrap_or(u64::MAX);
         let mut staging = self.take()?;
         let staging = tokio::task::spawn_blocking(move || staging.write(&piece).map(|()| staging))
             .await
             .map_err(io::Error::other)??;
         self.staging = Some(staging);
+        self.reservation.wrote(len);
         Ok(())
     }
 

@@ -318,7 +318,7 @@ shared_secret() { sed -n 's/^registration_shared_secret: "\(.*\)"$/\1/p' "$WORK/
 step "writing the nginx config"
 TEMPLATE="$ROOT/assets/nginx-media.conf.template"
 [[ -f "$TEMPLATE" ]] || die "missing $TEMPLATE"
-sed -e "s|\${MXMEDIA_UPSTREAM}|http://$HS1_IP:8090|g" \
+sed -e "s|\${MEDIA_UPSTREAM}|http://$HS1_IP:8090|g" \
     -e "s|\${HOMESERVER_UPSTREAM}|http://$HS1_IP:8008|g" \
     "$TEMPLATE" >"$WORK/nginx/hs1-locations.conf"
 if grep -n '\${' "$WORK/nginx/hs1-locations.conf" | grep -v '^[0-9]*:#'; then

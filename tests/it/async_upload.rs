@@ -254,3 +254,115 @@ async fn concurrent_puts() {
     let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.body().await.unwrap(), winner);
 }
+
+/// The pending cap holds under a burst: of 20 simultaneous `/create` calls by one user, exactly
+/// `max_pending_uploads` succeed and every other one gets 429 with a retry time.
+#[actix_web::test]
+async fn parallel_creates_respect_pending_limit() {
+    let server = TestServer::start_with(|c| c.media.max_pending_uploads = 5).await;
+    let creates = (0..20).map(|_| {
+        server
+            .client
+            .post(server.url("/_matrix/media/v1/create"))
+            .bearer_auth(ALICE)
+            .send_body("{}")
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let (mut ok, mut limited) = (0, 0);
+    for res in results {
+        let mut res = res.unwrap();
+        match res.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(res.headers().get("retry-after").is_some());
+                let body: serde_json::Value = res.json().await.unwrap();
+                assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+                assert!(body["retry_after_ms"].as_u64().unwrap() > 3_600_000);
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (5, 15));
+}
+
+/// Someone who did not create an id learns nothing about it from `PUT`: 403 `M_FORBIDDEN`
+/// whether it is still pending, already uploaded or expired, and the upload is refused.
+#[actix_web::test]
+async fn put_by_non_creator_is_forbidden_in_every_state() {
+    let server = TestServer::start_with(|c| c.media.unused_expiry_secs = 2).await;
+    let put_url = |id: &str| server.url(&format!("/_matrix/media/v3/upload/localhost/{id}"));
+    let (completed, _) = create(&server, ALICE).await;
+    let (expired, _) = create(&server, ALICE).await;
+    let res = server
+        .send_as(Method::PUT, put_url(&completed), ALICE, "alice's")
+        .await;
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (pending, _) = create(&server, ALICE).await;
+
+    for id in [&pending, &completed, &expired] {
+        let mut res = server
+            .send_as(Method::PUT, put_url(id), BOB, "bob's bytes")
+            .await;
+        assert_error(&mut res, 403, "M_FORBIDDEN").await;
+    }
+    // Nothing changed: the completed media is still alice's, the pending id still fillable.
+    let mut res = server.get_as(server.download_url(&completed), BOB).await;
+    assert_eq!(res.body().await.unwrap(), "alice's");
+    let res = server
+        .send_as(Method::PUT, put_url(&pending), ALICE, "late")
+        .await;
+    assert_eq!(res.status(), 200);
+}
+
+/// A `PUT` wakes only the downloads waiting for its own id: a waiter for another id sleeps on
+/// to its deadline and gets 504 `M_NOT_YET_UPLOADED`, never woken; and an id's registry entry
+/// goes when its last waiter does.
+#[actix_web::test]
+async fn put_wakes_only_waiters_of_its_id() {
+    let server = TestServer::start().await;
+    let (a, _) = create(&server, ALICE).await;
+    let (b, _) = create(&server, ALICE).await;
+    let wait = |id: &str, timeout_ms: u64| {
+        server
+            .client
+            .get(format!(
+                "{}?timeout_ms={timeout_ms}",
+                server.download_url(id)
+            ))
+            .bearer_auth(ALICE)
+            .send()
+    };
+    let waiter_a = wait(&a, 10_000);
+    let waiter_b = wait(&b, 1_500);
+    let uploader = async {
+        // Both waiters are registered before the upload, without guessing at timing.
+        while server.media.upload_waiters().1 < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let res = server
+            .send_as(
+                Method::PUT,
+                server.url(&format!("/_matrix/media/v3/upload/localhost/{a}")),
+                ALICE,
+                "for a",
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    };
+    let (res_a, mut res_b, ()) = tokio::join!(
+        async {
+            let mut res = waiter_a.await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.body().await.unwrap(), "for a");
+            // Woken once, for a; b still waits.
+            assert_eq!(server.media.upload_waiters(), (1, 1));
+        },
+        async { waiter_b.await.unwrap() },
+        uploader
+    );
+    let () = res_a;
+    assert_error(&mut res_b, 504, "M_NOT_YET_UPLOADED").await;
+    assert_eq!(server.media.upload_waiters(), (1, 0), "b was never woken");
+}

@@ -91,6 +91,11 @@ async fn whoami(req: HttpRequest, hits: web::Data<AtomicUsize>) -> HttpResponse 
         .get("authorization")
         .and_then(|v| v.to_str().ok())
     {
+        // A homeserver taking its time, so that callers pile up behind one check.
+        Some("Bearer slow") => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            HttpResponse::Ok().json(serde_json::json!({"user_id": "@dave:localhost"}))
+        }
         Some("Bearer good") => HttpResponse::Ok()
             .json(serde_json::json!({"user_id": "@carol:localhost", "device_id": "D"})),
         Some("Bearer expired") => HttpResponse::Unauthorized().json(serde_json::json!({
@@ -188,4 +193,27 @@ async fn homeserver_whoami() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut res = server.get_as(server.download_url(&id), "other").await;
     assert_error(&mut res, 502, "M_UNKNOWN").await;
+}
+
+/// Twenty concurrent requests with one token the cache does not know yet share one `whoami`
+/// call to the homeserver, and all get the user.
+#[actix_web::test]
+async fn concurrent_requests_with_a_new_token_share_one_whoami() {
+    let hs = FakeHomeserver::start();
+    let url = hs.url.clone();
+    let server = TestServer::start_with(move |c| {
+        c.auth.homeserver_url = Some(url);
+    })
+    .await;
+    let id = server.upload(b"shared", "text/plain", None).await;
+    let download = server.download_url(&id);
+    let requests = (0..20).map(|_| server.get_as(&download, "slow"));
+    for res in futures_util::future::join_all(requests).await {
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(
+        hs.hits.load(Ordering::SeqCst),
+        1,
+        "one whoami for twenty requests"
+    );
 }

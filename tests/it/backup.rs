@@ -280,3 +280,124 @@ async fn backup_command_running_and_stopped() {
         assert!(proc.child.wait().unwrap().success());
     }
 }
+
+/// A backup of a running server holds what a restore needs to be the same server: a fresh
+/// server started on it signs with the same key (same id, same secret), so a remote that trusts
+/// the original still serves it, and every item is byte-equal, local and remote. A signing key
+/// configured outside the data dir is named in the command's output as not backed up.
+#[actix_web::test]
+async fn restore_keeps_the_signing_key() {
+    use crate::{
+        fake_media::{File, MediaHost},
+        fake_remote::{FakeRemote, Pki},
+        process::{BIN, download, free_port, nix_kill, spawn_with, upload, wait_ready},
+    };
+    let pki = Pki::new();
+    let host = MediaHost::new();
+    let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
+    host.serve_as(remote.name(), remote.port);
+    let env = [
+        ("MXMEDIA_FEDERATION__IP_RANGE_DENYLIST", "[]".to_owned()),
+        (
+            "MXMEDIA_FEDERATION__CA_FILE",
+            pki.ca_file.display().to_string(),
+        ),
+    ];
+    let remote_url = |base: &str, id: &str| {
+        format!(
+            "{base}/_matrix/client/v1/media/download/{}/{id}",
+            remote.name().as_str()
+        )
+    };
+    let get = |url: String| async move {
+        let mut res = client().get(url).bearer_auth(ALICE).send().await.unwrap();
+        let body = res.body().limit(8 << 20).await.unwrap().to_vec();
+        (res.status().as_u16(), body)
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn_with(dir.path(), free_port(), true, &env);
+    wait_ready(&proc.base).await;
+    // The remote accepts only requests signed with the key this server made at its start.
+    host.trust("localhost", dir.path());
+    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
+    let (first, second) = (pseudo_random(50_000, 61), pseudo_random(400_000, 62));
+    host.put("first", File::new(first.clone(), "image/png"));
+    host.put("second", File::new(second.clone(), "image/png"));
+    assert_eq!(
+        get(remote_url(&proc.base, "first")).await,
+        (200, first.clone())
+    );
+    let local: Vec<(String, Vec<u8>)> = {
+        let mut out = Vec::new();
+        for (len, seed) in [(1_000, 63), (700_000, 64)] {
+            let bytes = pseudo_random(len, seed);
+            out.push((upload(&proc.base, ALICE, bytes.clone()).await, bytes));
+        }
+        out
+    };
+
+    let backups = tempfile::tempdir().unwrap();
+    let target = backups.path().join("b");
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .arg("backup")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("from the running server"), "{stdout}");
+    assert!(stdout.contains("signing key included"), "{stdout}");
+    nix_kill(&proc.child, "TERM");
+    assert!(proc.child.wait().unwrap().success());
+
+    let mut restored = spawn_with(&target, free_port(), true, &env);
+    wait_ready(&restored.base).await;
+    assert_eq!(
+        std::fs::read_to_string(target.join("signing.key")).unwrap(),
+        key,
+        "same key id and key"
+    );
+    for (id, bytes) in &local {
+        assert_eq!(
+            download(&restored.base, ALICE, id).await,
+            (200, bytes.clone())
+        );
+    }
+    assert_eq!(get(remote_url(&restored.base, "first")).await, (200, first));
+    assert_eq!(
+        remote.hits("/_matrix/federation/v1/media/download/first"),
+        1
+    );
+    // A new fetch is signed with the same key, so the remote still serves us.
+    assert_eq!(
+        get(remote_url(&restored.base, "second")).await,
+        (200, second)
+    );
+    nix_kill(&restored.child, "TERM");
+    assert!(restored.child.wait().unwrap().success());
+
+    // A key kept outside the data dir: the backup says it does not hold it.
+    let keys = tempfile::tempdir().unwrap();
+    let outside = keys.path().join("media.key");
+    std::fs::write(&outside, &key).unwrap();
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("MXMEDIA_FEDERATION__SIGNING_KEY_PATH", &outside)
+        .arg("backup")
+        .arg("--data-dir")
+        .arg(&target)
+        .arg(backups.path().join("c"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("signing key is NOT in this backup")
+            && stdout.contains(outside.to_str().unwrap()),
+        "{stdout}"
+    );
+}

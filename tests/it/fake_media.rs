@@ -8,8 +8,8 @@ use std::{
     collections::HashMap,
     path::Path,
     sync::{
-        Mutex,
-        atomic::{AtomicU16, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -42,6 +42,12 @@ pub enum Mode {
     Truncated,
     /// `multipart/mixed` in name only.
     Malformed,
+    /// A preamble that never ends: no delimiter ever comes.
+    EndlessPreamble,
+    /// A first part whose header block never ends.
+    EndlessHeaders,
+    /// A metadata part that never ends.
+    EndlessMetadata,
 }
 
 #[derive(Clone)]
@@ -54,6 +60,47 @@ pub struct File {
     pub mode: Mode,
     /// Waited before answering.
     pub delay: Duration,
+    /// When set, answers wait until the test opens it.
+    pub gate: Option<Gate>,
+}
+
+/// Holds answers back until the test lets them go, and tells it when one is waiting: a fetch in
+/// flight for as long as the test needs.
+#[derive(Clone)]
+pub struct Gate {
+    waiting: std::sync::Arc<AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self {
+            waiting: std::sync::Arc::new(AtomicUsize::new(0)),
+            open: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Waits until `n` requests are held at the gate.
+    pub async fn held(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.waiting.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no request reached the gate"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
 }
 
 impl File {
@@ -65,6 +112,7 @@ impl File {
             thumbnail: None,
             mode: Mode::Inline,
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 }
@@ -78,6 +126,8 @@ pub struct MediaHost {
     port: AtomicU16,
     files: Mutex<HashMap<String, File>>,
     pub bad_signatures: AtomicUsize,
+    /// Bytes the endless modes have handed to the connection so far.
+    pub endless_sent: Arc<AtomicU64>,
 }
 
 impl MediaHost {
@@ -108,6 +158,7 @@ impl MediaHost {
                     "/_matrix/media/v3/thumbnail/{server}/{id}",
                     web::get().to(legacy_thumbnail),
                 )
+                .route("/endless.json", web::get().to(endless_json))
                 .route("/cdn/{id}", web::get().to(cdn_redirect))
                 .route("/cdn-final/{id}", web::get().to(cdn));
         }
@@ -166,6 +217,9 @@ impl MediaHost {
         }
         let file = self.file(id).ok_or_else(|| error(404, "M_NOT_FOUND"))?;
         tokio::time::sleep(file.delay).await;
+        if let Some(gate) = &file.gate {
+            gate.pass().await;
+        }
         Ok(file)
     }
 }
@@ -228,7 +282,40 @@ async fn federation_download(
         Mode::Malformed => HttpResponse::Ok()
             .content_type(format!("multipart/mixed; boundary={BOUNDARY}"))
             .body("this is not a multipart body at all"),
+        Mode::EndlessPreamble => endless(&host, String::new(), b'p'),
+        Mode::EndlessHeaders => endless(&host, format!("--{BOUNDARY}\r\nX-Padding: "), b'h'),
+        Mode::EndlessMetadata => endless(
+            &host,
+            format!("--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{{\"pad\": \""),
+            b'm',
+        ),
     }
+}
+
+/// A JSON answer that never ends, as a hostile server could send for `.well-known`, its keys
+/// or a notary query.
+async fn endless_json(host: web::Data<MediaHost>) -> HttpResponse {
+    let mut response = endless(&host, "{\"server_name\": \"".into(), b'j');
+    response.headers_mut().insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `head`, then `filler` without end, 64 KiB at a time, counting what leaves.
+fn endless(host: &MediaHost, head: String, filler: u8) -> HttpResponse {
+    let sent = Arc::clone(&host.endless_sent);
+    let chunk = Bytes::from(vec![filler; 64 * 1024]);
+    let body = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(
+        stream::repeat_with(move || {
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            Ok(chunk.clone())
+        }),
+    );
+    HttpResponse::Ok()
+        .content_type(format!("multipart/mixed; boundary={BOUNDARY}"))
+        .streaming(body)
 }
 
 async fn federation_thumbnail(

@@ -518,3 +518,161 @@ async fn server_keys_endpoint_is_opt_in() {
         "valid for over an hour"
     );
 }
+
+/// An X-Matrix header naming `origin`, with a well-formed signature no key will verify.
+fn bogus_x_matrix(origin: &str) -> String {
+    format!(
+        "X-Matrix origin={origin},destination=localhost,key=\"ed25519:a\",sig=\"{}\"",
+        "A".repeat(86)
+    )
+}
+
+/// The distinct `<label>.<suffix>` names the fake DNS was asked about (SRV names included).
+fn origins_queried(dns: &FakeDns, suffix: &str) -> std::collections::HashSet<String> {
+    let tail = format!(".{suffix}.");
+    dns.queries_ending(suffix)
+        .iter()
+        .filter_map(|q| q.strip_suffix(&tail)?.rsplit('.').next().map(str::to_owned))
+        .collect()
+}
+
+/// A request carrying fifty X-Matrix headers, each naming another unknown origin, makes us
+/// discover (and fetch keys for) at most one of them, and is refused with 401.
+#[actix_web::test]
+async fn many_x_matrix_headers_cause_one_discovery() {
+    let pki = Pki::new();
+    let dns = FakeDns::start().await;
+    let server = TestServer::start_with(|c| federate(c, &pki, Some(&dns))).await;
+    let id = server.upload(PNG, "image/png", None).await;
+    let uri = format!("/_matrix/federation/v1/media/download/{id}");
+    let mut request = server.client.get(server.url(&uri));
+    for i in 0..50 {
+        request =
+            request.append_header(("authorization", bogus_x_matrix(&format!("o{i}.many.test"))));
+    }
+    let mut res = request.send().await.unwrap();
+    assert_error(&mut res, 401, "M_UNAUTHORIZED").await;
+    let discovered = origins_queried(&dns, "many.test");
+    assert_eq!(
+        discovered.len(),
+        usize::from(mxmedia::federation::keyring::FETCHES_PER_REQUEST),
+        "origins looked up: {discovered:?}"
+    );
+}
+
+/// However many made-up origins a flood of requests names at once, at most
+/// `FETCH_CONCURRENCY` key fetches are under way together; the others are refused at once
+/// with 429 (so a genuine server retries), none is let in.
+#[actix_web::test]
+async fn flood_of_new_origins_is_held_to_the_fetch_budget() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    const FLOOD: usize = 60;
+    let pki = Pki::new();
+    let dns = FakeDns::start().await;
+    // A server that accepts connections and never answers: every fetch started stays open.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    for i in 0..FLOOD {
+        dns.a(&format!("f{i}.flood.test"), Ipv4Addr::LOCALHOST);
+    }
+    // Fetches started stay stalled this long: longer than the flood takes to arrive.
+    let server = TestServer::start_with(|c| {
+        federate(c, &pki, Some(&dns));
+        c.federation.connect_timeout_secs = 5;
+        c.federation.request_timeout_secs = 5;
+    })
+    .await;
+    let id = server.upload(PNG, "image/png", None).await;
+    let uri = format!("/_matrix/federation/v1/media/download/{id}");
+    let requests = (0..FLOOD).map(|i| {
+        server
+            .client
+            .get(server.url(&uri))
+            .insert_header((
+                "authorization",
+                bogus_x_matrix(&format!("f{i}.flood.test:{port}")),
+            ))
+            .send()
+    });
+    let mut responses: Vec<_> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    let fetches = accepted.load(Ordering::SeqCst);
+    let budget = mxmedia::federation::keyring::FETCH_CONCURRENCY;
+    assert!(
+        fetches > 0 && fetches <= budget,
+        "{fetches} fetches at once"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(refused >= FLOOD - budget, "{refused} refused: {statuses:?}");
+    // Refusals carry the Matrix rate-limit error.
+    let refusal = responses.iter_mut().find(|r| r.status() == 429).unwrap();
+    assert_error(refusal, 429, "M_LIMIT_EXCEEDED").await;
+}
+
+/// Requests the fake remote got whose path mentions `needle`.
+fn hits_containing(remote: &FakeRemote, needle: &str) -> usize {
+    remote
+        .state
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.contains(needle))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// An SRV pin lasts as long as the SRV record: once its TTL has passed, a server that moved
+/// is reached at its new address, not the one discovery chose before.
+#[actix_web::test]
+async fn srv_pin_expires_with_the_record() {
+    let pki = Pki::new();
+    let dns = FakeDns::start().await;
+    dns.set_ttl(1);
+    let old = FakeRemote::start(&pki, "127.0.0.1:0", Some("srv.test"));
+    let new = FakeRemote::start(&pki, "127.0.0.1:0", Some("srv.test"));
+    dns.srv("_matrix-fed._tcp.srv.test", "target.test", old.port);
+    dns.a("target.test", Ipv4Addr::LOCALHOST);
+    let server = TestServer::start_with(|c| federate(c, &pki, Some(&dns))).await;
+    let download =
+        |id: &str| server.url(&format!("/_matrix/client/v1/media/download/srv.test/{id}"));
+    server
+        .get_as(download("before"), crate::common::ALICE)
+        .await;
+    assert!(
+        hits_containing(&old, "before") > 0,
+        "first fetch went to the SRV target"
+    );
+    dns.srv("_matrix-fed._tcp.srv.test", "target.test", new.port);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server.get_as(download("after"), crate::common::ALICE).await;
+    assert_eq!(
+        hits_containing(&old, "after"),
+        0,
+        "the expired pin was not used"
+    );
+    assert!(
+        hits_containing(&new, "after") > 0,
+        "the new SRV target was asked"
+    );
+}

@@ -549,15 +549,84 @@ async fn rate_limited_per_user() {
         c.preview.rate_limit_per_minute = 1;
     })
     .await;
-    let url = preview_url(&server, &site.url("/title"));
-    for _ in 0..2 {
-        assert_eq!(server.get_as(&url, ALICE).await.status(), 200);
+    // Distinct URLs: only fetches are charged, not answers from the cache.
+    let url = |n: u32| preview_url(&server, &site.url(&format!("/title?n={n}")));
+    for n in 0..2 {
+        assert_eq!(server.get_as(url(n), ALICE).await.status(), 200);
     }
-    let mut res = server.get_as(&url, ALICE).await;
+    let mut res = server.get_as(url(2), ALICE).await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().get("retry-after").is_some());
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
     assert!(body["retry_after_ms"].as_u64().unwrap() > 1000);
-    assert_eq!(server.get_as(&url, BOB).await.status(), 200);
+    assert_eq!(server.get_as(url(2), BOB).await.status(), 200);
+}
+
+/// The rate limit bounds fetches, not answers: with one preview a minute, a user opening a
+/// room where many messages share a link gets every preview, whether it comes from the cache
+/// or from the one fetch already under way.
+#[actix_web::test]
+async fn cached_and_shared_previews_are_not_rate_limited() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.rate_limit_burst = 1;
+        c.preview.rate_limit_per_minute = 1;
+    })
+    .await;
+    let cached = preview_url(&server, &site.url("/og-cached"));
+    for _ in 0..10 {
+        assert_eq!(server.get_as(&cached, ALICE).await.status(), 200);
+    }
+    assert_eq!(site.hits("/og-cached"), 1);
+    // Bob's twenty requests at once join his one fetch.
+    let flight = preview_url(&server, &site.url("/og-flight"));
+    let statuses = futures_util::future::join_all(
+        (0..20).map(|_| async { server.get_as(&flight, BOB).await.status().as_u16() }),
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(site.hits("/og-flight"), 1);
+    // A fetch of another URL is still limited.
+    let other = preview_url(&server, &site.url("/title"));
+    assert_eq!(server.get_as(&other, ALICE).await.status(), 429);
+    assert_eq!(site.hits("/title"), 0);
+}
+
+/// IPv4 loopback embedded in IPv6 (IPv4-compatible, IPv4-mapped, NAT64, 6to4, Teredo) is
+/// loopback: 403 before anything is contacted, by default and also when the IPv6 ranges that
+/// carry it are allow-listed (as on a NAT64 network), since the IPv4 address inside is judged.
+#[actix_web::test]
+async fn ipv4_embedded_in_ipv6_is_judged_as_ipv4() {
+    let site = Site::start();
+    let port = site.port;
+    let carriers = [
+        "::/96",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+        "2002::/16",
+        "2001::/32",
+    ];
+    for allow in [&[][..], &carriers[..]] {
+        let server = TestServer::start_with(|c| {
+            c.preview.enabled = true;
+            c.preview.rate_limit_burst = 1000;
+            c.preview.timeout_secs = 2;
+            c.preview.ip_range_allowlist = allow.iter().map(|n| n.parse().unwrap()).collect();
+        })
+        .await;
+        for host in [
+            "::127.0.0.1",
+            "::ffff:7f00:1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        ] {
+            let url = format!("http://[{host}]:{port}/og");
+            let mut res = server.get_as(preview_url(&server, &url), ALICE).await;
+            assert_error(&mut res, 403, "M_FORBIDDEN").await;
+        }
+    }
+    assert_eq!(site.hits("/og"), 0, "nothing reached the site");
 }

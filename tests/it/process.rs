@@ -348,3 +348,311 @@ async fn generate_key_and_check_it_is_published() {
     );
     handle.stop(false).await;
 }
+
+/// Following the README in one shell works: an exported `MXMEDIA_TOKEN` (which the README
+/// once suggested) no longer stops the next start, and the printed command now uses
+/// `DEV_TOKEN`, outside the prefix. A mistyped setting still stops `serve`, naming it, and
+/// `check-config` names the stray variable and exits 1.
+#[actix_web::test]
+async fn stray_mxmedia_variable_does_not_stop_serve() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut proc = spawn_with(
+        dir.path(),
+        port,
+        false,
+        &[("MXMEDIA_TOKEN", "mxm_left_from_the_readme".into())],
+    );
+    wait_ready(&proc.base).await;
+    let token = std::fs::read_to_string(dir.path().join("dev-token")).unwrap();
+    nix_kill(&proc.child, "TERM");
+    assert!(proc.child.wait().unwrap().success());
+    let mut out = String::new();
+    proc.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains(&format!("export DEV_TOKEN={token}")), "{out}");
+    assert!(out.contains("Bearer $DEV_TOKEN"), "{out}");
+    assert!(!out.contains("export MXMEDIA_"), "{out}");
+
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("MXMEDIA_DATA_DIR", dir.path())
+        .env("MXMEDIA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MXMEDIA_SERVERNAME", "example.org")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("MXMEDIA_SERVERNAME") && stderr.contains("MXMEDIA_SERVER_NAME"),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_clear()
+        .env("MXMEDIA_TOKEN", "mxm_left_from_the_readme")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("MXMEDIA_TOKEN"), "{stderr}");
+}
+
+/// A tiny xorshift: the kill loops' random moments, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("kill loop seed {seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What the test knows of one upload.
+struct Item {
+    id: String,
+    bytes: Vec<u8>,
+    /// A deletion was sent and not (yet) seen to have taken effect.
+    delete_sent: bool,
+    /// Seen deleted: acknowledged, or 404 after a restart. Must stay so.
+    deleted: bool,
+}
+
+/// Every id answers its own bytes or 404, never 500; what was seen deleted stays deleted and
+/// what was acknowledged and never deleted is served.
+async fn check_items(base: &str, items: &mut [Item], round: usize) {
+    for item in items.iter_mut() {
+        let (status, body) = download(base, ALICE, &item.id).await;
+        assert!(
+            status == 200 || status == 404,
+            "round {round}: {} answered {status}",
+            item.id
+        );
+        if item.deleted {
+            assert_eq!(status, 404, "round {round}: {} came back", item.id);
+        } else if !item.delete_sent {
+            assert_eq!(status, 200, "round {round}: acknowledged {} lost", item.id);
+        }
+        if status == 200 {
+            assert!(
+                body == item.bytes,
+                "round {round}: {} has other bytes",
+                item.id
+            );
+            // A deletion that was not durable is simply undone.
+            item.delete_sent = false;
+        } else {
+            item.deleted = true;
+        }
+    }
+}
+
+/// Blob file names (sha256) under a data dir's `blobs/`.
+fn blob_names(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(shards) = std::fs::read_dir(data_dir.join("blobs")) else {
+        return out;
+    };
+    for shard in shards {
+        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            out.insert(file.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Uploads (and with `deletes`, admin deletions) go on while the server is killed with
+/// SIGKILL at a random moment, round after round; see `check_items` for what each restart must
+/// show. At the end no blob file is left that the database does not point at: the data dir
+/// holds exactly the files a backup of it (which copies what the database references) holds.
+async fn kill_9_loop(deletes: bool, rounds: usize) {
+    use std::{cell::RefCell, rc::Rc};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [("MXMEDIA_AUTH__ADMINS", "[\"@alice:localhost\"]".to_owned())];
+    let items = Rc::new(RefCell::new(Vec::<Item>::new()));
+    let mut rng = Rng::from_time();
+    let mut seed = 0u64;
+    let mut next_bytes = move || {
+        seed += 1;
+        // Half inline in sled, half blob files.
+        let len = if seed.is_multiple_of(2) {
+            4_000
+        } else {
+            300 * 1024
+        };
+        pseudo_random(len, 7_000 + seed)
+    };
+    for round in 0..rounds {
+        let mut proc = spawn_with(dir.path(), port, true, &env);
+        wait_ready(&proc.base).await;
+        let mut known = std::mem::take(&mut *items.borrow_mut());
+        check_items(&proc.base, &mut known, round).await;
+        *items.borrow_mut() = known;
+        let killed = Rc::new(std::cell::Cell::new(false));
+        // Something to delete in this round.
+        for _ in 0..6 {
+            let bytes = next_bytes();
+            let id = upload(&proc.base, ALICE, bytes.clone()).await;
+            items.borrow_mut().push(Item {
+                id,
+                bytes,
+                delete_sent: false,
+                deleted: false,
+            });
+        }
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            let (base, batch) = (
+                proc.base.clone(),
+                (0..40).map(|_| next_bytes()).collect::<Vec<_>>(),
+            );
+            let items = items.clone();
+            workers.push(actix_web::rt::spawn(async move {
+                for bytes in batch {
+                    let Ok(mut res) = client()
+                        .post(format!("{base}/_matrix/media/v3/upload"))
+                        .bearer_auth(ALICE)
+                        .send_body(bytes.clone())
+                        .await
+                    else {
+                        return;
+                    };
+                    let status = res.status();
+                    let Ok(body) = res.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    assert_eq!(status, 200, "{body}");
+                    let id = body["content_uri"]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap();
+                    items.borrow_mut().push(Item {
+                        id: id.to_owned(),
+                        bytes,
+                        delete_sent: false,
+                        deleted: false,
+                    });
+                }
+            }));
+        }
+        if deletes {
+            for _ in 0..3 {
+                let (base, items, killed) = (proc.base.clone(), items.clone(), killed.clone());
+                workers.push(actix_web::rt::spawn(async move {
+                    while !killed.get() {
+                        let next = {
+                            let mut items = items.borrow_mut();
+                            items
+                                .iter_mut()
+                                .find(|i| !i.delete_sent && !i.deleted)
+                                .map(|i| {
+                                    i.delete_sent = true;
+                                    i.id.clone()
+                                })
+                        };
+                        let Some(id) = next else {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            continue;
+                        };
+                        let Ok(res) = client()
+                            .delete(format!("{base}/_mxmedia/admin/v1/media/localhost/{id}"))
+                            .bearer_auth(ALICE)
+                            .send()
+                            .await
+                        else {
+                            return;
+                        };
+                        assert_eq!(res.status(), 200);
+                        if let Some(item) = items.borrow_mut().iter_mut().find(|i| i.id == id) {
+                            item.deleted = true;
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(400))).await;
+        proc.child.kill().unwrap(); // SIGKILL, wherever the server is
+        proc.child.wait().unwrap();
+        killed.set(true);
+        for worker in workers {
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), worker).await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+    // After a last start (and its sweep), a clean stop.
+    let mut proc = spawn_with(dir.path(), port, true, &env);
+    wait_ready(&proc.base).await;
+    let mut known = std::mem::take(&mut *items.borrow_mut());
+    check_items(&proc.base, &mut known, rounds).await;
+    *items.borrow_mut() = known;
+    nix_kill(&proc.child, "TERM");
+    assert!(proc.child.wait().unwrap().success());
+    let items = items.borrow();
+    assert!(items.len() > 7 * rounds, "uploads went on: {}", items.len());
+    if deletes {
+        assert!(
+            items.iter().filter(|i| i.deleted).count() > 6,
+            "deletions went on"
+        );
+    }
+
+    let backups = tempfile::tempdir().unwrap();
+    let copy = backups.path().join("copy");
+    let out = Command::new(BIN)
+        .env_clear()
+        .arg("backup")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        blob_names(dir.path()),
+        blob_names(&copy),
+        "every blob file left is one the database points at"
+    );
+}
+
+/// Deletions and uploads under SIGKILL at random moments: no id ever answers 500 (a record
+/// whose blob file is gone), acknowledged deletions and uploads stick, no blob file is orphaned.
+#[actix_web::test]
+async fn deletions_survive_kill_9_loop() {
+    kill_9_loop(true, 15).await;
+}
+
+/// Uploads under SIGKILL at random moments: every acknowledged upload survives with its bytes,
+/// nothing answers 500 or other bytes, and no blob file is left unreferenced.
+#[actix_web::test]
+async fn uploads_survive_kill_9_loop() {
+    kill_9_loop(false, 10).await;
+}

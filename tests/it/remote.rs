@@ -10,8 +10,8 @@ use futures_util::future::join_all;
 use mxmedia::config::Config;
 
 use crate::{
-    common::{ALICE, TestServer, assert_error, pseudo_random},
-    fake_media::{File, MediaHost, Mode},
+    common::{ALICE, TestServer, Tmpfs, assert_error, count_files, pseudo_random},
+    fake_media::{File, Gate, MediaHost, Mode},
     fake_remote::{FakeRemote, Pki},
     federation::federate,
 };
@@ -39,7 +39,7 @@ impl Setup {
             tweak(c);
         })
         .await;
-        host.trust("localhost", server.dir.path());
+        host.trust("localhost", &server.config.data_dir);
         Self {
             _pki: pki,
             remote,
@@ -504,5 +504,261 @@ async fn admin_removal_blocks_remote_media() {
     }
     assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/bad")), 1);
     assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/bad")), 1);
+    setup.signatures_were_valid();
+}
+
+/// An origin whose answer never gets past its framing (an endless preamble, an endless header
+/// block, an endless metadata part) fails the fetch with 502 after a few KiB of it, while it
+/// is still sending, and nothing is stored: mxmedia does not hold up to `max_remote_size`
+/// (100 MiB here) of it in memory first.
+#[actix_web::test]
+async fn endless_multipart_framing_fails_fast() {
+    let setup = Setup::start(|_| {}).await;
+    for (i, mode) in [
+        Mode::EndlessPreamble,
+        Mode::EndlessHeaders,
+        Mode::EndlessMetadata,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("endless{i}");
+        let mut file = File::new(PNG.to_vec(), "image/png");
+        file.mode = mode;
+        setup.host.put(&id, file);
+        let sent = &setup.host.endless_sent;
+        sent.store(0, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        let mut res = setup.server.get_as(setup.download_url(&id), ALICE).await;
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert_error(&mut res, 502, "M_UNKNOWN").await;
+        assert!(
+            sent < 32 << 20,
+            "{mode:?}: failed only after the origin sent {sent} bytes"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")), 1);
+        assert_eq!(
+            setup.server.stored_files(),
+            (0, 0),
+            "{mode:?}: nothing stored"
+        );
+    }
+    setup.signatures_were_valid();
+}
+
+const SVG: &[u8] = b"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\">\
+<script>alert(document.domain)</script></svg>";
+
+/// A remote thumbnail is kept only when its bytes are JPEG, PNG, GIF or WebP, whatever the
+/// origin declares: an SVG (declared as SVG or as PNG) is a failed thumbnail fetch and the
+/// thumbnail is made here from the original; a PNG declared as SVG is kept as the PNG it is.
+#[actix_web::test]
+async fn remote_thumbnail_type_is_judged_from_bytes() {
+    let setup = Setup::start(|_| {}).await;
+    for (id, bytes, declared) in [
+        ("svg", SVG, "image/svg+xml"),
+        ("svg-as-png", SVG, "image/png"),
+    ] {
+        let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+        file.thumbnail = Some((bytes.to_vec(), declared.into()));
+        setup.host.put(id, file);
+        let (status, content_type, body) = setup
+            .get(&setup.thumbnail_url(id, "width=32&height=32&method=crop"))
+            .await;
+        assert_eq!((status, content_type.as_str()), (200, "image/jpeg"), "{id}");
+        assert!(!body.windows(4).any(|w| w == b"<svg"), "{id}: SVG served");
+        let image = image::load_from_memory(&body).unwrap();
+        assert_eq!((image.width(), image.height()), (32, 32), "{id}");
+        assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/{id}")), 1);
+        assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")), 1);
+    }
+
+    let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+    file.thumbnail = Some((PNG.to_vec(), "image/svg+xml".into()));
+    setup.host.put("png-as-svg", file);
+    let (status, content_type, body) = setup
+        .get(&setup.thumbnail_url("png-as-svg", "width=64&height=64&method=scale"))
+        .await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, PNG);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/png-as-svg")), 0);
+
+    // Without the local fallback, the SVG is a failure, never an answer.
+    let setup = Setup::start(|c| c.media.remote_thumbnail_fallback = false).await;
+    let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+    file.thumbnail = Some((SVG.to_vec(), "image/svg+xml".into()));
+    setup.host.put("svg", file);
+    let url = setup.thumbnail_url("svg", "width=32&height=32&method=crop");
+    for _ in 0..2 {
+        let mut res = setup.server.get_as(&url, ALICE).await;
+        assert_error(&mut res, 502, "M_UNKNOWN").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/svg")), 0);
+    setup.signatures_were_valid();
+}
+
+/// A JSON answer that never ends (what a hostile server could send for `.well-known`, its
+/// server keys or a notary query, all read by `get_json`/`get_bytes`) fails at the body limit
+/// while the server is still sending, and is never parsed.
+#[actix_web::test]
+async fn endless_json_answers_fail_at_the_limit() {
+    let setup = Setup::start(|_| {}).await;
+    let mut config = Config::default().federation;
+    config.ip_range_denylist = Vec::new();
+    config.ca_file = Some(setup._pki.ca_file.clone());
+    let federation = mxmedia::federation::Federation::new(&config).unwrap();
+    let client = federation.client();
+    let sent = &setup.host.endless_sent;
+    let started = Instant::now();
+    let answer = federation
+        .get_json(&client, &setup.remote.name(), "/endless.json")
+        .await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let url = format!("https://127.0.0.1:{}/endless.json", setup.remote.port);
+    let answer = federation.get_bytes(&client, &url, &[], 64 * 1024).await;
+    assert!(
+        matches!(answer, Err(mxmedia::federation::FetchError::TooLarge)),
+        "{answer:?}"
+    );
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 32 << 20, "read until the origin sent {sent} bytes");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A remote fetch and a local upload share the free-space floor: arriving together, with a
+/// sum that would cross it, one of them gets 507 and leaves no staging file, the other is
+/// stored.
+#[actix_web::test]
+async fn remote_fetch_and_upload_share_the_free_space_floor() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let data_dir = fs.dir.path().join("data");
+    let setup = Setup::start(|c| {
+        c.data_dir = data_dir.clone();
+        // About 30 MiB above the floor: one 20 MiB file fits, two do not.
+        c.store.min_free_space = mxmedia::config::FreeSpace::Bytes(34 << 20);
+        c.media.max_remote_size = bytesize::ByteSize::mib(32);
+    })
+    .await;
+    const LEN: usize = 20 << 20;
+    setup
+        .host
+        .put("big", File::new(pseudo_random(LEN, 7), "application/pdf"));
+    let body = pseudo_random(LEN, 8);
+    let chunks = futures_util::stream::unfold(0, move |at| {
+        let body = body.clone();
+        async move {
+            if at >= body.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let end = (at + 256 * 1024).min(body.len());
+            let chunk = bytes::Bytes::copy_from_slice(&body[at..end]);
+            Some((Ok::<_, std::io::Error>(chunk), end))
+        }
+    });
+    let upload = setup
+        .server
+        .client
+        .post(setup.server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(ALICE)
+        .send_stream(chunks);
+    let fetch = async {
+        // Let the upload get going first, so both streams are in flight together.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        setup.server.get_as(setup.download_url("big"), ALICE).await
+    };
+    let (upload, mut fetch) = tokio::join!(upload, fetch);
+    let mut upload = upload.unwrap();
+    let statuses = (upload.status().as_u16(), fetch.status().as_u16());
+    match statuses {
+        (200, 507) => assert_error(&mut fetch, 507, "M_UNKNOWN").await,
+        (507, 200) => assert_error(&mut upload, 507, "M_UNKNOWN").await,
+        other => panic!("expected one 200 and one 507, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count_files(&data_dir.join("tmp")),
+        0,
+        "no staging file left"
+    );
+    assert_eq!(count_files(&data_dir.join("blobs")), 1);
+    drop((upload, fetch));
+    drop(setup);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// An admin's removal wins against a fetch of the same id already in flight, for originals and
+/// thumbnails alike: the fetch stores nothing (no record, no blob file), the request that
+/// started it and every later one get 404, and the origin is not asked again.
+#[actix_web::test]
+async fn removal_wins_against_a_fetch_in_flight() {
+    let setup = Setup::start(|c| {
+        c.auth.admins = vec!["@alice:localhost".into()];
+        // Every blob a file, so a stored one shows on disk.
+        c.store.inline_blob_max = bytesize::ByteSize::kib(1);
+    })
+    .await;
+    let remote = setup.remote.name();
+    let gate = Gate::new();
+    let mut original = File::new(pseudo_random(600 * 1024, 41), "application/pdf");
+    original.gate = Some(gate.clone());
+    setup.host.put("doomed", original);
+    let mut pic = File::new(PHOTO.to_vec(), "image/jpeg");
+    pic.thumbnail = Some((pseudo_random(8 * 1024, 42), "image/png".into()));
+    pic.gate = Some(gate.clone());
+    setup.host.put("doomed-pic", pic);
+
+    let urls = [
+        setup.download_url("doomed"),
+        setup.thumbnail_url("doomed-pic", "width=64&height=64&method=scale"),
+    ];
+    let fetches = join_all(urls.iter().map(|url| setup.get(url)));
+    let removals = async {
+        // Both fetches are now waiting for the origin's answer.
+        gate.held(2).await;
+        for id in ["doomed", "doomed-pic"] {
+            let path = format!("/_mxmedia/admin/v1/media/{}/{id}", remote.as_str());
+            let mut res = setup
+                .server
+                .send_as(
+                    actix_web::http::Method::DELETE,
+                    setup.server.url(&path),
+                    ALICE,
+                    "",
+                )
+                .await;
+            assert_eq!(res.status(), 200);
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"deleted": false}),
+                "nothing stored yet"
+            );
+        }
+        gate.open();
+    };
+    let (results, ()) = futures_util::join!(fetches, removals);
+    for ((status, _, _), url) in results.iter().zip(&urls) {
+        assert_eq!(*status, 404, "the fetch in flight lost: {url}");
+    }
+    for url in &urls {
+        let mut res = setup.server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.server.stored_files(), (0, 0), "no blob file kept");
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/doomed-pic")), 1);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed-pic")), 0);
     setup.signatures_were_valid();
 }

@@ -1,6 +1,6 @@
 //! Direct uploads: what is stored, what comes back, and what is refused.
 
-use crate::common::{ALICE, TestServer, assert_error, pseudo_random};
+use crate::common::{ALICE, TestServer, Tmpfs, assert_error, count_files, pseudo_random};
 use actix_web::http::Method;
 
 /// An upload is served back byte for byte with the declared type and file name.
@@ -241,4 +241,67 @@ async fn aborted_upload_leaves_nothing() {
     drop(stream);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(server.stored_files(), (0, 0));
+}
+
+/// Concurrent chunked uploads share the free-space floor: each reserves what it receives, so
+/// when their sum would cross the floor the one that crosses it gets 507 and leaves no file,
+/// while the others, which fit, are stored.
+#[actix_web::test]
+async fn concurrent_chunked_uploads_cannot_cross_the_free_space_floor() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let data_dir = fs.dir.path().join("data");
+    let server = TestServer::start_with(|c| {
+        c.data_dir = data_dir.clone();
+        // About 30 MiB above the floor, less what sled takes: two 12 MiB uploads fit, three
+        // (36 MiB) cannot.
+        c.store.min_free_space = mxmedia::config::FreeSpace::Bytes(34 << 20);
+    })
+    .await;
+    const LEN: usize = 12 << 20;
+    let upload = |seed: u64| {
+        let body = pseudo_random(LEN, seed);
+        let chunks = futures_util::stream::unfold(0, move |at| {
+            let body = body.clone();
+            async move {
+                if at >= body.len() {
+                    return None;
+                }
+                // Slow enough that the three bodies arrive interleaved.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let end = (at + 256 * 1024).min(body.len());
+                let chunk = bytes::Bytes::copy_from_slice(&body[at..end]);
+                Some((Ok::<_, std::io::Error>(chunk), end))
+            }
+        });
+        server
+            .client
+            .post(server.url("/_matrix/media/v3/upload"))
+            .bearer_auth(ALICE)
+            .send_stream(chunks)
+    };
+    let results = futures_util::future::join_all([upload(1), upload(2), upload(3)]).await;
+    let mut statuses = Vec::new();
+    for res in results {
+        let mut res = res.unwrap();
+        let status = res.status().as_u16();
+        if status == 507 {
+            assert_error(&mut res, 507, "M_UNKNOWN").await;
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 507]);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        count_files(&data_dir.join("tmp")),
+        0,
+        "the refused upload left no staging file"
+    );
+    assert_eq!(count_files(&data_dir.join("blobs")), 2);
+    drop(server);
+    // Let the server release its files before the tmpfs goes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 }

@@ -93,6 +93,12 @@ pub struct Thumbnail {
     pub animated: bool,
 }
 
+/// The format `src` starts like (its magic bytes; 12 are enough), or `None` when it is none of
+/// ours. What a file is called or declared as is never trusted.
+pub fn sniff(src: &[u8]) -> Option<Format> {
+    sniff::format(src)
+}
+
 /// Reads the header of `src`: format, displayed size, animation. Never allocates a pixel buffer.
 ///
 /// Errors: [`Error::Unsupported`] when the bytes are none of our formats, [`Error::Corrupt`] when

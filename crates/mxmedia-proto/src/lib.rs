@@ -1,6 +1,7 @@
 //! Matrix federation protocol primitives for mxmedia: validated identifiers (server names, media
 //! IDs, `mxc://` URIs), unpadded base64, canonical JSON, ed25519 JSON signing, the `X-Matrix`
-//! request authentication header, server key responses, and the pure steps of server discovery.
+//! request authentication header, server key responses, the pure steps of server discovery, and the bounded framing of
+//! federation media's `multipart/mixed` answers.
 //!
 //! Everything here is synchronous and does no I/O: the HTTP server and federation client own the
 //! network, clocks are passed in as `now_ms`, and this crate only decides what bytes mean. Section
@@ -32,6 +33,7 @@ pub mod discovery;
 mod error;
 pub mod ids;
 pub mod keys;
+pub mod multipart;
 pub mod server_keys;
 pub mod signing;
 pub mod x_matrix;

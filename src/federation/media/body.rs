@@ -1,21 +1,34 @@
 //! Reading a federation media answer's `multipart/mixed` body as a stream: `multer` parses it,
 //! on a `Send` stream fed by a local task that reads the (`!Send`) awc body under the deadline
-//! and size limit. The metadata part is checked and dropped; the media part's bytes go to the
-//! spool, or its `Location` is handed back to be followed.
+//! and size limit. Every byte passes `mxmedia_proto`'s `Framer` first, which fails the read as
+//! soon as the preamble, a part's headers or the metadata part is longer than real servers
+//! send: `multer` holds all of those in memory until it has matched them. The metadata part is
+//! checked and dropped; the media part's bytes go to the spool, or its `Location` is handed
+//! back to be followed.
 
-use std::{cell::RefCell, io, rc::Rc};
+use std::{
+    cell::RefCell,
+    io,
+    rc::Rc,
+    sync::{Arc, OnceLock},
+};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, stream};
+use mxmedia_proto::multipart::{
+    Framer, Limits, Overflow, disposition_filename, sanitize_content_type,
+};
 use tokio::time::Instant as TokioInstant;
 
-use super::{FetchFailure, Fetched, MAX_METADATA, MULTIPART_OVERHEAD};
-use crate::{
-    federation::{
-        ClientResponse,
-        multipart::{Normalizer, disposition_filename, sanitize_content_type},
-    },
-    store::spool::Spool,
+use super::{FetchFailure, Fetched, MAX_METADATA, MULTIPART_OVERHEAD, Sink};
+use crate::federation::ClientResponse;
+
+/// What an answer's framing may take: a few KiB of preamble and of each part's headers, and
+/// the metadata part's own limit.
+const LIMITS: Limits = Limits {
+    preamble: 4 * 1024,
+    headers: 8 * 1024,
+    first_part: MAX_METADATA,
 };
 
 /// The second part of a federation answer.
@@ -30,7 +43,7 @@ pub(super) async fn read_multipart(
     response: ClientResponse,
     boundary: &str,
     deadline: TokioInstant,
-    spool: &mut Spool,
+    sink: &mut Sink<'_>,
 ) -> Result<MediaPart, FetchFailure> {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let pump_failure = Rc::new(RefCell::new(None::<FetchFailure>));
@@ -38,26 +51,38 @@ pub(super) async fn read_multipart(
         response,
         tx,
         deadline,
-        spool.limit() + MULTIPART_OVERHEAD,
+        sink.limit() + MULTIPART_OVERHEAD,
         pump_failure.clone(),
     ));
     let _pump = AbortOnDrop(pump);
+    let overflow = Arc::new(OnceLock::<Overflow>::new());
+    let framed = Arc::clone(&overflow);
     let body = stream::unfold(
-        (rx, Some(Normalizer::new(boundary))),
-        |(mut rx, normalizer)| async move {
-            let mut normalizer = normalizer?;
-            let item = match rx.recv().await {
-                Some(Ok(chunk)) => Ok(normalizer.feed(&chunk)),
-                Some(Err(e)) => return Some((Err(e), (rx, None))),
-                None => return Some((Ok(normalizer.finish()), (rx, None))),
-            };
-            Some((item, (rx, Some(normalizer))))
+        (rx, Some(Framer::new(boundary, LIMITS))),
+        move |(mut rx, framer)| {
+            let framed = Arc::clone(&framed);
+            async move {
+                let mut framer = framer?;
+                let item = match rx.recv().await {
+                    Some(Ok(chunk)) => match framer.feed(&chunk) {
+                        Ok(out) => Ok(Bytes::from(out)),
+                        Err(e) => {
+                            let _ = framed.set(e);
+                            return Some((Err(io::Error::other(e)), (rx, None)));
+                        }
+                    },
+                    Some(Err(e)) => return Some((Err(e), (rx, None))),
+                    None => return Some((Ok(Bytes::from(framer.finish())), (rx, None))),
+                };
+                Some((item, (rx, Some(framer))))
+            }
         },
     );
     let mut multipart = multer::Multipart::new(body, boundary);
-    let outcome = read_parts(&mut multipart, spool).await;
+    let outcome = read_parts(&mut multipart, sink).await;
     let recorded = pump_failure.borrow_mut().take();
-    outcome.map_err(|e| recorded.unwrap_or(e))
+    let overflow = overflow.get().map(|e| FetchFailure::Remote(e.to_string()));
+    outcome.map_err(|e| recorded.or(overflow).unwrap_or(e))
 }
 
 async fn pump(
@@ -99,7 +124,7 @@ async fn pump(
 
 async fn read_parts(
     multipart: &mut multer::Multipart<'_>,
-    spool: &mut Spool,
+    sink: &mut Sink<'_>,
 ) -> Result<MediaPart, FetchFailure> {
     let malformed = |e: multer::Error| FetchFailure::Remote(format!("malformed multipart: {e}"));
     let Some(mut metadata) = multipart.next_field().await.map_err(malformed)? else {
@@ -142,7 +167,7 @@ async fn read_parts(
             .and_then(disposition_filename),
     };
     while let Some(chunk) = media.chunk().await.map_err(malformed)? {
-        spool.write(&chunk).await?;
+        sink.write(&chunk).await?;
     }
     // The closing delimiter is not waited for: some servers leave off its final `--`.
     Ok(MediaPart::Bytes(fetched))

@@ -1,18 +1,19 @@
 //! Remote fetch failures: remembered briefly per flight key, labelled for metrics, and mapped
 //! to the client errors spec §9 asks for.
+//!
+//! The flight keys name media on servers a client chose, so the cache is bounded: past
+//! `MAX_FAILURES`, the least used entries make room (before, a full map refused every new
+//! failure, so a flood of made-up media ids turned the cache off for real ones).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     error::{Error, Result},
     federation::media::FetchFailure,
+    ttl_cache::TtlCache,
 };
 
-/// Failure entries kept at most; expired ones are dropped first when the map is full.
+/// Failure entries kept at most: a few hundred bytes each, so a few MiB.
 const MAX_FAILURES: usize = 10_000;
 
 /// A bounded label for the failure metric.
@@ -47,25 +48,25 @@ impl From<FetchFailure> for Error {
 /// Recent failures by flight key, answered without asking the origin again.
 pub(super) struct FailureCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, FetchFailure)>>,
+    entries: TtlCache<String, FetchFailure>,
 }
 
 impl FailureCache {
     pub(super) fn new(ttl: Duration) -> Self {
+        Self::with_capacity(ttl, MAX_FAILURES)
+    }
+
+    fn with_capacity(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: TtlCache::new(capacity),
         }
     }
 
     pub(super) fn get(&self, flight: &str) -> Option<FetchFailure> {
-        let entries = self.entries.lock().ok()?;
-        let (until, failure) = entries.get(flight)?;
-        if *until <= Instant::now() {
-            return None;
-        }
+        let failure = self.entries.get(&flight.to_owned())?;
         metrics::counter!("mxmedia_remote_failure_cache_hits_total").increment(1);
-        Some(failure.clone())
+        Some(failure)
     }
 
     pub(super) fn check(&self, flight: &str) -> Result<()> {
@@ -83,16 +84,31 @@ impl FailureCache {
         {
             return;
         }
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if entries.len() >= MAX_FAILURES {
-            entries.retain(|_, (until, _)| *until > now);
-            if entries.len() >= MAX_FAILURES {
-                return;
-            }
+        self.entries
+            .insert(flight, failure, Instant::now() + self.ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::FailureCache;
+    use crate::federation::media::FetchFailure;
+
+    /// A flood of failures for made-up media stays within the bound, and a failure seen after
+    /// the flood is still remembered (a full cache no longer refuses new entries).
+    #[test]
+    fn bounded_and_still_remembers_new_failures() {
+        let cache = FailureCache::with_capacity(Duration::from_secs(60), 32);
+        for i in 0..5_000 {
+            cache.put(format!("evil{i}.example/m"), FetchFailure::NotFound);
+            assert!(cache.entries.len() <= 32);
         }
-        entries.insert(flight, (now + self.ttl, failure));
+        cache.put("real.example/m".into(), FetchFailure::Timeout);
+        assert!(matches!(
+            cache.get("real.example/m"),
+            Some(FetchFailure::Timeout)
+        ));
     }
 }
