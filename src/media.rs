@@ -385,6 +385,19 @@ impl MediaService {
         Ok((content, served))
     }
 
+    /// What a thumbnail request of local media would be answered with, from what is stored
+    /// (`HEAD`): the original when small enough, or a thumbnail rendered before; never renders.
+    pub async fn stored_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: ThumbSpec,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(Content, Served)>> {
+        let content = self.content(key, timeout).await?;
+        let served = self.thumbnails.stored(&content, spec).await?;
+        Ok(served.map(|served| (content, served)))
+    }
+
     /// Waits for async uploads that an upload ended, since start; and ids waited on now.
     pub fn upload_waiters(&self) -> (u64, usize) {
         (self.waiters.wakeups(), self.waiters.waited_ids())
@@ -393,6 +406,11 @@ impl MediaService {
     /// Thumbnails rendered since start.
     pub fn thumbnails_generated(&self) -> u64 {
         self.thumbnails.generated()
+    }
+
+    /// The thumbnailer, for its counters.
+    pub fn thumbnailer(&self) -> &Thumbnailer {
+        &self.thumbnails
     }
 
     /// Deletes expired reservations; run periodically.

@@ -4,6 +4,11 @@
 //! HTTP workers never decode or resize: they queue a job and await its answer. A full queue is
 //! answered at once with 429 rather than waited on, so a flood of thumbnail requests cannot
 //! stall downloads. The same thumbnail asked for many times at once is rendered once.
+//!
+//! No job runs unbounded: the engine refuses sources whose structure promises too much work
+//! before decoding, and every job has a time budget (`pool.rs` says how an overrun is cut
+//! loose). A source that could not be thumbnailed (too costly, corrupt, or over the budget) is
+//! remembered for a while, so asking again costs a lookup, not another decode.
 
 pub mod pool;
 pub mod select;
@@ -13,14 +18,14 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use mxmedia_image::{Limits, Method, Probe};
 use quick_cache::sync::Cache;
 
 use self::{
-    pool::Pool,
+    pool::{Pool, Refused},
     select::{Choice, ThumbSpec},
 };
 use crate::{
@@ -39,16 +44,28 @@ pub enum Served {
     Thumbnail(ThumbRecord),
 }
 
-/// Why no thumbnail came out. The first two are remembered per source, so a bad file is
-/// decoded only once; the others are about this moment and are not.
+/// Why no thumbnail came out. The first three are about the source and are remembered per
+/// source, so a bad file is decoded only once in a while; the others are about this moment.
 #[derive(Debug, Clone)]
 enum Refusal {
     CannotThumbnail,
-    TooLarge,
+    /// Too many pixels or frames, or too costly to decode; the message says which.
+    TooLarge(Arc<str>),
+    /// A job on this source ran past the time budget.
+    TimedOut(Duration),
     Busy,
     Internal,
     /// The source was deleted meanwhile: nothing was stored.
     Gone,
+}
+
+impl Refusal {
+    fn about_the_source(&self) -> bool {
+        matches!(
+            self,
+            Self::CannotThumbnail | Self::TooLarge(_) | Self::TimedOut(_)
+        )
+    }
 }
 
 impl From<Error> for Refusal {
@@ -63,6 +80,41 @@ impl From<Error> for Refusal {
     }
 }
 
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Busy => Self::Busy,
+            Refused::TimedOut(budget) => Self::TimedOut(budget),
+            Refused::Lost => Self::Internal,
+        }
+    }
+}
+
+/// Sources that could not be thumbnailed, by hash, with when that was found: bounded, and each
+/// entry is believed for `ttl` only, as a timeout may have been bad luck under load.
+struct FailureMemory {
+    failed: Cache<String, (Instant, Refusal)>,
+    ttl: Duration,
+}
+
+impl FailureMemory {
+    fn get(&self, sha256: &str) -> Option<Refusal> {
+        let (at, refusal) = self.failed.get(sha256)?;
+        if at.elapsed() < self.ttl {
+            return Some(refusal);
+        }
+        self.failed.remove(sha256);
+        None
+    }
+
+    fn remember(&self, sha256: &str, refusal: &Refusal) {
+        if refusal.about_the_source() {
+            self.failed
+                .insert(sha256.to_owned(), (Instant::now(), refusal.clone()));
+        }
+    }
+}
+
 pub struct Thumbnailer {
     store: Store,
     pool: Pool,
@@ -71,7 +123,9 @@ pub struct Thumbnailer {
     probes: Cache<String, Result<Probe, Refusal>>,
     probe_flights: SingleFlight<String, Result<Probe, Refusal>>,
     renders: SingleFlight<String, Result<ThumbRecord, Refusal>>,
+    failures: FailureMemory,
     generated: Arc<AtomicU64>,
+    attempted: Arc<AtomicU64>,
 }
 
 impl Thumbnailer {
@@ -81,20 +135,30 @@ impl Thumbnailer {
         } else {
             config.workers
         };
+        let budget = job_budget(config.job_timeout_secs);
         let limits = Limits {
             max_pixels: config.max_source_pixels,
             max_frames: config.max_frames,
             max_total_animated_pixels: config.max_animated_pixels,
+            time_budget: Some(budget),
+            ..Limits::default()
         };
         Self {
             store,
-            pool: Pool::new(workers, config.queue),
+            // Twice as many overrunning threads as workers may be cut loose before the pool
+            // stops replacing them (see `pool.rs`).
+            pool: Pool::new(workers, config.queue, budget, workers.saturating_mul(2)),
             config: config.clone(),
             limits,
             probes: Cache::new(10_000),
             probe_flights: SingleFlight::default(),
             renders: SingleFlight::default(),
+            failures: FailureMemory {
+                failed: Cache::new(10_000),
+                ttl: Duration::from_secs(config.failure_cache_secs),
+            },
             generated: Arc::new(AtomicU64::new(0)),
+            attempted: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -103,28 +167,22 @@ impl Thumbnailer {
         self.generated.load(Ordering::Relaxed)
     }
 
+    /// Renders begun since start (decodes started), whatever came of them.
+    pub fn attempted(&self) -> u64 {
+        self.attempted.load(Ordering::Relaxed)
+    }
+
+    /// Threads the pool has started, replacements for overrunning ones included.
+    pub fn threads_started(&self) -> usize {
+        self.pool.threads_started()
+    }
+
     /// Decides what answers a request for `content` and renders it if needed.
     pub async fn thumbnail(&self, content: &Content, req: ThumbSpec) -> Result<Served> {
-        if content.len > self.config.max_source_size.as_u64() {
-            return Err(too_large());
-        }
-        let (probe, source) = self.probe(content).await?;
-        let spec = match select::choose(&probe, req, &self.config) {
-            Choice::Original => {
-                return Ok(Served::Original {
-                    content_type: probe.format.content_type(),
-                });
-            }
-            Choice::Render(spec) => spec,
+        let (spec, key, source) = match self.plan(content, req).await? {
+            Planned::Original(served) => return Ok(served),
+            Planned::Render { spec, key, source } => (spec, key, source),
         };
-        let key = format!(
-            "{}/{}x{}/{}/{}",
-            content.sha256,
-            spec.width,
-            spec.height,
-            method_name(spec.method),
-            spec.animated
-        );
         // A stored thumbnail is looked for here, off the pool, so hits never queue behind
         // renders. Not when the probe has just read the source: that request is on the pool's
         // path anyway, and the render job looks first.
@@ -138,12 +196,11 @@ impl Thumbnailer {
                 return Ok(Served::Thumbnail(record));
             }
         }
-        let (store, pool, limits, generated) = (
-            self.store.clone(),
-            self.pool.clone(),
-            self.limits.clone(),
-            self.generated.clone(),
-        );
+        let counters = Counters {
+            generated: self.generated.clone(),
+            attempted: self.attempted.clone(),
+        };
+        let (store, pool, limits) = (self.store.clone(), self.pool.clone(), self.limits.clone());
         let source = Source {
             sha256: content.sha256.clone(),
             len: content.len,
@@ -152,13 +209,59 @@ impl Thumbnailer {
         let (result, _) = self
             .renders
             .run(key.clone(), move || async move {
-                render(store, pool, limits, source, key, spec, generated).await
+                render(store, pool, limits, source, key, spec, counters).await
             })
             .await;
         match result.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail task lost")))? {
             Ok(record) => Ok(Served::Thumbnail(record)),
-            Err(refusal) => Err(refusal_error(&refusal)),
+            Err(refusal) => {
+                self.failures.remember(&content.sha256, &refusal);
+                Err(refusal_error(&refusal))
+            }
         }
+    }
+
+    /// What a request for `content` would be answered with, from what is stored only: the
+    /// original when it is small enough, a thumbnail already rendered, or `None`. Never renders
+    /// (`HEAD` requests). A source remembered as failed answers as `GET` would.
+    pub async fn stored(&self, content: &Content, req: ThumbSpec) -> Result<Option<Served>> {
+        Ok(match self.plan(content, req).await? {
+            Planned::Original(served) => Some(served),
+            Planned::Render { key, .. } => self
+                .store
+                .blocking(move |s| s.get_thumbnail(&key))
+                .await?
+                .map(Served::Thumbnail),
+        })
+    }
+
+    /// The answer short of rendering: refusals known for the source, the original, or the
+    /// thumbnail to render and its store key.
+    async fn plan(&self, content: &Content, req: ThumbSpec) -> Result<Planned> {
+        if content.len > self.config.max_source_size.as_u64() {
+            return Err(too_large());
+        }
+        if let Some(refusal) = self.failures.get(&content.sha256) {
+            return Err(refusal_error(&refusal));
+        }
+        let (probe, source) = self.probe(content).await?;
+        let spec = match select::choose(&probe, req, &self.config) {
+            Choice::Original => {
+                return Ok(Planned::Original(Served::Original {
+                    content_type: probe.format.content_type(),
+                }));
+            }
+            Choice::Render(spec) => spec,
+        };
+        let key = format!(
+            "{}/{}x{}/{}/{}",
+            content.sha256,
+            spec.width,
+            spec.height,
+            method_name(spec.method),
+            spec.animated
+        );
+        Ok(Planned::Render { spec, key, source })
     }
 
     /// The source's header, remembered per hash; concurrent requests for one source read it
@@ -181,23 +284,40 @@ impl Thumbnailer {
                     let _ = bytes_tx.send(source);
                     Ok(probe)
                 });
-                job.await
-                    .and_then(|r| r)
-                    .unwrap_or_else(|e| Err(Refusal::from(e)))
+                match job.await {
+                    Ok(Ok(probe)) => probe,
+                    Ok(Err(e)) => Err(Refusal::from(e)),
+                    Err(refused) => Err(Refusal::from(refused)),
+                }
             })
             .await;
         let outcome =
             outcome.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail probe lost")))?;
-        // What the file is, is remembered; a full queue or a failure of ours is not.
-        if !matches!(
-            outcome,
-            Err(Refusal::Busy | Refusal::Internal | Refusal::Gone)
-        ) {
-            self.probes.insert(content.sha256.clone(), outcome.clone());
+        // What the file is, is remembered; a full queue, a deleted source or a failure of ours
+        // is not, and a timeout goes to the failure memory, which forgets.
+        match &outcome {
+            Err(refusal @ Refusal::TimedOut(_)) => {
+                self.failures.remember(&content.sha256, refusal);
+            }
+            Err(Refusal::Busy | Refusal::Internal | Refusal::Gone) => {}
+            _ => {
+                self.probes.insert(content.sha256.clone(), outcome.clone());
+            }
         }
         let probe = outcome.map_err(|r| refusal_error(&r))?;
         Ok((probe, bytes_rx.try_recv().ok()))
     }
+}
+
+/// What answers a request, short of rendering.
+enum Planned {
+    Original(Served),
+    Render {
+        spec: ThumbSpec,
+        key: String,
+        /// The source's bytes when the probe has just read them.
+        source: Option<Vec<u8>>,
+    },
 }
 
 /// A source to render from: its bytes if the caller has them already.
@@ -207,6 +327,12 @@ struct Source {
     bytes: Option<Vec<u8>>,
 }
 
+/// What renders count.
+struct Counters {
+    generated: Arc<AtomicU64>,
+    attempted: Arc<AtomicU64>,
+}
+
 async fn render(
     store: Store,
     pool: Pool,
@@ -214,11 +340,11 @@ async fn render(
     source: Source,
     key: String,
     spec: ThumbSpec,
-    generated: Arc<AtomicU64>,
+    counters: Counters,
 ) -> Result<ThumbRecord, Refusal> {
     // One job does the lookup, the render and the store: each hop between threads costs as
     // much as a small thumbnail's encoding.
-    pool.run(move || -> Result<Result<ThumbRecord, Refusal>> {
+    let job = pool.run(move || -> Result<Result<ThumbRecord, Refusal>> {
         // A flight that ended between our caller's lookup and this one's start has stored the
         // thumbnail already: look again rather than render it twice.
         if let Some(record) = store.get_thumbnail(&key)? {
@@ -228,6 +354,7 @@ async fn render(
             Some(bytes) => bytes,
             None => read_source(&store, &source.sha256, source.len)?,
         };
+        counters.attempted.fetch_add(1, Ordering::Relaxed);
         let thumb = match mxmedia_image::thumbnail(
             &bytes,
             spec.width,
@@ -240,16 +367,19 @@ async fn render(
             Err(e) => return Ok(Err(refusal(&e))),
         };
         drop(bytes);
-        generated.fetch_add(1, Ordering::Relaxed);
+        counters.generated.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
         Ok(Ok(store.put_thumbnail(
             &key,
             &thumb.bytes,
             thumb.content_type,
         )?))
-    })
-    .await?
-    .map_err(Refusal::from)?
+    });
+    match job.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => Err(Refusal::from(e)),
+        Err(refused) => Err(Refusal::from(refused)),
+    }
 }
 
 /// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
@@ -268,8 +398,13 @@ fn read_source(store: &Store, sha256: &str, len: u64) -> Result<Vec<u8>> {
 fn refusal(err: &mxmedia_image::Error) -> Refusal {
     match err {
         mxmedia_image::Error::TooLarge { .. } | mxmedia_image::Error::TooManyFrames { .. } => {
-            Refusal::TooLarge
+            Refusal::TooLarge(TOO_LARGE.into())
         }
+        mxmedia_image::Error::TooCostly(why) => {
+            tracing::info!(why, "refusing a source too costly to thumbnail");
+            Refusal::TooLarge(format!("The image is too costly to thumbnail: {why}").into())
+        }
+        mxmedia_image::Error::TimedOut(budget) => Refusal::TimedOut(*budget),
         mxmedia_image::Error::Unsupported
         | mxmedia_image::Error::Corrupt(_)
         | mxmedia_image::Error::Internal(_) => {
@@ -284,7 +419,10 @@ fn refusal_error(refusal: &Refusal) -> Error {
         Refusal::CannotThumbnail => {
             Error::CannotThumbnail("Cannot generate thumbnails for the requested content".into())
         }
-        Refusal::TooLarge => too_large(),
+        Refusal::TooLarge(message) => Error::TooLarge(message.to_string()),
+        Refusal::TimedOut(budget) => Error::TooLarge(format!(
+            "The image takes longer than {budget:?} to thumbnail"
+        )),
         Refusal::Busy => Error::RateLimited {
             retry_after: RETRY_AFTER,
         },
@@ -293,8 +431,20 @@ fn refusal_error(refusal: &Refusal) -> Error {
     }
 }
 
+/// The time budget of a job from its configured seconds; nonsense gets the default.
+fn job_budget(secs: f64) -> Duration {
+    let secs = if secs.is_finite() {
+        secs.clamp(0.01, 86_400.0)
+    } else {
+        20.0
+    };
+    Duration::from_secs_f64(secs)
+}
+
+const TOO_LARGE: &str = "The image is too large to thumbnail";
+
 fn too_large() -> Error {
-    Error::TooLarge("The image is too large to thumbnail".into())
+    Error::TooLarge(TOO_LARGE.into())
 }
 
 pub(crate) fn method_name(method: Method) -> &'static str {

@@ -1,8 +1,11 @@
 //! Download and config endpoints, authenticated (v1.11) and deprecated (`/_matrix/media/v3`).
+//!
+//! `HEAD` on a download of remote media answers from the store only: a file not fetched yet is
+//! 404 `M_NOT_FOUND` and its origin is not contacted.
 
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, http::Method, web};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -103,7 +106,15 @@ async fn serve(
         state.media.content(&key, timeout).await?
     } else {
         let client = source.remote()?;
-        state.media.remote_content(&key, &client, timeout).await?
+        if req.method() == Method::HEAD {
+            state
+                .media
+                .stored_remote_content(&key)
+                .await?
+                .ok_or(Error::NotFound)?
+        } else {
+            state.media.remote_content(&key, &client, timeout).await?
+        }
     };
     let reader = state.media.open(&content).await?;
     let name = path.file_name().or(content.filename.as_deref());

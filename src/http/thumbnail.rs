@@ -1,8 +1,11 @@
 //! Thumbnail endpoints, authenticated (v1.11) and deprecated (`/_matrix/media/v3`).
+//!
+//! `HEAD` answers from what is stored and never renders nor fetches: the headers `GET` would
+//! send for a thumbnail (or original) already here, else 404 `M_NOT_FOUND`.
 
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, http::Method as HttpMethod, web};
 use mxmedia_image::Method;
 use serde::Deserialize;
 
@@ -94,7 +97,9 @@ async fn serve(
     }
     let key = path.key()?;
     let spec = query.spec()?;
-    let (content, name) = if state.media.is_local(&key.server_name) {
+    let (content, name) = if req.method() == HttpMethod::HEAD {
+        stored_content(state, &key, spec, query.timeout_ms, &source).await?
+    } else if state.media.is_local(&key.server_name) {
         thumbnail_content(state, &key, spec, query.timeout_ms).await?
     } else {
         let timeout = query.timeout_ms.map(Duration::from_millis);
@@ -118,6 +123,26 @@ pub(super) async fn thumbnail_content(
 ) -> Result<(Content, String), Error> {
     let timeout = timeout_ms.map(Duration::from_millis);
     let (original, served) = state.media.thumbnail(key, spec, timeout).await?;
+    Ok(served_content(original, served))
+}
+
+/// What answers a `HEAD`: only what is stored, for local and remote media alike.
+async fn stored_content(
+    state: &AppState,
+    key: &MediaKey,
+    spec: ThumbSpec,
+    timeout_ms: Option<u64>,
+    source: &Source<'_>,
+) -> Result<(Content, String), Error> {
+    let stored = if state.media.is_local(&key.server_name) {
+        let timeout = timeout_ms.map(Duration::from_millis);
+        state.media.stored_thumbnail(key, spec, timeout).await?
+    } else {
+        // `allow_remote=false` makes remote media unknown, stored or not.
+        source.remote()?;
+        state.media.stored_remote_thumbnail(key, spec).await?
+    };
+    let (original, served) = stored.ok_or(Error::NotFound)?;
     Ok(served_content(original, served))
 }
 

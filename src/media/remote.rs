@@ -9,6 +9,7 @@
 //! to keep.
 
 mod failures;
+mod head;
 
 use std::{
     sync::Arc,

@@ -2,7 +2,8 @@
 //!
 //! Frames are streamed: one composited source frame, one resized frame and the growing output are
 //! alive at a time, never the whole decoded animation. The frame count and total pixels were
-//! checked on the header; the count is checked again here in case the header undercounted.
+//! checked on the header; both are checked again here in case the header undercounted, and so is
+//! the time budget, between frames.
 
 use std::io::Cursor;
 
@@ -14,6 +15,7 @@ use image::metadata::LoopCount;
 use image::{AnimationDecoder, DynamicImage, Frame, Frames, ImageDecoder};
 
 use crate::header::Header;
+use crate::limits::Deadline;
 use crate::resize::{self, Plan};
 use crate::{Error, Format, Limits, Thumbnail, error};
 
@@ -29,6 +31,7 @@ pub(crate) fn render(
     header: &Header,
     plan: &Plan,
     limits: &Limits,
+    deadline: &Deadline,
 ) -> Result<Option<Thumbnail>, Error> {
     let Some((frames, loop_count)) = open(src, header, limits)? else {
         return Ok(None);
@@ -52,6 +55,12 @@ pub(crate) fn render(
             if count > limits.max_frames {
                 return Err(Error::TooManyFrames { frames: count });
             }
+            // The header may have undercounted; the work done so far is what counts.
+            let pixels = u64::from(count).saturating_mul(header.frame_pixels);
+            if pixels > limits.max_total_animated_pixels {
+                return Err(Error::TooLarge { pixels });
+            }
+            deadline.check()?;
             let delay = frame.delay();
             let image = DynamicImage::ImageRgba8(frame.into_buffer());
             let small = resize::apply(&mut resizer, image, plan)?.into_rgba8();

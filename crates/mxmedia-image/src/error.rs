@@ -21,6 +21,13 @@ pub enum Error {
     /// The animation has more frames than the limits allow.
     #[error("animation has too many frames: {frames}")]
     TooManyFrames { frames: u32 },
+    /// The source's structure promises more decoding work than the limits allow: too many JPEG
+    /// scans, scans × pixels, or chunks. Says which.
+    #[error("image too costly to decode: {0}")]
+    TooCostly(String),
+    /// The thumbnail took longer than the time budget of the limits.
+    #[error("thumbnailing took longer than {0:?}")]
+    TimedOut(std::time::Duration),
     /// Resizing or encoding failed on pixels that decoded fine: a bug or an allocation failure.
     #[error("internal image error: {0}")]
     Internal(String),

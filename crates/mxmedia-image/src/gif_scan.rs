@@ -16,6 +16,8 @@ pub(crate) struct GifInfo {
     /// The largest single frame rectangle in pixels: the decoder buffers one frame at that size, so
     /// it is checked against the pixel limit like the screen.
     pub largest_frame_pixels: u64,
+    /// Image descriptors and extensions: each costs the decoder a parse, however small.
+    pub blocks: u32,
 }
 
 /// Walks the blocks of `src`. A stream that ends early (no trailer) still counts the frames seen,
@@ -35,9 +37,13 @@ pub(crate) fn scan(src: &[u8]) -> Result<GifInfo, Error> {
     r.skip(2); // background colour index, pixel aspect ratio
     skip_color_table(&mut r, packed);
 
-    let (mut frames, mut largest_frame_pixels) = (0u32, 0u64);
+    let (mut frames, mut largest_frame_pixels, mut blocks) = (0u32, 0u64, 0u32);
     loop {
-        match r.u8() {
+        let block = r.u8();
+        if matches!(block, Some(0x2C | 0x21)) {
+            blocks = blocks.saturating_add(1);
+        }
+        match block {
             Some(0x2C) => {
                 r.skip(4); // left, top
                 let (Some(w), Some(h), Some(packed)) = (r.u16(), r.u16(), r.u8()) else {
@@ -69,6 +75,7 @@ pub(crate) fn scan(src: &[u8]) -> Result<GifInfo, Error> {
         height: height.into(),
         frames,
         largest_frame_pixels,
+        blocks,
     })
 }
 
@@ -134,6 +141,7 @@ mod tests {
             height: 5,
             frames: 2,
             largest_frame_pixels: 50,
+            blocks: 4,
         };
         assert_eq!(info, Some(expected));
         // truncated after the first frame: one frame still counts

@@ -1,4 +1,5 @@
-//! Header reading: format, stored size, EXIF orientation and frame count, without decoding pixels.
+//! Header reading: format, stored size, EXIF orientation, and what drives the cost of a decode
+//! (frames, scans, chunks), without decoding pixels.
 //!
 //! Both `probe` and `thumbnail` start here, so the limits are always checked on what the header
 //! declares before a decoder is asked for a single row.
@@ -9,7 +10,7 @@ use image::ImageDecoder;
 use image::codecs::png::PngDecoder;
 use image::metadata::Orientation;
 
-use crate::{Error, Format, Probe, error, gif_scan, jpeg, png_scan, sniff};
+use crate::{Error, Format, Probe, error, gif_scan, jpeg, png_scan, sniff, webp_scan};
 
 /// Most memory the PNG header reader may take for ancillary chunks (ICC profile, text, EXIF).
 const METADATA_BYTES: u64 = 16 * 1024 * 1024;
@@ -27,6 +28,12 @@ pub(crate) struct Header {
     /// Pixels the decoder buffers at once for one frame: the frame size, or for GIF the larger of
     /// the screen and its largest frame rectangle.
     pub frame_pixels: u64,
+    /// Passes the decoder makes over a frame: the scans of a JPEG (a progressive one has one per
+    /// scan), 1 for the other formats.
+    pub scans: u32,
+    /// Structural units the decoder parses one by one: JPEG marker segments, PNG and WebP
+    /// chunks, GIF blocks.
+    pub chunks: u32,
 }
 
 impl Header {
@@ -41,6 +48,14 @@ impl Header {
 
     fn with_frames(self, frames: u32) -> Self {
         Self { frames, ..self }
+    }
+
+    pub(crate) fn with_cost(self, scans: u32, chunks: u32) -> Self {
+        Self {
+            scans,
+            chunks,
+            ..self
+        }
     }
 
     pub fn probe(&self) -> Probe {
@@ -97,8 +112,11 @@ fn png(src: &[u8]) -> Result<Header, Error> {
         PngDecoder::with_limits(Cursor::new(src), limits).map_err(|e| error::from_decode(e, 0))?;
     let (width, height) = decoder.dimensions();
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let frames = png_scan::apng_frames(src).unwrap_or(1).max(1);
-    Ok(still(Format::Png, width, height, orientation).with_frames(frames))
+    let scan = png_scan::scan(src);
+    let frames = scan.frames.unwrap_or(1).max(1);
+    Ok(still(Format::Png, width, height, orientation)
+        .with_frames(frames)
+        .with_cost(1, scan.chunks))
 }
 
 fn gif(src: &[u8]) -> Result<Header, Error> {
@@ -113,7 +131,8 @@ fn gif(src: &[u8]) -> Result<Header, Error> {
             Orientation::NoTransforms,
         )
     }
-    .with_frames(info.frames))
+    .with_frames(info.frames)
+    .with_cost(1, info.blocks))
 }
 
 fn webp(src: &[u8]) -> Result<Header, Error> {
@@ -135,7 +154,10 @@ fn webp(src: &[u8]) -> Result<Header, Error> {
     } else {
         1
     };
-    Ok(still(Format::WebP, width, height, orientation).with_frames(frames))
+    let scan = webp_scan::scan(src);
+    Ok(still(Format::WebP, width, height, orientation)
+        .with_frames(frames.max(if frames > 1 { scan.frames } else { 1 }))
+        .with_cost(1, scan.chunks))
 }
 
 /// A one-frame header whose decoder buffers exactly `width`×`height`.
@@ -147,5 +169,7 @@ pub(crate) fn still(format: Format, width: u32, height: u32, orientation: Orient
         orientation,
         frames: 1,
         frame_pixels: u64::from(width) * u64::from(height),
+        scans: 1,
+        chunks: 1,
     }
 }

@@ -15,7 +15,7 @@ use jpeg_decoder::{CodingProcess, Decoder, PixelFormat};
 
 use crate::header::{self, Header};
 use crate::resize::Plan;
-use crate::{Error, Format, Limits, error};
+use crate::{Error, Format, Limits, error, jpeg_scan};
 
 /// Appended to a source that lacks it: a truncated file then reads as "scan data, then end of
 /// image", so the decoder pads the missing rows instead of failing.
@@ -32,7 +32,9 @@ pub(crate) fn header(src: &[u8]) -> Result<Header, Error> {
         .and_then(Orientation::from_exif_chunk)
         .unwrap_or(Orientation::NoTransforms);
     let (width, height) = (info.width.into(), info.height.into());
-    Ok(header::still(Format::Jpeg, width, height, orientation))
+    let scan = jpeg_scan::scan(src);
+    Ok(header::still(Format::Jpeg, width, height, orientation)
+        .with_cost(scan.scans.max(1), scan.segments))
 }
 
 /// Decodes `src` at the smallest IDCT scale that still covers `plan`'s stored-space target, and
@@ -65,7 +67,7 @@ pub(crate) fn decode(
     let colour = decoder.info().map(|info| info.pixel_format);
     if !lossless
         && matches!(colour, Some(PixelFormat::RGB24 | PixelFormat::L8))
-        && let Some(image) = decode_turbo(data, denom, colour == Some(PixelFormat::L8))
+        && let Some(image) = decode_turbo(data, denom, colour == Some(PixelFormat::L8), limits)
     {
         return Ok((image, decoder.icc_profile()));
     }
@@ -104,11 +106,14 @@ pub(crate) fn decode(
 }
 
 /// Decodes with libjpeg-turbo at 1/`denom` scale; `None` when it refuses the file, for
-/// `jpeg-decoder` to try. Progressive files are limited in scans: a file with thousands of tiny
-/// scans is a known way to make decoders spin.
-fn decode_turbo(data: &[u8], denom: u32, grey: bool) -> Option<DynamicImage> {
+/// `jpeg-decoder` to try. The scans were counted and limited before either decoder ran
+/// (`jpeg_scan.rs`); turbo's own scan limit is the same figure, a second line.
+fn decode_turbo(data: &[u8], denom: u32, grey: bool, limits: &Limits) -> Option<DynamicImage> {
     let mut decompressor = turbojpeg::Decompressor::new().ok()?;
-    decompressor.set_scan_limit(500).ok()?;
+    // 0 would mean no limit.
+    decompressor
+        .set_scan_limit(limits.max_scans.clamp(1, 1 << 30))
+        .ok()?;
     let factor = turbojpeg::ScalingFactor::new(1, usize::try_from(denom).ok()?);
     decompressor.set_scaling_factor(factor).ok()?;
     let scaled = decompressor.read_header(data).ok()?.scaled(factor);

@@ -6,8 +6,8 @@
 //! which the workspace compiles optimised even in dev builds (CRATES.md §3.7).
 //!
 //! Order of work in [`thumbnail`]: sniff the format from magic bytes, read the header, check the
-//! declared size (and frame count) against [`Limits`], and only then decode — JPEG at a reduced
-//! IDCT scale when the target is small — resize, orient and encode.
+//! declared size and cost (frames, JPEG scans, chunks) against [`Limits`], and only then decode —
+//! JPEG at a reduced IDCT scale when the target is small — resize, orient and encode.
 
 mod animated;
 mod color;
@@ -18,10 +18,12 @@ mod error;
 mod gif_scan;
 mod header;
 mod jpeg;
+mod jpeg_scan;
 mod limits;
 mod png_scan;
 mod resize;
 mod sniff;
+mod webp_scan;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -109,8 +111,10 @@ pub fn probe(src: &[u8]) -> Result<Probe, Error> {
 /// ever upscaled). With `animated` and an animated source the result is an animated GIF; otherwise
 /// it is a JPEG, or a PNG when the result has transparent pixels.
 ///
-/// The declared size and frame count are checked against `limits` before decoding, so
-/// decompression bombs fail fast with [`Error::TooLarge`] or [`Error::TooManyFrames`].
+/// The declared size, frame count and cost are checked against `limits` before decoding, so
+/// decompression bombs and decoder-pinning files fail fast with [`Error::TooLarge`],
+/// [`Error::TooManyFrames`] or [`Error::TooCostly`], on every decoding path. With a time budget
+/// in `limits`, [`Error::TimedOut`] once it is spent (checked between steps and frames).
 pub fn thumbnail(
     src: &[u8],
     req_w: u32,
@@ -120,22 +124,49 @@ pub fn thumbnail(
     limits: &Limits,
 ) -> Result<Thumbnail, Error> {
     guard(|| {
+        let deadline = limits.deadline();
         let header = header::read(src)?;
         limits.check_frame(header.frame_pixels)?;
+        limits.check_cost(&header)?;
         let plan = Plan::new(&header, req_w, req_h, method);
         if animated && header.animated() {
             limits.check_animation(header.frames, header.frame_pixels)?;
-            if let Some(thumb) = animated::render(src, &header, &plan, limits)? {
+            if let Some(thumb) = animated::render(src, &header, &plan, limits, &deadline)? {
+                deadline.check()?;
                 return Ok(thumb);
             }
         }
         let (image, icc) = decode::first_frame(src, &header, &plan, limits)?;
+        deadline.check()?;
         let mut image = resize::apply(&mut fast_image_resize::Resizer::new(), image, &plan)?;
         if let Some(icc) = icc {
             color::to_srgb(&mut image, &icc);
         }
-        encode::still(image)
+        let thumb = encode::still(image)?;
+        // A result past the budget is dropped too: the caller has been told it failed.
+        deadline.check()?;
+        Ok(thumb)
     })
+}
+
+/// Runs every reader of an image's structure on `src`, unguarded, for the fuzz target in
+/// `fuzz/`: a panic there must surface as a crash, not be turned into [`Error::Corrupt`].
+#[doc(hidden)]
+pub fn fuzz_header(src: &[u8]) {
+    let _ = sniff::format(src);
+    let _ = jpeg_scan::scan(src);
+    let _ = png_scan::scan(src);
+    let _ = gif_scan::scan(src);
+    let _ = webp_scan::scan(src);
+    if let Ok(header) = header::read(src) {
+        let limits = Limits::default();
+        let _ = limits.check_frame(header.frame_pixels);
+        let _ = limits.check_cost(&header);
+        let _ = limits.check_animation(header.frames, header.frame_pixels);
+        let probe = header.probe();
+        let _ = Plan::new(&header, 96, 96, Method::Crop).output();
+        let _ = probe.fits_within(96, 96);
+    }
 }
 
 /// Runs `f`, turning a panic inside a decoder into [`Error::Corrupt`]: the decoders are fuzzed, but

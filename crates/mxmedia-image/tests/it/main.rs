@@ -7,5 +7,6 @@
 
 mod animated;
 mod common;
+mod costly;
 mod fixtures;
 mod generated;
