@@ -16,14 +16,7 @@ MX_PORT="${MX_PORT:-18090}"
 
 . bench/common.sh
 
-# A CA and a certificate for 127.0.0.1, which is the origin's server name.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
-    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-    -keyout "$work/origin.key" -out "$work/origin.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san.ext"
-openssl x509 -req -in "$work/origin.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -days 1 -extfile "$work/san.ext" -out "$work/origin.pem" 2>/dev/null
+origin_cert
 
 mkdir -p "$work/media"
 head -c $((10 << 20)) /dev/urandom > "$work/media/ten"
