@@ -517,7 +517,7 @@ impl Config {
         };
         if self
             .server_name
-            .parse::<crate::media::id::ServerName>()
+            .parse::<mxmedia_proto::ids::ServerName>()
             .is_err()
         {
             return Err(invalid(
@@ -552,7 +552,7 @@ impl Config {
         for notary in &self.federation.trusted_key_servers {
             if notary
                 .server_name
-                .parse::<crate::media::id::ServerName>()
+                .parse::<mxmedia_proto::ids::ServerName>()
                 .is_err()
             {
                 return Err(invalid(

@@ -180,7 +180,7 @@ impl Federation {
     pub async fn get_json(
         &self,
         client: &awc::Client,
-        server: &crate::media::id::ServerName,
+        server: &mxmedia_proto::ids::ServerName,
         path: &str,
     ) -> Result<serde_json::Value, FetchError> {
         let destination = self.destination(client, server).await?;

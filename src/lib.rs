@@ -3,12 +3,14 @@
 
 pub mod auth;
 pub mod backup;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod federation;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod preview;
 pub mod singleflight;
@@ -247,7 +249,7 @@ fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(existing.to_owned());
         }
     }
-    let token = format!("mxm_{}", media::id::MediaId::generate().as_str());
+    let token = format!("mxm_{}", mxmedia_proto::ids::MediaId::generate().as_str());
     let tmp = data_dir.join("dev-token.tmp");
     std::fs::write(&tmp, &token)?;
     restrict_permissions(&tmp)?;
@@ -268,7 +270,7 @@ fn spawn_expiry(state: web::Data<AppState>) {
         for minute in 0u64.. {
             tick.tick().await;
             let swept = if minute % 60 == 1 {
-                state.media.sweep_remote(media::now_ms()).await.map(Some)
+                state.media.sweep_remote(clock::now_ms()).await.map(Some)
             } else {
                 state.media.record_access().await.map(|()| None)
             };

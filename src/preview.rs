@@ -33,9 +33,10 @@ use self::{
     limit::RateLimiter,
 };
 use crate::{
+    clock::now_ms,
     config::Config,
     error::{Error, Result},
-    media::{MediaService, now_ms},
+    media::MediaService,
     net::ClientOptions,
     singleflight::SingleFlight,
 };
