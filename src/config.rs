@@ -14,7 +14,10 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use self::{env::StrayEnv, preview::PreviewConfig};
+pub use self::{
+    env::StrayEnv,
+    preview::{PreviewConfig, UrlPattern},
+};
 
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];

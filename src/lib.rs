@@ -125,7 +125,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     });
     spawn_expiry(state.clone());
     // The homeserver client checks certificates like federation does, with the web PKI roots.
-    let tls = Arc::new(federation::tls::client_config(true, None)?);
+    let tls = Arc::new(net::tls::client_config(true, None)?);
     if let Some(url) = state.config.auth.homeserver_url.clone() {
         let identity = Arc::clone(&state.federation_identity);
         let client = state::homeserver_client(tls.clone());
@@ -235,7 +235,7 @@ pub async fn verify_signing_key(
     homeserver_url: &str,
 ) -> anyhow::Result<federation::identity::Published> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = Arc::new(federation::tls::client_config(true, None)?);
+    let tls = Arc::new(net::tls::client_config(true, None)?);
     federation::identity::verify_published(identity, homeserver_url, &state::homeserver_client(tls))
         .await
 }
@@ -257,7 +257,7 @@ fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub(crate) fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }

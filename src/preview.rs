@@ -122,7 +122,7 @@ impl Previews {
                 media,
                 guard: Arc::new(Guard::new(preview)?),
                 client: ClientOptions {
-                    tls: Arc::new(crate::federation::tls::client_config(true, None)?),
+                    tls: Arc::new(crate::net::tls::client_config(true, None)?),
                     connect_timeout: Duration::from_secs(preview.connect_timeout_secs),
                     request_timeout: Duration::from_secs(preview.timeout_secs),
                 },
