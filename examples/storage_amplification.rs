@@ -9,9 +9,10 @@ use std::path::Path;
 
 use mxmedia::{
     config::Config,
-    media::id::{MediaId, MediaKey, ServerName},
+    model::id::MediaKey,
     store::{Expect, Store, Upload},
 };
+use mxmedia_proto::ids::{MediaId, ServerName};
 
 fn du(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {

@@ -23,7 +23,7 @@ use std::{
     fs,
     io::{self, BufRead, BufReader, BufWriter, Read, Write},
     os::unix::{
-        fs::{DirBuilderExt as _, MetadataExt as _},
+        fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
         net::{UnixListener, UnixStream},
     },
     path::{Path, PathBuf},
@@ -299,7 +299,7 @@ impl BackupSocket {
         let fresh = store.data_dir().join(format!("{SOCKET_NAME}.new"));
         remove_if_present(&fresh)?;
         let listener = UnixListener::bind(&fresh)?;
-        crate::restrict_permissions(&fresh)?;
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600))?;
         fs::rename(&fresh, &path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();

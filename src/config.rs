@@ -14,7 +14,10 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use self::{env::StrayEnv, preview::PreviewConfig};
+pub use self::{
+    env::StrayEnv,
+    preview::{PreviewConfig, UrlPattern},
+};
 
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
@@ -517,7 +520,7 @@ impl Config {
         };
         if self
             .server_name
-            .parse::<crate::media::id::ServerName>()
+            .parse::<mxmedia_proto::ids::ServerName>()
             .is_err()
         {
             return Err(invalid(
@@ -552,7 +555,7 @@ impl Config {
         for notary in &self.federation.trusted_key_servers {
             if notary
                 .server_name
-                .parse::<crate::media::id::ServerName>()
+                .parse::<mxmedia_proto::ids::ServerName>()
                 .is_err()
             {
                 return Err(invalid(

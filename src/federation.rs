@@ -1,7 +1,7 @@
 //! Outgoing federation HTTP: the one client every request to another server goes through
 //! (server keys now, remote media later).
 //!
-//! It owns server discovery (`resolve`) and TLS (`tls`), and applies the SSRF guard
+//! It owns server discovery (`resolve`), builds its TLS from `net::tls`, and applies the SSRF guard
 //! (`net::IpPolicy`, the same judgement of addresses previews use): every
 //! address connected to, whether from a server name, `.well-known` delegation or an SRV record,
 //! is checked against the denylist after DNS resolution, and the connection goes to exactly the
@@ -14,7 +14,6 @@ pub mod identity;
 pub mod keyring;
 pub mod media;
 pub mod resolve;
-pub mod tls;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -75,7 +74,7 @@ struct Inner {
 impl Federation {
     pub fn new(config: &FederationConfig) -> anyhow::Result<Self> {
         let dns = crate::net::dns_resolver(&config.nameservers)?;
-        let tls = tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
+        let tls = crate::net::tls::client_config(config.verify_tls, config.ca_file.as_deref())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 denylist: IpPolicy::new(config.ip_range_denylist.clone(), Vec::new()),
@@ -180,7 +179,7 @@ impl Federation {
     pub async fn get_json(
         &self,
         client: &awc::Client,
-        server: &crate::media::id::ServerName,
+        server: &mxmedia_proto::ids::ServerName,
         path: &str,
     ) -> Result<serde_json::Value, FetchError> {
         let destination = self.destination(client, server).await?;
@@ -282,3 +281,6 @@ impl crate::net::Lookup for Federation {
         Box::pin(Federation::lookup(self, host, port))
     }
 }
+
+#[cfg(test)]
+mod tests;

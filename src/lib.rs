@@ -3,12 +3,14 @@
 
 pub mod auth;
 pub mod backup;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod federation;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod preview;
 pub mod singleflight;
@@ -123,7 +125,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     });
     spawn_expiry(state.clone());
     // The homeserver client checks certificates like federation does, with the web PKI roots.
-    let tls = Arc::new(federation::tls::client_config(true, None)?);
+    let tls = Arc::new(net::tls::client_config(true, None)?);
     if let Some(url) = state.config.auth.homeserver_url.clone() {
         let identity = Arc::clone(&state.federation_identity);
         let client = state::homeserver_client(tls.clone());
@@ -233,7 +235,7 @@ pub async fn verify_signing_key(
     homeserver_url: &str,
 ) -> anyhow::Result<federation::identity::Published> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = Arc::new(federation::tls::client_config(true, None)?);
+    let tls = Arc::new(net::tls::client_config(true, None)?);
     federation::identity::verify_published(identity, homeserver_url, &state::homeserver_client(tls))
         .await
 }
@@ -247,7 +249,7 @@ fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(existing.to_owned());
         }
     }
-    let token = format!("mxm_{}", media::id::MediaId::generate().as_str());
+    let token = format!("mxm_{}", mxmedia_proto::ids::MediaId::generate().as_str());
     let tmp = data_dir.join("dev-token.tmp");
     std::fs::write(&tmp, &token)?;
     restrict_permissions(&tmp)?;
@@ -255,7 +257,7 @@ fn dev_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub(crate) fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
@@ -268,7 +270,7 @@ fn spawn_expiry(state: web::Data<AppState>) {
         for minute in 0u64.. {
             tick.tick().await;
             let swept = if minute % 60 == 1 {
-                state.media.sweep_remote(media::now_ms()).await.map(Some)
+                state.media.sweep_remote(clock::now_ms()).await.map(Some)
             } else {
                 state.media.record_access().await.map(|()| None)
             };

@@ -2,8 +2,6 @@
 //! does. Handlers call it with validated input; it calls the store. It never sees HTTP.
 
 pub mod cache;
-pub mod id;
-pub mod meta;
 pub mod moderation;
 pub mod remote;
 pub mod retention;
@@ -13,26 +11,29 @@ use std::{
     collections::HashSet,
     hash::{Hash as _, Hasher as _},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
+use mxmedia_proto::ids::{MediaId, ServerName};
 use tokio::time::Instant;
 
-use self::{
-    cache::MediaCache,
-    id::{MediaId, MediaKey, ServerName},
-    meta::{Content, MediaMeta, MediaState},
-};
+use self::cache::MediaCache;
 use crate::{
+    clock::now_ms,
     config::{Config, ThumbnailConfig},
     error::{Error, Result},
+    model::{
+        id::MediaKey,
+        meta::{Content, MediaMeta, MediaState},
+        thumb::ThumbSpec,
+    },
     store::{
         BlobReader, Expect, Store, Upload, blob::CHUNK_SIZE, retention::RetentionPolicy,
         space::DiskBudget,
     },
-    thumbnail::{Served, Thumbnailer, select::ThumbSpec},
+    thumbnail::{Served, Thumbnailer},
 };
 
 /// What an upload request carries besides its bytes.
@@ -72,7 +73,10 @@ impl MediaService {
     pub fn new(config: &Config, store: Store) -> Result<Self> {
         let budget = DiskBudget::new(store.data_dir().to_path_buf(), config.store.min_free_space);
         Ok(Self {
-            server_name: id::parse_server_name(&config.server_name)?,
+            server_name: config
+                .server_name
+                .parse()
+                .map_err(|_| Error::InvalidParam("Invalid server name".into()))?,
             max_upload: config.media.max_upload_size.as_u64(),
             unused_expiry: Duration::from_secs(config.media.unused_expiry_secs),
             max_pending: config.media.max_pending_uploads,
@@ -452,13 +456,6 @@ impl Drop for UploadClaim<'_> {
             guard.remove(&self.key);
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Per-user locks for `/create`, striped so that memory stays fixed however many users there

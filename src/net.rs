@@ -10,6 +10,8 @@
 //! resolver for IP literals, so callers must check those themselves before sending
 //! (`literal_ip` helps).
 
+pub mod tls;
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,

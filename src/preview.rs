@@ -33,9 +33,10 @@ use self::{
     limit::RateLimiter,
 };
 use crate::{
+    clock::now_ms,
     config::Config,
     error::{Error, Result},
-    media::{MediaService, now_ms},
+    media::MediaService,
     net::ClientOptions,
     singleflight::SingleFlight,
 };
@@ -121,7 +122,7 @@ impl Previews {
                 media,
                 guard: Arc::new(Guard::new(preview)?),
                 client: ClientOptions {
-                    tls: Arc::new(crate::federation::tls::client_config(true, None)?),
+                    tls: Arc::new(crate::net::tls::client_config(true, None)?),
                     connect_timeout: Duration::from_secs(preview.connect_timeout_secs),
                     request_timeout: Duration::from_secs(preview.timeout_secs),
                 },

@@ -39,7 +39,7 @@ use self::blob::{BlobRead, BlobStore, CHUNK_SIZE, FileBlobs, Placement, Staged, 
 use crate::{
     config::Config,
     error::{Error, Result},
-    media::{
+    model::{
         id::MediaKey,
         meta::{Content, MediaMeta, MediaState},
     },

@@ -26,12 +26,12 @@ use quick_cache::sync::Cache;
 
 use self::{
     pool::{Pool, Refused},
-    select::{Choice, ThumbSpec},
+    select::Choice,
 };
 use crate::{
     config::ThumbnailConfig,
     error::{Error, Result},
-    media::meta::Content,
+    model::{meta::Content, thumb::ThumbSpec},
     singleflight::SingleFlight,
     store::{BlobReader, Store, ThumbRecord},
 };

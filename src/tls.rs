@@ -5,7 +5,7 @@
 //! so `reload` (SIGHUP in `main.rs`) affects new connections only; open ones keep the
 //! certificate they were made with. A reload that fails (missing file, bad PEM, a key that does
 //! not match the certificate) changes nothing: the old certificate goes on being served.
-//! Outgoing TLS (federation, homeserver) is `federation::tls`, not this.
+//! Outgoing TLS (federation, previews, homeserver) is `net::tls`, not this.
 
 use std::{
     fmt,

@@ -1,5 +1,6 @@
 //! The `[preview]` section: URL previews. The server fetches pages that users name, so every
 //! setting here bounds what a hostile URL can make it do.
+//! `UrlPattern` is the parsed form of a `url_denylist` entry, checked here once at load.
 
 use std::net::SocketAddr;
 
@@ -89,7 +90,7 @@ impl PreviewConfig {
         if self
             .url_denylist
             .iter()
-            .any(|p| crate::preview::guard::UrlPattern::parse(p).is_none())
+            .any(|p| UrlPattern::parse(p).is_none())
         {
             return Err(invalid(
                 "MXMEDIA_PREVIEW__URL_DENYLIST",
@@ -133,5 +134,47 @@ impl PreviewConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// One `url_denylist` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlPattern {
+    /// `http:`: every URL with that scheme.
+    Scheme(String),
+    /// `example.com`: that host and every subdomain.
+    Domain(String),
+}
+
+impl UrlPattern {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim().to_ascii_lowercase();
+        if let Some(scheme) = raw.strip_suffix(':') {
+            let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            return valid.then(|| Self::Scheme(scheme.to_owned()));
+        }
+        let domain = raw.trim_start_matches("*.").trim_matches('.');
+        let valid = !domain.is_empty()
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        valid.then(|| Self::Domain(domain.to_owned()))
+    }
+
+    /// Whether `url` is denied by this entry.
+    pub fn matches(&self, url: &url::Url) -> bool {
+        match self {
+            Self::Scheme(scheme) => url.scheme() == scheme,
+            Self::Domain(domain) => url.host_str().is_some_and(|host| {
+                let host = host.trim_end_matches('.');
+                host == domain
+                    || host
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            }),
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use mxmedia_proto::{KeyId, ServerName, SigningKey, validate_server_keys};
+use mxmedia_proto::{KeyId, MediaId, ServerName, SigningKey, validate_server_keys};
 
 use crate::config::Config;
 
@@ -99,11 +99,7 @@ impl Identity {
 
 /// A fresh key with a random version, so keys made on different machines never share an ID.
 pub fn new_key() -> anyhow::Result<SigningKey> {
-    let suffix: String = crate::media::id::MediaId::generate()
-        .as_str()
-        .chars()
-        .take(6)
-        .collect();
+    let suffix: String = MediaId::generate().as_str().chars().take(6).collect();
     SigningKey::generate(&format!("mxmedia_{suffix}")).context("generating a signing key")
 }
 
@@ -179,7 +175,7 @@ pub async fn verify_published(
         .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?;
     let json: serde_json::Value =
         serde_json::from_slice(&body).with_context(|| format!("{url} did not return JSON"))?;
-    check_published(identity, &json, crate::media::now_ms())
+    check_published(identity, &json, crate::clock::now_ms())
 }
 
 /// Logs the outcome of `verify_published` the way an admin needs to read it.

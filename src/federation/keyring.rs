@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Federation, FetchError};
 use crate::{
+    clock::now_ms,
     config::TrustedKeyServer,
-    media::now_ms,
     singleflight::SingleFlight,
     store::Store,
     ttl_cache::{Count, TtlCache},

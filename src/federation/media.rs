@@ -18,13 +18,15 @@ use futures_util::StreamExt as _;
 use mxmedia_proto::{RequestParts, sign_request};
 use tokio::time::Instant as TokioInstant;
 
-use mxmedia_proto::multipart::{boundary, disposition_filename, sanitize_content_type};
+use mxmedia_proto::{
+    ids::{MediaId, ServerName},
+    multipart::{boundary, disposition_filename, sanitize_content_type},
+};
 
 use super::{ClientResponse, Federation, FetchError, identity::Identity, resolve::Destination};
 use crate::{
-    media::id::{MediaId, ServerName},
+    model::thumb::ThumbSpec,
     store::spool::{Spool, SpoolError},
-    thumbnail::select::ThumbSpec,
     ttl_cache::TtlCache,
 };
 

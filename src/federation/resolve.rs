@@ -13,16 +13,16 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use mxmedia_proto::discovery::{
-    self, Endpoint, SrvLookup, Step, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_ERROR_TTL,
-    WELL_KNOWN_MAX_TTL,
+use mxmedia_proto::{
+    discovery::{
+        self, Endpoint, SrvLookup, Step, WELL_KNOWN_DEFAULT_TTL, WELL_KNOWN_ERROR_TTL,
+        WELL_KNOWN_MAX_TTL,
+    },
+    ids::{HostKind, ServerName},
 };
 
 use super::{Federation, FetchError};
-use crate::{
-    media::id::{HostKind, ServerName},
-    ttl_cache::TtlCache,
-};
+use crate::ttl_cache::TtlCache;
 
 const WELL_KNOWN_MAX_BODY: usize = 50 * 1024;
 /// Shortest time a `.well-known` answer is kept, whatever its headers say, so a server sending

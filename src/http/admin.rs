@@ -16,7 +16,8 @@ use serde_json::json;
 use super::extract::AuthedUser;
 use crate::{
     error::Error,
-    media::id::{MediaKey, parse_media_id, parse_server_name},
+    http::extract::{parse_media_id, parse_server_name},
+    model::id::MediaKey,
     state::AppState,
 };
 

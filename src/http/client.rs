@@ -16,7 +16,7 @@ use super::{
 use crate::{
     error::Error,
     federation::media::MediaClient,
-    media::meta::Content,
+    model::meta::Content,
     state::{AppState, WorkerState},
 };
 

@@ -4,12 +4,13 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::Method, web};
+use mxmedia_proto::ids::{MediaId, ServerName};
 use serde::Deserialize;
 
 use crate::{
     auth::User,
     error::Error,
-    media::id::{MediaKey, parse_media_id, parse_server_name},
+    model::id::MediaKey,
     state::{AppState, WorkerState},
 };
 
@@ -183,5 +184,36 @@ pub fn parse_bool(name: &str, raw: Option<&str>) -> Result<Option<bool>, Error> 
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
         Some(_) => Err(Error::InvalidParam(format!("{name} must be true or false"))),
+    }
+}
+
+/// A server name from a path: malformed is 400 `M_INVALID_PARAM`.
+pub fn parse_server_name(raw: &str) -> Result<ServerName, Error> {
+    raw.parse()
+        .map_err(|_| Error::InvalidParam("Invalid server name".into()))
+}
+
+/// A media id from a path: one outside the grammar cannot exist here, so it is 404.
+pub fn parse_media_id(raw: &str) -> Result<MediaId, Error> {
+    raw.parse().map_err(|_| Error::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_media_id, parse_server_name};
+
+    /// Path input maps to the errcodes clients get: bad server names 400, impossible ids 404.
+    #[test]
+    fn parse_errors_map_to_client_errors() {
+        assert_eq!(
+            parse_server_name("exa mple.org").unwrap_err().errcode(),
+            "M_INVALID_PARAM"
+        );
+        assert_eq!(
+            parse_media_id("../etc").unwrap_err().errcode(),
+            "M_NOT_FOUND"
+        );
+        assert!(parse_server_name("example.org:8448").is_ok());
+        assert!(parse_media_id("abcDEF123_-").is_ok());
     }
 }

@@ -21,13 +21,11 @@ use super::{
     thumbnail::{ThumbnailQuery, thumbnail_content},
 };
 use crate::{
+    clock::now_ms,
     error::Error,
     federation::keyring::{BUSY_RETRY_AFTER, FetchAllowance, KeyError},
-    media::{
-        id::{MediaKey, parse_media_id},
-        meta::Content,
-        now_ms,
-    },
+    http::extract::parse_media_id,
+    model::{id::MediaKey, meta::Content},
     state::{AppState, WorkerState},
 };
 
@@ -193,7 +191,7 @@ async fn multipart(
     content: &Content,
     disposition: &str,
 ) -> Result<HttpResponse, Error> {
-    let boundary = crate::media::id::MediaId::generate();
+    let boundary = mxmedia_proto::ids::MediaId::generate();
     let boundary = boundary.as_str();
     let head = format!(
         "\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\

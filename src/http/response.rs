@@ -14,7 +14,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::{
     error::Error,
-    media::meta::Content,
+    model::meta::Content,
     store::{BlobReader, blob::CHUNK_SIZE},
 };
 

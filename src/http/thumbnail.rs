@@ -16,9 +16,9 @@ use super::{
 };
 use crate::{
     error::Error,
-    media::{id::MediaKey, meta::Content},
+    model::{id::MediaKey, meta::Content, thumb::ThumbSpec},
     state::{AppState, WorkerState},
-    thumbnail::{Served, select::ThumbSpec},
+    thumbnail::Served,
 };
 
 #[derive(Deserialize)]

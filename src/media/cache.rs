@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use quick_cache::{Weighter, sync::Cache};
 
-use super::{id::MediaKey, meta::Content};
+use crate::model::{id::MediaKey, meta::Content};
 
 /// Entries of metadata to keep: about 200 bytes each, so about 10 MiB at most.
 const META_ENTRIES: usize = 50_000;
@@ -117,7 +117,7 @@ mod tests {
     fn key() -> MediaKey {
         MediaKey {
             server_name: "localhost".parse().unwrap(),
-            media_id: crate::media::id::MediaId::generate(),
+            media_id: mxmedia_proto::ids::MediaId::generate(),
         }
     }
 

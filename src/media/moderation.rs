@@ -1,8 +1,8 @@
 //! Removing media for good, as an admin: local or remote, bytes and thumbnails, and never
 //! fetched from its origin again.
 
-use super::{MediaService, id::MediaKey, now_ms};
-use crate::{error::Result, store::blocked::Blocked};
+use super::MediaService;
+use crate::{clock::now_ms, error::Result, model::id::MediaKey, store::blocked::Blocked};
 
 impl MediaService {
     /// Deletes and blocks `key`. Returns whether there was anything stored to delete.

@@ -17,25 +17,23 @@ use std::{
 };
 
 use self::failures::{FailureCache, reason};
-use super::{
-    MediaService,
-    id::MediaKey,
-    meta::{Content, MediaMeta, MediaState},
-    now_ms,
-};
+use super::MediaService;
 use crate::{
+    clock::now_ms,
     config::Config,
     error::{Error, Result},
     federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
+    model::{
+        id::MediaKey,
+        meta::{Content, MediaMeta, MediaState},
+        thumb::ThumbSpec,
+    },
     singleflight::SingleFlight,
     store::{
         Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, space::DiskBudget,
         spool::Spool,
     },
-    thumbnail::{
-        Served, method_name,
-        select::{self, ThumbSpec},
-    },
+    thumbnail::{Served, method_name, select},
 };
 
 /// The default `timeout_ms` passed on to the origin (the spec's default).

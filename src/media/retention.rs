@@ -7,13 +7,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{
-    MediaService,
-    id::{self, MediaKey},
-    now_ms,
-};
+use super::MediaService;
 use crate::{
+    clock::now_ms,
     error::Result,
+    model::id::MediaKey,
     store::retention::{RetentionPolicy, Swept},
 };
 
@@ -97,8 +95,8 @@ impl MediaService {
 fn media_key(db_key: &[u8]) -> Option<MediaKey> {
     let (server, id) = std::str::from_utf8(db_key).ok()?.split_once('/')?;
     Some(MediaKey {
-        server_name: id::parse_server_name(server).ok()?,
-        media_id: id::parse_media_id(id).ok()?,
+        server_name: server.parse().ok()?,
+        media_id: id.parse().ok()?,
     })
 }
 

@@ -17,7 +17,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::id::MediaKey;
+use crate::model::id::MediaKey;
 
 /// Distinct ids waited on at once before waiters fall back to the shared overflow signal.
 const MAX_WAITED_IDS: usize = 10_000;

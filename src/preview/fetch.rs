@@ -8,7 +8,8 @@ use url::Url;
 use super::{Failure, guard::Guard};
 use crate::{
     error::Error,
-    media::{MediaService, UploadInfo, id::MediaKey},
+    media::{MediaService, UploadInfo},
+    model::id::MediaKey,
 };
 
 /// Bytes of an image kept aside to read its header (format and size) from. A JPEG's size

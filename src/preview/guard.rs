@@ -13,7 +13,10 @@ use futures_util::future::LocalBoxFuture;
 use hickory_resolver::TokioResolver;
 use url::{Host, Url};
 
-use crate::{config::PreviewConfig, net::IpPolicy};
+use crate::{
+    config::{PreviewConfig, UrlPattern},
+    net::IpPolicy,
+};
 
 /// Why a URL or an address was refused. The text never names the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -22,47 +25,6 @@ pub enum Refused {
     Denied,
     #[error("name did not resolve")]
     Dns,
-}
-
-/// One `url_denylist` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlPattern {
-    /// `http:`: every URL with that scheme.
-    Scheme(String),
-    /// `example.com`: that host and every subdomain.
-    Domain(String),
-}
-
-impl UrlPattern {
-    pub fn parse(raw: &str) -> Option<Self> {
-        let raw = raw.trim().to_ascii_lowercase();
-        if let Some(scheme) = raw.strip_suffix(':') {
-            let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-            return valid.then(|| Self::Scheme(scheme.to_owned()));
-        }
-        let domain = raw.trim_start_matches("*.").trim_matches('.');
-        let valid = !domain.is_empty()
-            && domain
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-        valid.then(|| Self::Domain(domain.to_owned()))
-    }
-
-    fn matches(&self, url: &Url) -> bool {
-        match self {
-            Self::Scheme(scheme) => url.scheme() == scheme,
-            Self::Domain(domain) => url.host_str().is_some_and(|host| {
-                let host = host.trim_end_matches('.');
-                host == domain
-                    || host
-                        .strip_suffix(domain.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            }),
-        }
-    }
 }
 
 /// The policy for every URL and address a preview touches. `Send`: shared by all workers.

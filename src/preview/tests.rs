@@ -5,12 +5,12 @@ use url::Url;
 
 use super::{
     cache_key,
-    guard::{Guard, Refused, UrlPattern},
+    guard::{Guard, Refused},
     html, image_fields,
     limit::RateLimiter,
     oembed,
 };
-use crate::config::PreviewConfig;
+use crate::config::{PreviewConfig, UrlPattern};
 
 fn url(s: &str) -> Url {
     Url::parse(s).unwrap()

@@ -3,7 +3,7 @@
 //! no blob file is removed, so every file the copied database points at is still there.
 //!
 //! Which process does what (a socket to the running server, or opening a stopped data dir) is
-//! `crate::backup`'s business; this module only knows the store's layout.
+//! the top-level `backup` module's business; this module only knows the store's layout.
 //!
 //! The stream (version 1) starts with the line `mxmedia-dump 1`, then frames, lengths as
 //! big-endian u32:

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Removed, Result, Store, encode};
-use crate::media::id::MediaKey;
+use crate::model::id::MediaKey;
 
 /// Who blocked media, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::{Result, Store, ThumbRecord, decode, read_u64};
-use crate::media::{
+use crate::model::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
 };

@@ -1,8 +1,11 @@
+use mxmedia_proto::ids::{MediaId, ServerName};
+
 use super::{BlobReader, Expect, Store, Upload};
+
 use crate::{
     config::Config,
-    media::{
-        id::{MediaId, MediaKey, ServerName},
+    model::{
+        id::MediaKey,
         meta::{MediaMeta, MediaState},
     },
 };
@@ -311,15 +314,15 @@ fn thumbnails_small_and_large() {
 
 mod retention {
     use super::{Expect, Store, Upload, blob_files, read, store};
-    use crate::media::id::{MediaKey, parse_media_id, parse_server_name};
+    use crate::model::id::MediaKey;
     use crate::store::retention::{RetentionPolicy, Swept};
 
     const DAY: u64 = 24 * 60 * 60 * 1000;
 
     fn media(server: &str, id: &str) -> MediaKey {
         MediaKey {
-            server_name: parse_server_name(server).unwrap(),
-            media_id: parse_media_id(id).unwrap(),
+            server_name: server.parse().unwrap(),
+            media_id: id.parse().unwrap(),
         }
     }
 

@@ -4,16 +4,7 @@
 
 use mxmedia_image::{Method, Probe};
 
-use crate::config::ThumbnailConfig;
-
-/// A requested or configured thumbnail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThumbSpec {
-    pub width: u32,
-    pub height: u32,
-    pub method: Method,
-    pub animated: bool,
-}
+use crate::{config::ThumbnailConfig, model::thumb::ThumbSpec};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -93,8 +84,8 @@ pub fn snap(req: ThumbSpec, config: &ThumbnailConfig) -> ThumbSpec {
 mod tests {
     use mxmedia_image::{Format, Method, Probe};
 
-    use super::{Choice, ThumbSpec, choose, snap};
-    use crate::config::Config;
+    use super::{Choice, choose, snap};
+    use crate::{config::Config, model::thumb::ThumbSpec};
 
     fn probe(width: u32, height: u32, animated: bool) -> Probe {
         Probe {

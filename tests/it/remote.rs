@@ -417,7 +417,7 @@ async fn restart_serves_remote_media_from_store() {
 async fn retention_removes_idle_remote_media() {
     const DAY: u64 = 24 * 60 * 60 * 1000;
     let setup = Setup::start(|c| c.media.remote_retention_days = 1).await;
-    let before = mxmedia::media::now_ms();
+    let before = mxmedia::clock::now_ms();
     let bytes = pseudo_random(300 * 1024, 11);
     setup
         .host
@@ -437,13 +437,13 @@ async fn retention_removes_idle_remote_media() {
         "the download is a blob file"
     );
 
-    let now = mxmedia::media::now_ms();
+    let now = mxmedia::clock::now_ms();
     let media = &setup.server.media;
     media.record_access().await.unwrap();
     for id in ["old", "pic"] {
-        let key = mxmedia::media::id::MediaKey {
+        let key = mxmedia::model::id::MediaKey {
             server_name: setup.remote.name().clone(),
-            media_id: mxmedia::media::id::parse_media_id(id).unwrap(),
+            media_id: id.parse().unwrap(),
         };
         let asked = media.store().last_access(&key).unwrap();
         assert!(

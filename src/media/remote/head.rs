@@ -5,7 +5,8 @@
 use super::{stored, thumb_key};
 use crate::{
     error::Result,
-    media::{MediaService, id::MediaKey, meta::Content},
+    media::MediaService,
+    model::{id::MediaKey, meta::Content, thumb::ThumbSpec},
     thumbnail::{Served, select},
 };
 
@@ -24,7 +25,7 @@ impl MediaService {
     pub async fn stored_remote_thumbnail(
         &self,
         key: &MediaKey,
-        spec: select::ThumbSpec,
+        spec: ThumbSpec,
     ) -> Result<Option<(Content, Served)>> {
         if let Some(content) = stored(&self.store, key).await? {
             let served = self

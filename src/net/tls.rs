@@ -1,4 +1,4 @@
-//! TLS for outgoing federation requests: the web PKI roots plus any CA the admin adds, or, for
+//! TLS for outgoing requests (federation, URL previews, the homeserver): the web PKI roots plus any CA the admin adds, or, for
 //! closed test federations only, no certificate checks at all.
 
 use std::{path::Path, sync::Arc};
