@@ -30,7 +30,7 @@ use crate::{
     },
     singleflight::SingleFlight,
     store::{
-        Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, space::DiskBudget,
+        Expect, Store, ThumbRecord, Upload, keys::REMOTE_THUMB_PREFIX, space::DiskBudget,
         spool::Spool,
     },
     thumbnail::{Served, method_name, select},

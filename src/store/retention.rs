@@ -9,14 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use super::{Result, Store, ThumbRecord, decode, read_u64};
+use super::{
+    Result, Store, ThumbRecord, decode,
+    keys::{REMOTE_THUMB_PREFIX, remote_thumb_media},
+    read_u64,
+};
 use crate::model::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
 };
-
-/// Prefix of the keys under which thumbnails fetched from a remote server are kept.
-pub const REMOTE_THUMB_PREFIX: &str = "remote:";
 
 /// What a sweep may keep.
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,34 +174,4 @@ impl Store {
 /// The server name part of a `server/mediaId` key.
 fn server_of(db_key: &[u8]) -> &[u8] {
     db_key.split(|&b| b == b'/').next().unwrap_or_default()
-}
-
-/// The `server/mediaId` a `remote:server/mediaId/WxH/method/animated` key belongs to.
-pub(super) fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
-    let rest = thumb_key.strip_prefix(REMOTE_THUMB_PREFIX.as_bytes())?;
-    let server_end = rest.iter().position(|&b| b == b'/')?;
-    let id_end = rest
-        .get(server_end + 1..)?
-        .iter()
-        .position(|&b| b == b'/')?;
-    rest.get(..server_end + 1 + id_end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::remote_thumb_media;
-
-    #[test]
-    fn thumb_keys_name_their_media() {
-        assert_eq!(
-            remote_thumb_media(b"remote:example.org/abc/96x96/crop/false"),
-            Some(&b"example.org/abc"[..])
-        );
-        assert_eq!(
-            remote_thumb_media(b"remote:[::1]:8448/x_y/1x1/scale/true"),
-            Some(&b"[::1]:8448/x_y"[..])
-        );
-        assert_eq!(remote_thumb_media(b"remote:example.org"), None);
-        assert_eq!(remote_thumb_media(b"abc/96x96/crop/false"), None);
-    }
 }

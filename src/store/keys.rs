@@ -1,0 +1,111 @@
+//! Every sled tree key, built and parsed in this one place: a media id's key, an async
+//! reservation's, a thumbnail's (rendered from stored bytes, or fetched from a remote origin),
+//! an inline blob's chunks.
+
+use crate::model::id::MediaKey;
+
+/// Prefix of the keys under which thumbnails fetched from a remote server are kept.
+pub const REMOTE_THUMB_PREFIX: &str = "remote:";
+
+/// What a thumbnail in `thumbkey_thumb` is made from.
+#[derive(Clone, Copy)]
+pub(super) enum ThumbSource<'a> {
+    /// Bytes stored here: the key starts with their sha256.
+    Bytes(&'a str),
+    /// Remote media whose origin sent the thumbnail: `remote:server/mediaId/...`.
+    Remote(&'a [u8]),
+}
+
+/// What the thumbnail under `key` is made from, if the key is well formed.
+pub(super) fn thumb_source(key: &str) -> Option<ThumbSource<'_>> {
+    if key.starts_with(REMOTE_THUMB_PREFIX) {
+        return remote_thumb_media(key.as_bytes()).map(ThumbSource::Remote);
+    }
+    key.split_once('/')
+        .map(|(sha256, _)| ThumbSource::Bytes(sha256))
+}
+
+/// `userid_pending` key of the reservation of `key` by `user`: `user\0server/mediaId`.
+pub(super) fn pending(user: &str, key: &MediaKey) -> Vec<u8> {
+    pending_of(user, &key.db_key())
+}
+
+/// `userid_pending` key of the reservation of the media whose `mediaid_meta` key is `db_key`.
+pub(super) fn pending_of(user: &str, db_key: &[u8]) -> Vec<u8> {
+    let mut out = pending_prefix(user);
+    out.extend_from_slice(db_key);
+    out
+}
+
+/// Prefix of every `userid_pending` key of `user`; user ids never contain a NUL.
+pub(super) fn pending_prefix(user: &str) -> Vec<u8> {
+    let mut out = user.as_bytes().to_vec();
+    out.push(0);
+    out
+}
+
+/// The `mediaid_meta` key a `userid_pending` key reserves (empty if it is malformed).
+pub(super) fn pending_media(pending_key: &[u8]) -> &[u8] {
+    pending_key
+        .splitn(2, |b| *b == 0)
+        .nth(1)
+        .unwrap_or_default()
+}
+
+/// Prefix of the keys of every thumbnail rendered from the bytes `sha256`.
+pub(super) fn thumb_prefix(sha256: &str) -> Vec<u8> {
+    let mut out = sha256.as_bytes().to_vec();
+    out.push(b'/');
+    out
+}
+
+/// Prefix of the keys of every thumbnail fetched from the origin of the media `db_key`.
+pub(super) fn remote_thumb_prefix(db_key: &[u8]) -> Vec<u8> {
+    let mut out = REMOTE_THUMB_PREFIX.as_bytes().to_vec();
+    out.extend_from_slice(db_key);
+    out.push(b'/');
+    out
+}
+
+/// The `server/mediaId` a `remote:server/mediaId/WxH/method/animated` key belongs to.
+pub(super) fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
+    let rest = thumb_key.strip_prefix(REMOTE_THUMB_PREFIX.as_bytes())?;
+    let server_end = rest.iter().position(|&b| b == b'/')?;
+    let id_end = rest
+        .get(server_end + 1..)?
+        .iter()
+        .position(|&b| b == b'/')?;
+    rest.get(..server_end + 1 + id_end)
+}
+
+/// Key of chunk `index` of an inline blob: the 32 hash bytes, then the big-endian index, so a
+/// prefix scan returns the chunks in order.
+pub fn chunk(sha256: &str, index: u32) -> Vec<u8> {
+    let mut key = hex::decode(sha256).unwrap_or_default();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Prefix of every chunk key of the inline blob `sha256`.
+pub fn chunk_prefix(sha256: &str) -> Vec<u8> {
+    hex::decode(sha256).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_thumb_media;
+
+    #[test]
+    fn thumb_keys_name_their_media() {
+        assert_eq!(
+            remote_thumb_media(b"remote:example.org/abc/96x96/crop/false"),
+            Some(&b"example.org/abc"[..])
+        );
+        assert_eq!(
+            remote_thumb_media(b"remote:[::1]:8448/x_y/1x1/scale/true"),
+            Some(&b"[::1]:8448/x_y"[..])
+        );
+        assert_eq!(remote_thumb_media(b"remote:example.org"), None);
+        assert_eq!(remote_thumb_media(b"abc/96x96/crop/false"), None);
+    }
+}
