@@ -2,10 +2,39 @@
 //! reservation's, a thumbnail's (rendered from stored bytes, or fetched from a remote origin),
 //! an inline blob's chunks.
 
-use crate::model::id::MediaKey;
+use mxmedia_image::Method;
+
+use crate::model::{id::MediaKey, thumb::ThumbSpec};
 
 /// Prefix of the keys under which thumbnails fetched from a remote server are kept.
 pub const REMOTE_THUMB_PREFIX: &str = "remote:";
+
+/// `thumbkey_thumb` key of the thumbnail `spec` rendered here from the bytes `sha256`:
+/// `sha256/WxH/method/animated`.
+pub fn thumb(sha256: &str, spec: ThumbSpec) -> String {
+    format!("{sha256}/{}", thumb_spec(spec))
+}
+
+/// `thumbkey_thumb` key of the thumbnail `spec` of remote media as its origin sent it:
+/// `remote:server/mediaId/WxH/method/animated`. The `remote:` prefix keeps these apart from
+/// thumbnails rendered here, which are keyed by their source's hash.
+pub fn remote_thumb(media: &MediaKey, spec: ThumbSpec) -> String {
+    format!(
+        "{REMOTE_THUMB_PREFIX}{}/{}/{}",
+        media.server_name.as_str(),
+        media.media_id.as_str(),
+        thumb_spec(spec)
+    )
+}
+
+/// The part of a thumbnail key naming the thumbnail: `WxH/method/animated`.
+fn thumb_spec(spec: ThumbSpec) -> String {
+    let method = match spec.method {
+        Method::Crop => "crop",
+        Method::Scale => "scale",
+    };
+    format!("{}x{}/{method}/{}", spec.width, spec.height, spec.animated)
+}
 
 /// What a thumbnail in `thumbkey_thumb` is made from.
 #[derive(Clone, Copy)]
@@ -93,7 +122,10 @@ pub fn chunk_prefix(sha256: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::remote_thumb_media;
+    use mxmedia_image::Method;
+
+    use super::{remote_thumb, remote_thumb_media, thumb};
+    use crate::model::{id::MediaKey, thumb::ThumbSpec};
 
     #[test]
     fn thumb_keys_name_their_media() {
@@ -107,5 +139,35 @@ mod tests {
         );
         assert_eq!(remote_thumb_media(b"remote:example.org"), None);
         assert_eq!(remote_thumb_media(b"abc/96x96/crop/false"), None);
+    }
+
+    /// Thumbnail keys keep the spelling stored thumbnails were written under, so an upgrade
+    /// finds every thumbnail already rendered or fetched.
+    #[test]
+    fn thumb_keys_keep_their_stored_spelling() {
+        let spec = ThumbSpec {
+            width: 96,
+            height: 64,
+            method: Method::Crop,
+            animated: false,
+        };
+        assert_eq!(thumb("ab12", spec), "ab12/96x64/crop/false");
+        let media = MediaKey {
+            server_name: "example.org".parse().expect("server name"),
+            media_id: "abc".parse().expect("media id"),
+        };
+        let scaled = ThumbSpec {
+            method: Method::Scale,
+            animated: true,
+            ..spec
+        };
+        assert_eq!(
+            remote_thumb(&media, scaled),
+            "remote:example.org/abc/96x64/scale/true"
+        );
+        assert_eq!(
+            remote_thumb_media(remote_thumb(&media, spec).as_bytes()),
+            Some(&b"example.org/abc"[..])
+        );
     }
 }
