@@ -170,7 +170,7 @@ impl Store {
     pub fn get_meta(&self, key: &MediaKey) -> Result<Option<MediaMeta>> {
         self.inner
             .meta
-            .get(key.db_key())?
+            .get(keys::media(key))?
             .map(|v| decode(&v))
             .transpose()
     }

@@ -54,9 +54,24 @@ pub(super) fn thumb_source(key: &str) -> Option<ThumbSource<'_>> {
         .map(|(sha256, _)| ThumbSource::Bytes(sha256))
 }
 
+/// Key of a media id in `mediaid_meta`, `mediaid_access` and `mediaid_blocked`: `server_name`
+/// and `media_id` joined by `/`, which neither may contain.
+pub fn media(key: &MediaKey) -> Vec<u8> {
+    format!("{}/{}", key.server_name.as_str(), key.media_id.as_str()).into_bytes()
+}
+
+/// The media id a `server/mediaId` key names; `None` if it is not one.
+pub fn parse_media(db_key: &[u8]) -> Option<MediaKey> {
+    let (server, id) = std::str::from_utf8(db_key).ok()?.split_once('/')?;
+    Some(MediaKey {
+        server_name: server.parse().ok()?,
+        media_id: id.parse().ok()?,
+    })
+}
+
 /// `userid_pending` key of the reservation of `key` by `user`: `user\0server/mediaId`.
 pub(super) fn pending(user: &str, key: &MediaKey) -> Vec<u8> {
-    pending_of(user, &key.db_key())
+    pending_of(user, &media(key))
 }
 
 /// `userid_pending` key of the reservation of the media whose `mediaid_meta` key is `db_key`.

@@ -25,10 +25,10 @@ impl Store {
         let _writing = self.writing()?;
         (&self.inner.meta, &self.inner.pending)
             .transaction(|(meta_tree, pending_tree)| {
-                if meta_tree.get(key.db_key())?.is_some() {
+                if meta_tree.get(keys::media(key))?.is_some() {
                     return abort(Error::CannotOverwrite);
                 }
-                meta_tree.insert(key.db_key(), value.as_slice())?;
+                meta_tree.insert(keys::media(key), value.as_slice())?;
                 pending_tree.insert(pending_key.as_slice(), &unused_expires_at.to_be_bytes())?;
                 Ok(())
             })

@@ -44,7 +44,7 @@ impl Store {
     /// Deletes media with its thumbnails, and with the last reference to its bytes, the blob.
     /// Returns whether there was anything to delete. Durable when it returns.
     pub fn delete_media(&self, key: &MediaKey) -> Result<bool> {
-        let removed = self.remove_entry(&key.db_key(), None)?;
+        let removed = self.remove_entry(&keys::media(key), None)?;
         self.settle(&removed.files)?;
         Ok(removed.existed)
     }

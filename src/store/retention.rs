@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Result, Store, ThumbRecord, decode,
-    keys::{REMOTE_THUMB_PREFIX, remote_thumb_media},
+    keys::{self, REMOTE_THUMB_PREFIX, remote_thumb_media},
     read_u64,
 };
 use crate::model::{
@@ -76,7 +76,11 @@ impl Store {
 
     /// When remote media was last asked for, as last written by `record_access`.
     pub fn last_access(&self, key: &MediaKey) -> Result<Option<u64>> {
-        Ok(self.inner.access.get(key.db_key())?.map(|v| read_u64(&v)))
+        Ok(self
+            .inner
+            .access
+            .get(keys::media(key))?
+            .map(|v| read_u64(&v)))
     }
 
     /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`,

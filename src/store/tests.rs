@@ -315,6 +315,7 @@ fn thumbnails_small_and_large() {
 mod retention {
     use super::{Expect, Store, Upload, blob_files, read, store};
     use crate::model::id::MediaKey;
+    use crate::store::keys;
     use crate::store::retention::{RetentionPolicy, Swept};
 
     const DAY: u64 = 24 * 60 * 60 * 1000;
@@ -381,7 +382,9 @@ mod retention {
                 "image/jpeg",
             )
             .unwrap();
-        store.record_access(&[(recent.db_key(), 35 * DAY)]).unwrap();
+        store
+            .record_access(&[(keys::media(&recent), 35 * DAY)])
+            .unwrap();
         assert_eq!(blob_files(&dir), 6);
 
         let swept = store
@@ -460,7 +463,7 @@ mod retention {
             )
             .unwrap();
         store
-            .record_access(&[(b.db_key(), 10), (c.db_key(), 5)])
+            .record_access(&[(keys::media(&b), 10), (keys::media(&c), 5)])
             .unwrap();
         let policy = RetentionPolicy {
             max_idle_ms: None,

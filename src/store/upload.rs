@@ -73,7 +73,7 @@ impl Store {
         } else {
             Placement::File
         };
-        let db_key = key.db_key();
+        let db_key = keys::media(key);
         let result = (
             &self.inner.meta,
             &self.inner.blobs,
