@@ -1,6 +1,7 @@
 //! Every sled tree key, built and parsed in this one place: a media id's key, an async
 //! reservation's, a thumbnail's (rendered from stored bytes, or fetched from a remote origin),
-//! an inline blob's chunks.
+//! an inline blob's chunks, a URL preview's. Callers outside the store name what they want;
+//! the byte layout of the trees is decided here only.
 
 use mxmedia_image::Method;
 
@@ -52,6 +53,15 @@ pub(super) fn thumb_source(key: &str) -> Option<ThumbSource<'_>> {
     }
     key.split_once('/')
         .map(|(sha256, _)| ThumbSource::Bytes(sha256))
+}
+
+/// `urlts_preview` key of the preview of `url` as of the hour `hour` (since the epoch): the URL,
+/// a NUL (which no URL holds), the hour big-endian.
+pub fn preview(url: &str, hour: u64) -> Vec<u8> {
+    let mut key = url.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&hour.to_be_bytes());
+    key
 }
 
 /// Key of a media id in `mediaid_meta`, `mediaid_access` and `mediaid_blocked`: `server_name`
