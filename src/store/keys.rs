@@ -79,6 +79,11 @@ pub fn parse_media(db_key: &[u8]) -> Option<MediaKey> {
     })
 }
 
+/// The server name part of a `server/mediaId` key.
+pub(super) fn media_server(db_key: &[u8]) -> &[u8] {
+    db_key.split(|&b| b == b'/').next().unwrap_or_default()
+}
+
 /// `userid_pending` key of the reservation of `key` by `user`: `user\0server/mediaId`.
 pub(super) fn pending(user: &str, key: &MediaKey) -> Vec<u8> {
     pending_of(user, &media(key))

@@ -120,7 +120,7 @@ impl Store {
         let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         for item in &self.inner.meta {
             let (key, value) = item?;
-            if server_of(&key) == own.as_bytes() {
+            if keys::media_server(&key) == own.as_bytes() {
                 continue;
             }
             let meta: MediaMeta = decode(&value)?;
@@ -173,9 +173,4 @@ impl Store {
         }
         Ok(plan)
     }
-}
-
-/// The server name part of a `server/mediaId` key.
-fn server_of(db_key: &[u8]) -> &[u8] {
-    db_key.split(|&b| b == b'/').next().unwrap_or_default()
 }
