@@ -39,6 +39,7 @@ use crate::{
     media::MediaService,
     net::ClientOptions,
     singleflight::SingleFlight,
+    store::keys,
 };
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -203,10 +204,7 @@ fn cache_key(url: &Url, ts: Option<i64>, now: u64) -> Vec<u8> {
         .and_then(|t| u64::try_from(t).ok())
         .unwrap_or(now)
         .min(now);
-    let mut key = url.as_str().as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&(ts / HOUR_MS).to_be_bytes());
-    key
+    keys::preview(url.as_str(), ts / HOUR_MS)
 }
 
 impl Inner {

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mxmedia_image::{Limits, Method, Probe};
+use mxmedia_image::{Limits, Probe};
 use quick_cache::sync::Cache;
 
 use self::{
@@ -33,7 +33,7 @@ use crate::{
     error::{Error, Result},
     model::{meta::Content, thumb::ThumbSpec},
     singleflight::SingleFlight,
-    store::{BlobReader, Store, ThumbRecord},
+    store::{BlobReader, Store, ThumbRecord, keys},
 };
 
 /// What to send for a thumbnail request.
@@ -253,14 +253,7 @@ impl Thumbnailer {
             }
             Choice::Render(spec) => spec,
         };
-        let key = format!(
-            "{}/{}x{}/{}/{}",
-            content.sha256,
-            spec.width,
-            spec.height,
-            method_name(spec.method),
-            spec.animated
-        );
+        let key = keys::thumb(&content.sha256, spec);
         Ok(Planned::Render { spec, key, source })
     }
 
@@ -445,13 +438,6 @@ const TOO_LARGE: &str = "The image is too large to thumbnail";
 
 fn too_large() -> Error {
     Error::TooLarge(TOO_LARGE.into())
-}
-
-pub(crate) fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Crop => "crop",
-        Method::Scale => "scale",
-    }
 }
 
 /// How long a queued job may wait before the client is better served by a retry.

@@ -29,11 +29,8 @@ use crate::{
         thumb::ThumbSpec,
     },
     singleflight::SingleFlight,
-    store::{
-        Expect, Store, ThumbRecord, Upload, retention::REMOTE_THUMB_PREFIX, space::DiskBudget,
-        spool::Spool,
-    },
-    thumbnail::{Served, method_name, select},
+    store::{Expect, Store, ThumbRecord, Upload, keys, space::DiskBudget, spool::Spool},
+    thumbnail::{Served, select},
 };
 
 /// The default `timeout_ms` passed on to the origin (the spec's default).
@@ -95,7 +92,7 @@ impl Remote {
         client: &MediaClient,
         timeout: Option<Duration>,
     ) -> Result<ThumbRecord, FetchFailure> {
-        let thumb_key = thumb_key(key, spec);
+        let thumb_key = keys::remote_thumb(key, spec);
         let lookup = thumb_key.clone();
         if let Some(record) = store
             .blocking(move |s| s.get_thumbnail(&lookup))
@@ -145,20 +142,6 @@ impl Remote {
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT).min(self.max_timeout);
         u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
     }
-}
-
-/// Where a remote thumbnail is kept in `thumbkey_thumb`; the `remote:` prefix keeps these
-/// apart from thumbnails rendered here, which are keyed by their source's hash.
-fn thumb_key(key: &MediaKey, spec: ThumbSpec) -> String {
-    format!(
-        "{REMOTE_THUMB_PREFIX}{}/{}/{}x{}/{}/{}",
-        key.server_name.as_str(),
-        key.media_id.as_str(),
-        spec.width,
-        spec.height,
-        method_name(spec.method),
-        spec.animated
-    )
 }
 
 fn count_waiter(leader: bool) {

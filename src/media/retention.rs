@@ -12,7 +12,10 @@ use crate::{
     clock::now_ms,
     error::Result,
     model::id::MediaKey,
-    store::retention::{RetentionPolicy, Swept},
+    store::{
+        keys,
+        retention::{RetentionPolicy, Swept},
+    },
 };
 
 /// Access times buffered between writes. Bounded: past this many distinct ids in one minute,
@@ -26,7 +29,7 @@ pub struct Touches(Mutex<HashMap<Vec<u8>, u64>>);
 
 impl Touches {
     fn touch(&self, key: &MediaKey, at: u64) {
-        let key = key.db_key();
+        let key = keys::media(key);
         if let Ok(mut touched) = self.0.lock()
             && (touched.len() < MAX_BUFFERED || touched.contains_key(&key))
         {
@@ -76,7 +79,7 @@ impl MediaService {
             .blocking(move |s| {
                 s.sweep_remote(&own, now_ms, &policy, |db_key| {
                     // Remembered metadata would point downloads at bytes that are gone.
-                    match media_key(db_key) {
+                    match keys::parse_media(db_key) {
                         Some(key) => cache.forget(&key, None),
                         None => cache.forget_all(),
                     }
@@ -89,15 +92,6 @@ impl MediaService {
         metrics::gauge!("mxmedia_remote_cache_bytes").set(swept.kept_bytes as f64);
         Ok(swept)
     }
-}
-
-/// The media key a `server/mediaId` store key names.
-fn media_key(db_key: &[u8]) -> Option<MediaKey> {
-    let (server, id) = std::str::from_utf8(db_key).ok()?.split_once('/')?;
-    Some(MediaKey {
-        server_name: server.parse().ok()?,
-        media_id: id.parse().ok()?,
-    })
 }
 
 /// The policy the configuration asks for.

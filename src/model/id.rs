@@ -12,13 +12,6 @@ pub struct MediaKey {
     pub media_id: MediaId,
 }
 
-impl MediaKey {
-    /// The sled key: `server_name` and `media_id` joined by `/`, which neither may contain.
-    pub fn db_key(&self) -> Vec<u8> {
-        format!("{}/{}", self.server_name.as_str(), self.media_id.as_str()).into_bytes()
-    }
-}
-
 impl fmt::Display for MediaKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

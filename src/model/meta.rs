@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Stored as JSON in the `mediaid_meta` tree, keyed by `MediaKey::db_key`.
+/// Stored as JSON in the `mediaid_meta` tree, keyed by `server/mediaId`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaMeta {
     /// The user who uploaded it, or who reserved the id with `/create`.

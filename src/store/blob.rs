@@ -153,15 +153,3 @@ impl BlobStore for FileBlobs {
         Ok(Box::new(File::open(self.path(sha256))?))
     }
 }
-
-/// Key of chunk `index` of an inline blob: the 32 hash bytes, then the big-endian index, so a
-/// prefix scan returns the chunks in order.
-pub fn chunk_key(sha256: &str, index: u32) -> Vec<u8> {
-    let mut key = hex::decode(sha256).unwrap_or_default();
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
-
-pub fn chunk_prefix(sha256: &str) -> Vec<u8> {
-    hex::decode(sha256).unwrap_or_default()
-}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Removed, Result, Store, encode};
+use super::{Removed, Result, Store, encode, keys};
 use crate::model::id::MediaKey;
 
 /// Who blocked media, and when.
@@ -19,12 +19,12 @@ impl Store {
     /// is stored under it again, not even by a remote fetch already in flight (its commit checks
     /// the block). Durable when it returns: an admin's removal must survive a crash.
     pub fn block_media(&self, key: &MediaKey, blocked: &Blocked) -> Result<Removed> {
-        let removed = self.remove_entry(&key.db_key(), Some(&encode(blocked)?))?;
+        let removed = self.remove_entry(&keys::media(key), Some(&encode(blocked)?))?;
         self.settle(&removed.files)?;
         Ok(removed)
     }
 
     pub fn is_blocked(&self, key: &MediaKey) -> Result<bool> {
-        Ok(self.inner.blocked.contains_key(key.db_key())?)
+        Ok(self.inner.blocked.contains_key(keys::media(key))?)
     }
 }

@@ -9,14 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use super::{Result, Store, ThumbRecord, decode, read_u64};
+use super::{
+    Result, Store, ThumbRecord, decode,
+    keys::{self, REMOTE_THUMB_PREFIX, remote_thumb_media},
+    read_u64,
+};
 use crate::model::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
 };
-
-/// Prefix of the keys under which thumbnails fetched from a remote server are kept.
-pub const REMOTE_THUMB_PREFIX: &str = "remote:";
 
 /// What a sweep may keep.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,7 +76,11 @@ impl Store {
 
     /// When remote media was last asked for, as last written by `record_access`.
     pub fn last_access(&self, key: &MediaKey) -> Result<Option<u64>> {
-        Ok(self.inner.access.get(key.db_key())?.map(|v| read_u64(&v)))
+        Ok(self
+            .inner
+            .access
+            .get(keys::media(key))?
+            .map(|v| read_u64(&v)))
     }
 
     /// Applies `policy` to every remote media id (any server but `own`) at time `now_ms`,
@@ -115,7 +120,7 @@ impl Store {
         let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         for item in &self.inner.meta {
             let (key, value) = item?;
-            if server_of(&key) == own.as_bytes() {
+            if keys::media_server(&key) == own.as_bytes() {
                 continue;
             }
             let meta: MediaMeta = decode(&value)?;
@@ -167,40 +172,5 @@ impl Store {
             plan.victims.push((key, bytes));
         }
         Ok(plan)
-    }
-}
-
-/// The server name part of a `server/mediaId` key.
-fn server_of(db_key: &[u8]) -> &[u8] {
-    db_key.split(|&b| b == b'/').next().unwrap_or_default()
-}
-
-/// The `server/mediaId` a `remote:server/mediaId/WxH/method/animated` key belongs to.
-pub(super) fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
-    let rest = thumb_key.strip_prefix(REMOTE_THUMB_PREFIX.as_bytes())?;
-    let server_end = rest.iter().position(|&b| b == b'/')?;
-    let id_end = rest
-        .get(server_end + 1..)?
-        .iter()
-        .position(|&b| b == b'/')?;
-    rest.get(..server_end + 1 + id_end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::remote_thumb_media;
-
-    #[test]
-    fn thumb_keys_name_their_media() {
-        assert_eq!(
-            remote_thumb_media(b"remote:example.org/abc/96x96/crop/false"),
-            Some(&b"example.org/abc"[..])
-        );
-        assert_eq!(
-            remote_thumb_media(b"remote:[::1]:8448/x_y/1x1/scale/true"),
-            Some(&b"[::1]:8448/x_y"[..])
-        );
-        assert_eq!(remote_thumb_media(b"remote:example.org"), None);
-        assert_eq!(remote_thumb_media(b"abc/96x96/crop/false"), None);
     }
 }

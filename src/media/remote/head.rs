@@ -2,11 +2,12 @@
 //! a render. A `HEAD` costs no more than a lookup, so it cannot be used to make this server
 //! contact other servers or decode images on someone's behalf.
 
-use super::{stored, thumb_key};
+use super::stored;
 use crate::{
     error::Result,
     media::MediaService,
     model::{id::MediaKey, meta::Content, thumb::ThumbSpec},
+    store::keys,
     thumbnail::{Served, select},
 };
 
@@ -35,7 +36,7 @@ impl MediaService {
                 .map_err(super::remote_too_large)?;
             return Ok(served.map(|served| (content, served)));
         }
-        let lookup = thumb_key(key, select::snap(spec, &self.thumbnail_config));
+        let lookup = keys::remote_thumb(key, select::snap(spec, &self.thumbnail_config));
         let record = self
             .store
             .blocking(move |s| s.get_thumbnail(&lookup))

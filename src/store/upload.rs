@@ -1,0 +1,154 @@
+//! Committing an upload: a staged blob becomes the content of a media id in one transaction
+//! with its blob reference, after the id's reservation (if any) and block list are checked.
+
+use sled::{Transactional, transaction::ConflictableTransactionError};
+
+use super::{
+    Store, abort,
+    blob::{Placement, Staged},
+    decode, encode, keys,
+    refs::add_blob_ref,
+    tx_error,
+};
+use crate::{
+    error::{Error, Result},
+    model::{
+        id::MediaKey,
+        meta::{Content, MediaMeta, MediaState},
+    },
+};
+
+/// How a committed upload relates to what was there before.
+pub enum Expect<'a> {
+    /// A freshly minted id: nothing may exist under it.
+    Absent,
+    /// An id reserved by `/create`: it must be pending, unexpired and reserved by `user`.
+    PendingFor { user: &'a str, now_ms: u64 },
+}
+
+/// What an upload records besides its bytes.
+pub struct Upload<'a> {
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub uploader: &'a str,
+    pub created_at: u64,
+    pub expect: Expect<'a>,
+}
+
+impl Store {
+    /// Makes a staged blob the content of `key`, atomically, and flushes before returning.
+    pub fn commit_upload(
+        &self,
+        key: &MediaKey,
+        mut staged: Staged,
+        upload: Upload<'_>,
+    ) -> Result<()> {
+        let Upload {
+            content_type,
+            filename,
+            uploader,
+            created_at,
+            expect,
+        } = upload;
+        let inline = staged.len <= self.inner.inline_max;
+        let inline_bytes = if inline {
+            Some(staged.read_all()?)
+        } else {
+            None
+        };
+        let sha256 = staged.sha256.clone();
+        let _writing = self.writing()?;
+        let content = Content {
+            content_type,
+            filename,
+            len: staged.len,
+            sha256: sha256.clone(),
+        };
+        let _guard = self.lock_blobs()?;
+        if !inline {
+            self.inner.files.persist(staged)?;
+        }
+        let placement = if inline {
+            Placement::Inline
+        } else {
+            Placement::File
+        };
+        let db_key = keys::media(key);
+        let result = (
+            &self.inner.meta,
+            &self.inner.blobs,
+            &self.inner.chunks,
+            &self.inner.pending,
+            &self.inner.blocked,
+        )
+            .transaction(
+                |(meta_tree, blob_tree, chunk_tree, pending_tree, blocked_tree)| {
+                    // Checked here, not before the bytes were received: an admin may block the id
+                    // while a remote fetch of it is in flight, and that fetch must lose.
+                    if blocked_tree.get(&db_key)?.is_some() {
+                        return abort(Error::NotFound);
+                    }
+                    let created_at = match &expect {
+                        Expect::Absent => {
+                            if meta_tree.get(&db_key)?.is_some() {
+                                return abort(Error::CannotOverwrite);
+                            }
+                            created_at
+                        }
+                        Expect::PendingFor { user, now_ms } => {
+                            let Some(existing) = meta_tree.get(&db_key)? else {
+                                return abort(Error::NotFound);
+                            };
+                            let existing: MediaMeta =
+                                decode(&existing).map_err(ConflictableTransactionError::Abort)?;
+                            match existing.state {
+                                MediaState::Complete(_) => return abort(Error::CannotOverwrite),
+                                MediaState::Pending { unused_expires_at }
+                                    if unused_expires_at <= *now_ms =>
+                                {
+                                    return abort(Error::NotFound);
+                                }
+                                MediaState::Pending { .. } => {}
+                            }
+                            if existing.uploader != *user {
+                                return abort(Error::Forbidden(
+                                    "Only the user who created this media id may upload to it"
+                                        .into(),
+                                ));
+                            }
+                            pending_tree.remove(keys::pending(user, key))?;
+                            existing.created_at
+                        }
+                    };
+                    add_blob_ref(
+                        blob_tree,
+                        chunk_tree,
+                        &sha256,
+                        content.len,
+                        placement,
+                        inline_bytes.as_deref(),
+                    )?;
+                    let meta = MediaMeta {
+                        uploader: uploader.to_owned(),
+                        created_at,
+                        state: MediaState::Complete(content.clone()),
+                    };
+                    meta_tree.insert(
+                        db_key.as_slice(),
+                        encode(&meta).map_err(ConflictableTransactionError::Abort)?,
+                    )?;
+                    Ok(())
+                },
+            )
+            .map_err(tx_error);
+        if let Err(err) = result {
+            // The file may now be a blob nothing points at; drop it unless another record does.
+            if !inline {
+                self.unlink_unreferenced(&_guard, std::slice::from_ref(&sha256))?;
+            }
+            return Err(err);
+        }
+        drop(_guard);
+        self.flush()
+    }
+}
