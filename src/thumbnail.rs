@@ -123,7 +123,8 @@ pub struct Thumbnailer {
     probes: Cache<String, Result<Probe, Refusal>>,
     probe_flights: SingleFlight<String, Result<Probe, Refusal>>,
     renders: SingleFlight<String, Result<ThumbRecord, Refusal>>,
-    failures: FailureMemory,
+    /// Shared with render flights, which remember a refusal before they end.
+    failures: Arc<FailureMemory>,
     generated: Arc<AtomicU64>,
     attempted: Arc<AtomicU64>,
 }
@@ -153,10 +154,10 @@ impl Thumbnailer {
             probes: Cache::new(10_000),
             probe_flights: SingleFlight::default(),
             renders: SingleFlight::default(),
-            failures: FailureMemory {
+            failures: Arc::new(FailureMemory {
                 failed: Cache::new(10_000),
                 ttl: Duration::from_secs(config.failure_cache_secs),
-            },
+            }),
             generated: Arc::new(AtomicU64::new(0)),
             attempted: Arc::new(AtomicU64::new(0)),
         }
@@ -206,18 +207,27 @@ impl Thumbnailer {
             len: content.len,
             bytes: source,
         };
+        let failures = Arc::clone(&self.failures);
         let (result, _) = self
             .renders
             .run(key.clone(), move || async move {
-                render(store, pool, limits, source, key, spec, counters).await
+                // A flight for this source that ended between our caller's look at the failure
+                // memory and this start has refused it already; and a refusal is remembered
+                // before this flight ends, so no caller arriving after it starts another.
+                if let Some(refusal) = failures.get(&source.sha256) {
+                    return Err(refusal);
+                }
+                let sha256 = source.sha256.clone();
+                let rendered = render(store, pool, limits, source, key, spec, counters).await;
+                if let Err(refusal) = &rendered {
+                    failures.remember(&sha256, refusal);
+                }
+                rendered
             })
             .await;
         match result.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail task lost")))? {
             Ok(record) => Ok(Served::Thumbnail(record)),
-            Err(refusal) => {
-                self.failures.remember(&content.sha256, &refusal);
-                Err(refusal_error(&refusal))
-            }
+            Err(refusal) => Err(refusal_error(&refusal)),
         }
     }
 
