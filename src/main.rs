@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
-            println!("{}", config.masked_toml());
+            println!("{}", config.masked_json());
             check_signing_key(&config)
         }
         Command::GenerateKey { .. } => ExitCode::FAILURE,

@@ -76,12 +76,8 @@ impl Default for PreviewConfig {
 
 impl PreviewConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid {
-            key,
-            reason: reason.to_owned(),
-        };
         if self.enabled && self.ip_range_denylist.is_empty() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__IP_RANGE_DENYLIST",
                 "must not be empty while previews are enabled (list exceptions in \
                  MXMEDIA_PREVIEW__IP_RANGE_ALLOWLIST instead)",
@@ -92,43 +88,43 @@ impl PreviewConfig {
             .iter()
             .any(|p| UrlPattern::parse(p).is_none())
         {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__URL_DENYLIST",
                 "entries must be domains like example.com or schemes like http:",
             ));
         }
         if self.max_page_size.as_u64() == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__MAX_PAGE_SIZE",
                 "must be greater than 0",
             ));
         }
         if self.max_image_size.as_u64() == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__MAX_IMAGE_SIZE",
                 "must be greater than 0",
             ));
         }
         if self.max_redirects > 20 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__MAX_REDIRECTS",
                 "must be at most 20",
             ));
         }
         if self.connect_timeout_secs == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__CONNECT_TIMEOUT_SECS",
                 "must be greater than 0",
             ));
         }
         if self.timeout_secs == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__TIMEOUT_SECS",
                 "must be greater than 0",
             ));
         }
         if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__RATE_LIMIT_BURST",
                 "must be at least 1 when rate_limit_per_minute is set",
             ));

@@ -117,7 +117,7 @@ fn masked_output_hides_tokens() {
         .auth
         .static_tokens
         .insert("s3cr3t-token".into(), "@bot:localhost".into());
-    let shown = config.masked_toml();
+    let shown = config.masked_json();
     assert!(!shown.contains("s3cr3t-token"));
     assert!(shown.contains("@bot:localhost"));
 }
