@@ -72,6 +72,23 @@ pub async fn wait_ready(base: &str) {
     panic!("server at {base} did not come up");
 }
 
+/// Stops the server with SIGTERM, checks it exits 0, and returns what it printed on stdout.
+fn stop_gracefully(proc: &mut Proc) -> String {
+    use std::io::Read as _;
+
+    nix_kill(&proc.child, "TERM");
+    let status = proc.child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let mut out = String::new();
+    proc.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
 pub async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> String {
     let mut res = client()
         .post(format!("{base}/_matrix/media/v3/upload"))
@@ -131,23 +148,13 @@ async fn upload_survives_kill_9() {
 /// graceful stop (SIGTERM) exits 0; leftovers of interrupted uploads are cleaned at start.
 #[actix_web::test]
 async fn dev_token_and_restart() {
-    use std::io::Read as _;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut proc = spawn(dir.path(), port, false);
     wait_ready(&proc.base).await;
     let token = std::fs::read_to_string(dir.path().join("dev-token")).unwrap();
     let id = upload(&proc.base, &token, b"kept across restarts".to_vec()).await;
-    nix_kill(&proc.child, "TERM");
-    let status = proc.child.wait().unwrap();
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
-    let mut out = String::new();
-    proc.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = stop_gracefully(&mut proc);
     assert!(out.contains(&token), "token printed at start");
     assert!(out.contains("curl"), "with a ready-to-paste upload command");
 
@@ -355,7 +362,6 @@ async fn generate_key_and_check_it_is_published() {
 /// `check-config` names the stray variable and exits 1.
 #[actix_web::test]
 async fn stray_mxmedia_variable_does_not_stop_serve() {
-    use std::io::Read as _;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut proc = spawn_with(
@@ -366,15 +372,7 @@ async fn stray_mxmedia_variable_does_not_stop_serve() {
     );
     wait_ready(&proc.base).await;
     let token = std::fs::read_to_string(dir.path().join("dev-token")).unwrap();
-    nix_kill(&proc.child, "TERM");
-    assert!(proc.child.wait().unwrap().success());
-    let mut out = String::new();
-    proc.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = stop_gracefully(&mut proc);
     assert!(out.contains(&format!("export DEV_TOKEN={token}")), "{out}");
     assert!(out.contains("Bearer $DEV_TOKEN"), "{out}");
     assert!(!out.contains("export MXMEDIA_"), "{out}");
