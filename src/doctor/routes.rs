@@ -203,10 +203,10 @@ async fn federation_address(doctor: &mut Doctor<'_>) {
 pub async fn media_routes(doctor: &mut Doctor<'_>) {
     let listen = doctor.config.listen;
     let mut echoes: Vec<(String, Echo)> = Vec::new();
-    for (id, prefix, alternative) in CLIENT_PREFIXES {
+    for &(id, prefix, alternative) in CLIENT_PREFIXES {
         let title = format!("route {prefix}/");
         let Some(base) = doctor.base_url.clone() else {
-            doctor.push(Check::skip(*id, title, "no public client URL"));
+            doctor.push(Check::skip(id, title, "no public client URL"));
             continue;
         };
         let url = format!("{base}{prefix}/config");

@@ -52,8 +52,8 @@ pub async fn round_trip(doctor: &mut Doctor<'_>) {
         }
     };
     let Some((server, media_id)) = upload(doctor, &base, &token, image.clone()).await else {
-        for (id, title) in ids.iter().skip(1) {
-            doctor.push(Check::skip(*id, *title, "nothing was uploaded"));
+        for &(id, title) in ids.iter().skip(1) {
+            doctor.push(Check::skip(id, title, "nothing was uploaded"));
         }
         return;
     };
