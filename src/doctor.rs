@@ -35,6 +35,8 @@ use crate::{
 
 /// Longest body read from any answer but the test download.
 const MAX_PROBE_BODY: usize = 64 * 1024;
+/// The setting that decides which addresses doctor (and federation) may reach.
+const DENYLIST: &str = "federation.ip_range_denylist";
 /// Time allowed for one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -254,7 +256,18 @@ fn homeserver_client(tls: Arc<rustls::ClientConfig>) -> awc::Client {
 }
 
 impl Doctor<'_> {
-    fn push(&mut self, check: Check) {
+    fn push(&mut self, mut check: Check) {
+        // Whatever the check, an address our own denylist refuses is the thing to fix first:
+        // mxmedia cannot reach itself there either (its own keys, for one).
+        if check.status == Status::Fail
+            && (check.detail.contains(DENYLIST) || check.detail.contains("address is not allowed"))
+        {
+            check.fix = Some(format!(
+                "the public name resolves to an address in {DENYLIST} \
+                 (MXMEDIA_FEDERATION__IP_RANGE_DENYLIST): leave the proxy's public address out \
+                 of it"
+            ));
+        }
         self.report.checks.push(check);
     }
 
@@ -272,7 +285,7 @@ impl Doctor<'_> {
             && self.federation.denies(ip)
         {
             return Err(format!(
-                "{} is in federation.ip_range_denylist",
+                "{} is in {DENYLIST}",
                 uri.host().unwrap_or_default()
             ));
         }

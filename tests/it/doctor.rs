@@ -240,3 +240,32 @@ async fn doctor_run_against_mxmedia_itself() {
         report.checks.len()
     );
 }
+
+/// When the public name resolves into `federation.ip_range_denylist` (loopback, by default),
+/// doctor blames that setting, not the proxy, and tries nothing behind it.
+#[actix_web::test]
+async fn denied_public_address_names_the_denylist() {
+    let pki = Pki::new();
+    let server = self_federating(&pki, |_| {}).await;
+    let mut config = server.config.clone();
+    config.federation.ip_range_denylist = mxmedia::config::Config::default()
+        .federation
+        .ip_range_denylist;
+    let report = doctor::run(&config, &Options::default()).await.unwrap();
+    let text = report.text();
+    let check = report.get("discovery.client").unwrap();
+    assert_eq!(check.status, Status::Fail, "{text}");
+    assert!(
+        check
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("MXMEDIA_FEDERATION__IP_RANGE_DENYLIST"),
+        "{text}"
+    );
+    assert_eq!(
+        report.get("route.client_v1").unwrap().status,
+        Status::Skip,
+        "{text}"
+    );
+}
