@@ -59,13 +59,10 @@ pub struct MediaService {
 }
 
 impl MediaService {
-    pub fn new(config: &Config, store: Store) -> Result<Self> {
+    pub fn new(config: &Config, store: Store) -> Self {
         let budget = DiskBudget::new(store.data_dir().to_path_buf(), config.store.min_free_space);
-        Ok(Self {
-            server_name: config
-                .server_name
-                .parse()
-                .map_err(|_| Error::InvalidParam("Invalid server name".into()))?,
+        Self {
+            server_name: config.server_name.clone(),
             max_upload: config.media.max_upload_size.as_u64(),
             unused_expiry: Duration::from_secs(config.media.unused_expiry_secs),
             max_pending: config.media.max_pending_uploads,
@@ -82,7 +79,7 @@ impl MediaService {
             touches: retention::Touches::default(),
             budget,
             store,
-        })
+        }
     }
 
     pub fn server_name(&self) -> &ServerName {

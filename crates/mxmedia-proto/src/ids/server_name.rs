@@ -31,6 +31,16 @@ pub struct ServerName {
 }
 
 impl ServerName {
+    /// `localhost`, a name that needs no parsing (the default of configs and tests).
+    pub fn localhost() -> Self {
+        Self {
+            text: "localhost".to_owned(),
+            host_len: "localhost".len(),
+            port: None,
+            ip: None,
+        }
+    }
+
     /// The server name as text.
     pub fn as_str(&self) -> &str {
         &self.text

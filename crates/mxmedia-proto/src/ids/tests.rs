@@ -165,3 +165,14 @@ fn mxc_uri() {
         assert!(bad.parse::<MxcUri>().is_err(), "{bad:?} should be invalid");
     }
 }
+
+/// The built-in `localhost` is the same name, in every view, as `localhost` parsed.
+#[test]
+fn localhost_is_parsed_localhost() {
+    let built = ServerName::localhost();
+    let parsed = sn("localhost");
+    assert_eq!(built, parsed);
+    assert_eq!(built.host(), parsed.host());
+    assert_eq!(built.port(), parsed.port());
+    assert_eq!(built.host_kind(), parsed.host_kind());
+}
