@@ -1,7 +1,7 @@
 //! Our signing identity: the key mxmedia signs federation requests with, as its homeserver.
 //!
 //! Remote servers check our X-Matrix signatures against the keys our *homeserver* publishes
-//! (spec §11.4), so the key is either the homeserver's own (its key file, shared) or a
+//! ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)), so the key is either the homeserver's own (its key file, shared) or a
 //! dedicated one that the homeserver has been told to publish. Which key is in use, and whether
 //! the homeserver publishes it, is the first thing to check when remote servers refuse us.
 
