@@ -86,13 +86,14 @@ struct KeyWeight;
 impl quick_cache::Weighter<ServerName, (Instant, Arc<Known>)> for KeyWeight {
     fn weight(&self, name: &ServerName, (_, known): &(Instant, Arc<Known>)) -> u64 {
         let keys = &known.keys;
+        let bytes = |text: &str| u64::try_from(text.len()).unwrap_or(u64::MAX);
         let ids = keys
             .verify_keys
             .keys()
             .chain(keys.old_verify_keys.keys())
-            .map(|id| id.as_str().len() as u64 + 64)
-            .sum::<u64>();
-        128 + name.as_str().len() as u64 + ids
+            .map(|id| bytes(id.as_str()).saturating_add(64))
+            .fold(0, u64::saturating_add);
+        bytes(name.as_str()).saturating_add(128).saturating_add(ids)
     }
 }
 

@@ -33,6 +33,7 @@ impl Bucket {
 }
 
 #[cfg(test)]
+#[allow(clippy::as_conversions)]
 mod tests {
     use std::time::{Duration, Instant};
 
