@@ -12,6 +12,7 @@
 
 mod error;
 pub mod pool;
+mod render;
 pub mod select;
 
 use std::{
@@ -26,12 +27,16 @@ use mxmedia_image::{Limits, Probe};
 use quick_cache::sync::Cache;
 
 pub use self::error::PoolError;
-use self::{pool::Pool, select::Choice};
+use self::{
+    pool::Pool,
+    render::{Counters, Source, read_source, render},
+    select::Choice,
+};
 use crate::{
     config::ThumbnailConfig,
     model::{meta::Content, thumb::ThumbSpec},
     singleflight::SingleFlight,
-    store::{BlobReader, Store, StoreError, ThumbRecord, keys},
+    store::{Store, ThumbRecord, keys},
 };
 
 /// What to send for a thumbnail request.
@@ -270,73 +275,6 @@ enum Planned {
         /// The source's bytes when the probe has just read them.
         source: Option<Vec<u8>>,
     },
-}
-
-/// A source to render from: its bytes if the caller has them already.
-struct Source {
-    sha256: String,
-    len: u64,
-    bytes: Option<Vec<u8>>,
-}
-
-/// What renders count.
-struct Counters {
-    generated: Arc<AtomicU64>,
-    attempted: Arc<AtomicU64>,
-}
-
-async fn render(
-    store: Store,
-    pool: Pool,
-    limits: Limits,
-    source: Source,
-    key: String,
-    spec: ThumbSpec,
-    counters: Counters,
-) -> Result<ThumbRecord, PoolError> {
-    // One job does the lookup, the render and the store: each hop between threads costs as
-    // much as a small thumbnail's encoding.
-    let job = pool.run(move || -> Result<ThumbRecord, PoolError> {
-        // A flight that ended between our caller's lookup and this one's start has stored the
-        // thumbnail already: look again rather than render it twice.
-        if let Some(record) = store.get_thumbnail(&key)? {
-            return Ok(record);
-        }
-        let bytes = match source.bytes {
-            Some(bytes) => bytes,
-            None => read_source(&store, &source.sha256, source.len)?,
-        };
-        counters.attempted.fetch_add(1, Ordering::Relaxed);
-        let thumb = match mxmedia_image::thumbnail(
-            &bytes,
-            spec.width,
-            spec.height,
-            spec.method,
-            spec.animated,
-            &limits,
-        ) {
-            Ok(thumb) => thumb,
-            Err(e) => return Err(error::from_engine(&e)),
-        };
-        drop(bytes);
-        counters.generated.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
-        Ok(store.put_thumbnail(&key, &thumb.bytes, thumb.content_type)?)
-    });
-    job.await.unwrap_or_else(|refused| Err(refused.into()))
-}
-
-/// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
-/// size-capped.
-fn read_source(store: &Store, sha256: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-    match store.open_blob(sha256)? {
-        BlobReader::Inline(bytes) => Ok(bytes.to_vec()),
-        BlobReader::Stream(mut reader) => {
-            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            std::io::Read::read_to_end(&mut reader, &mut out)?;
-            Ok(out)
-        }
-    }
 }
 
 /// The time budget of a job from its configured seconds; nonsense gets the default.
