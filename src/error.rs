@@ -2,9 +2,9 @@
 //!
 //! Every variant names what went wrong *for the client*. Lower layers have their own errors
 //! (`StoreError`, `PoolError`, ...), which say what happened, not what to answer; `convert.rs`
-//! turns each into one of these, and is the only place below the handlers that writes client
-//! messages. Internal causes are logged, never sent. The two exhaustive matches below have no `_` arm on purpose: a new
-//! variant must decide its status and errcode or the crate does not compile.
+//! turns each into one of these, and is the only place their client messages are written.
+//! Internal causes are logged, never sent. The two exhaustive matches below have no `_` arm on
+//! purpose: a new variant must decide its status and errcode or the crate does not compile.
 
 use std::time::Duration;
 
