@@ -379,7 +379,7 @@ fn thumbnail_methods_use_the_query_names() {
         let err = Config::load(None).expect_err("an unknown method is refused");
         assert!(
             err.to_string()
-                .contains("unknown variant `zoom`, expected `crop` or `scale`"),
+                .contains("unknown variant: found `zoom`, expected ``crop` or `scale``"),
             "{err}"
         );
         Ok(())
