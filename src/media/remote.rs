@@ -241,7 +241,7 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                 created_at: now_ms(),
                 expect: Expect::Absent,
             };
-            // NotFound: an admin blocked the id while we fetched; the store kept nothing.
+            // Blocked: an admin blocked the id while we fetched; the store kept nothing.
             match s.commit_upload(&key, staged, upload) {
                 Ok(()) | Err(StoreError::Exists) => {}
                 Err(e) => return Err(e),
