@@ -8,8 +8,6 @@
 //! code mxmedia's federation client uses. A request to each prefix carries the doctor nonce;
 //! only an answer with the nonce's echo came from this mxmedia.
 
-use mxmedia_proto::ServerName;
-
 use super::{Answer, Check, Doctor, MAX_PROBE_BODY, nonce::Echo};
 
 /// The client media prefixes, each with the alternative naming it in the README's nginx
@@ -128,15 +126,7 @@ async fn client_url(doctor: &mut Doctor<'_>) {
 async fn federation_address(doctor: &mut Doctor<'_>) {
     let title = "federation address";
     let id = "discovery.federation";
-    let Ok(server) = doctor.config.server_name.parse::<ServerName>() else {
-        doctor.push(Check::fail(
-            id,
-            title,
-            format!("{:?} is not a server name", doctor.config.server_name),
-            "set MXMEDIA_SERVER_NAME to the homeserver's server_name",
-        ));
-        return;
-    };
+    let server = doctor.config.server_name.clone();
     let fix = if server.ip().is_some() || server.port().is_some() {
         format!(
             "remote servers connect to {server} itself (no delegation for a server name with an \

@@ -84,7 +84,7 @@ async fn self_federating(
     let (cert, key) = pki.write_server_pem(pem_dir.path());
     let server = TestServer::start_on(listener, |c| {
         federate(c, pki, None);
-        c.server_name = name;
+        c.server_name = name.parse().unwrap();
         c.listen = addr;
         c.federation.serve_server_keys = true;
         c.tls.cert = Some(cert);
@@ -113,7 +113,7 @@ async fn own_signature_is_accepted_only_with_the_nonce() {
     let pki = Pki::new();
     let server = self_federating(&pki, |_| {}).await;
     let identity = mxmedia::federation::identity::Identity::load(&server.config).unwrap();
-    let ours: ServerName = server.config.server_name.parse().unwrap();
+    let ours: ServerName = server.config.server_name.clone();
     let file = NonceFile::in_data_dir(server.dir.path());
     let nonce = file.create(mxmedia::clock::now_ms()).unwrap();
     let signed_get = |uri: String, signed_uri: String| {
