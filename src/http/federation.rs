@@ -219,7 +219,9 @@ async fn multipart(
         content_type_header(&content.content_type)
     );
     let tail = format!("\r\n--{boundary}--\r\n");
-    let total = content.len + (head.len() + tail.len()) as u64;
+    let total = content
+        .len
+        .saturating_add(u64::try_from(head.len() + tail.len()).unwrap_or(u64::MAX));
     let reader = state.media.open(content).await?;
     let body = stream::once(async move { Ok::<_, Error>(Bytes::from(head)) })
         .chain(blob_stream(reader, content.len))

@@ -46,6 +46,8 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    // Async although nothing in it awaits: it spawns the server, so it must run on the runtime.
+    #[allow(clippy::unused_async)]
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Self::start_on(listener, tweak).await
