@@ -12,7 +12,8 @@ LAYERS runs bottom-up, the direction of the arrows in README.md's "Architecture"
   and address policy);
 - store (sled and blobs), then thumbnail and federation (neither uses the other), auth;
 - media, the service, then preview, which stores its images through media;
-- backup (the command and socket), state (what handlers share), http (the handlers).
+- backup (the command and socket), import (`mxmedia import`, which talks to a running server
+  through backup's socket), state (what handlers share), http (the handlers).
 lib.rs and main.rs wire everything together and are not checked.
 
 A path counts wherever it is written, comments included: a doc naming `crate::x` is a
@@ -22,7 +23,7 @@ import pathlib, re, sys
 
 LAYERS = [
     "clock", "model", "error", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
-    "store", "thumbnail", "federation", "auth", "media", "preview", "backup", "state", "http",
+    "store", "thumbnail", "federation", "auth", "media", "preview", "backup", "import", "state", "http",
 ]
 rank = {m: i for i, entry in enumerate(LAYERS) for m in entry.split("|")}
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")

@@ -112,6 +112,23 @@ impl MediaService {
         *server_name == self.server_name
     }
 
+    /// Whether `key` is stored media imported from a server that served it without
+    /// authentication (uploaded there before the freeze): the deprecated endpoints keep
+    /// serving it, as the spec asks of a server that freezes them
+    /// (https://spec.matrix.org/v1.16/client-server-api/#content-repository).
+    pub async fn served_unauthenticated(&self, key: &MediaKey) -> Result<bool> {
+        let key = key.clone();
+        self.store
+            .blocking(move |s| match s.get_meta(&key)? {
+                Some(MediaMeta {
+                    state: MediaState::Complete(content),
+                    ..
+                }) => s.imported_unauthenticated(&key, &content.sha256),
+                _ => Ok(false),
+            })
+            .await
+    }
+
     /// `POST /upload`: stores the body under a new id.
     pub async fn upload<S, E>(&self, user: &str, info: UploadInfo, body: S) -> Result<MediaKey>
     where

@@ -19,6 +19,7 @@
 pub mod backup;
 pub mod blob;
 pub mod blocked;
+pub mod import;
 pub mod keys;
 mod kv;
 mod pending;
