@@ -129,7 +129,9 @@ pub enum Target {
     RunningServer,
     StoppedDataDir,
     /// `--dry-run`: nothing is written; the running server, if any, was asked what it has.
-    DryRun { asked_server: bool },
+    DryRun {
+        asked_server: bool,
+    },
 }
 
 /// What an import did.

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mxmedia::{
     backup,
-    import,
     config::{Config, StrayEnv},
+    import,
     tls::CertResolver,
 };
 

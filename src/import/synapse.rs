@@ -52,7 +52,13 @@ impl Table {
     /// column; and the constant to read instead if a later Synapse's column is missing.
     fn columns(self) -> [(&'static str, Option<&'static str>); 14] {
         let (origin, fs_id, user, url_cache, safe) = match self {
-            Self::Local => ("NULL", "NULL", "user_id", "url_cache", "safe_from_quarantine"),
+            Self::Local => (
+                "NULL",
+                "NULL",
+                "user_id",
+                "url_cache",
+                "safe_from_quarantine",
+            ),
             Self::Remote => ("media_origin", "filesystem_id", "NULL", "NULL", "FALSE"),
         };
         [
@@ -105,7 +111,10 @@ pub enum SourceError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("{}: no table {table}: is this Synapse's database (`database.args.database` in homeserver.yaml)?", path)]
+    #[error(
+        "{}: no table {table}: is this Synapse's database (`database.args.database` in homeserver.yaml)?",
+        path
+    )]
     NotSynapse { path: String, table: &'static str },
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
@@ -148,7 +157,8 @@ impl Database {
             // Read-only, and never created: a wrong path is an error, not an empty database.
             let conn = rusqlite::Connection::open_with_flags(
                 &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(sqlite_err)?;
             conn.busy_timeout(std::time::Duration::from_secs(30))

@@ -197,7 +197,8 @@ impl Store {
                 inline.push(None);
                 continue;
             };
-            let taken = self.inner.meta.contains_key(key)? || self.inner.blocked.contains_key(key)?;
+            let taken =
+                self.inner.meta.contains_key(key)? || self.inner.blocked.contains_key(key)?;
             if taken || !seen.insert(sha256.clone()) || self.inner.blobs.contains_key(sha256)? {
                 inline.push(None);
                 continue;
