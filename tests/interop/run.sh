@@ -173,6 +173,22 @@ flock -u 9
 PY="$VENV/bin/python"
 "$PY" -c 'import sys, synapse, nio; from importlib.metadata import version as v; print("[interop] python", sys.version.split()[0], "synapse", v("matrix-synapse"), "matrix-nio", v("matrix-nio"))'
 
+# PostgreSQL, for the import scenario's second source (Synapse's database ported to it).
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+if [[ ! -x "$PG_BIN/initdb" ]]; then
+    step "installing postgresql with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        ADDED_POLICY=/usr/sbin/policy-rc.d
+    fi
+    apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends postgresql; }
+    if [[ -n "$ADDED_POLICY" ]]; then rm -f "$ADDED_POLICY"; ADDED_POLICY=""; fi
+    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+fi
+[[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL is not installed"
+
 # ---------------------------------------------------------------------------------------------
 # 3. The mxmedia binary.
 
@@ -193,6 +209,29 @@ mkdir -p "$WORK"/{bin,logs,tls,nginx/tmp,hs1,hs2,mxmedia/data}
 # A copy, so a rebuild of the original during the run changes nothing.
 cp "$BIN" "$WORK/bin/mxmedia"
 say "testing $("$WORK/bin/mxmedia" --version) from $BIN; work dir $WORK"
+
+step "starting PostgreSQL on loopback"
+# Its own cluster in the work dir, run as the postgres user (it refuses root); the work dir is
+# traversable so that user reaches its directory, and nothing else in it.
+PG_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$WORK/pg"
+AS_PG=()
+if [[ $(id -u) == 0 ]]; then
+    chmod 711 "$WORK"
+    chown postgres: "$WORK/pg"
+    AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+fi
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -U synapse -A trust -E UTF8 --locale=C >"$WORK/logs/initdb.log" 2>&1 ||
+    die "initdb failed: $(tail -n 5 "$WORK/logs/initdb.log")"
+start postgres "$WORK/logs/postgres.log" "${AS_PG[@]}" "$PG_BIN/postgres" -D "$WORK/pg/data" \
+    -h 127.0.0.1 -p "$PG_PORT" -k "$WORK/pg" -c fsync=off
+for _ in $(seq 100); do
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse && break
+    sleep 0.1
+done
+"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse || die "PostgreSQL did not come up (log: $WORK/logs/postgres.log)"
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U synapse -E UTF8 --locale=C -T template0 synapse ||
+    die "createdb failed"
 
 # ---------------------------------------------------------------------------------------------
 # 4. Addresses, certificates.
@@ -483,7 +522,8 @@ cat >"$WORK/context.json" <<EOF
   "fixtures": "$ROOT/tests/fixtures",
   "hs2_media": {"mxmedia": "$WORK/bin/mxmedia2", "route": "$WORK/bin/route-hs2-media",
                 "media_store": "$WORK/hs2/media_store", "database": "$WORK/hs2/homeserver.db",
-                "work_dir": "$WORK/mxmedia2"}
+                "work_dir": "$WORK/mxmedia2",
+                "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "database": "synapse"}}
 }
 EOF
 step "running scenarios"
