@@ -595,10 +595,7 @@ impl Run<'_> {
                 return None;
             }
         };
-        let staged = match &mut self.staging {
-            Some(staging) => Some(staging.next()),
-            None => None,
-        };
+        let staged = self.staging.as_mut().map(Staging::next);
         let inline_max = self.config.store.inline_blob_max.as_u64();
         let copied = copy_hashed(
             &source,
