@@ -406,6 +406,10 @@ impl Staging {
         (self.dir.join(&file), format!("{}/{file}", self.name))
     }
 
+    fn sync(&self) -> io::Result<()> {
+        nix::unistd::syncfs(fs::File::open(&self.dir)?).map_err(io::Error::from)
+    }
+
     fn remove(&self) {
         if let Err(e) = fs::remove_dir_all(&self.dir)
             && e.kind() != io::ErrorKind::NotFound
@@ -530,6 +534,14 @@ impl Run<'_> {
                 ImportContent::Quarantined { .. } => (item.key.clone(), 0, false),
             })
             .collect();
+        if let Some(staging) = &self.staging {
+            // The staged bytes (copies, or linked files Synapse may not have flushed yet) reach
+            // the disk before any record points at them: one flush for the whole batch.
+            staging.sync().map_err(|source| Error::Io {
+                path: staging.dir.clone(),
+                source,
+            })?;
+        }
         let outcomes = self.sink.commit(items).map_err(Error::Commit)?;
         for ((_key, len, _), outcome) in lens.iter().zip(outcomes) {
             match outcome {
@@ -596,12 +608,10 @@ impl Run<'_> {
             }
         };
         let staged = self.staging.as_mut().map(Staging::next);
-        let inline_max = self.config.store.inline_blob_max.as_u64();
         let copied = copy_hashed(
             &source,
             staged.as_ref().map(|(path, _)| path.as_path()),
             self.options.link,
-            inline_max,
         );
         let (sha256, len) = match copied {
             Ok(done) => done,
@@ -667,14 +677,8 @@ impl Run<'_> {
 }
 
 /// Hashes `source`, copying it to `staged` on the way (or hard-linking it there with `link`).
-/// Files the store keeps as blob files (over `inline_max`) are flushed to disk before it
-/// commits them; small ones go into sled, which makes them durable itself.
-fn copy_hashed(
-    source: &Path,
-    staged: Option<&Path>,
-    link: bool,
-    inline_max: u64,
-) -> io::Result<(String, u64)> {
+/// Not flushed: `Run::flush` flushes a whole batch at once before it is committed.
+fn copy_hashed(source: &Path, staged: Option<&Path>, link: bool) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -713,14 +717,6 @@ fn copy_hashed(
             out.write_all(chunk)?;
         }
         len += u64::try_from(n).unwrap_or(u64::MAX);
-    }
-    if len > inline_max {
-        match &output {
-            Some(out) => out.sync_all()?,
-            // A linked file may still be in Synapse's page cache only.
-            None if staged.is_some() => input.sync_all()?,
-            None => {}
-        }
     }
     Ok((hex::encode(hasher.finalize()), len))
 }

@@ -2,9 +2,9 @@
 //! media id, uploader, name, type and times they had there, many at a time in one transaction,
 //! so that a crash leaves each item either fully visible or not at all.
 //!
-//! The importer stages every file in the store's tmp dir (copied and hashed, or hard-linked);
-//! `commit_import` makes the large ones blob files, reads the small ones into sled, and writes
-//! the records. Identical bytes become one blob, as for uploads.
+//! The importer stages every file in the store's tmp dir (copied and hashed, or hard-linked)
+//! and flushes them to disk; `commit_import` makes the large ones blob files (one file-system
+//! flush for the whole batch), reads the small ones into sled, and writes the records. Identical bytes become one blob, as for uploads.
 //!
 //! What the source knew beyond our `MediaMeta` is kept in `mediaid_imported` (`server/mediaId`
 //! -> `ImportRecord` JSON): whether the media was uploaded before the source froze the
@@ -190,6 +190,7 @@ impl Store {
         // it checks again.
         let mut inline = Vec::with_capacity(items.len());
         let mut persisted = Vec::new();
+        let mut to_persist = Vec::new();
         let mut seen = HashSet::new();
         for ((item, key), path) in items.iter().zip(keys).zip(staged_paths) {
             let (ImportContent::File { sha256, len, .. }, Some(path)) = (&item.content, path)
@@ -222,9 +223,14 @@ impl Store {
                     sha256: sha256.clone(),
                     len: *len,
                 };
-                self.inner.files.persist(staged)?;
+                to_persist.push(staged);
                 persisted.push(sha256.clone());
             }
+        }
+        if let Err(e) = self.inner.files.persist_all(to_persist) {
+            // Some may have been renamed into place already: none is referenced yet.
+            self.unlink_unreferenced(&guard, &persisted)?;
+            return Err(e.into());
         }
         let trees = (
             &self.inner.meta,
