@@ -105,7 +105,7 @@ pub enum Error {
     Store {
         data_dir: PathBuf,
         #[source]
-        source: crate::error::Error,
+        source: crate::store::StoreError,
     },
     #[error("importing through the running server's socket {}", socket.display())]
     Socket {
@@ -231,7 +231,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
     let (total, foreign) = check_rows(&mut db, config, options)?;
     if foreign.count > 0 {
         return Err(Error::ForeignUsers {
-            server_name: config.server_name.clone(),
+            server_name: config.server_name.to_string(),
             count: foreign.count,
             examples: foreign.examples.join(", "),
         });
@@ -478,7 +478,7 @@ impl Run<'_> {
         }
         let server = match &row.origin {
             None => self.config.server_name.as_str(),
-            Some(origin) if *origin == self.config.server_name => {
+            Some(origin) if origin.as_str() == self.config.server_name.as_str() => {
                 return skip(&mut self.report, "remote cache row of our own server");
             }
             Some(origin) => origin.as_str(),

@@ -26,19 +26,16 @@ use sled::{Transactional, transaction::ConflictableTransactionError};
 use tempfile::{NamedTempFile, TempPath};
 
 use super::{
-    Store, abort,
+    Result, Store, StoreError, abort,
     blob::{Placement, Staged},
     blocked::Blocked,
     decode, encode, keys,
     refs::add_blob_ref,
     tx_error,
 };
-use crate::{
-    error::{Error, Result},
-    model::{
-        id::MediaKey,
-        meta::{Content, MediaMeta, MediaState},
-    },
+use crate::model::{
+    id::MediaKey,
+    meta::{Content, MediaMeta, MediaState},
 };
 
 /// The sled tree of `ImportRecord`s.
@@ -150,10 +147,7 @@ impl Store {
         let mut keys = Vec::with_capacity(items.len());
         for item in items {
             if keys::parse_media(item.key.as_bytes()).is_none() {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "import: {} is not a server/mediaId key",
-                    item.key
-                )));
+                return Err(StoreError::Misuse("import: not a server/mediaId key"));
             }
             keys.push(item.key.as_bytes());
         }
@@ -206,7 +200,7 @@ impl Store {
             }
             let actual = fs::metadata(path)?.len();
             if actual != *len {
-                return Err(Error::internal(anyhow::anyhow!(
+                return Err(StoreError::Corrupt(format!(
                     "import: staged {} has {actual} bytes, not {len}",
                     path.display()
                 )));
@@ -275,7 +269,7 @@ impl Store {
                             };
                             if new_blob && placement == Placement::Inline && bytes.is_none() {
                                 // Read before only for blobs that looked new; not one then.
-                                return abort(Error::internal(anyhow::anyhow!(
+                                return abort(StoreError::Corrupt(format!(
                                     "import: blob {sha256} vanished under the blob lock"
                                 )));
                             }
@@ -325,9 +319,9 @@ impl Store {
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)))
         {
-            return Err(Error::internal(anyhow::anyhow!(
-                "import: staged path {staged} is outside the tmp dir"
-            )));
+            return Err(StoreError::Misuse(
+                "import: staged path outside the tmp dir",
+            ));
         }
         Ok(self.inner.tmp_dir.join(relative))
     }
