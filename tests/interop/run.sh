@@ -445,6 +445,8 @@ MX_ENV=(
     MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
     # The default denylist without loopback, where hs2 lives in this suite.
     MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
+    # The doctor scenarios' user, so `mxmedia doctor --token` may remove its test upload.
+    MXMEDIA_AUTH__ADMINS="[\"@doctor-admin:$HS1_NAME\"]"
     NO_COLOR=1
 )
 # Nothing from the caller's environment or /etc/mxmedia leaks in: an empty config file, and every
@@ -453,6 +455,14 @@ MX_ENV=(
 UNSET=()
 while read -r var; do UNSET+=(-u "$var"); done < <(compgen -e | grep '^MXMEDIA_' || true)
 MXMEDIA=(env "${UNSET[@]}" "${MX_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mxmedia/config.toml")
+# The same environment for commands the scenarios run (`doctor`): `mxmedia-env [VAR=value…] CMD…`.
+{
+    echo '#!/usr/bin/env bash'
+    printf 'exec env'
+    printf ' %q' "${UNSET[@]}" "${MX_ENV[@]}"
+    printf ' "$@"\n'
+} >"$WORK/bin/mxmedia-env"
+chmod +x "$WORK/bin/mxmedia-env"
 # A second mxmedia, for hs2, empty until the import scenario moves hs2's media into it.
 mkdir -p "$WORK/mxmedia2/data"
 : >"$WORK/mxmedia2/config.toml"
@@ -523,7 +533,11 @@ cat >"$WORK/context.json" <<EOF
   "hs2_media": {"mxmedia": "$WORK/bin/mxmedia2", "route": "$WORK/bin/route-hs2-media",
                 "media_store": "$WORK/hs2/media_store", "database": "$WORK/hs2/homeserver.db",
                 "work_dir": "$WORK/mxmedia2",
-                "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "database": "synapse"}}
+                "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "database": "synapse"}},
+  "doctor": {"env": "$WORK/bin/mxmedia-env", "bin": "$WORK/bin/mxmedia",
+             "config": "$WORK/mxmedia/config.toml", "work": "$WORK",
+             "nginx_locations": "$N/hs1-locations.conf",
+             "nginx_reload": ["nginx", "-p", "$N", "-c", "$N/nginx.conf", "-e", "$WORK/logs/nginx-error.log", "-s", "reload"]}
 }
 EOF
 step "running scenarios"
