@@ -21,7 +21,7 @@
 
 use std::{
     fs,
-    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    io::{self, BufReader, BufWriter, Read, Write},
     os::unix::{
         fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
         net::{UnixListener, UnixStream},
@@ -45,6 +45,9 @@ use crate::{
 
 /// The socket's name in the data dir.
 pub const SOCKET_NAME: &str = "backup.sock";
+/// Serves one more kind of request on the socket (`mxmedia import`'s), given its first line.
+/// Wired in by `lib.rs`, so this module needs to know nothing of the commands above it.
+pub type Handler = fn(&Store, &UnixStream) -> io::Result<()>;
 /// What a client sends to ask for a dump.
 const REQUEST: &[u8] = b"backup 1\n";
 /// Files beside the database that belong to a data dir. Without the signing key a restored
@@ -293,6 +296,14 @@ pub struct BackupSocket {
 
 impl BackupSocket {
     pub fn listen(store: Store) -> io::Result<Self> {
+        Self::listen_with(store, &[])
+    }
+
+    /// Listens for backups and for the requests in `handlers` (first line, handler).
+    pub fn listen_with(
+        store: Store,
+        handlers: &'static [(&'static [u8], Handler)],
+    ) -> io::Result<Self> {
         let path = store.data_dir().join(SOCKET_NAME);
         // Bound under another name and renamed once private, so no one can connect to it
         // while it still has the umask's permissions.
@@ -305,7 +316,7 @@ impl BackupSocket {
         let stopped = stop.clone();
         std::thread::Builder::new()
             .name("mxmedia-backup-socket".into())
-            .spawn(move || accept_loop(&listener, &store, &stopped))?;
+            .spawn(move || accept_loop(&listener, &store, &stopped, handlers))?;
         Ok(Self { path, stop })
     }
 
@@ -323,7 +334,12 @@ impl Drop for BackupSocket {
     }
 }
 
-fn accept_loop(listener: &UnixListener, store: &Store, stop: &AtomicBool) {
+fn accept_loop(
+    listener: &UnixListener,
+    store: &Store,
+    stop: &AtomicBool,
+    handlers: &'static [(&'static [u8], Handler)],
+) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -340,7 +356,7 @@ fn accept_loop(listener: &UnixListener, store: &Store, stop: &AtomicBool) {
         let spawned = std::thread::Builder::new()
             .name("mxmedia-backup".into())
             .spawn(move || {
-                if let Err(e) = serve_backup(&store, &stream) {
+                if let Err(e) = serve_backup(&store, &stream, handlers) {
                     tracing::warn!(error = %e, "backup over the socket failed");
                 }
             });
@@ -350,12 +366,24 @@ fn accept_loop(listener: &UnixListener, store: &Store, stop: &AtomicBool) {
     }
 }
 
-fn serve_backup(store: &Store, stream: &UnixStream) -> io::Result<()> {
+fn serve_backup(
+    store: &Store,
+    stream: &UnixStream,
+    handlers: &[(&'static [u8], Handler)],
+) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = Vec::new();
-    BufReader::new(stream)
-        .take(64)
-        .read_until(b'\n', &mut request)?;
+    // Byte by byte: a handler reads what follows the first line from the stream itself.
+    let mut byte = [0u8; 1];
+    while request.len() < 64 && !request.ends_with(b"\n") {
+        match (&*stream).read(&mut byte)? {
+            0 => break,
+            _ => request.extend_from_slice(&byte),
+        }
+    }
+    if let Some((_, handler)) = handlers.iter().find(|(first, _)| *first == request) {
+        return handler(store, stream);
+    }
     let mut out = BufWriter::new(stream);
     if request != REQUEST {
         return write_failure(&mut out, "unknown request; this server speaks `backup 1`");

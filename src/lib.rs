@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod error;
 pub mod federation;
 pub mod http;
+pub mod import;
 pub mod media;
 pub mod metrics;
 pub mod model;
@@ -52,6 +53,11 @@ pub struct Running {
 }
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
+/// What the data dir's socket answers besides backups: imports, committed by this process
+/// because sled admits only one.
+const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] =
+    &[(import::socket::REQUEST, import::socket::serve)];
+
 pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = match config.tls.paths() {
@@ -74,7 +80,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     if swept > 0 {
         tracing::info!(swept, "removed blob files left by an interrupted upload");
     }
-    let backup_socket = match BackupSocket::listen(store.clone()) {
+    let backup_socket = match BackupSocket::listen_with(store.clone(), SOCKET_REQUESTS) {
         Ok(socket) => Some(socket),
         Err(e) => {
             tracing::warn!(

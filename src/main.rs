@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use mxmedia::{
     backup,
     config::{Config, StrayEnv},
+    import,
     tls::CertResolver,
 };
 
@@ -59,6 +60,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring in the media of another media repository, keeping every mxc:// URI.
+    #[command(subcommand)]
+    Import(ImportFrom),
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// Import a Synapse media repository: local media (and with --remote its remote cache),
+    /// ids, names, types, times and quarantines. Run it again to bring in what is new.
+    Synapse {
+        /// Synapse's media_store_path.
+        #[arg(long)]
+        media_store: PathBuf,
+        /// Synapse's database: the SQLite file, or a postgres:// URL. Only read.
+        #[arg(long)]
+        database: String,
+        /// Also import the media Synapse cached from other servers.
+        #[arg(long)]
+        remote: bool,
+        /// Hard-link files instead of copying (media store and data dir on one file system).
+        #[arg(long)]
+        link: bool,
+        /// Read and check everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where to list the ids not imported and why.
+        #[arg(long, default_value = "mxmedia-import-problems.txt")]
+        problems: PathBuf,
+        /// The data dir to import into. Default: the configured one, as `serve` would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +128,33 @@ fn main() -> ExitCode {
                 config.data_dir = data_dir;
             }
             run_backup(&config, &dir)
+        }
+        Command::Import(ImportFrom::Synapse {
+            media_store,
+            database,
+            remote,
+            link,
+            dry_run,
+            problems,
+            data_dir,
+        }) => {
+            for var in &ignored_env {
+                eprintln!("mxmedia: ignoring {var}: it names no setting");
+            }
+            let mut config = config;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            let options = import::Options {
+                media_store,
+                database,
+                remote,
+                link,
+                dry_run,
+                problems_file: problems,
+                progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            run_import(&config, &options)
         }
         Command::Doctor {
             base_url,
@@ -283,6 +343,64 @@ fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {
             eprintln!("mxmedia: backup failed: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Exit status: 0 when everything meant to be imported is stored, 1 when some items were
+/// not (missing files, mismatches, failures: see the problem list), 2 when the import stopped.
+fn run_import(config: &Config, options: &import::Options) -> ExitCode {
+    let report = match import::run(config, options) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("mxmedia: import failed: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(2);
+        }
+    };
+    let into = match report.target {
+        import::Target::RunningServer => "through the running server".to_owned(),
+        import::Target::StoppedDataDir => format!("into {}", config.data_dir.display()),
+        import::Target::DryRun { asked_server } => format!(
+            "dry run, nothing written{}",
+            if asked_server {
+                ""
+            } else {
+                " (server stopped: not compared with what is stored)"
+            }
+        ),
+    };
+    let skipped: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    println!(
+        "import from {} ({into}): {} rows\n  imported:      {}\n  quarantined:   {} (blocked, answer 404)\n  \
+         already there: {}\n  skipped:       {}\n  missing file:  {}\n  hash mismatch: {}\n  \
+         failed:        {}\n  bytes copied:  {}\n  bytes linked:  {}\n  saved by dedupe: {}",
+        options.database_for_display(),
+        report.rows,
+        report.imported,
+        report.blocked,
+        report.already_there,
+        if skipped.is_empty() {
+            "0".to_owned()
+        } else {
+            skipped.join(", ")
+        },
+        report.missing_file,
+        report.hash_mismatch,
+        report.failed,
+        report.bytes_copied,
+        report.bytes_linked,
+        report.bytes_saved,
+    );
+    if let Some(path) = &report.problems_file {
+        println!("problem ids listed in {}", path.display());
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -98,6 +98,24 @@ impl MediaService {
         *server_name == self.server_name
     }
 
+    /// Whether `key` is stored media imported from a server that served it without
+    /// authentication (uploaded there before the freeze): the deprecated endpoints keep
+    /// serving it, as the spec asks of a server that freezes them
+    /// (https://spec.matrix.org/v1.16/client-server-api/#content-repository).
+    pub async fn served_unauthenticated(&self, key: &MediaKey) -> Result<bool> {
+        let key = key.clone();
+        Ok(self
+            .store
+            .blocking(move |s| match s.get_meta(&key)? {
+                Some(MediaMeta {
+                    state: MediaState::Complete(content),
+                    ..
+                }) => s.imported_unauthenticated(&key, &content.sha256),
+                _ => Ok(false),
+            })
+            .await?)
+    }
+
     /// The content of local media, waiting up to `timeout` for an async upload to arrive.
     pub async fn content(&self, key: &MediaKey, timeout: Option<Duration>) -> Result<Content> {
         if let Some(content) = self.cache.content(key) {

@@ -20,6 +20,7 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 mod error;
+pub mod import;
 pub mod keys;
 mod kv;
 mod pending;

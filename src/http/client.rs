@@ -47,16 +47,30 @@ pub async fn get_content_legacy(
     worker: web::Data<WorkerState>,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    let allow_remote = legacy_allowed(&state, query.allow_remote.as_deref())?;
+    let allow_remote = legacy_allowed(&state, &path, query.allow_remote.as_deref()).await?;
     let source = Source::new(&state, &worker, allow_remote);
     serve(&req, &state, &path, &query, source, Caching::Public).await
 }
 
 /// The legacy download and thumbnail endpoints are frozen (Matrix v1.12): media is served there
-/// only when the admin keeps the old behaviour on. Returns `allow_remote` (default true).
-pub(super) fn legacy_allowed(state: &AppState, allow_remote: Option<&str>) -> Result<bool, Error> {
+/// only when the admin keeps the old behaviour on, or when it was imported from a server that
+/// still served it there (uploaded before that server's freeze). Returns `allow_remote`
+/// (default true).
+pub(super) async fn legacy_allowed(
+    state: &AppState,
+    path: &MediaPath,
+    allow_remote: Option<&str>,
+) -> Result<bool, Error> {
     let allow_remote = parse_bool("allow_remote", allow_remote)?.unwrap_or(true);
     if state.config.media.legacy_unauthenticated_downloads {
+        return Ok(allow_remote);
+    }
+    // A malformed id is frozen like any other: 404, as before.
+    let imported = match path.key() {
+        Ok(key) => state.media.served_unauthenticated(&key).await?,
+        Err(_) => false,
+    };
+    if imported {
         Ok(allow_remote)
     } else {
         Err(Error::NotFound)

@@ -80,7 +80,8 @@ pub async fn get_content_thumbnail_legacy(
     worker: web::Data<WorkerState>,
     query: web::Query<ThumbnailQuery>,
 ) -> Result<HttpResponse, Error> {
-    let allow_remote = super::client::legacy_allowed(&state, query.allow_remote.as_deref())?;
+    let allow_remote =
+        super::client::legacy_allowed(&state, &path, query.allow_remote.as_deref()).await?;
     let source = Source::new(&state, &worker, allow_remote);
     serve(&req, &state, &path, &query, source, Caching::Public).await
 }

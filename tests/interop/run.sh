@@ -173,6 +173,22 @@ flock -u 9
 PY="$VENV/bin/python"
 "$PY" -c 'import sys, synapse, nio; from importlib.metadata import version as v; print("[interop] python", sys.version.split()[0], "synapse", v("matrix-synapse"), "matrix-nio", v("matrix-nio"))'
 
+# PostgreSQL, for the import scenario's second source (Synapse's database ported to it).
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+if [[ ! -x "$PG_BIN/initdb" ]]; then
+    step "installing postgresql with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        ADDED_POLICY=/usr/sbin/policy-rc.d
+    fi
+    apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends postgresql; }
+    if [[ -n "$ADDED_POLICY" ]]; then rm -f "$ADDED_POLICY"; ADDED_POLICY=""; fi
+    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+fi
+[[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL is not installed"
+
 # ---------------------------------------------------------------------------------------------
 # 3. The mxmedia binary.
 
@@ -193,6 +209,29 @@ mkdir -p "$WORK"/{bin,logs,tls,nginx/tmp,hs1,hs2,mxmedia/data}
 # A copy, so a rebuild of the original during the run changes nothing.
 cp "$BIN" "$WORK/bin/mxmedia"
 say "testing $("$WORK/bin/mxmedia" --version) from $BIN; work dir $WORK"
+
+step "starting PostgreSQL on loopback"
+# Its own cluster in the work dir, run as the postgres user (it refuses root); the work dir is
+# traversable so that user reaches its directory, and nothing else in it.
+PG_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$WORK/pg"
+AS_PG=()
+if [[ $(id -u) == 0 ]]; then
+    chmod 711 "$WORK"
+    chown postgres: "$WORK/pg"
+    AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+fi
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -U synapse -A trust -E UTF8 --locale=C >"$WORK/logs/initdb.log" 2>&1 ||
+    die "initdb failed: $(tail -n 5 "$WORK/logs/initdb.log")"
+start postgres "$WORK/logs/postgres.log" "${AS_PG[@]}" "$PG_BIN/postgres" -D "$WORK/pg/data" \
+    -h 127.0.0.1 -p "$PG_PORT" -k "$WORK/pg" -c fsync=off
+for _ in $(seq 100); do
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse && break
+    sleep 0.1
+done
+"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse || die "PostgreSQL did not come up (log: $WORK/logs/postgres.log)"
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U synapse -E UTF8 --locale=C -T template0 synapse ||
+    die "createdb failed"
 
 # ---------------------------------------------------------------------------------------------
 # 4. Addresses, certificates.
@@ -325,6 +364,20 @@ if grep -n '\${' "$WORK/nginx/hs1-locations.conf" | grep -v '^[0-9]*:#'; then
     die "placeholders left unreplaced in $WORK/nginx/hs1-locations.conf"
 fi
 N="$WORK/nginx"
+# hs2 keeps Synapse's media repo until the import scenario moves it to a second mxmedia: the
+# route-hs2-media script swaps hs2's locations for the template's and reloads nginx.
+sed -e "s|\${MEDIA_UPSTREAM}|http://$HS2_IP:8090|g" \
+    -e "s|\${HOMESERVER_UPSTREAM}|http://$HS2_IP:8008|g" \
+    "$TEMPLATE" >"$N/hs2-mxmedia-locations.conf"
+cat >"$N/hs2-synapse-locations.conf" <<EOF
+location /_matrix {
+    proxy_pass http://$HS2_IP:8008;
+    proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$remote_addr;
+    client_max_body_size 50M;
+}
+EOF
+cp "$N/hs2-synapse-locations.conf" "$N/hs2-locations.conf"
 {
     [[ $(id -u) == 0 ]] && echo "user root;   # workers must reach the private temp dirs"
     cat <<EOF
@@ -355,18 +408,21 @@ http {
         server_name $HS2_IP;
         ssl_certificate $WORK/tls/hs2.crt;
         ssl_certificate_key $WORK/tls/hs2.key;
-        location /_matrix {
-            proxy_pass http://$HS2_IP:8008;
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            client_max_body_size 50M;
-        }
+        include $N/hs2-locations.conf;
     }
 }
 EOF
 } >"$N/nginx.conf"
 NGINX=(nginx -p "$N" -c "$N/nginx.conf" -e "$WORK/logs/nginx-error.log")
 "${NGINX[@]}" -t -q || die "nginx rejects $N/nginx.conf"
+cat >"$WORK/bin/route-hs2-media" <<EOF
+#!/bin/sh
+# route-hs2-media mxmedia|synapse: where nginx sends hs2's media paths.
+set -e
+cp "$N/hs2-\$1-locations.conf" "$N/hs2-locations.conf"
+exec ${NGINX[*]} -s reload
+EOF
+chmod +x "$WORK/bin/route-hs2-media"
 
 # ---------------------------------------------------------------------------------------------
 # 7. mxmedia config: as an admin would, environment variables only.
@@ -407,6 +463,32 @@ MXMEDIA=(env "${UNSET[@]}" "${MX_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mx
     printf ' "$@"\n'
 } >"$WORK/bin/mxmedia-env"
 chmod +x "$WORK/bin/mxmedia-env"
+# A second mxmedia, for hs2, empty until the import scenario moves hs2's media into it.
+mkdir -p "$WORK/mxmedia2/data"
+: >"$WORK/mxmedia2/config.toml"
+MX2_ENV=(
+    MXMEDIA_SERVER_NAME="$HS2_NAME"
+    MXMEDIA_LISTEN="$HS2_IP:8090"
+    MXMEDIA_DATA_DIR="$WORK/mxmedia2/data"
+    MXMEDIA_AUTH__HOMESERVER_URL="http://$HS2_IP:8008"
+    MXMEDIA_AUTH__TOKEN_CACHE_SECS="$TOKEN_CACHE_SECS"
+    MXMEDIA_STORE__MIN_FREE_SPACE=64MiB
+    MXMEDIA_WORKERS=1
+    MXMEDIA_LOG=info
+    MXMEDIA_FEDERATION__SIGNING_KEY_PATH="$WORK/hs2/signing.key"
+    MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
+    MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
+    NO_COLOR=1
+)
+MXMEDIA2=(env "${UNSET[@]}" "${MX2_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mxmedia2/config.toml")
+{
+    echo '#!/bin/sh'
+    echo '# mxmedia as configured for hs2, e.g. `mxmedia2 import synapse ...`'
+    printf 'exec'
+    printf ' %q' "${MXMEDIA2[@]}"
+    printf ' "$@"\n'
+} >"$WORK/bin/mxmedia2"
+chmod +x "$WORK/bin/mxmedia2"
 "${MXMEDIA[@]}" check-config >"$WORK/logs/mxmedia-check-config.txt" 2>&1 ||
     die "mxmedia check-config failed: $(cat "$WORK/logs/mxmedia-check-config.txt")"
 
@@ -417,10 +499,12 @@ step "starting Synapse hs1 and hs2, mxmedia, nginx"
 start hs1 "$WORK/logs/hs1.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs1/homeserver.yaml"
 start hs2 "$WORK/logs/hs2.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs2/homeserver.yaml"
 start mxmedia "$WORK/logs/mxmedia.log" "${MXMEDIA[@]}" serve
+start mxmedia2 "$WORK/logs/mxmedia2.log" "${MXMEDIA2[@]}" serve
 start nginx "$WORK/logs/nginx.log" "${NGINX[@]}" -g "daemon off;"
 
 step "waiting for the servers"
 wait_http mxmedia "http://$HS1_IP:8090/_mxmedia/health" --timeout 30 --status 200
+wait_http mxmedia2 "http://$HS2_IP:8090/_mxmedia/health" --timeout 30 --status 200
 wait_http hs1 "http://$HS1_IP:8008/health" --timeout 180 --status 200
 wait_http hs2 "http://$HS2_IP:8008/health" --timeout 180 --status 200
 wait_http nginx "https://$HS1_NAME/_matrix/client/versions" --timeout 30 --status 200
@@ -446,6 +530,10 @@ cat >"$WORK/context.json" <<EOF
   "mxmedia_log": "$WORK/logs/mxmedia.log",
   "appservice_token": "$AS_TOKEN",
   "fixtures": "$ROOT/tests/fixtures",
+  "hs2_media": {"mxmedia": "$WORK/bin/mxmedia2", "route": "$WORK/bin/route-hs2-media",
+                "media_store": "$WORK/hs2/media_store", "database": "$WORK/hs2/homeserver.db",
+                "work_dir": "$WORK/mxmedia2",
+                "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "database": "synapse"}},
   "doctor": {"env": "$WORK/bin/mxmedia-env", "bin": "$WORK/bin/mxmedia",
              "config": "$WORK/mxmedia/config.toml", "work": "$WORK",
              "nginx_locations": "$N/hs1-locations.conf",

@@ -24,6 +24,7 @@ mod fake_media;
 mod fake_remote;
 mod federation;
 mod head;
+mod import;
 mod preview;
 mod process;
 mod remote;

@@ -1,0 +1,144 @@
+//! Importing into a running server: sled admits one process, so the server writes the records.
+//! The importer connects to the data dir's private socket (the one `mxmedia backup` uses, mode
+//! 0600), sends `import 1`, waits for `ready`, then exchanges one JSON line per request:
+//! `{"lookup":[keys]}` -> `{"known":[..]}` and `{"commit":[items]}` -> `{"outcomes":[..]}`, or
+//! `{"error":"..."}`. The files themselves never cross the socket: the importer stages them in
+//! the data dir's tmp dir and the server moves them into place.
+
+use std::{
+    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    os::unix::net::UnixStream,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{
+    Store,
+    import::{ImportItem, ImportOutcome, Known},
+};
+
+/// The first line an importer sends.
+pub const REQUEST: &[u8] = b"import 1\n";
+const READY: &[u8] = b"ready\n";
+/// Longest JSON line either side accepts: a batch of items with their names.
+const MAX_LINE: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Request {
+    Lookup(Vec<String>),
+    Commit(Vec<ImportItem>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Response {
+    Known(Vec<Known>),
+    Outcomes(Vec<ImportOutcome>),
+    Error(String),
+}
+
+/// The server's side, called by the backup socket once it has read `REQUEST`.
+pub fn serve(store: &Store, stream: &UnixStream) -> io::Result<()> {
+    // Copying a large file between two batches may take long: no read timeout from here on.
+    stream.set_read_timeout(None)?;
+    let mut reader = BufReader::new(stream);
+    let mut writer = BufWriter::new(stream);
+    writer.write_all(READY)?;
+    writer.flush()?;
+    tracing::info!("import: an importer connected");
+    let mut commits = 0u64;
+    while let Some(line) = read_line(&mut reader)? {
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Lookup(keys)) => match store.import_lookup(&keys) {
+                Ok(known) => Response::Known(known),
+                Err(e) => Response::Error(format!("{e:#}")),
+            },
+            Ok(Request::Commit(items)) => match store.commit_import(&items) {
+                Ok(outcomes) => {
+                    commits += 1;
+                    Response::Outcomes(outcomes)
+                }
+                Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
+            },
+            Err(e) => Response::Error(format!("malformed import request: {e}")),
+        };
+        serde_json::to_writer(&mut writer, &response)?;
+        writer.write_all(b"\n")?;
+        writer.flush()?;
+    }
+    tracing::info!(batches = commits, "import: importer done");
+    Ok(())
+}
+
+/// The importer's side of the connection.
+pub(crate) struct Client {
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+}
+
+impl Client {
+    /// Asks the server behind `stream` to take imports.
+    pub(crate) fn start(stream: UnixStream) -> io::Result<Self> {
+        let mut writer = BufWriter::new(stream.try_clone()?);
+        writer.write_all(REQUEST)?;
+        writer.flush()?;
+        let mut reader = BufReader::new(stream);
+        let mut ready = Vec::new();
+        (&mut reader).take(256).read_until(b'\n', &mut ready)?;
+        if ready != READY {
+            let said = String::from_utf8_lossy(&ready);
+            return Err(io::Error::other(format!(
+                "the running server does not take imports (an older mxmedia?): it answered {:?}",
+                said.trim()
+            )));
+        }
+        Ok(Self { reader, writer })
+    }
+
+    pub(crate) fn lookup(&mut self, keys: Vec<String>) -> io::Result<Vec<Known>> {
+        match self.call(&Request::Lookup(keys))? {
+            Response::Known(known) => Ok(known),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn commit(&mut self, items: Vec<ImportItem>) -> io::Result<Vec<ImportOutcome>> {
+        match self.call(&Request::Commit(items))? {
+            Response::Outcomes(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn call(&mut self, request: &Request) -> io::Result<Response> {
+        serde_json::to_writer(&mut self.writer, request)?;
+        self.writer.write_all(b"\n")?;
+        self.writer.flush()?;
+        let line = read_line(&mut self.reader)?
+            .ok_or_else(|| io::Error::other("the server closed the import connection"))?;
+        serde_json::from_slice(&line).map_err(io::Error::other)
+    }
+}
+
+fn unexpected(response: Response) -> io::Error {
+    match response {
+        Response::Error(message) => io::Error::other(format!("the server: {message}")),
+        _ => io::Error::other("the server answered another request"),
+    }
+}
+
+/// One line without its newline; `None` at the end of the stream.
+fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    reader.take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.pop() != Some(b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "import line too long or cut short",
+        ));
+    }
+    Ok(Some(line))
+}
