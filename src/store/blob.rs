@@ -56,6 +56,11 @@ impl Staging {
         Ok(())
     }
 
+    /// Another handle on the file, for positional reads while it is written.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.as_file().try_clone()
+    }
+
     /// Flushes the bytes to disk: after this, a crash loses nothing that is later committed.
     pub fn finish(self) -> io::Result<Staged> {
         self.file.as_file().sync_all()?;

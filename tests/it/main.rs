@@ -17,6 +17,7 @@ mod head;
 mod preview;
 mod process;
 mod remote;
+mod remote_stream;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;
