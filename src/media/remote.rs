@@ -37,7 +37,8 @@ use crate::{
     thumbnail::{Served, select},
 };
 
-/// The default `timeout_ms` passed on to the origin (the spec's default).
+/// The `timeout_ms` passed on to the origin when the client gave none: the spec's default
+/// (https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Remote {
