@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Downloads from mxmedia against nginx serving the same files from disk: 64 KiB (inline in sled)
+# Downloads from mxmedia against nginx serving the same files from disk: 64 KiB (memory cache)
 # and file blobs of 300 KiB and 10 MiB, at 1 and 32 connections: req/s, p50 and p99 latency,
 # MiB/s. At 64 KiB the bare actix-web server (examples/bare_actix.rs: one worker, one route, a
 # static body, no middleware) runs too, as the framework's ceiling, and the ratios of mxmedia to
@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-3s}"
 ROUNDS="${ROUNDS:-3}"
-# Sizes of media downloaded: 64 KiB lives inline in sled, the larger ones are blob files.
+# Sizes of media downloaded, all blob files (inline_blob_max is 4 KiB): up to 256 KiB they are
+# served from the memory cache once read, larger ones stream from disk.
 SIZES="${SIZES:-64KiB 300KiB 10MiB}"
 CONNS_LIST="${CONNS_LIST:-1 32}"
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
