@@ -4,7 +4,7 @@
 use bytesize::ByteSize;
 use figment::Jail;
 
-use super::{Config, FreeSpace, StrayEnv};
+use super::{Config, FreeSpace, StrayEnv, UrlPattern};
 
 /// With nothing set, the documented defaults apply.
 #[test]
@@ -229,7 +229,13 @@ fn preview_section() {
         jail.set_env("MXMEDIA_PREVIEW__MAX_PAGE_SIZE", "64KiB");
         let config = Config::load(None).map_err(|e| e.to_string())?;
         assert!(config.preview.enabled);
-        assert_eq!(config.preview.url_denylist, ["example.com", "http:"]);
+        assert_eq!(
+            config.preview.url_denylist,
+            [
+                UrlPattern::Domain("example.com".into()),
+                UrlPattern::Scheme("http".into())
+            ]
+        );
         assert_eq!(config.preview.ip_range_allowlist.len(), 1);
         assert_eq!(config.preview.max_page_size, ByteSize::kib(64));
         Ok(())
@@ -337,6 +343,51 @@ fn settings_pass_the_stray_check() {
         assert!(ignored.is_empty());
         assert_eq!(config.workers, 3);
         assert_eq!(config.auth.static_tokens["tok"], "@bot:localhost");
+        Ok(())
+    });
+}
+
+/// Thumbnail sizes name their method as the query parameter does (`crop`, `scale`), parsed by
+/// `Method` itself; any other name stops the load with the accepted names.
+#[test]
+fn thumbnail_methods_use_the_query_names() {
+    use mxmedia_image::Method;
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "mx.toml",
+            r#"
+                [[thumbnails.sizes]]
+                width = 64
+                height = 64
+                method = "crop"
+                [[thumbnails.sizes]]
+                width = 640
+                height = 480
+                method = "scale"
+            "#,
+        )?;
+        jail.set_env("MXMEDIA_CONFIG", "mx.toml");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        let methods: Vec<Method> = config.thumbnails.sizes.iter().map(|s| s.method).collect();
+        assert_eq!(methods, [Method::Crop, Method::Scale]);
+        for method in methods {
+            assert_eq!(method.as_str().parse::<Method>(), Ok(method));
+        }
+        jail.create_file(
+            "mx.toml",
+            r#"
+                [[thumbnails.sizes]]
+                width = 64
+                height = 64
+                method = "zoom"
+            "#,
+        )?;
+        let err = Config::load(None).expect_err("an unknown method is refused");
+        assert!(
+            err.to_string()
+                .contains("unknown variant: found `zoom`, expected ``crop` or `scale``"),
+            "{err}"
+        );
         Ok(())
     });
 }

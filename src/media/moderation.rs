@@ -28,6 +28,6 @@ impl MediaService {
     /// Whether an admin removed `key`: such media is not fetched again.
     pub(crate) async fn is_blocked(&self, key: &MediaKey) -> Result<bool> {
         let lookup = key.clone();
-        self.store.blocking(move |s| s.is_blocked(&lookup)).await
+        Ok(self.store.blocking(move |s| s.is_blocked(&lookup)).await?)
     }
 }

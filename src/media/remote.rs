@@ -339,8 +339,8 @@ impl MediaService {
 }
 
 /// Remote content too large to thumbnail is 502 `M_TOO_LARGE` (spec), not the local 413.
-fn remote_too_large(err: Error) -> Error {
-    match err {
+fn remote_too_large(err: impl Into<Error>) -> Error {
+    match err.into() {
         Error::TooLarge(_) => Error::RemoteTooLarge,
         other => other,
     }

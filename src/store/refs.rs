@@ -11,16 +11,13 @@ use sled::{
 };
 
 use super::{
-    Store, abort,
+    Result, Store, StoreError, abort,
     blob::{CHUNK_SIZE, Placement},
     decode, encode, keys,
     thumbs::drop_thumbnails,
     tx_error,
 };
-use crate::{
-    error::{Error, Result},
-    model::{id::MediaKey, meta::MediaMeta, meta::MediaState},
-};
+use crate::model::{id::MediaKey, meta::MediaMeta, meta::MediaState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct BlobRecord {
@@ -96,9 +93,9 @@ impl Store {
                     match old.state {
                         MediaState::Complete(content) => {
                             if source.as_deref() != Some(content.sha256.as_str()) {
-                                return abort(Error::internal(anyhow::anyhow!(
-                                    "media changed under the blob lock"
-                                )));
+                                return abort(StoreError::Misuse(
+                                    "media changed under the blob lock",
+                                ));
                             }
                             if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
                                 // No media holds these bytes any more, so nothing can ask for
@@ -193,7 +190,7 @@ pub(super) fn add_blob_ref(
     len: u64,
     placement: Placement,
     inline_bytes: Option<&[u8]>,
-) -> Result<(), ConflictableTransactionError<Error>> {
+) -> Result<(), ConflictableTransactionError<StoreError>> {
     let record = match blob_tree.get(sha256)? {
         Some(existing) => {
             let mut record: BlobRecord =
@@ -229,7 +226,7 @@ pub(super) fn drop_blob_ref(
     blob_tree: &TransactionalTree,
     chunk_tree: &TransactionalTree,
     sha256: &str,
-) -> Result<Option<Unreferenced>, ConflictableTransactionError<Error>> {
+) -> Result<Option<Unreferenced>, ConflictableTransactionError<StoreError>> {
     let Some(existing) = blob_tree.get(sha256)? else {
         return Ok(None);
     };

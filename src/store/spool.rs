@@ -132,6 +132,14 @@ impl Spool {
         Ok(())
     }
 
+    /// Gives up on what was received, releasing its disk space before its reservation, even
+    /// while readers still hold the file (`reader`).
+    pub async fn discard(mut self) {
+        if let Some(staging) = self.staging.take() {
+            let _ = tokio::task::spawn_blocking(move || staging.discard()).await;
+        }
+    }
+
     fn take(&mut self) -> io::Result<Staging> {
         self.staging
             .take()

@@ -45,10 +45,7 @@ pub(super) fn legacy_path(
 }
 
 fn thumbnail_query(spec: ThumbSpec) -> String {
-    let method = match spec.method {
-        mxmedia_image::Method::Crop => "crop",
-        mxmedia_image::Method::Scale => "scale",
-    };
+    let method = spec.method.as_str();
     format!(
         "width={}&height={}&method={method}",
         spec.width, spec.height

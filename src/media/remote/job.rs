@@ -18,7 +18,7 @@ use crate::{
         meta::{Content, MediaMeta, MediaState},
         thumb::ThumbSpec,
     },
-    store::{Expect, Store, ThumbRecord, Upload, space::DiskBudget, spool::Spool},
+    store::{Expect, Store, StoreError, ThumbRecord, Upload, space::DiskBudget, spool::Spool},
 };
 
 /// One fetch, owned by the task that runs it.
@@ -63,7 +63,7 @@ impl Job {
         // Already below the floor: do not ask the origin at all. The bytes that arrive are
         // reserved as they come (`Spool::write`).
         self.budget.check(0).await.map_err(|e| match e {
-            Error::InsufficientStorage => FetchFailure::NoSpace,
+            StoreError::NoSpace => FetchFailure::NoSpace,
             other => local(other),
         })?;
         let staging = self.store.blocking(Store::stage).await.map_err(local)?;
@@ -111,9 +111,17 @@ pub(super) async fn fetch_original(job: Job, live: Arc<Live>) -> Result<Content,
     let announce: Announce = Box::new(move |fetched: &Fetched, len: Option<u64>| {
         live.begin(fetched.clone(), len, file);
     });
-    let fetched = job
+    let fetched = match job
         .fetch(&mut spool, Wanted::Download, Some(announce))
-        .await?;
+        .await
+    {
+        Ok(fetched) => fetched,
+        Err(failure) => {
+            // Readers may still hold the file for a moment: free its space now.
+            spool.discard().await;
+            return Err(failure);
+        }
+    };
     let staged = spool.finish().await.map_err(local)?;
     let key = job.key.clone();
     job.store
@@ -125,9 +133,9 @@ pub(super) async fn fetch_original(job: Job, live: Arc<Live>) -> Result<Content,
                 created_at: now_ms(),
                 expect: Expect::Absent,
             };
-            // NotFound: an admin blocked the id while we fetched; the store kept nothing.
+            // Blocked: an admin blocked the id while we fetched; the store kept nothing.
             match s.commit_upload(&key, staged, upload) {
-                Ok(()) | Err(Error::CannotOverwrite) => {}
+                Ok(()) | Err(StoreError::Exists) => {}
                 Err(e) => return Err(e),
             }
             match s.get_meta(&key)? {
@@ -136,7 +144,7 @@ pub(super) async fn fetch_original(job: Job, live: Arc<Live>) -> Result<Content,
                     ..
                 }) => Ok(content),
                 // Deleted right after it was stored.
-                _ => Err(Error::NotFound),
+                _ => Err(StoreError::NotFound),
             }
         })
         .await
@@ -173,8 +181,8 @@ pub(super) async fn fetch_thumbnail(
 }
 
 /// A commit that lost to a deletion or block answers as missing media does.
-fn committed(err: Error) -> FetchFailure {
-    match err {
+fn committed(err: impl Into<Error>) -> FetchFailure {
+    match err.into() {
         Error::NotFound => FetchFailure::NotFound,
         other => local(other),
     }
