@@ -21,7 +21,7 @@ pub fn live_response(
 ) -> HttpResponse {
     let name = disposition_name.or_else(|| live.filename().map(str::to_owned));
     let mut builder = media_headers(live.content_type(), disposition, name.as_deref(), caching);
-    let Some(len) = live.len() else {
+    let Some(len) = live.declared_len() else {
         // Without a length there are no ranges, and chunked framing marks a complete body.
         return builder.body(BodyStream::new(live.stream(0, None)));
     };

@@ -260,7 +260,7 @@ impl LiveMedia {
     }
 
     /// The length the origin declared, if it did (and the fetch holds it to it).
-    pub fn len(&self) -> Option<u64> {
+    pub fn declared_len(&self) -> Option<u64> {
         self.body.len
     }
 
