@@ -5,6 +5,12 @@
 //! `cargo run --release --example storage_amplification -- [inline_blob_max_bytes] [total_mib]`
 //! Run it once with a huge inline limit (everything in sled) and once with the default.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    reason = "a measuring tool on generated sizes, not product code"
+)]
+
 use std::path::Path;
 
 use mxmedia::{

@@ -66,7 +66,7 @@ struct TokenWeight;
 impl<V: Weigh> quick_cache::Weighter<CacheKey, (Instant, V)> for TokenWeight {
     fn weight(&self, (token, user): &CacheKey, (_, value): &(Instant, V)) -> u64 {
         let len = token.len() + user.as_ref().map_or(0, String::len) + value.bytes();
-        64 + len as u64
+        u64::try_from(len).unwrap_or(u64::MAX).saturating_add(64)
     }
 }
 

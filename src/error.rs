@@ -116,15 +116,19 @@ impl Error {
 
     /// The JSON body sent to the client. Internal causes stay in the log.
     pub fn body(&self) -> serde_json::Value {
-        let mut body = json!({ "errcode": self.errcode(), "error": self.to_string() });
+        let mut body = serde_json::Map::new();
+        body.insert("errcode".into(), json!(self.errcode()));
+        body.insert("error".into(), json!(self.to_string()));
         if let Self::UnknownToken { soft_logout: true } = self {
-            body["soft_logout"] = json!(true);
+            body.insert("soft_logout".into(), json!(true));
         }
         if let Self::RateLimited { retry_after } = self {
-            body["retry_after_ms"] =
-                json!(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
+            body.insert(
+                "retry_after_ms".into(),
+                json!(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX)),
+            );
         }
-        body
+        serde_json::Value::Object(body)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod federation;
 pub mod http;
@@ -24,6 +25,7 @@ use std::{net::TcpListener, path::Path, sync::Arc, time::Duration};
 
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context as _;
+use num_traits::ToPrimitive as _;
 
 use crate::{
     auth::Authenticator,
@@ -160,6 +162,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
                 &state.preview,
             )))
             .wrap(middleware::from_fn(http::cors))
+            .wrap(middleware::from_fn(http::doctor::echo))
             .wrap(middleware::from_fn(http::access_log))
             .configure(http::configure)
             .default_service(web::to(http::unrecognized))
@@ -285,8 +288,7 @@ fn spawn_expiry(state: web::Data<AppState>) {
                 Err(e) => tracing::warn!(error = %e, "remote media retention failed"),
             }
             if let Ok(size) = state.media.store().blocking(|s| s.size_on_disk()).await {
-                #[allow(clippy::cast_precision_loss)]
-                ::metrics::gauge!("mxmedia_store_db_bytes").set(size as f64);
+                ::metrics::gauge!("mxmedia_store_db_bytes").set(size.to_f64().unwrap_or(f64::MAX));
             }
             match state.media.expire_pending().await {
                 Ok(0) => {}

@@ -169,12 +169,7 @@ impl<G: Lookup> Resolve for GuardedResolver<G> {
         host: &'a str,
         port: u16,
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            self.0
-                .lookup(host, port)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-        })
+        Box::pin(async move { self.0.lookup(host, port).await.map_err(Into::into) })
     }
 }
 

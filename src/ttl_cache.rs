@@ -29,7 +29,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// At most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: Cache::with_weighter(capacity, capacity as u64, Count),
+            inner: Cache::with_weighter(
+                capacity,
+                u64::try_from(capacity).unwrap_or(u64::MAX),
+                Count,
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::{Config, ConfigError, NON_CONFIG_ENV};
 
-pub const PREFIX: &str = "MXMEDIA_";
+pub(crate) const PREFIX: &str = "MXMEDIA_";
 
 /// How variables that name no setting and do not look like one are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ fn known() -> BTreeMap<String, Vec<String>> {
 
 /// Checks the variables in `vars` (names and values as the process has them) and returns the
 /// stray ones `Ignore` let through, lower-cased without the prefix as figment names them.
-pub fn check(
+pub(crate) fn check(
     vars: impl IntoIterator<Item = String>,
     strays: StrayEnv,
 ) -> Result<Vec<String>, ConfigError> {

@@ -2,6 +2,7 @@
 //! memory cache. `FreeSpace` is the parsed form of `min_free_space`.
 
 use bytesize::ByteSize;
+use num_traits::ToPrimitive as _;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -103,13 +104,12 @@ impl FreeSpace {
     pub fn bytes(self, total: u64) -> u64 {
         match self {
             Self::Bytes(b) => b,
-            // Percentages of real disks fit f64 exactly enough; truncation is harmless here.
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            Self::Percent(p) => (total as f64 * p / 100.0) as u64,
+            // Percentages of real disks fit f64 exactly enough; truncation is harmless here. A
+            // result outside u64 (only a NaN or negative share could give one) means no reserve.
+            Self::Percent(p) => total
+                .to_f64()
+                .and_then(|total| (total * p / 100.0).to_u64())
+                .unwrap_or(0),
         }
     }
 }

@@ -1,5 +1,9 @@
 // figment's Jail API returns its large error type by value.
 #![allow(clippy::result_large_err)]
+#![allow(
+    clippy::indexing_slicing,
+    reason = "a test indexes what it just asserted the shape of; a panic is a test failure"
+)]
 
 use bytesize::ByteSize;
 use figment::Jail;

@@ -1,3 +1,7 @@
+#![allow(
+    clippy::indexing_slicing,
+    reason = "a test indexes what it just asserted the shape of; a panic is a test failure"
+)]
 use std::time::Duration;
 
 use super::Error;

@@ -332,7 +332,7 @@ fn file_stream(
             let Some(mut reader) = reader else {
                 return Ok(None);
             };
-            let want = usize::try_from(remaining.min(CHUNK_SIZE as u64)).unwrap_or(CHUNK_SIZE);
+            let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE));
             let (reader, buf) = tokio::task::spawn_blocking(move || {
                 if !seeked {
                     reader.seek(SeekFrom::Start(offset))?;

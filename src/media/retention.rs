@@ -7,6 +7,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use num_traits::ToPrimitive as _;
+
 use super::MediaService;
 use crate::{
     clock::now_ms,
@@ -89,8 +91,8 @@ impl MediaService {
             .await?;
         metrics::counter!("mxmedia_remote_evicted_total")
             .increment(u64::try_from(swept.removed).unwrap_or(u64::MAX));
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!("mxmedia_remote_cache_bytes").set(swept.kept_bytes as f64);
+        metrics::gauge!("mxmedia_remote_cache_bytes")
+            .set(swept.kept_bytes.to_f64().unwrap_or(f64::MAX));
         Ok(swept)
     }
 }

@@ -23,14 +23,14 @@ use crate::model::id::MediaKey;
 const MAX_WAITED_IDS: usize = 10_000;
 
 #[derive(Default)]
-pub struct Waiters {
+pub(crate) struct Waiters {
     by_id: Mutex<HashMap<MediaKey, Arc<Notify>>>,
     overflow: Arc<Notify>,
     wakeups: AtomicU64,
 }
 
 /// One waiter's registration; dropping it removes the id's entry if it was the last.
-pub struct Waiting<'a> {
+pub(crate) struct Waiting<'a> {
     waiters: &'a Waiters,
     key: MediaKey,
     notify: Arc<Notify>,
@@ -39,7 +39,7 @@ pub struct Waiting<'a> {
 impl Waiters {
     /// Registers interest in `key`. Take it before looking at the store, so an upload that
     /// lands in between is not missed.
-    pub fn register(&self, key: &MediaKey) -> Waiting<'_> {
+    pub(crate) fn register(&self, key: &MediaKey) -> Waiting<'_> {
         let notify = match self.by_id.lock() {
             Ok(mut map) => {
                 if let Some(notify) = map.get(key) {
@@ -62,7 +62,7 @@ impl Waiters {
     }
 
     /// Wakes the waiters of `key` (and any overflow waiters) after its upload was committed.
-    pub fn wake(&self, key: &MediaKey) {
+    pub(crate) fn wake(&self, key: &MediaKey) {
         if let Ok(map) = self.by_id.lock()
             && let Some(notify) = map.get(key)
         {
@@ -72,24 +72,24 @@ impl Waiters {
     }
 
     /// Ids someone is waiting on now.
-    pub fn waited_ids(&self) -> usize {
+    pub(crate) fn waited_ids(&self) -> usize {
         self.by_id.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Waits that ended because an upload woke them, since start.
-    pub fn wakeups(&self) -> u64 {
+    pub(crate) fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
     }
 }
 
 impl Waiting<'_> {
     /// The signal to wait on; `enable` it before checking the store.
-    pub fn notify(&self) -> &Notify {
+    pub(crate) fn notify(&self) -> &Notify {
         &self.notify
     }
 
     /// Counts a wait that an upload ended.
-    pub fn woken(&self) {
+    pub(crate) fn woken(&self) {
         self.waiters.wakeups.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mxmedia_upload_waiter_wakeups_total").increment(1);
     }

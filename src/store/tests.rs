@@ -1,6 +1,12 @@
 //! The store on real sled files in temporary directories: deduplication and reference counts,
 //! inline chunks, the orphan sweep, reservations, backups, previews and thumbnails.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    reason = "test code: an index or a cast of a small literal that fails is a test failure"
+)]
+
 use mxmedia_proto::ids::{MediaId, ServerName};
 
 use super::{BlobReader, Expect, Store, StoreError, Upload};

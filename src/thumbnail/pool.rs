@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use num_traits::ToPrimitive as _;
 use tokio::sync::oneshot;
 
 /// Why a job gave no value.
@@ -182,8 +183,7 @@ fn work(shared: &Shared, slot: &Slot) {
             .queued
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!("mxmedia_thumbnail_queue_depth").set(depth as f64);
+        metrics::gauge!("mxmedia_thumbnail_queue_depth").set(depth.to_f64().unwrap_or(f64::MAX));
         *slot.running.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((Instant::now(), job.expire));
         (job.run)();
@@ -196,8 +196,8 @@ fn work(shared: &Shared, slot: &Slot) {
                 .abandoned
                 .fetch_sub(1, Ordering::AcqRel)
                 .saturating_sub(1);
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!("mxmedia_thumbnail_abandoned_threads").set(left as f64);
+            metrics::gauge!("mxmedia_thumbnail_abandoned_threads")
+                .set(left.to_f64().unwrap_or(f64::MAX));
             return;
         }
     }
@@ -253,8 +253,8 @@ fn replace(shared: &Arc<Shared>, slot: &Arc<Slot>) {
         );
         return;
     };
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!("mxmedia_thumbnail_abandoned_threads").set((before + 1) as f64);
+    metrics::gauge!("mxmedia_thumbnail_abandoned_threads")
+        .set((before + 1).to_f64().unwrap_or(f64::MAX));
     slot.replaced.store(true, Ordering::Release);
     shared
         .slots

@@ -1,5 +1,14 @@
 //! Integration tests: a real mxmedia on loopback with a temporary data dir, spoken to over HTTP.
 
+#![allow(
+    unreachable_pub,
+    reason = "a test binary has no outside: its helpers are pub for the sibling modules"
+)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    reason = "test code: an index or a cast of a small literal that fails is a test failure"
+)]
 // Tests fail loudly by design: unwrap is the assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,6 +17,7 @@ mod async_upload;
 mod auth;
 mod backup;
 mod common;
+mod doctor;
 mod download;
 mod fake_dns;
 mod fake_media;

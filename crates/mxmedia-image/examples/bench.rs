@@ -6,6 +6,12 @@
 //! (which includes the IDCT worker threads `jpeg-decoder` starts, and is less distorted than wall
 //! time when the machine is shared). Not a test: timings depend on the machine and its load.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    reason = "a measuring tool on generated sizes, not product code"
+)]
+
 use std::error::Error;
 use std::io::Cursor;
 use std::time::{Duration, Instant};

@@ -83,6 +83,7 @@ fn drop_opaque_alpha(image: DynamicImage) -> DynamicImage {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests slice what they just built")]
 mod tests {
     use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
     use jpeg_decoder::{Decoder, PixelFormat};

@@ -38,11 +38,11 @@ pub(crate) struct Header {
 
 impl Header {
     /// The size as displayed, after the orientation is applied.
-    pub fn displayed(&self) -> (u32, u32) {
+    pub(crate) fn displayed(&self) -> (u32, u32) {
         oriented(self.orientation, self.width, self.height)
     }
 
-    pub fn animated(&self) -> bool {
+    pub(crate) fn animated(&self) -> bool {
         self.frames > 1
     }
 
@@ -58,7 +58,7 @@ impl Header {
         }
     }
 
-    pub fn probe(&self) -> Probe {
+    pub(crate) fn probe(&self) -> Probe {
         let (width, height) = self.displayed();
         Probe {
             format: self.format,

@@ -62,6 +62,7 @@ pub(crate) fn scan(src: &[u8]) -> JpegScan {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests slice what they just built")]
 mod tests {
     use super::{JpegScan, scan};
 

@@ -23,7 +23,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The plan for a request against a source, sized by [`target_dims`] on the displayed size.
-    pub fn new(header: &Header, req_w: u32, req_h: u32, method: Method) -> Self {
+    pub(crate) fn new(header: &Header, req_w: u32, req_h: u32, method: Method) -> Self {
         let (disp_w, disp_h) = header.displayed();
         let (out_w, out_h) = target_dims(disp_w, disp_h, req_w, req_h, method);
         let (width, height) = oriented(header.orientation, out_w, out_h);
@@ -36,7 +36,7 @@ impl Plan {
     }
 
     /// The output size as displayed.
-    pub fn output(&self) -> (u32, u32) {
+    pub(crate) fn output(&self) -> (u32, u32) {
         oriented(self.orientation, self.width, self.height)
     }
 }

@@ -44,6 +44,7 @@ fn le_u32(src: &[u8], pos: usize) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests slice what they just built")]
 mod tests {
     use super::{WebPScan, scan};
 

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use num_traits::ToPrimitive as _;
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
@@ -109,7 +110,8 @@ fn float_as_int(f: Option<f64>) -> Result<i64> {
         return Err(Error::NotCanonical("integer out of range"));
     }
     // A whole number within ±(2^53 - 1) converts exactly; -0.0 becomes 0 as the spec wants.
-    Ok(f as i64)
+    f.to_i64()
+        .ok_or(Error::NotCanonical("integer out of range"))
 }
 
 fn write_string(out: &mut String, s: &str) {

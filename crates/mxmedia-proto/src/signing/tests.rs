@@ -1,3 +1,7 @@
+#![allow(
+    clippy::indexing_slicing,
+    reason = "a test indexes what it just asserted the shape of; a panic is a test failure"
+)]
 use serde_json::json;
 
 use super::{sign_json, signing_bytes, signing_key_ids, verify_json};
