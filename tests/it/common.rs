@@ -46,15 +46,15 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    // Async although nothing in it awaits: it spawns the server, so it must run on the runtime.
-    #[allow(clippy::unused_async)]
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Self::start_on(listener, tweak).await
     }
 
     /// Starts on `listener`, already bound, so `tweak` may use its address (a server name
-    /// naming the server's own port, say).
+    /// naming the server's own port, say). Async although nothing in it awaits: it spawns the
+    /// server, so it must run on the runtime.
+    #[allow(clippy::unused_async)]
     pub async fn start_on(listener: TcpListener, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
