@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Downloads from mxmedia against nginx serving the same files from disk: 64 KiB (inline in sled)
+# Downloads from mxmedia against nginx serving the same files from disk: 64 KiB (memory cache)
 # and file blobs of 300 KiB and 10 MiB, at 1 and 32 connections: req/s, p50 and p99 latency,
-# MiB/s. Each server is pinned to core 0 with one worker and wrk to core 1. Then mxmedia's idle
-# RSS and its RSS growth while streaming a 1 GiB upload and download (BIG=0 skips it).
-# Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), a release build.
+# MiB/s. At 64 KiB the bare actix-web server (examples/bare_actix.rs: one worker, one route, a
+# static body, no middleware) runs too, as the framework's ceiling, and the ratios of mxmedia to
+# it are printed. Each server is pinned to core 0 with one worker and wrk to core 1. Then the
+# 64 KiB rows again under contention: a busy loop pinned to core 0 beside the servers
+# (CONTENTION=0 skips it). Then mxmedia's idle RSS and its RSS growth while streaming a 1 GiB
+# upload and download (BIG=0 skips it).
+# Needs: wrk, nginx (Debian: apt-get install wrk nginx-light), release builds of mxmedia and of
+# the bare_actix example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-3s}"
 ROUNDS="${ROUNDS:-3}"
-# Sizes of media downloaded: 64 KiB lives inline in sled, the larger ones are blob files.
+# Sizes of media downloaded, all blob files (inline_blob_max is 4 KiB): up to 256 KiB they are
+# served from the memory cache once read, larger ones stream from disk.
 SIZES="${SIZES:-64KiB 300KiB 10MiB}"
 CONNS_LIST="${CONNS_LIST:-1 32}"
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/mxmedia}"
 [ -x "$BIN" ] || cargo build --release --bin mxmedia
+BARE="${BARE:-${CARGO_TARGET_DIR:-target}/release/examples/bare_actix}"
+[ -x "$BARE" ] || cargo build --release --example bare_actix
 
 . bench/common.sh
 
@@ -38,6 +46,9 @@ http {
 NGINX
 taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 
+# The bare actix-web server, one worker on core 0.
+taskset -c 0 "$BARE" 127.0.0.1:18082 & pids+=($!)
+
 # mxmedia, one worker on core 0.
 MXMEDIA_DATA_DIR="$work/data" MXMEDIA_LISTEN=127.0.0.1:18080 MXMEDIA_WORKERS=1 \
 MXMEDIA_AUTH__STATIC_TOKENS='{benchtoken="@bench:localhost"}' MXMEDIA_STORE__MIN_FREE_SPACE=0 \
@@ -57,6 +68,35 @@ wrk_stats() {
         /Requests\/sec/ { rps = $2 } END { printf "%s %.3f %.3f\n", rps, p50, p99 }'
 }
 
+# Prints the table rows of one size and connection count, rounds alternating between the
+# servers so that noise from the machine hits all alike.
+compare() { # size bytes conns mx_url
+    local size=$1 bytes=$2 conns=$3 mx_url=$4 servers=(nginx mx)
+    [ "$size" = 64KiB ] && servers+=(bare)
+    wrk_stats "$conns" "${auth[@]}" "$mx_url" >/dev/null   # warm-up
+    for server in "${servers[@]}"; do : > "$work/$server.runs"; done
+    for _ in $(seq "$ROUNDS"); do
+        wrk_stats "$conns" "http://127.0.0.1:18081/$size.bin" >> "$work/nginx.runs"
+        wrk_stats "$conns" "${auth[@]}" "$mx_url" >> "$work/mx.runs"
+        [ "$size" != 64KiB ] || wrk_stats "$conns" http://127.0.0.1:18082/64KiB.bin >> "$work/bare.runs"
+    done
+    for server in "${servers[@]}"; do
+        rps=$(cut -d' ' -f1 "$work/$server.runs" | median)
+        p50=$(cut -d' ' -f2 "$work/$server.runs" | median)
+        p99=$(cut -d' ' -f3 "$work/$server.runs" | median)
+        echo "$rps $p99" > "$work/$server.median"
+        printf '%-8s %5s  %-8s %10s %9s %9s %9.1f\n' "$size" "$conns" \
+            "$(case $server in mx) echo mxmedia;; bare) echo bare;; *) echo nginx;; esac)" \
+            "$rps" "$p50" "$p99" "$(awk -v r="$rps" -v b="$bytes" 'BEGIN {print r * b / 1048576}')"
+    done
+    if [ "$size" = 64KiB ]; then
+        read -r mx_rps mx_p99 < "$work/mx.median"; read -r bare_rps bare_p99 < "$work/bare.median"
+        awk -v a="$mx_rps" -v b="$bare_rps" -v c="$mx_p99" -v d="$bare_p99" 'BEGIN {
+            printf "%-8s %5s  mxmedia/bare: throughput %.2fx (target >= 0.90), p99 %.2fx (target <= 2)\n",
+                   "", "", a / b, (d > 0 ? c / d : 0) }'
+    fi
+}
+
 echo "downloads: wrk -t1 -c<conns> -d$DURATION --latency, $ROUNDS alternating rounds (median), server on core 0, wrk on core 1"
 printf '%-8s %5s  %-8s %10s %9s %9s %9s\n' size conns server req/s p50_ms p99_ms MiB/s
 for size in $SIZES; do
@@ -66,24 +106,15 @@ for size in $SIZES; do
           http://127.0.0.1:18080/_matrix/media/v3/upload | sed 's/.*mxc:\/\/localhost\/\([A-Za-z0-9_-]*\).*/\1/')
     mx_url="http://127.0.0.1:18080/_matrix/client/v1/media/download/localhost/$uri"
     curl -sf "${auth[@]}" "$mx_url" | cmp - "$work/www/$size.bin"
-    for conns in $CONNS_LIST; do
-        wrk_stats "$conns" "${auth[@]}" "$mx_url" >/dev/null   # warm-up
-        : > "$work/nginx.runs"; : > "$work/mx.runs"
-        # Rounds alternate between the two servers so that noise from the machine hits both alike.
-        for _ in $(seq "$ROUNDS"); do
-            wrk_stats "$conns" "http://127.0.0.1:18081/$size.bin" >> "$work/nginx.runs"
-            wrk_stats "$conns" "${auth[@]}" "$mx_url" >> "$work/mx.runs"
-        done
-        for server in nginx mx; do
-            rps=$(cut -d' ' -f1 "$work/$server.runs" | median)
-            p50=$(cut -d' ' -f2 "$work/$server.runs" | median)
-            p99=$(cut -d' ' -f3 "$work/$server.runs" | median)
-            printf '%-8s %5s  %-8s %10s %9s %9s %9.1f\n' "$size" "$conns" \
-                "$([ $server = mx ] && echo mxmedia || echo nginx)" "$rps" "$p50" "$p99" \
-                "$(awk -v r="$rps" -v b="$bytes" 'BEGIN {print r * b / 1048576}')"
-        done
-    done
+    [ "$size" = 64KiB ] && small_url=$mx_url
+    for conns in $CONNS_LIST; do compare "$size" "$bytes" "$conns" "$mx_url"; done
 done
+if [ "${CONTENTION:-1}" = 1 ] && [ -n "${small_url:-}" ]; then
+    echo "under contention: a busy loop pinned to core 0 beside the server"
+    taskset -c 0 sh -c 'while :; do :; done' & busy=$!; pids+=($busy)
+    for conns in $CONNS_LIST; do compare 64KiB 65536 "$conns" "$small_url"; done
+    kill "$busy"
+fi
 echo "RSS idle: $((idle_rss / 1024)) MiB"
 [ "${BIG:-1}" = 1 ] || exit 0
 

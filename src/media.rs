@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use mxmedia_proto::ids::ServerName;
 use tokio::time::Instant;
 
@@ -29,9 +30,26 @@ use crate::{
         meta::{Content, MediaMeta, MediaState},
         thumb::ThumbSpec,
     },
-    store::{BlobReader, Store, retention::RetentionPolicy, space::DiskBudget},
+    store::{BlobReader, Store, StoreError, retention::RetentionPolicy, space::DiskBudget},
     thumbnail::{Served, Thumbnailer},
 };
+
+/// File blobs up to this size are read whole (one read) and kept in the memory cache.
+const SMALL_FILE_BLOB: u64 = 256 * 1024;
+
+/// All `len` bytes of a blob file; a shorter or longer file is an error, never half a blob.
+fn read_whole(file: Box<dyn crate::store::blob::BlobRead>, len: u64) -> std::io::Result<Bytes> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len.saturating_add(1)).read_to_end(&mut buf)?;
+    if u64::try_from(buf.len()).ok() != Some(len) {
+        return Err(std::io::Error::other(format!(
+            "blob file of {} bytes where {len} were recorded",
+            buf.len()
+        )));
+    }
+    Ok(Bytes::from(buf))
+}
 
 pub struct MediaService {
     store: Store,
@@ -165,8 +183,19 @@ impl MediaService {
             return Ok(BlobReader::Inline(bytes));
         }
         let ticket = self.cache.ticket();
-        let sha256 = content.sha256.clone();
-        let reader = self.store.blocking(move |s| s.open_blob(&sha256)).await?;
+        let (sha256, len) = (content.sha256.clone(), content.len);
+        // A small file blob is read whole in the same hop and cached like an inline one: a hot
+        // photo then costs no blocking-pool hop at all, which is what keeps latency flat when
+        // the server's core is contended (each hop waits for a turn of the scheduler).
+        let reader = self
+            .store
+            .blocking(move |s| match s.open_blob(&sha256)? {
+                BlobReader::Stream(file) if len <= SMALL_FILE_BLOB => Ok(BlobReader::Inline(
+                    read_whole(file, len).map_err(StoreError::from)?,
+                )),
+                other => Ok::<_, Error>(other),
+            })
+            .await?;
         if let BlobReader::Inline(bytes) = &reader {
             self.cache.put_blob(ticket, &content.sha256, bytes.clone());
         }

@@ -1,28 +1,39 @@
-//! Fetching remote media (spec §9): the signed federation endpoint first, the deprecated
-//! `/_matrix/media/v3` one when the origin does not know it, and a `Location` part or a
-//! redirect followed with a plain GET. Bytes go straight into a `Spool` (a staging file), never
-//! whole into memory. A thumbnail is kept only when its bytes are an image type we would serve
-//! ourselves (JPEG, PNG, GIF, WebP), whatever type the origin declares: an SVG "thumbnail" would
-//! run script in clients that open it.
+//! Fetching remote media
+//! (https://spec.matrix.org/v1.16/server-server-api/#content-repository): the signed federation
+//! endpoint first, the deprecated `/_matrix/media/v3` one when the origin does not know it
+//! (https://spec.matrix.org/v1.16/client-server-api/#get_matrixmediav3downloadservernamemediaid),
+//! and a `Location` part or a redirect followed with a plain GET. Bytes go straight into a
+//! `Spool` (a staging file), never whole into memory, and the caller is told when the media's
+//! own bytes begin, so it can let readers follow the spool while it fills. A thumbnail is kept
+//! only when its bytes are an image type we would serve ourselves (JPEG, PNG, GIF, WebP),
+//! whatever type the origin declares: an SVG "thumbnail" would run script in clients that open
+//! it.
 //!
-//! This module owns the HTTP exchange and what remote answers mean. Deduplication, the failure
-//! cache and storing the result belong to `media::remote`.
+//! This module owns the HTTP exchange; what remote answers mean is `answer`'s. Deduplication,
+//! the failure cache, readers and storing the result belong to `media::remote`.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use awc::http::{StatusCode, header};
-use futures_util::StreamExt as _;
-use mxmedia_proto::{RequestParts, sign_request};
+use awc::http::header;
+use mxmedia_proto::{
+    RequestParts,
+    ids::{MediaId, ServerName},
+    multipart::boundary,
+    sign_request,
+};
 use tokio::time::Instant as TokioInstant;
 
-use mxmedia_proto::{
-    ids::{MediaId, ServerName},
-    multipart::{boundary, disposition_filename, sanitize_content_type},
+pub use self::answer::classify;
+use self::{
+    answer::{
+        absolute_url, declared_len, failure, federation_path, header_str, is_redirect, legacy_path,
+        read_body,
+    },
+    sink::Sink,
 };
-
 use super::{ClientResponse, Federation, FetchError, identity::Identity, resolve::Destination};
 use crate::{
     model::thumb::ThumbSpec,
@@ -90,6 +101,10 @@ pub enum Wanted {
     Thumbnail(ThumbSpec),
 }
 
+/// Told once, when the media's own bytes begin: what they are, and their length when the origin
+/// declared one.
+pub type Announce = Box<dyn FnOnce(&Fetched, Option<u64>)>;
+
 /// What the origin told us about fetched bytes, sanitised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -132,7 +147,8 @@ pub struct MediaClient {
 }
 
 impl MediaClient {
-    /// Fetches `media_id` from `server` into `spool`.
+    /// Fetches `media_id` from `server` into `spool`, calling `announce` when its bytes begin.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fetch(
         &self,
         apis: &ApiMemory,
@@ -141,8 +157,9 @@ impl MediaClient {
         wanted: Wanted,
         timeout_ms: u64,
         spool: &mut Spool,
+        announce: Option<Announce>,
     ) -> Result<Fetched, FetchFailure> {
-        let mut sink = Sink::new(spool);
+        let mut sink = Sink::new(spool, announce);
         let fetched = self
             .fetch_into(apis, server, media_id, wanted, timeout_ms, &mut sink)
             .await?;
@@ -273,178 +290,8 @@ impl MediaClient {
     }
 }
 
-fn federation_path(media_id: &MediaId, wanted: Wanted, timeout_ms: u64) -> String {
-    let id = media_id.as_str();
-    match wanted {
-        Wanted::Download => {
-            format!("/_matrix/federation/v1/media/download/{id}?timeout_ms={timeout_ms}")
-        }
-        Wanted::Thumbnail(spec) => format!(
-            "/_matrix/federation/v1/media/thumbnail/{id}?{}&animated={}&timeout_ms={timeout_ms}",
-            thumbnail_query(spec),
-            spec.animated
-        ),
-    }
-}
-
-fn legacy_path(server: &ServerName, media_id: &MediaId, wanted: Wanted, timeout_ms: u64) -> String {
-    // IPv6 literals are the only server names with characters a path may not hold.
-    let server = server.as_str().replace('[', "%5B").replace(']', "%5D");
-    let id = media_id.as_str();
-    let tail = format!("allow_remote=false&timeout_ms={timeout_ms}&allow_redirect=true");
-    match wanted {
-        Wanted::Download => format!("/_matrix/media/v3/download/{server}/{id}?{tail}"),
-        Wanted::Thumbnail(spec) => format!(
-            "/_matrix/media/v3/thumbnail/{server}/{id}?{}&{tail}",
-            thumbnail_query(spec)
-        ),
-    }
-}
-
-fn thumbnail_query(spec: ThumbSpec) -> String {
-    let method = spec.method.as_str();
-    format!(
-        "width={}&height={}&method={method}",
-        spec.width, spec.height
-    )
-}
-
-/// What a non-2xx answer means (spec §9 item 3 and 7; "unrecognized" as Synapse decides it).
-pub fn classify(status: u16, body: &[u8]) -> FetchFailure {
-    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let errcode = json
-        .as_ref()
-        .and_then(|v| v.get("errcode"))
-        .and_then(|v| v.as_str());
-    match (status, errcode) {
-        (400 | 404 | 405, Some("M_UNRECOGNIZED")) => FetchFailure::Unrecognized,
-        // An empty or non-JSON 404/405 comes from something that is not a Matrix endpoint.
-        (404 | 405, _) if json.is_none() => FetchFailure::Unrecognized,
-        (404, _) => FetchFailure::NotFound,
-        (504, Some("M_NOT_YET_UPLOADED")) => FetchFailure::NotYetUploaded,
-        (413 | 502, Some("M_TOO_LARGE")) => FetchFailure::TooLarge,
-        _ => FetchFailure::Remote(format!("origin answered {status}")),
-    }
-}
-
-async fn failure(mut response: ClientResponse, deadline: TokioInstant) -> FetchFailure {
-    let status = response.status().as_u16();
-    let body = tokio::time::timeout_at(deadline, response.body().limit(MAX_ERROR_BODY))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    classify(status, &body)
-}
-
-/// Streams a plain answer's body into `spool`.
-async fn read_body(
-    mut response: ClientResponse,
-    deadline: TokioInstant,
-    sink: &mut Sink<'_>,
-) -> Result<Fetched, FetchFailure> {
-    if declared_len(&response).is_some_and(|len| len > sink.limit()) {
-        return Err(FetchFailure::TooLarge);
-    }
-    let fetched = Fetched {
-        content_type: sanitize_content_type(header_str(&response, header::CONTENT_TYPE).as_deref()),
-        filename: header_str(&response, header::CONTENT_DISPOSITION)
-            .as_deref()
-            .and_then(disposition_filename),
-    };
-    loop {
-        match tokio::time::timeout_at(deadline, response.next()).await {
-            Err(_) => return Err(FetchFailure::Timeout),
-            Ok(None) => return Ok(fetched),
-            Ok(Some(Err(e))) => {
-                return Err(FetchFailure::Remote(format!("body interrupted: {e}")));
-            }
-            Ok(Some(Ok(chunk))) => sink.write(&chunk).await?,
-        }
-    }
-}
-
-/// Bytes of a file kept aside to tell its type by.
-const SNIFF_LEN: usize = 16;
-
-/// Where fetched bytes go: the spool, with the first few kept to tell the type by.
-pub(super) struct Sink<'a> {
-    spool: &'a mut Spool,
-    head: Vec<u8>,
-}
-
-impl<'a> Sink<'a> {
-    fn new(spool: &'a mut Spool) -> Self {
-        Self {
-            spool,
-            head: Vec::with_capacity(SNIFF_LEN),
-        }
-    }
-
-    pub(super) fn limit(&self) -> u64 {
-        self.spool.limit()
-    }
-
-    pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), FetchFailure> {
-        let room = SNIFF_LEN.saturating_sub(self.head.len());
-        self.head
-            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-        Ok(self.spool.write(chunk).await?)
-    }
-
-    /// `fetched` as a thumbnail: its type as its bytes say, when it is one we serve; an SVG,
-    /// HTML or anything else is a failed fetch, whatever the origin declared.
-    fn as_thumbnail(&self, fetched: Fetched) -> Result<Fetched, FetchFailure> {
-        let Some(format) = mxmedia_image::sniff(&self.head) else {
-            return Err(FetchFailure::Remote(format!(
-                "thumbnail declared {} is not an image type we serve",
-                fetched.content_type
-            )));
-        };
-        Ok(Fetched {
-            content_type: format.content_type().to_owned(),
-            ..fetched
-        })
-    }
-}
-
-fn header_str(response: &ClientResponse, name: header::HeaderName) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn declared_len(response: &ClientResponse) -> Option<u64> {
-    header_str(response, header::CONTENT_LENGTH)?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A redirect target as an absolute https URL; relative ones are resolved against `base`.
-fn absolute_url(location: &str, base: &str) -> Result<String, FetchFailure> {
-    if location.starts_with("https://") {
-        return Ok(location.to_owned());
-    }
-    if let Some(path) = location.strip_prefix('/')
-        && !path.starts_with('/')
-        && let Some(origin_end) = base
-            .strip_prefix("https://")
-            .map(|rest| rest.find('/').map_or(base.len(), |i| i + "https://".len()))
-    {
-        return Ok(format!("{}/{path}", base.get(..origin_end).unwrap_or(base)));
-    }
-    Err(FetchFailure::Remote(format!(
-        "redirect to a non-https URL: {location}"
-    )))
-}
-
-fn is_redirect(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
-}
-
+mod answer;
 mod body;
+mod sink;
 #[cfg(test)]
 mod tests;

@@ -11,11 +11,12 @@ use serde_json::json;
 
 use super::{
     extract::{AuthedUser, MediaPath, parse_bool},
-    response::{Caching, is_inline, media_response},
+    response::{Caching, is_inline, live_response, media_response},
 };
 use crate::{
     error::Error,
     federation::media::MediaClient,
+    media::remote::Download,
     model::meta::Content,
     state::{AppState, WorkerState},
 };
@@ -127,7 +128,14 @@ async fn serve(
                 .await?
                 .ok_or(Error::NotFound)?
         } else {
-            state.media.remote_content(&key, &client, timeout).await?
+            match state.media.remote_download(&key, &client, timeout).await? {
+                Download::Stored(content) => content,
+                Download::Live(live) => {
+                    let disposition = disposition_of(live.content_type());
+                    let name = path.file_name().map(str::to_owned);
+                    return Ok(live_response(req, live, disposition, name, caching));
+                }
+            }
         }
     };
     let reader = state.media.open(&content).await?;
@@ -135,9 +143,14 @@ async fn serve(
     media_response(req, &content, reader, disposition(&content), name, caching)
 }
 
-/// Inline for types browsers render safely, an attachment for everything else (spec v1.12).
+/// Inline for types browsers render safely, an attachment for everything else
+/// (https://spec.matrix.org/v1.16/client-server-api/#serving-inline-content).
 pub(super) fn disposition(content: &Content) -> &'static str {
-    if is_inline(&content.content_type) {
+    disposition_of(&content.content_type)
+}
+
+fn disposition_of(content_type: &str) -> &'static str {
+    if is_inline(content_type) {
         "inline"
     } else {
         "attachment"

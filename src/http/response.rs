@@ -1,10 +1,11 @@
 //! Serving media bytes: the headers the spec asks for (Content-Type, a safe Content-Disposition,
 //! CSP, CORP), caching (strong ETag, 304), and single `Range` requests, streamed in chunks.
+//! Remote media still being fetched is answered by `live`.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpRequest, HttpResponse, HttpResponseBuilder,
     body::SizedStream,
     http::{Method, StatusCode, header},
 };
@@ -189,6 +190,34 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
     }
 }
 
+/// A 200 with the headers every media answer carries, whatever its body.
+fn media_headers(
+    content_type: &str,
+    disposition: &str,
+    disposition_name: Option<&str>,
+    caching: Caching,
+) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    builder
+        .insert_header((header::CONTENT_TYPE, content_type_header(content_type)))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            content_disposition(disposition, disposition_name),
+        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(("cross-origin-resource-policy", "cross-origin"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            match caching {
+                Caching::Private => "private, max-age=31536000, immutable",
+                Caching::Public => "public, max-age=31536000, immutable",
+            },
+        ));
+    builder
+}
+
 /// Builds the response for stored media. `disposition_name` is the file name to announce.
 pub fn media_response(
     req: &HttpRequest,
@@ -199,29 +228,15 @@ pub fn media_response(
     caching: Caching,
 ) -> Result<HttpResponse, Error> {
     let etag = format!("\"{}\"", content.sha256);
-    let mut builder = HttpResponse::Ok();
+    let mut builder = media_headers(
+        &content.content_type,
+        disposition,
+        disposition_name,
+        caching,
+    );
     builder
-        .insert_header((
-            header::CONTENT_TYPE,
-            content_type_header(&content.content_type),
-        ))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            content_disposition(disposition, disposition_name),
-        ))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header(("cross-origin-resource-policy", "cross-origin"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::ETAG, etag.as_str()))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((
-            header::CACHE_CONTROL,
-            match caching {
-                Caching::Private => "private, max-age=31536000, immutable",
-                Caching::Public => "public, max-age=31536000, immutable",
-            },
-        ));
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
     if etag_matches(req.headers().get(header::IF_NONE_MATCH), &etag) {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).finish());
     }
@@ -337,5 +352,8 @@ fn file_stream(
     )
 }
 
+mod live;
 #[cfg(test)]
 mod tests;
+
+pub use self::live::live_response;

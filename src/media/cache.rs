@@ -63,7 +63,7 @@ impl MediaCache {
     }
 
     /// Whether a forget happened since `ticket` was taken.
-    fn stale(&self, ticket: Ticket) -> bool {
+    pub(crate) fn stale(&self, ticket: Ticket) -> bool {
         self.forgets.load(Ordering::SeqCst) != ticket.0
     }
 

@@ -19,6 +19,7 @@ impl MediaService {
         // After the store change: a download that reads the store from now on finds nothing,
         // and one that read it before cannot cache what it found (see `cache`).
         self.cache.forget(key, removed.sha256.as_deref());
+        self.remote.cancel(key);
         let existed = removed.existed;
         tracing::info!(media = %key, by, existed, "media removed and blocked by an admin");
         Ok(existed)

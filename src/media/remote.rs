@@ -2,44 +2,47 @@
 //! `server/mediaId` key (its bytes content-addressed like any blob), and served from there
 //! afterwards, across restarts.
 //!
-//! The first request for an uncached file starts one fetch as a task of its own; every request
-//! for the same file meanwhile awaits that task and gets its result, success or failure.
-//! Failures are remembered briefly so a dead server is not asked again by every client. The
-//! HTTP exchange itself is `federation::media`'s; this module decides when to fetch and what
-//! to keep.
+//! The first request for an uncached file starts one fetch as a task of its own; it and every
+//! request for the same file meanwhile follow that fetch's bytes as they arrive (`live`), or
+//! await its result when they need the whole file (a thumbnail made here). A thumbnail asked
+//! while the original is fetched waits for that fetch instead of starting another. Failures
+//! are remembered briefly so a dead server is not asked again by every client. The HTTP
+//! exchange itself is `federation::media`'s; this module decides when to fetch and what to
+//! keep (https://spec.matrix.org/v1.16/client-server-api/#content-repository).
 
 mod failures;
 mod head;
+mod job;
+pub mod live;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use std::{sync::Arc, time::Duration};
+
+use self::{
+    failures::FailureCache,
+    job::{Job, fetch_original, fetch_thumbnail},
+    live::{Flights, Live, LiveMedia, Started, Takedown},
 };
-
-use self::failures::{FailureCache, reason};
 use super::MediaService;
 use crate::{
-    clock::now_ms,
     config::Config,
     error::{Error, Result},
-    federation::media::{ApiMemory, FetchFailure, Fetched, MediaClient, Wanted},
+    federation::media::{ApiMemory, FetchFailure, MediaClient},
     model::{
         id::MediaKey,
         meta::{Content, MediaMeta, MediaState},
         thumb::ThumbSpec,
     },
     singleflight::SingleFlight,
-    store::{
-        Expect, Store, StoreError, ThumbRecord, Upload, keys, space::DiskBudget, spool::Spool,
-    },
+    store::{Store, ThumbRecord, keys, space::DiskBudget},
     thumbnail::{Served, select},
 };
 
-/// The default `timeout_ms` passed on to the origin (the spec's default).
+/// The `timeout_ms` passed on to the origin when the client gave none: the spec's default
+/// (https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Remote {
-    originals: SingleFlight<String, Result<Content, FetchFailure>>,
+    originals: Flights,
     thumbnails: SingleFlight<String, Result<ThumbRecord, FetchFailure>>,
     failures: Arc<FailureCache>,
     apis: Arc<ApiMemory>,
@@ -52,7 +55,7 @@ pub struct Remote {
 impl Remote {
     pub fn new(config: &Config, budget: DiskBudget) -> Self {
         Self {
-            originals: SingleFlight::default(),
+            originals: Flights::default(),
             thumbnails: SingleFlight::default(),
             failures: Arc::new(FailureCache::new(Duration::from_secs(
                 config.media.remote_failure_cache_secs,
@@ -64,7 +67,7 @@ impl Remote {
         }
     }
 
-    /// The original of remote media, fetched unless another request is fetching it already.
+    /// The whole original of remote media, fetched unless another request is fetching it.
     pub async fn original(
         &self,
         store: &Store,
@@ -72,17 +75,26 @@ impl Remote {
         client: &MediaClient,
         timeout: Option<Duration>,
     ) -> Result<Content> {
+        let live = self.follow(store, key, client, timeout)?;
+        live.outcome().await.map_err(Error::from)
+    }
+
+    /// The fetch of remote media's original: the one in flight, or a new one.
+    fn follow(
+        &self,
+        store: &Store,
+        key: &MediaKey,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<Live>> {
         let flight = key.to_string();
         self.failures.check(&flight)?;
         let job = self.job(store, key, client, &flight, timeout);
-        let (result, leader) = self
-            .originals
-            .run_local(flight, move || job.run(fetch_original))
-            .await;
+        let (live, leader) = self.originals.join(&flight, move |live| {
+            job.run(move |job| fetch_original(job, live))
+        });
         count_waiter(leader);
-        result
-            .map_err(|_| Error::internal("remote fetch task lost"))?
-            .map_err(Error::from)
+        Ok(live)
     }
 
     /// A thumbnail of remote media asked from its origin and kept as that media's thumbnail.
@@ -140,6 +152,13 @@ impl Remote {
         }
     }
 
+    /// Stops the fetch of `key`'s original in flight, if any: an admin removed it.
+    pub(super) fn cancel(&self, key: &MediaKey) {
+        if let Some(live) = self.originals.get(&key.to_string()) {
+            live.cancel();
+        }
+    }
+
     fn timeout_ms(&self, timeout: Option<Duration>) -> u64 {
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT).min(self.max_timeout);
         u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
@@ -149,147 +168,6 @@ impl Remote {
 fn count_waiter(leader: bool) {
     if !leader {
         metrics::counter!("mxmedia_remote_fetch_waiters_total").increment(1);
-    }
-}
-
-/// One fetch, owned by the task that runs it.
-struct Job {
-    store: Store,
-    client: MediaClient,
-    apis: Arc<ApiMemory>,
-    failures: Arc<FailureCache>,
-    key: MediaKey,
-    flight: String,
-    timeout_ms: u64,
-    max_size: u64,
-    budget: DiskBudget,
-}
-
-impl Job {
-    /// Runs `fetch`, counting it and remembering its failure.
-    async fn run<T, F, Fut>(self, fetch: F) -> Result<T, FetchFailure>
-    where
-        F: FnOnce(Job) -> Fut,
-        Fut: Future<Output = Result<T, FetchFailure>>,
-    {
-        let (failures, flight, key) = (
-            Arc::clone(&self.failures),
-            self.flight.clone(),
-            self.key.clone(),
-        );
-        let started = Instant::now();
-        let result = fetch(self).await;
-        metrics::histogram!("mxmedia_remote_fetch_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        if let Err(failure) = &result {
-            tracing::warn!(media = %key, ?failure, "remote fetch failed");
-            metrics::counter!("mxmedia_remote_fetch_failures_total", "reason" => reason(failure))
-                .increment(1);
-            failures.put(flight, failure.clone());
-        }
-        result
-    }
-
-    async fn spool(&self) -> Result<Spool, FetchFailure> {
-        // Already below the floor: do not ask the origin at all. The bytes that arrive are
-        // reserved as they come (`Spool::write`).
-        self.budget.check(0).await.map_err(|e| match e {
-            StoreError::NoSpace => FetchFailure::NoSpace,
-            other => local(other),
-        })?;
-        let staging = self.store.blocking(Store::stage).await.map_err(local)?;
-        Ok(Spool::new(
-            staging,
-            self.max_size,
-            self.budget.reservation(),
-        ))
-    }
-
-    async fn fetch(&self, spool: &mut Spool, wanted: Wanted) -> Result<Fetched, FetchFailure> {
-        metrics::counter!("mxmedia_remote_fetches_total").increment(1);
-        let fetched = self
-            .client
-            .fetch(
-                &self.apis,
-                &self.key.server_name,
-                &self.key.media_id,
-                wanted,
-                self.timeout_ms,
-                spool,
-            )
-            .await?;
-        metrics::counter!("mxmedia_remote_fetch_bytes_total").increment(spool.len());
-        Ok(fetched)
-    }
-}
-
-async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
-    // Claim, then re-check: a fetch that ended just before this one began has stored the file.
-    if let Some(content) = stored(&job.store, &job.key).await.map_err(local)? {
-        return Ok(content);
-    }
-    let mut spool = job.spool().await?;
-    let fetched = job.fetch(&mut spool, Wanted::Download).await?;
-    let staged = spool.finish().await.map_err(local)?;
-    let key = job.key.clone();
-    job.store
-        .blocking(move |s| {
-            let upload = Upload {
-                content_type: fetched.content_type,
-                filename: fetched.filename,
-                uploader: key.server_name.as_str(),
-                created_at: now_ms(),
-                expect: Expect::Absent,
-            };
-            // Blocked: an admin blocked the id while we fetched; the store kept nothing.
-            match s.commit_upload(&key, staged, upload) {
-                Ok(()) | Err(StoreError::Exists) => {}
-                Err(e) => return Err(e),
-            }
-            match s.get_meta(&key)? {
-                Some(MediaMeta {
-                    state: MediaState::Complete(content),
-                    ..
-                }) => Ok(content),
-                // Deleted right after it was stored.
-                _ => Err(StoreError::NotFound),
-            }
-        })
-        .await
-        .map_err(committed)
-}
-
-async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, FetchFailure> {
-    let thumb_key = job.flight.clone();
-    let lookup = thumb_key.clone();
-    if let Some(record) = job
-        .store
-        .blocking(move |s| s.get_thumbnail(&lookup))
-        .await
-        .map_err(local)?
-    {
-        return Ok(record);
-    }
-    let mut spool = job.spool().await?;
-    let fetched = job.fetch(&mut spool, Wanted::Thumbnail(spec)).await?;
-    if !fetched.content_type.starts_with("image/") {
-        return Err(FetchFailure::Remote(format!(
-            "thumbnail is {}, not an image",
-            fetched.content_type
-        )));
-    }
-    let staged = spool.finish().await.map_err(local)?;
-    job.store
-        .blocking(move |s| s.commit_thumbnail(&thumb_key, staged, &fetched.content_type))
-        .await
-        .map_err(committed)
-}
-
-/// A commit that lost to a deletion or block answers as missing media does.
-fn committed(err: impl Into<Error>) -> FetchFailure {
-    match err.into() {
-        Error::NotFound => FetchFailure::NotFound,
-        other => local(other),
     }
 }
 
@@ -305,13 +183,55 @@ pub(super) async fn stored(store: &Store, key: &MediaKey) -> Result<Option<Conte
     })
 }
 
-fn local(err: impl std::fmt::Display) -> FetchFailure {
-    FetchFailure::Local(err.to_string())
+/// What a download of remote media is answered with.
+pub enum Download {
+    /// Complete and stored.
+    Stored(Content),
+    /// Being fetched: its bytes follow as they arrive.
+    Live(LiveMedia),
 }
 
 impl MediaService {
-    /// The content of remote media: from the store when fetched before, else fetched from its
-    /// origin once, however many requests ask at the same time.
+    /// A download of remote media: from the store when fetched before, else followed while it
+    /// is fetched from its origin once, however many requests ask at the same time.
+    pub async fn remote_download(
+        &self,
+        key: &MediaKey,
+        client: &MediaClient,
+        timeout: Option<Duration>,
+    ) -> Result<Download> {
+        self.touch(key);
+        let ticket = self.cache.ticket();
+        if let Some(content) = self.stored_or_cached(key).await? {
+            self.cache.put_content(ticket, key.clone(), content.clone());
+            return Ok(Download::Stored(content));
+        }
+        if self.is_blocked(key).await? {
+            return Err(Error::NotFound);
+        }
+        let live = self.remote.follow(&self.store, key, client, timeout)?;
+        match live.started().await {
+            Started::Done(outcome) => {
+                let content = outcome?;
+                self.cache.put_content(ticket, key.clone(), content.clone());
+                Ok(Download::Stored(content))
+            }
+            Started::Body(body) => {
+                let mut takedown = Takedown::new(
+                    self.store.clone(),
+                    Arc::clone(&self.cache),
+                    key.clone(),
+                    ticket,
+                );
+                // Removed while the origin was asked: not a single byte goes out.
+                takedown.check().await?;
+                Ok(Download::Live(LiveMedia::new(live, body, takedown)))
+            }
+        }
+    }
+
+    /// The whole content of remote media: from the store when fetched before, else fetched from
+    /// its origin once, however many requests ask at the same time.
     pub async fn remote_content(
         &self,
         key: &MediaKey,
@@ -320,15 +240,8 @@ impl MediaService {
     ) -> Result<Content> {
         self.touch(key);
         let ticket = self.cache.ticket();
-        let cached = match self.cache.content(key) {
-            Some(content) => Some(content),
-            None => stored(&self.store, key).await?,
-        };
-        let content = match cached {
-            Some(content) => {
-                metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
-                content
-            }
+        let content = match self.stored_or_cached(key).await? {
+            Some(content) => content,
             None => {
                 if self.is_blocked(key).await? {
                     return Err(Error::NotFound);
@@ -340,6 +253,17 @@ impl MediaService {
         };
         self.cache.put_content(ticket, key.clone(), content.clone());
         Ok(content)
+    }
+
+    async fn stored_or_cached(&self, key: &MediaKey) -> Result<Option<Content>> {
+        let cached = match self.cache.content(key) {
+            Some(content) => Some(content),
+            None => stored(&self.store, key).await?,
+        };
+        if cached.is_some() {
+            metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
+        }
+        Ok(cached)
     }
 
     /// A thumbnail of remote media: one kept from its origin, else one made here from the
@@ -363,6 +287,16 @@ impl MediaService {
         }
         if self.is_blocked(key).await? {
             return Err(Error::NotFound);
+        }
+        // The original is on its way: make the thumbnail here from it rather than ask again.
+        if self.remote.originals.get(&key.to_string()).is_some() {
+            let content = self.remote_content(key, client, timeout).await?;
+            let served = self
+                .thumbnails
+                .thumbnail(&content, spec)
+                .await
+                .map_err(remote_too_large)?;
+            return Ok((content, served));
         }
         let asked = select::snap(spec, &self.thumbnail_config);
         let failure = match self

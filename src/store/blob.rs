@@ -56,6 +56,17 @@ impl Staging {
         Ok(())
     }
 
+    /// Another handle on the file, for positional reads while it is written.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.as_file().try_clone()
+    }
+
+    /// Drops the bytes received: the file is emptied before it goes, so its space comes back at
+    /// once even while a reader still holds it open.
+    pub fn discard(self) -> io::Result<()> {
+        self.file.as_file().set_len(0)
+    }
+
     /// Flushes the bytes to disk: after this, a crash loses nothing that is later committed.
     pub fn finish(self) -> io::Result<Staged> {
         self.file.as_file().sync_all()?;

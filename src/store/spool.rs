@@ -2,8 +2,12 @@
 //! gathered into `CHUNK_SIZE` pieces and written off the async workers, and a size limit is
 //! enforced on every chunk, so an endless body stops at the limit instead of filling the disk.
 //! What is received is reserved against the free-space floor as it arrives (`space`).
+//!
+//! A spool can be followed while it fills: `reader` hands out a handle on the staging file and
+//! `on_flush` is told how many bytes are on disk after every write, so readers never see bytes
+//! that are still only in memory.
 
-use std::io;
+use std::{fs::File, io};
 
 use bytes::BytesMut;
 
@@ -27,7 +31,10 @@ pub struct Spool {
     staging: Option<Staging>,
     buf: BytesMut,
     len: u64,
+    /// Bytes written to the staging file (the rest of `len` is in `buf`).
+    flushed: u64,
     limit: u64,
+    on_flush: Option<Box<dyn Fn(u64) + Send>>,
     /// Declared after `staging`, so a discarded file is gone before its bytes are released.
     reservation: Reservation,
 }
@@ -38,7 +45,9 @@ impl Spool {
             staging: Some(staging),
             buf: BytesMut::with_capacity(CHUNK_SIZE),
             len: 0,
+            flushed: 0,
             limit,
+            on_flush: None,
             reservation,
         }
     }
@@ -54,6 +63,25 @@ impl Spool {
 
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Calls `notify` with the bytes on disk after every write to the staging file.
+    pub fn on_flush(&mut self, notify: impl Fn(u64) + Send + 'static) {
+        self.on_flush = Some(Box::new(notify));
+    }
+
+    /// A handle on the staging file for positional reads (`FileExt::read_at`), valid as long as
+    /// it is held, even once the file is committed or discarded.
+    pub fn reader(&self) -> io::Result<File> {
+        self.staging
+            .as_ref()
+            .ok_or_else(|| io::Error::other("staging file lost after a failed write"))?
+            .reader()
+    }
+
+    /// Writes what is buffered now, so followers see it without waiting for a full chunk.
+    pub async fn settle(&mut self) -> Result<(), SpoolError> {
+        Ok(self.flush().await?)
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
@@ -97,7 +125,19 @@ impl Spool {
             .map_err(io::Error::other)??;
         self.staging = Some(staging);
         self.reservation.wrote(len);
+        self.flushed = self.flushed.saturating_add(len);
+        if let Some(notify) = &self.on_flush {
+            notify(self.flushed);
+        }
         Ok(())
+    }
+
+    /// Gives up on what was received, releasing its disk space before its reservation, even
+    /// while readers still hold the file (`reader`).
+    pub async fn discard(mut self) {
+        if let Some(staging) = self.staging.take() {
+            let _ = tokio::task::spawn_blocking(move || staging.discard()).await;
+        }
     }
 
     fn take(&mut self) -> io::Result<Staging> {

@@ -48,6 +48,9 @@ pub enum Mode {
     EndlessHeaders,
     /// A metadata part that never ends.
     EndlessMetadata,
+    /// A multipart answer whose media part declares its length, its bytes paced at the file's
+    /// `rate`; the connection drops after `fail_after` bytes of media when that is set.
+    Trickle,
 }
 
 #[derive(Clone)]
@@ -62,6 +65,10 @@ pub struct File {
     pub delay: Duration,
     /// When set, answers wait until the test opens it.
     pub gate: Option<Gate>,
+    /// Bytes per second of media in `Mode::Trickle`.
+    pub rate: u64,
+    /// In `Mode::Trickle`, the media bytes sent before the connection drops.
+    pub fail_after: Option<usize>,
 }
 
 /// Holds answers back until the test lets them go, and tells it when one is waiting: a fetch in
@@ -113,6 +120,8 @@ impl File {
             mode: Mode::Inline,
             delay: Duration::ZERO,
             gate: None,
+            rate: 2 << 20,
+            fail_after: None,
         }
     }
 }
@@ -128,6 +137,8 @@ pub struct MediaHost {
     pub bad_signatures: AtomicUsize,
     /// Bytes the endless modes have handed to the connection so far.
     pub endless_sent: Arc<AtomicU64>,
+    /// Media bytes `Mode::Trickle` has handed to the connection so far.
+    pub trickled: Arc<AtomicU64>,
 }
 
 impl MediaHost {
@@ -289,7 +300,45 @@ async fn federation_download(
             format!("--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{{\"pad\": \""),
             b'm',
         ),
+        Mode::Trickle => trickle(&host, &media_headers, file),
     }
+}
+
+/// Media bytes paced at `file.rate`, 32 KiB at a time, in a multipart answer whose media part
+/// declares its length; cut off after `file.fail_after` bytes when set.
+fn trickle(host: &MediaHost, media_headers: &str, file: File) -> HttpResponse {
+    const PIECE: usize = 32 * 1024;
+    let sent = Arc::clone(&host.trickled);
+    let head = multipart_head(&format!(
+        "{media_headers}Content-Length: {}\r\n",
+        file.bytes.len()
+    ));
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let pause = Duration::from_secs_f64(PIECE as f64 / file.rate as f64);
+    let bytes = Bytes::from(file.bytes);
+    let stop = file.fail_after.unwrap_or(usize::MAX).min(bytes.len());
+    let pieces = stream::unfold(Some(0usize), move |at| {
+        let (bytes, sent) = (bytes.clone(), Arc::clone(&sent));
+        async move {
+            let at = at?;
+            if at >= stop {
+                return (stop < bytes.len())
+                    .then(|| (Err(std::io::Error::other("origin went away")), None));
+            }
+            if at > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let to = (at + PIECE).min(stop);
+            sent.fetch_add((to - at) as u64, Ordering::SeqCst);
+            Some((Ok(bytes.slice(at..to)), Some(to)))
+        }
+    });
+    let body = stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(pieces)
+        .chain(stream::once(async move { Ok(Bytes::from(tail)) }));
+    HttpResponse::Ok()
+        .content_type(format!("multipart/mixed; boundary={BOUNDARY}"))
+        .streaming(body)
 }
 
 /// A JSON answer that never ends, as a hostile server could send for `.well-known`, its keys

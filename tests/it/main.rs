@@ -28,6 +28,7 @@ mod import;
 mod preview;
 mod process;
 mod remote;
+mod remote_stream;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;

@@ -20,7 +20,7 @@ use mxmedia_proto::multipart::{
 };
 use tokio::time::Instant as TokioInstant;
 
-use super::{FetchFailure, Fetched, MAX_METADATA, MULTIPART_OVERHEAD, Sink};
+use super::{FetchFailure, Fetched, MAX_METADATA, MULTIPART_OVERHEAD, sink::Sink};
 use crate::federation::ClientResponse;
 
 /// What an answer's framing may take: a few KiB of preamble and of each part's headers, and
@@ -166,9 +166,17 @@ async fn read_parts(
             .as_deref()
             .and_then(disposition_filename),
     };
-    while let Some(chunk) = media.chunk().await.map_err(malformed)? {
+    let declared = part_header("content-length").and_then(|len| len.trim().parse().ok());
+    sink.begin(&fetched, declared)?;
+    while let Some(chunk) = sink
+        .next(&mut media)
+        .await?
+        .transpose()
+        .map_err(malformed)?
+    {
         sink.write(&chunk).await?;
     }
+    sink.end()?;
     // The closing delimiter is not waited for: some servers leave off its final `--`.
     Ok(MediaPart::Bytes(fetched))
 }

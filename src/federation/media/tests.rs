@@ -1,6 +1,8 @@
 use super::{FetchFailure, absolute_url, classify};
 
-/// Remote error answers mean what spec §9 says; "unrecognized" is decided as Synapse does.
+/// Remote error answers mean what the spec says
+/// (https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid);
+/// "unrecognized" is decided as Synapse does.
 #[test]
 fn remote_errors_are_classified() {
     let json = |errcode: &str| format!(r#"{{"errcode":"{errcode}","error":"x"}}"#).into_bytes();

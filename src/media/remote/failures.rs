@@ -1,5 +1,6 @@
 //! Remote fetch failures: remembered briefly per flight key, labelled for metrics, and mapped
-//! to the client errors spec §9 asks for.
+//! to the client errors the spec asks for
+//! (https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid).
 //!
 //! The flight keys name media on servers a client chose, so the cache is bounded: past
 //! `MAX_FAILURES`, the least used entries make room (before, a full map refused every new
