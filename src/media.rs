@@ -2,6 +2,7 @@
 //! does. Handlers call it with validated input; it calls the store. It never sees HTTP.
 
 pub mod cache;
+pub mod inventory;
 pub mod moderation;
 pub mod remote;
 pub mod retention;
@@ -337,7 +338,11 @@ impl MediaService {
             notified.as_mut().enable();
             let ticket = self.cache.ticket();
             let lookup = key.clone();
-            match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
+            match self
+                .store
+                .blocking(move |s| s.get_servable_meta(&lookup))
+                .await?
+            {
                 None => return Err(Error::NotFound),
                 Some(MediaMeta {
                     state: MediaState::Complete(content),

@@ -11,6 +11,8 @@
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
 //! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
+//! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
+//!   protected from quarantine, quarantined bytes (see `quarantine`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -19,9 +21,11 @@
 pub mod backup;
 pub mod blob;
 pub mod blocked;
+pub mod inventory;
 pub mod keys;
 mod kv;
 mod pending;
+pub mod quarantine;
 mod refs;
 pub mod retention;
 pub mod space;
@@ -73,6 +77,9 @@ struct Inner {
     previews: sled::Tree,
     access: sled::Tree,
     blocked: sled::Tree,
+    quarantine: sled::Tree,
+    protected: sled::Tree,
+    hash_quarantine: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -114,6 +121,9 @@ impl Store {
                 previews: db.open_tree("urlts_preview")?,
                 access: db.open_tree("mediaid_access")?,
                 blocked: db.open_tree("mediaid_blocked")?,
+                quarantine: db.open_tree("mediaid_quarantine")?,
+                protected: db.open_tree("mediaid_protected")?,
+                hash_quarantine: db.open_tree("sha256_quarantine")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,

@@ -244,12 +244,13 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                 Ok(()) | Err(Error::CannotOverwrite) => {}
                 Err(e) => return Err(e),
             }
-            match s.get_meta(&key)? {
+            // Quarantined bytes are quarantined as they are stored: never served.
+            match s.get_servable_meta(&key)? {
                 Some(MediaMeta {
                     state: MediaState::Complete(content),
                     ..
                 }) => Ok(content),
-                // Deleted right after it was stored.
+                // Deleted right after it was stored, or quarantined.
                 _ => Err(Error::NotFound),
             }
         })
@@ -291,16 +292,21 @@ fn committed(err: Error) -> FetchFailure {
     }
 }
 
-/// Complete media stored under `key`, if any.
+/// Complete media stored under `key` and not quarantined, if any.
 pub(super) async fn stored(store: &Store, key: &MediaKey) -> Result<Option<Content>> {
     let lookup = key.clone();
-    Ok(match store.blocking(move |s| s.get_meta(&lookup)).await? {
-        Some(MediaMeta {
-            state: MediaState::Complete(content),
-            ..
-        }) => Some(content),
-        _ => None,
-    })
+    Ok(
+        match store
+            .blocking(move |s| s.get_servable_meta(&lookup))
+            .await?
+        {
+            Some(MediaMeta {
+                state: MediaState::Complete(content),
+                ..
+            }) => Some(content),
+            _ => None,
+        },
+    )
 }
 
 fn local(err: impl std::fmt::Display) -> FetchFailure {
@@ -328,7 +334,7 @@ impl MediaService {
                 content
             }
             None => {
-                if self.is_blocked(key).await? {
+                if self.is_withheld(key).await? {
                     return Err(Error::NotFound);
                 }
                 self.remote
@@ -359,7 +365,7 @@ impl MediaService {
                 .map_err(remote_too_large)?;
             return Ok((content, served));
         }
-        if self.is_blocked(key).await? {
+        if self.is_withheld(key).await? {
             return Err(Error::NotFound);
         }
         let asked = select::snap(spec, &self.thumbnail_config);

@@ -14,6 +14,7 @@ mod fake_media;
 mod fake_remote;
 mod federation;
 mod head;
+mod moderation;
 mod preview;
 mod process;
 mod remote;

@@ -465,8 +465,8 @@ async fn retention_removes_idle_remote_media() {
     setup.signatures_were_valid();
 }
 
-/// Remote media an admin removed is gone, original and thumbnail, and is never fetched from its
-/// origin again.
+/// Remote media an admin quarantined answers 404, original and thumbnail, with its bytes kept
+/// for review; removed, it is gone; either way it is never fetched from its origin again.
 #[actix_web::test]
 async fn admin_removal_blocks_remote_media() {
     let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
@@ -497,6 +497,30 @@ async fn admin_removal_blocks_remote_media() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.body().await.unwrap().as_ref(), b"{}");
+    assert_eq!(
+        setup.server.stored_files(),
+        (1, 0),
+        "quarantine keeps the bytes for review"
+    );
+    for url in [&download, &thumbnail] {
+        let mut res = setup.server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    // Removal takes the bytes and keeps the id blocked.
+    let path = format!(
+        "/_synapse/admin/v1/media/{}/bad",
+        setup.remote.name().as_str()
+    );
+    let res = setup
+        .server
+        .send_as(
+            actix_web::http::Method::DELETE,
+            setup.server.url(&path),
+            ALICE,
+            "",
+        )
+        .await;
+    assert_eq!(res.status(), 200);
     assert_eq!(setup.server.stored_files(), (0, 0));
     for url in [&download, &thumbnail] {
         let mut res = setup.server.get_as(url, ALICE).await;
