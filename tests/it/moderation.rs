@@ -351,3 +351,432 @@ async fn quarantine_hides_every_copy_and_keeps_the_bytes() {
     );
     assert_eq!(download_status(&server, &other).await, 404);
 }
+
+/// Uploads `len` pseudo-random bytes as `token` under `name`, returning the media id.
+async fn upload_sized(
+    server: &TestServer,
+    token: &str,
+    len: usize,
+    seed: u64,
+    name: &str,
+) -> String {
+    let mut res = server
+        .client
+        .post(server.url(&format!("/_matrix/media/v3/upload?filename={name}")))
+        .bearer_auth(token)
+        .insert_header(("content-type", "application/octet-stream"))
+        .send_body(pseudo_random(len, seed))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    body["content_uri"].as_str().unwrap()["mxc://localhost/".len()..].to_owned()
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["media_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A user's media lists as Synapse lists it: newest first by default, pages with `next_token`
+/// and `total`, each field of its documented shape; other orders and directions; bad
+/// parameters 400 `M_INVALID_PARAM`; a page of it deleted with the same parameters.
+#[actix_web::test]
+async fn user_media_lists_and_deletes_page_by_page() {
+    let server = TestServer::start_with(admin_alice).await;
+    let mut uploaded = Vec::new();
+    for (i, len) in [300usize, 100, 500, 200, 400].into_iter().enumerate() {
+        let id = upload_sized(&server, BOB, len, 40 + i as u64, &format!("f{i}.bin")).await;
+        uploaded.push((id, len));
+        // Distinct creation times, so "newest first" has one answer.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    upload_sized(&server, ALICE, 10, 99, "alice.bin").await;
+    let list = "/_synapse/admin/v1/users/@bob:localhost/media";
+
+    let (code, body) = call(&server, Method::GET, &format!("{list}?limit=2"), ALICE).await;
+    assert_eq!(code, 200, "{body}");
+    let newest: Vec<String> = uploaded.iter().rev().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids(&body), newest[..2]);
+    assert_eq!(
+        (body["total"].clone(), body["next_token"].clone()),
+        (json!(5), json!(2))
+    );
+    let first = &body["media"][0];
+    let mut fields: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "created_ts",
+            "last_access_ts",
+            "media_id",
+            "media_length",
+            "media_type",
+            "quarantined_by",
+            "safe_from_quarantine",
+            "upload_name"
+        ]
+    );
+    assert_eq!(first["media_length"], json!(400));
+    assert_eq!(first["media_type"], json!("application/octet-stream"));
+    assert_eq!(first["upload_name"], json!("f4.bin"));
+    assert_eq!(first["quarantined_by"], Value::Null);
+    assert_eq!(first["safe_from_quarantine"], json!(false));
+    assert!(first["created_ts"].as_u64().unwrap() > 1_600_000_000_000);
+
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{list}?from=4&limit=2"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(ids(&body), newest[4..]);
+    assert!(body.get("next_token").is_none(), "last page: {body}");
+
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{list}?order_by=media_length"),
+        ALICE,
+    )
+    .await;
+    let lens: Vec<u64> = body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["media_length"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lens, [100, 200, 300, 400, 500]);
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{list}?order_by=media_length&dir=b"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(body["media"][0]["media_length"], json!(500));
+
+    for bad in ["order_by=size", "dir=x", "limit=-1", "from=abc"] {
+        let (code, body) = call(&server, Method::GET, &format!("{list}?{bad}"), ALICE).await;
+        assert_eq!(
+            (code, &body["errcode"]),
+            (400, &json!("M_INVALID_PARAM")),
+            "{bad}"
+        );
+    }
+    let (code, body) = call(
+        &server,
+        Method::GET,
+        "/_synapse/admin/v1/users/@bob:elsewhere.test/media",
+        ALICE,
+    )
+    .await;
+    assert_eq!(
+        (code, &body["errcode"]),
+        (400, &json!("M_INVALID_PARAM")),
+        "a remote user"
+    );
+    let (code, _) = call(&server, Method::GET, list, BOB).await;
+    assert_eq!(code, 403, "bob may not list even his own media here");
+
+    // Delete the two largest.
+    let (code, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("{list}?order_by=media_length&dir=b&limit=2"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let largest: Vec<&str> = [2usize, 4]
+        .iter()
+        .map(|&i| uploaded[i].0.as_str())
+        .collect();
+    assert_eq!(body, json!({"deleted_media": largest, "total": 2}));
+    for id in largest {
+        assert_eq!(download_status(&server, id).await, 404);
+    }
+    let (_, body) = call(&server, Method::GET, list, ALICE).await;
+    assert_eq!(body["total"], json!(3));
+}
+
+/// Deleting local media by age and size deletes what is older and larger, keeps protected and
+/// quarantined media, and refuses `keep_profiles=true` (Synapse's default), since mxmedia cannot
+/// tell avatars; timestamps in seconds and missing parameters are 400, as in Synapse.
+#[actix_web::test]
+async fn delete_by_age_and_size() {
+    let server = TestServer::start_with(admin_alice).await;
+    let small = upload_sized(&server, BOB, 100, 1, "small").await;
+    let big = upload_sized(&server, BOB, 5000, 2, "big").await;
+    let protected = upload_sized(&server, BOB, 5000, 3, "protected").await;
+    let quarantined = upload_sized(&server, BOB, 5000, 4, "quarantined").await;
+    call(
+        &server,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/protect/{protected}"),
+        ALICE,
+    )
+    .await;
+    call(
+        &server,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/quarantine/localhost/{quarantined}"),
+        ALICE,
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1000;
+
+    let path = format!("/_synapse/admin/v1/media/delete?before_ts={now}&size_gt=1000");
+    let (code, body) = call(&server, Method::POST, &path, ALICE).await;
+    assert_eq!(
+        (code, &body["errcode"]),
+        (400, &json!("M_INVALID_PARAM")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("keep_profiles=false")
+    );
+    assert_eq!(download_status(&server, &big).await, 200, "nothing deleted");
+
+    for (query, errcode) in [
+        ("keep_profiles=false", "M_MISSING_PARAM"),
+        (
+            "keep_profiles=false&before_ts=1700000000",
+            "M_INVALID_PARAM",
+        ),
+        ("keep_profiles=false&before_ts=-5", "M_INVALID_PARAM"),
+        (
+            "keep_profiles=maybe&before_ts=1700000000000",
+            "M_INVALID_PARAM",
+        ),
+    ] {
+        let (code, body) = call(
+            &server,
+            Method::POST,
+            &format!("/_synapse/admin/v1/media/delete?{query}"),
+            ALICE,
+        )
+        .await;
+        assert_eq!((code, &body["errcode"]), (400, &json!(errcode)), "{query}");
+    }
+    let (code, body) = call(
+        &server,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/media/elsewhere.test/delete?before_ts={now}&keep_profiles=false"
+        ),
+        ALICE,
+    )
+    .await;
+    assert_eq!((code, &body["errcode"]), (400, &json!("M_INVALID_PARAM")));
+
+    let (code, body) = call(
+        &server,
+        Method::POST,
+        &format!("{path}&keep_profiles=false"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"deleted_media": [big], "total": 1}))
+    );
+    assert_eq!(download_status(&server, &big).await, 404);
+    assert_eq!(download_status(&server, &small).await, 200);
+    assert_eq!(download_status(&server, &protected).await, 200);
+    // The legacy path, everything older than now.
+    let (code, body) = call(
+        &server,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/localhost/delete?before_ts={now}&keep_profiles=false"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"deleted_media": [small], "total": 1}))
+    );
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/localhost/{quarantined}"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(
+        body["media_info"]["media_length"],
+        json!(5000),
+        "kept for review"
+    );
+}
+
+/// Usage statistics per user, in Synapse's shape, ordered, filtered and paged.
+#[actix_web::test]
+async fn user_media_statistics() {
+    let server = TestServer::start_with(admin_alice).await;
+    upload_sized(&server, BOB, 100, 1, "a").await;
+    upload_sized(&server, BOB, 200, 2, "b").await;
+    upload_sized(&server, ALICE, 1000, 3, "c").await;
+    let stats = "/_synapse/admin/v1/statistics/users/media";
+    let (code, body) = call(&server, Method::GET, stats, ALICE).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        json!({"users": [
+            {"displayname": "@alice:localhost", "media_count": 1, "media_length": 1000, "user_id": "@alice:localhost"},
+            {"displayname": "@bob:localhost", "media_count": 2, "media_length": 300, "user_id": "@bob:localhost"},
+        ], "total": 2})
+    );
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{stats}?order_by=media_count&dir=b&limit=1"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(body["users"][0]["user_id"], json!("@bob:localhost"));
+    assert_eq!(
+        (body["next_token"].clone(), body["total"].clone()),
+        (json!(1), json!(2))
+    );
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{stats}?search_term=ali"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(body["total"], json!(1));
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("{stats}?until_ts=1000"),
+        ALICE,
+    )
+    .await;
+    assert_eq!(body, json!({"users": [], "total": 0}));
+    for bad in [
+        "order_by=size",
+        "from_ts=-1",
+        "from_ts=5&until_ts=4",
+        "search_term=",
+    ] {
+        let (code, body) = call(&server, Method::GET, &format!("{stats}?{bad}"), ALICE).await;
+        assert_eq!(
+            (code, &body["errcode"]),
+            (400, &json!("M_INVALID_PARAM")),
+            "{bad}"
+        );
+    }
+}
+
+/// The hash list: an admin adds bytes by hash (existing copies quarantined at once), shows and
+/// removes them, exports the list as plain text and imports one; a malformed list is refused
+/// whole.
+#[actix_web::test]
+async fn hash_list_add_remove_import_export() {
+    use sha2::Digest as _;
+
+    let server = TestServer::start_with(admin_alice).await;
+    let bad = pseudo_random(3000, 5);
+    let sha = hex::encode(sha2::Sha256::digest(&bad));
+    let id = upload_as_bob(&server, &bad, "x").await;
+    let hash = format!("/_mxmedia/admin/v1/quarantine/hash/{sha}");
+    let (code, _) = call(&server, Method::POST, &hash, BOB).await;
+    assert_eq!(code, 403);
+    let (code, body) = call(&server, Method::POST, &hash, ALICE).await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"added": true, "quarantined_media": 1}))
+    );
+    assert_eq!(download_status(&server, &id).await, 404);
+    let (code, body) = call(
+        &server,
+        Method::GET,
+        &format!("/_mxmedia/admin/v1/quarantine/hash/{}", sha.to_uppercase()),
+        ALICE,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (body["sha256"].clone(), body["quarantined_by"].clone()),
+        (json!(sha), json!("@alice:localhost"))
+    );
+    let (code, body) = call(
+        &server,
+        Method::GET,
+        "/_mxmedia/admin/v1/quarantine/hash/xyz",
+        ALICE,
+    )
+    .await;
+    assert_eq!((code, &body["errcode"]), (400, &json!("M_INVALID_PARAM")));
+
+    let other = pseudo_random(3000, 6);
+    let other_sha = hex::encode(sha2::Sha256::digest(&other));
+    let hashes = server.url("/_mxmedia/admin/v1/quarantine/hashes");
+    let import = |body: String| {
+        let (client, url) = (server.client.clone(), hashes.clone());
+        async move {
+            let mut res = client
+                .post(url)
+                .bearer_auth(ALICE)
+                .send_body(body)
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, body) = import(format!("# shared list\n{other_sha}\nnot-a-hash\n")).await;
+    assert_eq!((code, &body["errcode"]), (400, &json!("M_INVALID_PARAM")));
+    assert!(body["error"].as_str().unwrap().contains("Line 3"));
+    let later = upload_as_bob(&server, &other, "y").await;
+    assert_eq!(
+        download_status(&server, &later).await,
+        200,
+        "a refused list adds nothing"
+    );
+    let (code, body) = import(format!(
+        "# shared list\n\n{}\n{sha}\n",
+        other_sha.to_uppercase()
+    ))
+    .await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"added": 1, "quarantined_media": 1}))
+    );
+    assert_eq!(download_status(&server, &later).await, 404);
+
+    let mut res = server.get_as(&hashes, ALICE).await;
+    assert_eq!(res.status(), 200);
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    let mut expected = vec![sha.clone(), other_sha.clone()];
+    expected.sort();
+    assert_eq!(text, format!("{}\n", expected.join("\n")));
+
+    let (code, body) = call(&server, Method::DELETE, &hash, ALICE).await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"removed": true, "released_media": 1}))
+    );
+    assert_eq!(download_status(&server, &id).await, 200);
+    let (code, body) = call(&server, Method::GET, &hash, ALICE).await;
+    assert_eq!((code, &body["errcode"]), (404, &json!("M_NOT_FOUND")));
+}

@@ -786,3 +786,167 @@ async fn removal_wins_against_a_fetch_in_flight() {
     assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed-pic")), 0);
     setup.signatures_were_valid();
 }
+
+/// Sends `method` to an admin `path` as alice: status and JSON body.
+async fn admin_call(
+    setup: &Setup,
+    method: actix_web::http::Method,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let mut res = setup
+        .server
+        .send_as(method, setup.server.url(path), ALICE, "")
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// Bytes on the quarantine list are quarantined the moment a remote fetch stores them, before
+/// anyone gets them (where Synapse still serves later remote fetches); a remote id quarantined
+/// before it was ever fetched is never fetched.
+#[actix_web::test]
+async fn quarantined_bytes_from_a_remote_are_never_served() {
+    use actix_web::http::Method;
+    use sha2::Digest as _;
+
+    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let bad = pseudo_random(5000, 77);
+    setup.host.put("evil", File::new(bad.clone(), "image/png"));
+    setup
+        .host
+        .put("unseen", File::new(pseudo_random(100, 1), "image/png"));
+    let sha = hex::encode(sha2::Sha256::digest(&bad));
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!("/_mxmedia/admin/v1/quarantine/hash/{sha}"),
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            serde_json::json!({"added": true, "quarantined_media": 0})
+        )
+    );
+    for _ in 0..2 {
+        let mut res = setup.server.get_as(setup.download_url("evil"), ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(
+        setup.remote.hits(&format!("{FED_DOWNLOAD}/evil")),
+        1,
+        "fetched once, kept"
+    );
+    let name = setup.remote.name();
+    let (code, body) = admin_call(
+        &setup,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/{}/evil", name.as_str()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let info = &body["media_info"];
+    assert_eq!(info["quarantined_by"], "@alice:localhost");
+    assert_eq!(info["user_id"], serde_json::Value::Null);
+    assert_eq!(info["sha256"], serde_json::json!(sha));
+    assert_eq!(info["safe_from_quarantine"], serde_json::Value::Null);
+
+    let (code, _) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/media/quarantine/{}/unseen",
+            name.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let thumb = setup.thumbnail_url("unseen", "width=32&height=32&method=scale");
+    for url in [setup.download_url("unseen"), thumb] {
+        let mut res = setup.server.get_as(&url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/unseen")), 0);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/unseen")), 0);
+    setup.signatures_were_valid();
+}
+
+/// `purge_media_cache` removes remote media not asked for since `before_ts` (quarantined media
+/// kept for review); purged media is fetched again when asked for.
+#[actix_web::test]
+async fn purge_media_cache_removes_idle_remote_media() {
+    use actix_web::http::Method;
+
+    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let bytes = pseudo_random(3000, 5);
+    setup.host.put("old", File::new(bytes.clone(), "image/png"));
+    setup
+        .host
+        .put("held", File::new(pseudo_random(3000, 6), "image/png"));
+    setup
+        .host
+        .put("recent", File::new(pseudo_random(3000, 7), "image/png"));
+    assert_eq!(setup.get(&setup.download_url("old")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("held")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    let name = setup.remote.name();
+    admin_call(
+        &setup,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/quarantine/{}/held", name.as_str()),
+    )
+    .await;
+    let mut res = setup
+        .server
+        .send_as(
+            Method::POST,
+            setup.server.url("/_synapse/admin/v1/purge_media_cache"),
+            ALICE,
+            "",
+        )
+        .await;
+    assert_error(&mut res, 400, "M_MISSING_PARAM").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/purge_media_cache?before_ts={}",
+            now - 60_000
+        ),
+    )
+    .await;
+    assert_eq!((code, body), (200, serde_json::json!({"deleted": 0})));
+    // Fetched before `now`, but asked for again since: by last access, it stays.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/purge_media_cache?before_ts={}",
+            now + 10
+        ),
+    )
+    .await;
+    assert_eq!((code, body), (200, serde_json::json!({"deleted": 1})));
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/recent")), 1);
+    assert!(setup.get(&setup.download_url("old")).await.2 == bytes);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/old")), 2);
+    let (_, body) = admin_call(
+        &setup,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/{}/held", name.as_str()),
+    )
+    .await;
+    assert_eq!(
+        body["media_info"]["media_length"], 3000,
+        "quarantined, kept"
+    );
+}
