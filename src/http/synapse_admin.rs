@@ -167,7 +167,7 @@ fn item_json(info: &MediaInfo) -> Value {
         "created_ts": info.meta.created_at,
         "last_access_ts": info.last_access_ts,
         "media_id": info.key.media_id.as_str(),
-        "media_length": info.len(),
+        "media_length": info.media_length(),
         "media_type": info.content_type(),
         "quarantined_by": info.quarantine.quarantined.as_ref().map(|q| q.by.as_str()),
         "safe_from_quarantine": info.quarantine.protected,
@@ -326,15 +326,8 @@ pub async fn list_user_media(
     let params = Params::of(&req)?;
     let (order, page) = user_media_order(&params)?;
     let (items, total) = state.media.user_media(&user, order, page).await?;
-    let mut body = json!({
-        "media": items.iter().map(item_json).collect::<Vec<_>>(),
-        "total": total,
-    });
-    let next = page.from.saturating_add(items.len());
-    if next < total {
-        body["next_token"] = json!(next);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    let listed = items.iter().map(item_json).collect();
+    Ok(HttpResponse::Ok().json(paged("media", listed, page, total)))
 }
 
 /// `DELETE /_synapse/admin/v1/users/{userId}/media`: deletes the page the same parameters
@@ -355,6 +348,19 @@ pub async fn delete_user_media(
         .delete_many(keys, &admin.user.user_id, "delete_user_media", &user)
         .await?;
     Ok(deleted_reply(&deleted))
+}
+
+/// A page in Synapse's shape: the items under `name`, `total`, and `next_token` (the offset of
+/// the next page) unless this is the last.
+fn paged(name: &str, items: Vec<Value>, page: Page, total: usize) -> Value {
+    let next = page.from.saturating_add(items.len());
+    let mut body = serde_json::Map::new();
+    body.insert(name.to_owned(), Value::Array(items));
+    body.insert("total".into(), json!(total));
+    if next < total {
+        body.insert("next_token".into(), json!(next));
+    }
+    Value::Object(body)
 }
 
 fn deleted_reply(deleted: &[MediaKey]) -> HttpResponse {
@@ -455,19 +461,17 @@ pub async fn user_media_statistics(
         ));
     }
     let (users, total) = state.media.usage(filter, order, page).await?;
-    let mut body = json!({
-        "users": users.iter().map(|u| json!({
-            // No display names here; the user id is what an admin can act on.
-            "displayname": u.user_id,
-            "media_count": u.media_count,
-            "media_length": u.media_length,
-            "user_id": u.user_id,
-        })).collect::<Vec<_>>(),
-        "total": total,
-    });
-    let next = page.from.saturating_add(users.len());
-    if next < total {
-        body["next_token"] = json!(next);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    let listed = users
+        .iter()
+        .map(|u| {
+            json!({
+                // No display names here; the user id is what an admin can act on.
+                "displayname": u.user_id,
+                "media_count": u.media_count,
+                "media_length": u.media_length,
+                "user_id": u.user_id,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(paged("users", listed, page, total)))
 }

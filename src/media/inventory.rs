@@ -91,7 +91,7 @@ impl MediaInfo {
         }
     }
 
-    pub fn len(&self) -> Option<u64> {
+    pub fn media_length(&self) -> Option<u64> {
         match &self.meta.state {
             MediaState::Complete(content) => Some(content.len),
             MediaState::Pending { .. } => None,
@@ -342,7 +342,7 @@ fn compare(order: MediaOrder, a: &MediaInfo, b: &MediaInfo) -> Ordering {
         MediaOrder::UploadName => a.upload_name().cmp(&b.upload_name()),
         MediaOrder::CreatedTs => a.meta.created_at.cmp(&b.meta.created_at),
         MediaOrder::LastAccessTs => a.last_access_ts.cmp(&b.last_access_ts),
-        MediaOrder::MediaLength => a.len().cmp(&b.len()),
+        MediaOrder::MediaLength => a.media_length().cmp(&b.media_length()),
         MediaOrder::MediaType => a.content_type().cmp(&b.content_type()),
         MediaOrder::QuarantinedBy => a
             .quarantine

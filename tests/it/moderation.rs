@@ -767,7 +767,7 @@ async fn hash_list_add_remove_import_export() {
     let mut res = server.get_as(&hashes, ALICE).await;
     assert_eq!(res.status(), 200);
     let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    let mut expected = vec![sha.clone(), other_sha.clone()];
+    let mut expected = [sha.clone(), other_sha.clone()];
     expected.sort();
     assert_eq!(text, format!("{}\n", expected.join("\n")));
 
