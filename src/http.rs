@@ -96,6 +96,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 resource("/quarantine/hashes")
                     .route(web::get().to(admin::export_hashes))
                     .route(web::post().to(admin::import_hashes)),
+            )
+            .service(
+                resource("/users/{user_id}/quota")
+                    .route(web::get().to(admin::get_quota))
+                    .route(web::put().to(admin::set_quota))
+                    .route(web::delete().to(admin::reset_quota)),
             ),
     );
     synapse_admin_routes(cfg);

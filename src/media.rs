@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod inventory;
 pub mod moderation;
+pub mod quota;
 pub mod remote;
 pub mod retention;
 mod waiters;
@@ -68,6 +69,8 @@ pub struct MediaService {
     remote_thumbnail_fallback: bool,
     retention: RetentionPolicy,
     touches: retention::Touches,
+    /// Per-user quotas: what uploads in flight hold against them.
+    quotas: quota::Quotas,
 }
 
 impl MediaService {
@@ -92,6 +95,7 @@ impl MediaService {
             remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
             retention: retention::policy(&config.media),
             touches: retention::Touches::default(),
+            quotas: quota::Quotas::new(&config.media),
             budget,
             store,
         })

@@ -13,6 +13,7 @@
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
+//! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -32,6 +33,7 @@ pub mod space;
 pub mod spool;
 mod thumbs;
 mod upload;
+pub mod usage;
 
 use std::{
     path::{Path, PathBuf},
@@ -80,6 +82,8 @@ struct Inner {
     quarantine: sled::Tree,
     protected: sled::Tree,
     hash_quarantine: sled::Tree,
+    usage: sled::Tree,
+    quotas: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -124,6 +128,8 @@ impl Store {
                 quarantine: db.open_tree("mediaid_quarantine")?,
                 protected: db.open_tree("mediaid_protected")?,
                 hash_quarantine: db.open_tree("sha256_quarantine")?,
+                usage: db.open_tree("userid_usage")?,
+                quotas: db.open_tree("userid_quota")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -134,6 +140,7 @@ impl Store {
                 backups: Mutex::new(backup::Holds::default()),
             }),
         };
+        store.count_usage_once()?;
         Ok(store)
     }
 

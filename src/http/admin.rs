@@ -7,6 +7,9 @@
 //!   (every copy stored, uploaded or fetched), show, or release them.
 //! - `GET|POST /_mxmedia/admin/v1/quarantine/hashes`: export or import the hash list as plain
 //!   text, one lowercase hex sha256 per line: a block list servers can share.
+//! - `GET|PUT|DELETE /_mxmedia/admin/v1/users/{userId}/quota`: a user's limits and usage; an
+//!   admin's limits for them (`{"max_bytes": n|null, "max_files": n|null}`, 0 = unlimited,
+//!   null = the configured default); back to the defaults.
 
 use actix_web::{HttpResponse, web};
 use futures_util::StreamExt as _;
@@ -18,6 +21,7 @@ use crate::{
     http::extract::{parse_media_id, parse_server_name},
     model::id::MediaKey,
     state::AppState,
+    store::usage::QuotaOverride,
 };
 
 /// An imported hash list: 65 bytes a line, about 250 000 hashes.
@@ -162,4 +166,57 @@ pub async fn import_hashes(
         .quarantine_hashes(hashes, &admin.user.user_id)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "added": added, "quarantined_media": items })))
+}
+
+/// `GET /_mxmedia/admin/v1/users/{userId}/quota`.
+pub async fn get_quota(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    path: web::Path<String>,
+) -> Reply {
+    quota_reply(&state, &path).await
+}
+
+/// `PUT /_mxmedia/admin/v1/users/{userId}/quota` with `{"max_bytes": n|null, "max_files": n|null}`.
+pub async fn set_quota(
+    state: web::Data<AppState>,
+    admin: AdminUser,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Reply {
+    let limits: QuotaOverride = serde_json::from_slice(&body).map_err(|_| {
+        Error::NotJson(
+            "Expected {\"max_bytes\": integer or null, \"max_files\": integer or null}".into(),
+        )
+    })?;
+    state
+        .media
+        .set_quota(&path, Some(limits), &admin.user.user_id)
+        .await?;
+    quota_reply(&state, &path).await
+}
+
+/// `DELETE /_mxmedia/admin/v1/users/{userId}/quota`: back to the configured limits.
+pub async fn reset_quota(
+    state: web::Data<AppState>,
+    admin: AdminUser,
+    path: web::Path<String>,
+) -> Reply {
+    state
+        .media
+        .set_quota(&path, None, &admin.user.user_id)
+        .await?;
+    quota_reply(&state, &path).await
+}
+
+async fn quota_reply(state: &AppState, user: &str) -> Reply {
+    let (limits, usage, admin) = state.media.quota(user).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "user_id": user,
+        "max_bytes": limits.max_bytes,
+        "max_files": limits.max_files,
+        "bytes": usage.bytes,
+        "files": usage.files,
+        "override": admin,
+    })))
 }

@@ -8,7 +8,7 @@ use super::{
     blob::{Placement, Staged},
     decode, encode, keys,
     refs::add_blob_ref,
-    tx_error,
+    tx_error, usage,
 };
 use crate::{
     error::{Error, Result},
@@ -82,6 +82,7 @@ impl Store {
             &self.inner.blocked,
             &self.inner.hash_quarantine,
             &self.inner.quarantine,
+            &self.inner.usage,
         )
             .transaction(
                 |(
@@ -92,6 +93,7 @@ impl Store {
                     blocked_tree,
                     hash_tree,
                     quarantine_tree,
+                    usage_tree,
                 )| {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
@@ -152,6 +154,7 @@ impl Store {
                     if let Some(by) = hash_tree.get(sha256.as_bytes())? {
                         quarantine_tree.insert(db_key.as_slice(), by)?;
                     }
+                    usage::count(usage_tree, uploader, content.len, true)?;
                     Ok(())
                 },
             )

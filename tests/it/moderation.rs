@@ -780,3 +780,66 @@ async fn hash_list_add_remove_import_export() {
     let (code, body) = call(&server, Method::GET, &hash, ALICE).await;
     assert_eq!((code, &body["errcode"]), (404, &json!("M_NOT_FOUND")));
 }
+
+/// A user's usage is counted as media comes and goes, and an admin's limits for them replace
+/// the configured ones until reset.
+#[actix_web::test]
+async fn quota_usage_and_admin_overrides() {
+    let server = TestServer::start_with(|c| {
+        admin_alice(c);
+        c.media.user_quota_bytes = bytesize::ByteSize::kib(64);
+    })
+    .await;
+    let first = upload_sized(&server, BOB, 1000, 1, "a").await;
+    upload_sized(&server, BOB, 500, 2, "b").await;
+    let quota = "/_mxmedia/admin/v1/users/@bob:localhost/quota";
+    let (code, body) = call(&server, Method::GET, quota, ALICE).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        json!({"user_id": "@bob:localhost", "max_bytes": 65536, "max_files": 0,
+               "bytes": 1500, "files": 2, "override": null})
+    );
+    call(
+        &server,
+        Method::DELETE,
+        &format!("/_synapse/admin/v1/media/localhost/{first}"),
+        ALICE,
+    )
+    .await;
+    let (_, body) = call(&server, Method::GET, quota, ALICE).await;
+    assert_eq!(
+        (body["bytes"].clone(), body["files"].clone()),
+        (json!(500), json!(1))
+    );
+
+    let mut res = server
+        .client
+        .put(server.url(quota))
+        .bearer_auth(ALICE)
+        .send_json(&json!({"max_files": 3}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["max_bytes"].clone(), body["max_files"].clone()),
+        (json!(65536), json!(3))
+    );
+    assert_eq!(body["override"], json!({"max_bytes": null, "max_files": 3}));
+    let mut res = server
+        .client
+        .put(server.url(quota))
+        .bearer_auth(ALICE)
+        .send_body("not json")
+        .await
+        .unwrap();
+    assert_error(&mut res, 400, "M_NOT_JSON").await;
+    let (code, _) = call(&server, Method::GET, quota, BOB).await;
+    assert_eq!(code, 403);
+    let (_, body) = call(&server, Method::DELETE, quota, ALICE).await;
+    assert_eq!(
+        (body["max_files"].clone(), body["override"].clone()),
+        (json!(0), Value::Null)
+    );
+}
