@@ -17,7 +17,7 @@ use std::{
 };
 
 use self::failures::{FailureCache, reason};
-use super::MediaService;
+use super::{MediaService, rate::RateLimit};
 use crate::{
     clock::now_ms,
     config::Config,
@@ -33,6 +33,12 @@ use crate::{
     thumbnail::{Served, select},
 };
 
+/// Why a remote thumbnail was not had: the fetch failed, or this requester may not start one.
+pub enum ThumbnailMiss {
+    Failed(FetchFailure),
+    Refused(Error),
+}
+
 /// The default `timeout_ms` passed on to the origin (the spec's default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -45,6 +51,8 @@ pub struct Remote {
     max_timeout: Duration,
     /// Shared with local uploads: fetched bytes reserve against the same free-space floor.
     budget: DiskBudget,
+    /// Fetches each user may start per minute.
+    fetch_rate: RateLimit,
 }
 
 impl Remote {
@@ -59,6 +67,15 @@ impl Remote {
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
             budget,
+            fetch_rate: RateLimit::new(config.media.user_remote_fetch_rate_per_minute),
+        }
+    }
+
+    /// Charges one fetch to `requester` (unauthenticated legacy requests are not limited here).
+    fn charge(&self, requester: Option<&str>) -> Result<()> {
+        match requester {
+            Some(user) => self.fetch_rate.take(user, 1),
+            None => Ok(()),
         }
     }
 
@@ -69,9 +86,11 @@ impl Remote {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Content> {
         let flight = key.to_string();
         self.failures.check(&flight)?;
+        self.charge(requester)?;
         let job = self.job(store, key, client, &flight, timeout);
         let (result, leader) = self
             .originals
@@ -91,20 +110,22 @@ impl Remote {
         spec: ThumbSpec,
         client: &MediaClient,
         timeout: Option<Duration>,
-    ) -> Result<ThumbRecord, FetchFailure> {
+        requester: Option<&str>,
+    ) -> Result<ThumbRecord, ThumbnailMiss> {
         let thumb_key = keys::remote_thumb(key, spec);
         let lookup = thumb_key.clone();
         if let Some(record) = store
             .blocking(move |s| s.get_thumbnail(&lookup))
             .await
-            .map_err(|e| FetchFailure::Local(e.to_string()))?
+            .map_err(|e| ThumbnailMiss::Failed(FetchFailure::Local(e.to_string())))?
         {
             metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
             return Ok(record);
         }
         if let Some(failure) = self.failures.get(&thumb_key) {
-            return Err(failure);
+            return Err(ThumbnailMiss::Failed(failure));
         }
+        self.charge(requester).map_err(ThumbnailMiss::Refused)?;
         let job = self.job(store, key, client, &thumb_key, timeout);
         let (result, leader) = self
             .thumbnails
@@ -113,7 +134,11 @@ impl Remote {
             })
             .await;
         count_waiter(leader);
-        result.map_err(|_| FetchFailure::Local("remote thumbnail task lost".into()))?
+        result
+            .map_err(|_| {
+                ThumbnailMiss::Failed(FetchFailure::Local("remote thumbnail task lost".into()))
+            })?
+            .map_err(ThumbnailMiss::Failed)
     }
 
     /// The work of one flight, owning everything it needs to outlive the request that started it.
@@ -321,6 +346,7 @@ impl MediaService {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Content> {
         self.touch(key);
         let ticket = self.cache.ticket();
@@ -338,7 +364,7 @@ impl MediaService {
                     return Err(Error::NotFound);
                 }
                 self.remote
-                    .original(&self.store, key, client, timeout)
+                    .original(&self.store, key, client, timeout, requester)
                     .await?
             }
         };
@@ -355,6 +381,7 @@ impl MediaService {
         spec: ThumbSpec,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<(Content, Served)> {
         self.touch(key);
         if let Some(content) = stored(&self.store, key).await? {
@@ -371,7 +398,7 @@ impl MediaService {
         let asked = select::snap(spec, &self.thumbnail_config);
         let failure = match self
             .remote
-            .thumbnail(&self.store, key, asked, client, timeout)
+            .thumbnail(&self.store, key, asked, client, timeout, requester)
             .await
         {
             Ok(record) => {
@@ -383,7 +410,8 @@ impl MediaService {
                 };
                 return Ok((content, Served::Thumbnail(record)));
             }
-            Err(failure) => failure,
+            Err(ThumbnailMiss::Refused(err)) => return Err(err),
+            Err(ThumbnailMiss::Failed(failure)) => failure,
         };
         // Waiting twice for a server that did not answer helps nobody.
         if !self.remote_thumbnail_fallback
@@ -398,7 +426,7 @@ impl MediaService {
             return Err(failure.into());
         }
         tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
-        let content = self.remote_content(key, client, timeout).await?;
+        let content = self.remote_content(key, client, timeout, requester).await?;
         let served = self
             .thumbnails
             .thumbnail(&content, spec)

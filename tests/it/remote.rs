@@ -950,3 +950,42 @@ async fn purge_media_cache_removes_idle_remote_media() {
         "quarantined, kept"
     );
 }
+
+/// One user can make this server start only so many remote fetches a minute (429
+/// `M_LIMIT_EXCEEDED` with `retry_after_ms`, the origin never asked); what is stored already is
+/// served without charge, and other users have budgets of their own.
+#[actix_web::test]
+async fn remote_fetches_per_user_are_limited_and_cache_hits_free() {
+    let setup = Setup::start(|c| c.media.user_remote_fetch_rate_per_minute = 2).await;
+    for id in ["a", "b", "c"] {
+        setup.host.put(
+            id,
+            File::new(
+                pseudo_random(2000, u64::from(id.as_bytes()[0])),
+                "image/png",
+            ),
+        );
+    }
+    assert_eq!(setup.get(&setup.download_url("a")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("b")).await.0, 200);
+    let mut res = setup.server.get_as(setup.download_url("c"), ALICE).await;
+    assert_eq!(res.status(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 1000, "{body}");
+    let thumb = setup.thumbnail_url("c", "width=32&height=32&method=scale");
+    assert_eq!(setup.server.get_as(&thumb, ALICE).await.status(), 429);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/c")), 0);
+    for _ in 0..5 {
+        assert_eq!(
+            setup.get(&setup.download_url("a")).await.0,
+            200,
+            "stored: free"
+        );
+    }
+    let res = setup
+        .server
+        .get_as(setup.download_url("c"), crate::common::BOB)
+        .await;
+    assert_eq!(res.status(), 200, "bob's budget is his own");
+}
