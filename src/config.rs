@@ -11,7 +11,8 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Deserialize, Serialize};
+use mxmedia_proto::ids::ServerName;
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::{
     auth::AuthConfig,
@@ -36,7 +37,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The homeserver name that `mxc://` URIs carry. Default `localhost`.
-    pub server_name: String,
+    #[serde(deserialize_with = "server_name")]
+    pub server_name: ServerName,
     /// Address the HTTP listener binds. Default `127.0.0.1:8090`.
     pub listen: SocketAddr,
     /// Where the sled database, blob files and generated secrets live. Default `./mxmedia-data`.
@@ -57,7 +59,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server_name: "localhost".into(),
+            server_name: ServerName::localhost(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: PathBuf::from("./mxmedia-data"),
             workers: 0,
@@ -151,18 +153,7 @@ impl Config {
     /// Checks that span sections or concern the top-level values; each section checks its own
     /// fields. The order is the order the errors are reported in: the first failure wins.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self
-            .server_name
-            .parse::<mxmedia_proto::ids::ServerName>()
-            .is_err()
-        {
-            return Err(ConfigError::invalid(
-                "MXMEDIA_SERVER_NAME",
-                "not a Matrix server name (hostname[:port])",
-            ));
-        }
         self.auth.validate()?;
-        self.federation.validate()?;
         self.http.validate()?;
         self.media.validate()?;
         self.preview.validate()?;
@@ -190,6 +181,26 @@ impl Config {
     pub fn has_auth_source(&self) -> bool {
         self.auth.homeserver_url.is_some() || !self.auth.static_tokens.is_empty()
     }
+}
+
+/// Parses a value once, while deserialising, through its `FromStr`; a refusal names the
+/// environment variable that sets it, as every config error does.
+pub(crate) fn parse_named<'de, D, T>(d: D, var: &str, expected: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("invalid value for {var}: {expected}")))
+}
+
+fn server_name<'de, D: Deserializer<'de>>(d: D) -> Result<ServerName, D::Error> {
+    parse_named(
+        d,
+        "MXMEDIA_SERVER_NAME",
+        "not a Matrix server name (hostname[:port])",
+    )
 }
 
 mod auth;

@@ -1,5 +1,5 @@
 //! Outgoing federation HTTP: the one client every request to another server goes through
-//! (server keys now, remote media later).
+//! (server keys, `keyring`; remote media, `media`).
 //!
 //! It owns server discovery (`resolve`), builds its TLS from `net::tls`, and applies the SSRF guard
 //! (`net::IpPolicy`, the same judgement of addresses previews use): every

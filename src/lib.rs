@@ -95,7 +95,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     if dev_token.is_some() {
         config.auth.admins.push(dev_user);
     }
-    let media = Arc::new(MediaService::new(&config, store.clone())?);
+    let media = Arc::new(MediaService::new(&config, store.clone()));
     let preview = preview::Previews::new(&config, Arc::clone(&media))?;
     let federation_identity =
         Arc::new(federation::identity::Identity::load(&config).context("loading the signing key")?);

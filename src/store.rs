@@ -231,7 +231,7 @@ impl Store {
         }
     }
 
-    /// Bytes sled uses on disk (its own estimate) and media bytes by placement.
+    /// Bytes sled uses on disk, by its own estimate: inline blobs included, blob files not.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.inner.db.size_on_disk()?)
     }

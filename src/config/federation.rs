@@ -3,9 +3,11 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::ConfigError;
+use mxmedia_proto::{
+    ids::ServerName,
+    keys::{KeyId, VerifyKey},
+};
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +31,8 @@ pub struct FederationConfig {
     /// servers accept it only once the homeserver publishes it (see the README).
     pub signing_key_path: Option<PathBuf>,
     /// Which key of the file to sign with, e.g. `ed25519:a_AbCd`. Default: the first.
-    pub signing_key_id: Option<String>,
+    #[serde(default, deserialize_with = "signing_key_id")]
+    pub signing_key_id: Option<KeyId>,
     /// Serve `GET /_matrix/key/v2/server` with our key, for deployments where mxmedia answers
     /// federation itself. Off by default: normally the homeserver publishes the keys.
     pub serve_server_keys: bool,
@@ -59,49 +62,30 @@ impl Default for FederationConfig {
     }
 }
 
-impl FederationConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(id) = &self.signing_key_id
-            && id.parse::<mxmedia_proto::keys::KeyId>().is_err()
-        {
-            return Err(ConfigError::invalid(
-                "MXMEDIA_FEDERATION__SIGNING_KEY_ID",
-                "must be an ed25519 key id like ed25519:a_AbCd",
-            ));
-        }
-        for notary in &self.trusted_key_servers {
-            if notary
-                .server_name
-                .parse::<mxmedia_proto::ids::ServerName>()
-                .is_err()
-            {
-                return Err(ConfigError::invalid(
-                    "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
-                    "server_name must be a Matrix server name",
-                ));
-            }
-            for (id, key) in &notary.verify_keys {
-                if id.parse::<mxmedia_proto::keys::KeyId>().is_err()
-                    || mxmedia_proto::keys::VerifyKey::from_base64(key).is_err()
-                {
-                    return Err(ConfigError::invalid(
-                        "MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS",
-                        "verify_keys must map ed25519 key ids to base64 public keys",
-                    ));
-                }
-            }
-        }
-        Ok(())
+fn signing_key_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyId>, D::Error> {
+    Option::<SigningKeyId>::deserialize(d).map(|id| id.map(|SigningKeyId(id)| id))
+}
+
+struct SigningKeyId(KeyId);
+
+impl<'de> Deserialize<'de> for SigningKeyId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::parse_named(
+            d,
+            "MXMEDIA_FEDERATION__SIGNING_KEY_ID",
+            "must be an ed25519 key id like ed25519:a_AbCd",
+        )
+        .map(Self)
     }
 }
 
 /// A notary whose signature on another server's keys is trusted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(from = "TrustedKeyServerRaw", into = "TrustedKeyServerTable")]
+#[serde(try_from = "TrustedKeyServerRaw", into = "TrustedKeyServerTable")]
 pub struct TrustedKeyServer {
-    pub server_name: String,
-    /// Key ID -> unpadded base64 public key. Empty: fetch the notary's keys from it directly.
-    pub verify_keys: BTreeMap<String, String>,
+    pub server_name: ServerName,
+    /// Pinned keys. Empty: fetch the notary's keys from it directly.
+    pub verify_keys: BTreeMap<KeyId, VerifyKey>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +95,7 @@ enum TrustedKeyServerRaw {
     Table(TrustedKeyServerTable),
 }
 
+/// The written form: key id -> unpadded base64 public key.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrustedKeyServerTable {
@@ -119,26 +104,41 @@ struct TrustedKeyServerTable {
     verify_keys: BTreeMap<String, String>,
 }
 
-impl From<TrustedKeyServerRaw> for TrustedKeyServer {
-    fn from(raw: TrustedKeyServerRaw) -> Self {
-        match raw {
-            TrustedKeyServerRaw::Name(server_name) => Self {
-                server_name,
-                verify_keys: BTreeMap::new(),
-            },
-            TrustedKeyServerRaw::Table(t) => Self {
-                server_name: t.server_name,
-                verify_keys: t.verify_keys,
-            },
-        }
+impl TryFrom<TrustedKeyServerRaw> for TrustedKeyServer {
+    type Error = String;
+
+    fn try_from(raw: TrustedKeyServerRaw) -> Result<Self, String> {
+        let refuse = |reason: &str| {
+            format!("invalid value for MXMEDIA_FEDERATION__TRUSTED_KEY_SERVERS: {reason}")
+        };
+        let (server_name, verify_keys) = match raw {
+            TrustedKeyServerRaw::Name(server_name) => (server_name, BTreeMap::new()),
+            TrustedKeyServerRaw::Table(t) => (t.server_name, t.verify_keys),
+        };
+        Ok(Self {
+            server_name: server_name
+                .parse()
+                .map_err(|_| refuse("server_name must be a Matrix server name"))?,
+            verify_keys: verify_keys
+                .iter()
+                .map(|(id, key)| Some((id.parse().ok()?, VerifyKey::from_base64(key).ok()?)))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    refuse("verify_keys must map ed25519 key ids to base64 public keys")
+                })?,
+        })
     }
 }
 
 impl From<TrustedKeyServer> for TrustedKeyServerTable {
     fn from(t: TrustedKeyServer) -> Self {
         Self {
-            server_name: t.server_name,
-            verify_keys: t.verify_keys,
+            server_name: t.server_name.as_str().to_owned(),
+            verify_keys: t
+                .verify_keys
+                .iter()
+                .map(|(id, key)| (id.as_str().to_owned(), key.to_base64()))
+                .collect(),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The `[preview]` section: URL previews. The server fetches pages that users name, so every
 //! setting here bounds what a hostile URL can make it do.
-//! `UrlPattern` is the parsed form of a `url_denylist` entry, checked here once at load.
+//! `UrlPattern` is the parsed form of a `url_denylist` entry, parsed once while the config is
+//! deserialised: the guard takes the parsed patterns.
 
 use std::net::SocketAddr;
 
 use bytesize::ByteSize;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ConfigError, DEFAULT_IP_RANGE_DENYLIST};
 
@@ -25,7 +26,7 @@ pub struct PreviewConfig {
     pub ip_range_allowlist: Vec<ipnet::IpNet>,
     /// URLs never fetched: `example.com` (that domain and all its subdomains) or `http:` (a
     /// whole scheme). Default empty.
-    pub url_denylist: Vec<String>,
+    pub url_denylist: Vec<UrlPattern>,
     /// DNS servers to ask (`ip:port`); empty = the system's resolver configuration.
     pub nameservers: Vec<SocketAddr>,
     /// Most bytes of a page that are downloaded and parsed; the rest is never read (OpenGraph
@@ -81,16 +82,6 @@ impl PreviewConfig {
                 "MXMEDIA_PREVIEW__IP_RANGE_DENYLIST",
                 "must not be empty while previews are enabled (list exceptions in \
                  MXMEDIA_PREVIEW__IP_RANGE_ALLOWLIST instead)",
-            ));
-        }
-        if self
-            .url_denylist
-            .iter()
-            .any(|p| UrlPattern::parse(p).is_none())
-        {
-            return Err(ConfigError::invalid(
-                "MXMEDIA_PREVIEW__URL_DENYLIST",
-                "entries must be domains like example.com or schemes like http:",
             ));
         }
         if self.max_page_size.as_u64() == 0 {
@@ -172,5 +163,33 @@ impl UrlPattern {
                         .is_some_and(|rest| rest.ends_with('.'))
             }),
         }
+    }
+}
+
+/// Written back in the form `parse` reads, so `check-config` shows what is in force.
+impl std::fmt::Display for UrlPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scheme(scheme) => write!(f, "{scheme}:"),
+            Self::Domain(domain) => f.write_str(domain),
+        }
+    }
+}
+
+impl Serialize for UrlPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UrlPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&raw).ok_or_else(|| {
+            serde::de::Error::custom(
+                "invalid value for MXMEDIA_PREVIEW__URL_DENYLIST: entries must be domains like \
+                 example.com or schemes like http:",
+            )
+        })
     }
 }

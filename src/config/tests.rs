@@ -4,7 +4,7 @@
 use bytesize::ByteSize;
 use figment::Jail;
 
-use super::{Config, FreeSpace, StrayEnv};
+use super::{Config, FreeSpace, StrayEnv, UrlPattern};
 
 /// With nothing set, the documented defaults apply.
 #[test]
@@ -229,7 +229,13 @@ fn preview_section() {
         jail.set_env("MXMEDIA_PREVIEW__MAX_PAGE_SIZE", "64KiB");
         let config = Config::load(None).map_err(|e| e.to_string())?;
         assert!(config.preview.enabled);
-        assert_eq!(config.preview.url_denylist, ["example.com", "http:"]);
+        assert_eq!(
+            config.preview.url_denylist,
+            [
+                UrlPattern::Domain("example.com".into()),
+                UrlPattern::Scheme("http".into())
+            ]
+        );
         assert_eq!(config.preview.ip_range_allowlist.len(), 1);
         assert_eq!(config.preview.max_page_size, ByteSize::kib(64));
         Ok(())

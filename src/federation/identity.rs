@@ -1,14 +1,14 @@
 //! Our signing identity: the key mxmedia signs federation requests with, as its homeserver.
 //!
 //! Remote servers check our X-Matrix signatures against the keys our *homeserver* publishes
-//! (spec §11.4), so the key is either the homeserver's own (its key file, shared) or a
+//! ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)), so the key is either the homeserver's own (its key file, shared) or a
 //! dedicated one that the homeserver has been told to publish. Which key is in use, and whether
 //! the homeserver publishes it, is the first thing to check when remote servers refuse us.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use mxmedia_proto::{KeyId, MediaId, ServerName, SigningKey, validate_server_keys};
+use mxmedia_proto::{MediaId, ServerName, SigningKey, validate_server_keys};
 
 use crate::config::Config;
 
@@ -35,17 +35,8 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// The configured key file, else the data dir's own key, generated on first use.
     pub fn load(config: &Config) -> anyhow::Result<Self> {
-        let server_name: ServerName = config
-            .server_name
-            .parse()
-            .context("MXMEDIA_SERVER_NAME is not a server name")?;
-        let key_id = config
-            .federation
-            .signing_key_id
-            .as_deref()
-            .map(str::parse::<KeyId>)
-            .transpose()
-            .context("MXMEDIA_FEDERATION__SIGNING_KEY_ID is not a key id")?;
+        let server_name = config.server_name.clone();
+        let key_id = config.federation.signing_key_id.as_ref();
         if let Some(path) = &config.federation.signing_key_path {
             let contents = std::fs::read_to_string(path).with_context(|| {
                 format!(
@@ -53,7 +44,7 @@ impl Identity {
                     path.display()
                 )
             })?;
-            let key = SigningKey::from_key_file(&contents, key_id.as_ref()).with_context(|| {
+            let key = SigningKey::from_key_file(&contents, key_id).with_context(|| {
                 format!(
                     "MXMEDIA_FEDERATION__SIGNING_KEY_PATH={}: no usable key{}",
                     path.display(),
@@ -73,7 +64,7 @@ impl Identity {
         let key = if path.exists() {
             let contents = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            SigningKey::from_key_file(&contents, key_id.as_ref())
+            SigningKey::from_key_file(&contents, key_id)
                 .with_context(|| format!("{}: no usable key", path.display()))?
         } else {
             let key = new_key()?;

@@ -13,18 +13,14 @@
 //! memory it fills is bounded too: keys by weight, failures by count, both with expiry.
 
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use mxmedia_proto::{
-    KeyId, ServerKeys, ServerName, VerifyKey, server_keys::validate_notary_server_keys,
-    validate_server_keys,
-};
-use serde::{Deserialize, Serialize};
+use mxmedia_proto::{KeyId, ServerKeys, ServerName, VerifyKey, validate_server_keys};
 
-use super::{Federation, FetchError};
+use self::budget::Bucket;
+use super::Federation;
 use crate::{
     clock::now_ms,
     config::TrustedKeyServer,
@@ -90,40 +86,14 @@ struct KeyWeight;
 impl quick_cache::Weighter<ServerName, (Instant, Arc<Known>)> for KeyWeight {
     fn weight(&self, name: &ServerName, (_, known): &(Instant, Arc<Known>)) -> u64 {
         let keys = &known.keys;
+        let bytes = |text: &str| u64::try_from(text.len()).unwrap_or(u64::MAX);
         let ids = keys
             .verify_keys
             .keys()
             .chain(keys.old_verify_keys.keys())
-            .map(|id| id.as_str().len() as u64 + 64)
-            .sum::<u64>();
-        128 + name.as_str().len() as u64 + ids
-    }
-}
-
-/// A token bucket: `rate` per second, up to `burst` saved.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(now: Instant) -> Self {
-        Self {
-            tokens: NEW_ORIGIN_BURST,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * NEW_ORIGIN_RATE;
-        self.tokens = (self.tokens + earned).min(NEW_ORIGIN_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+            .map(|id| bytes(id.as_str()).saturating_add(64))
+            .fold(0, u64::saturating_add);
+        bytes(name.as_str()).saturating_add(128).saturating_add(ids)
     }
 }
 
@@ -135,22 +105,6 @@ struct Known {
     usable_until_ms: u64,
 }
 
-/// What sled keeps: the response exactly as signed, so it can be validated again on load.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    response: serde_json::Value,
-    fetched_at_ms: u64,
-    /// The notary it came through, if not from the server itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    notary: Option<String>,
-}
-
-struct Notary {
-    name: ServerName,
-    /// Pinned keys; empty means "ask the notary itself for its keys".
-    keys: BTreeMap<KeyId, VerifyKey>,
-}
-
 #[derive(Clone)]
 pub struct KeyRing {
     inner: Arc<Inner>,
@@ -158,7 +112,8 @@ pub struct KeyRing {
 
 struct Inner {
     store: Store,
-    notaries: Vec<Notary>,
+    /// Notaries from the config, parsed there: pinned keys, or none to ask the notary itself.
+    notaries: Vec<TrustedKeyServer>,
     known: TtlCache<ServerName, Arc<Known>, KeyWeight>,
     failures: TtlCache<ServerName, (), Count>,
     flights: SingleFlight<ServerName, Result<Arc<Known>, KeyError>>,
@@ -168,25 +123,10 @@ struct Inner {
 
 impl KeyRing {
     pub fn new(store: Store, trusted: &[TrustedKeyServer]) -> Self {
-        let notaries = trusted
-            .iter()
-            .filter_map(|t| {
-                Some(Notary {
-                    name: t.server_name.parse().ok()?,
-                    keys: t
-                        .verify_keys
-                        .iter()
-                        .filter_map(|(id, key)| {
-                            Some((id.parse().ok()?, VerifyKey::from_base64(key).ok()?))
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
         Self {
             inner: Arc::new(Inner {
                 store,
-                notaries,
+                notaries: trusted.to_vec(),
                 known: TtlCache::weighted(10_000, KEYS_BUDGET, KeyWeight),
                 failures: TtlCache::new(FAILURES_CAPACITY),
                 flights: SingleFlight::bounded(FETCH_CONCURRENCY),
@@ -248,7 +188,7 @@ impl KeyRing {
             .blocking(move |s| s.get_server_keys(&name))
             .await
             .ok()??;
-        let record: Record = serde_json::from_slice(&raw).ok()?;
+        let record: fetch::Record = serde_json::from_slice(&raw).ok()?;
         // A notary's signature was checked when fetched; the origin's own is checked again here.
         let keys = validate_server_keys(origin, &record.response, now).ok()?;
         let known = Arc::new(Known {
@@ -333,21 +273,18 @@ impl KeyRing {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ::metrics::counter!("mxmedia_key_fetches_total").increment(1);
         let now = now_ms();
-        let fetched = match self.fetch_direct(federation, client, origin, now).await {
+        let fetched = match fetch::direct(federation, client, origin, now).await {
             Ok(found) => Ok(found),
             Err(direct_error) => {
                 let mut result = Err(direct_error);
                 for notary in &self.inner.notaries {
-                    match self
-                        .fetch_via_notary(federation, client, notary, origin, now)
-                        .await
-                    {
+                    match fetch::via_notary(federation, client, notary, origin, now).await {
                         Ok(found) => {
                             result = Ok(found);
                             break;
                         }
                         Err(e) => tracing::debug!(
-                            origin = %origin, notary = %notary.name, error = %e,
+                            origin = %origin, notary = %notary.server_name, error = %e,
                             "notary could not vouch for the server's keys"
                         ),
                     }
@@ -385,70 +322,6 @@ impl KeyRing {
         }
         Ok(known)
     }
-
-    async fn fetch_direct(
-        &self,
-        federation: &Federation,
-        client: &awc::Client,
-        origin: &ServerName,
-        now: u64,
-    ) -> Result<(ServerKeys, Record), FetchError> {
-        let response = federation
-            .get_json(client, origin, "/_matrix/key/v2/server")
-            .await?;
-        let keys = validate_server_keys(origin, &response, now)
-            .map_err(|e| FetchError::BadResponse(e.to_string()))?;
-        Ok((
-            keys,
-            Record {
-                response,
-                fetched_at_ms: now,
-                notary: None,
-            },
-        ))
-    }
-
-    async fn fetch_via_notary(
-        &self,
-        federation: &Federation,
-        client: &awc::Client,
-        notary: &Notary,
-        origin: &ServerName,
-        now: u64,
-    ) -> Result<(ServerKeys, Record), FetchError> {
-        let notary_keys = if notary.keys.is_empty() {
-            // Trust on first use: the notary's own keys, fetched from it and validated.
-            let (keys, _) = self
-                .fetch_direct(federation, client, &notary.name, now)
-                .await?;
-            keys.verify_keys
-        } else {
-            notary.keys.clone()
-        };
-        let path = format!("/_matrix/key/v2/query/{}", origin.as_str());
-        let answer = federation.get_json(client, &notary.name, &path).await?;
-        let entries = answer
-            .get("server_keys")
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| FetchError::BadResponse("no server_keys array".into()))?;
-        let mut last = FetchError::BadResponse("the notary returned no keys".into());
-        for entry in entries {
-            match validate_notary_server_keys(origin, entry, now, &notary.name, &notary_keys) {
-                Ok(keys) => {
-                    return Ok((
-                        keys,
-                        Record {
-                            response: entry.clone(),
-                            fetched_at_ms: now,
-                            notary: Some(notary.name.to_string()),
-                        },
-                    ));
-                }
-                Err(e) => last = FetchError::BadResponse(e.to_string()),
-            }
-        }
-        Err(last)
-    }
 }
 
 fn lookup(
@@ -470,25 +343,5 @@ fn lookup(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::{Bucket, NEW_ORIGIN_BURST, NEW_ORIGIN_RATE};
-
-    /// New origins start at most the burst at once, then at the sustained rate.
-    #[test]
-    fn new_origin_budget_is_a_burst_then_a_rate() {
-        let t0 = Instant::now();
-        let mut bucket = Bucket::new(t0);
-        let burst = (0..1000).filter(|_| bucket.take(t0)).count();
-        assert_eq!(burst as f64, NEW_ORIGIN_BURST);
-        let later = t0 + Duration::from_secs(10);
-        let refilled = (0..1000).filter(|_| bucket.take(later)).count();
-        assert_eq!(
-            refilled as f64,
-            (10.0 * NEW_ORIGIN_RATE).min(NEW_ORIGIN_BURST)
-        );
-        assert!(!bucket.take(later), "spent until time passes");
-    }
-}
+mod budget;
+mod fetch;

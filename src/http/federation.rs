@@ -46,7 +46,7 @@ impl FromRequest for FederationOrigin {
 }
 
 /// X-Matrix headers looked at per request; the rest are ignored. A server sends one per key it
-/// signs with (spec §11.3.1); Synapse and others send one. Each header may name an origin whose
+/// signs with ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)); Synapse and others send one. Each header may name an origin whose
 /// keys we would have to discover and fetch, so an attacker's fifty are not fifty fetches.
 pub const MAX_X_MATRIX_HEADERS: usize = 4;
 
@@ -184,7 +184,7 @@ fn local_key(state: &AppState, media_id: &str) -> Result<MediaKey, Error> {
     })
 }
 
-/// The two-part `multipart/mixed` answer (spec §10.3): `{}` metadata, then the bytes, streamed
+/// The two-part `multipart/mixed` answer ([spec: federation media download](https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid)): `{}` metadata, then the bytes, streamed
 /// from the store with the total length declared up front.
 async fn multipart(
     state: &AppState,

@@ -42,11 +42,7 @@ impl Guard {
                 config.ip_range_denylist.clone(),
                 config.ip_range_allowlist.clone(),
             ),
-            patterns: config
-                .url_denylist
-                .iter()
-                .filter_map(|p| UrlPattern::parse(p))
-                .collect(),
+            patterns: config.url_denylist.clone(),
             dns: crate::net::dns_resolver(&config.nameservers)?,
         })
     }

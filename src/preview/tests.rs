@@ -155,7 +155,12 @@ fn allowlist_is_narrow() {
 /// URL patterns match a domain and its subdomains, or a scheme.
 #[test]
 fn url_denylist_patterns() {
-    let guard = guard(|c| c.url_denylist = vec!["evil.example".into(), "http:".into()]);
+    let guard = guard(|c| {
+        c.url_denylist = ["evil.example", "http:"]
+            .into_iter()
+            .filter_map(UrlPattern::parse)
+            .collect()
+    });
     for denied in [
         "https://evil.example/",
         "https://a.b.evil.example/x",

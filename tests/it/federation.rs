@@ -373,7 +373,7 @@ async fn notary_vouches_for_an_unreachable_origin() {
         .unwrap()
         .insert(origin.name().to_string(), origin.key_response());
     origin.stop().await;
-    let notary_name = notary.name().to_string();
+    let notary_name = notary.name();
     let server = TestServer::start_with(|c| {
         federate(c, &pki, None);
         c.federation.trusted_key_servers = vec![TrustedKeyServer {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use mxmedia::config::Config;
+use mxmedia::config::{Config, UrlPattern};
 
 use crate::{
     common::{ALICE, BOB, TestServer, assert_error, urlencode},
@@ -484,7 +484,10 @@ async fn name_with_any_denied_address_is_forbidden() {
 async fn url_denylist_refuses() {
     let server = TestServer::start_with(|c| {
         enable(c);
-        c.preview.url_denylist = vec!["blocked.test".into(), "http:".into()];
+        c.preview.url_denylist = ["blocked.test", "http:"]
+            .into_iter()
+            .filter_map(UrlPattern::parse)
+            .collect();
     })
     .await;
     for url in ["https://a.blocked.test/", "http://example.org/"] {

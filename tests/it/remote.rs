@@ -337,7 +337,7 @@ async fn own_server_name_is_never_fetched() {
     let remote = FakeRemote::start_with(&pki, "127.0.0.1:0", None, MediaHost::routes(&host));
     host.serve_as(remote.name(), remote.port);
     host.put("mine", File::new(PNG.to_vec(), "image/png"));
-    let own_name = remote.name().as_str().to_owned();
+    let own_name = remote.name();
     let server = TestServer::start_with(|c| {
         federate(c, &pki, None);
         c.server_name = own_name.clone();

@@ -1,4 +1,4 @@
-//! Matrix's "unpadded base64" (spec §12.1): the standard RFC 4648 alphabet with `=` stripped.
+//! Matrix's "unpadded base64" ([spec: unpadded base64](https://spec.matrix.org/v1.16/appendices/#unpadded-base64)): the standard RFC 4648 alphabet with `=` stripped.
 //! Encoding never pads; decoding accepts both padded and unpadded input, as the spec says decoders
 //! SHOULD. The URL-safe alphabet is a separate variant in Matrix (used by event IDs, not by keys or
 //! signatures), so it has its own functions instead of being guessed at.
@@ -9,7 +9,7 @@ use base64::engine::{DecodePaddingMode, general_purpose};
 
 use crate::error::{Error, Result};
 
-/// Non-zero trailing bits are allowed because the spec's own test-vector seed (§12.4,
+/// Non-zero trailing bits are allowed because the spec's own test-vector seed ([cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors),
 /// `...MW+3XA1`) has them, and Python's decoder, which Synapse uses, ignores them.
 const DECODE_CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
     .with_decode_padding_mode(DecodePaddingMode::Indifferent)

@@ -1,4 +1,4 @@
-//! Canonical JSON (spec §12.2): the one byte string that ed25519 signatures are made over. It is
+//! Canonical JSON ([spec: canonical JSON](https://spec.matrix.org/v1.16/appendices/#canonical-json)): the one byte string that ed25519 signatures are made over. It is
 //! written by hand rather than with `serde_json::to_string` because signatures depend on every
 //! byte: key order must not depend on serde_json's `preserve_order` feature (which any crate in
 //! the build could turn on), numbers must be range-checked, and the escapes must be exactly the

@@ -1,4 +1,4 @@
-//! The pure half of server discovery (spec §13): which step applies to a server name, what a
+//! The pure half of server discovery ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names)): which step applies to a server name, what a
 //! `.well-known/matrix/server` body delegates to, and, once an answer is known, where to connect
 //! plus the `Host` header and certificate name to use. HTTP, DNS and caching belong to the
 //! federation client, which drives these functions:
@@ -21,11 +21,11 @@ use crate::ids::{HostKind, ServerName};
 
 /// The federation port when nothing else names one.
 pub const DEFAULT_PORT: u16 = 8448;
-/// Cache lifetime of a `.well-known` answer without cache headers (spec §13: 24 h).
+/// Cache lifetime of a `.well-known` answer without cache headers ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names): 24 h).
 pub const WELL_KNOWN_DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Longest a `.well-known` answer may be cached, whatever its headers say (spec §13: 48 h).
+/// Longest a `.well-known` answer may be cached, whatever its headers say ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names): 48 h).
 pub const WELL_KNOWN_MAX_TTL: Duration = Duration::from_secs(48 * 3600);
-/// Longest a failed `.well-known` fetch may be cached (spec §13: up to 1 h, with backoff).
+/// Longest a failed `.well-known` fetch may be cached ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names): up to 1 h, with backoff).
 pub const WELL_KNOWN_ERROR_TTL: Duration = Duration::from_secs(3600);
 
 /// A settled connection target.
@@ -42,7 +42,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The TLS SNI to send: the certificate name, except none for IP addresses (spec §13).
+    /// The TLS SNI to send: the certificate name, except none for IP addresses ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names)).
     pub fn sni(&self) -> Option<&str> {
         match self.tls_name.parse::<IpAddr>() {
             Ok(_) => None,
@@ -65,7 +65,7 @@ pub enum Step {
     LookupSrv(SrvLookup),
 }
 
-/// An SRV step for `name` (spec §13 steps 3.3-3.5 and 4-6). With SRV, the `Host` header and
+/// An SRV step for `name` ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names) steps 3.3-3.5 and 4-6). With SRV, the `Host` header and
 /// certificate use `name`, never the SRV target: DNS is not secure, so the delegate proves
 /// itself over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl SrvLookup {
     }
 }
 
-/// Spec §13 steps 1-3 for `server`: IP literals and explicit ports connect directly; a bare DNS
+/// [Spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names) steps 1-3 for `server`: IP literals and explicit ports connect directly; a bare DNS
 /// name needs its `.well-known` first.
 pub fn first_step(server: &ServerName) -> Step {
     match (server.host_kind(), server.port()) {
@@ -122,7 +122,7 @@ pub fn parse_well_known(body: &[u8]) -> Option<ServerName> {
     value.get("m.server")?.as_str()?.parse().ok()
 }
 
-/// Spec §13 steps 3.1-3.5 when `.well-known` of `hostname` delegated to `delegated`, or steps
+/// [Spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names) steps 3.1-3.5 when `.well-known` of `hostname` delegated to `delegated`, or steps
 /// 4-6 when it failed or was invalid (`None`).
 pub fn after_well_known(hostname: &str, delegated: Option<&ServerName>) -> Step {
     let Some(delegated) = delegated else {

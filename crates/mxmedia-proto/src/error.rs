@@ -7,7 +7,7 @@
 /// Everything that can go wrong while parsing or checking Matrix protocol data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// A server name outside the grammar of spec §3.2.
+    /// A server name outside the grammar of [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name).
     #[error("invalid server name: {0}")]
     InvalidServerName(&'static str),
     /// A media ID outside `[A-Za-z0-9_-]{1,255}`.
@@ -25,13 +25,13 @@ pub enum Error {
     /// Key material or a key file that cannot be used (wrong length, bad line, no such key).
     #[error("bad key: {0}")]
     BadKey(&'static str),
-    /// An `Authorization: X-Matrix` header that does not parse (spec §11.2).
+    /// An `Authorization: X-Matrix` header that does not parse ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)).
     #[error("bad X-Matrix header: {0}")]
     BadHeader(&'static str),
     /// JSON that is not of the shape the protocol requires (not an object, missing field, ...).
     #[error("bad JSON: {0}")]
     BadJson(String),
-    /// JSON that has no canonical form (spec §12.2): a fraction, an out-of-range number, or
+    /// JSON that has no canonical form ([spec: canonical JSON](https://spec.matrix.org/v1.16/appendices/#canonical-json)): a fraction, an out-of-range number, or
     /// nesting too deep to encode safely.
     #[error("JSON cannot be canonicalised: {0}")]
     NotCanonical(&'static str),
@@ -50,7 +50,7 @@ pub enum Error {
     /// A key response names a different server than the one that was asked.
     #[error("server name mismatch")]
     ServerNameMismatch,
-    /// An X-Matrix `destination` that is not our server name (spec §11.2: answer 401).
+    /// An X-Matrix `destination` that is not our server name ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication): answer 401).
     #[error("request is addressed to another server")]
     WrongDestination,
 }

@@ -1,7 +1,7 @@
 //! Identifiers that arrive in URLs, headers and JSON: server names, media IDs and `mxc://` URIs.
 //! Each is a newtype that can only hold a valid value ("parse, don't validate"), so code past the
 //! HTTP edge never re-checks them and never passes unchecked text to storage or to an outbound URL
-//! (spec §3.1 demands whitelisting against path traversal).
+//! ([spec: mxc URIs](https://spec.matrix.org/v1.16/client-server-api/#matrix-content-mxc-uris) demands whitelisting against path traversal).
 
 mod media_id;
 mod mxc;

@@ -20,7 +20,7 @@ pub const ED25519: &str = "ed25519";
 /// Longest key version accepted; the spec sets no limit, this only bounds memory.
 const MAX_VERSION_LEN: usize = 255;
 
-/// A key ID `ed25519:<version>`, the version matching `[A-Za-z0-9_]+` (spec §12.3).
+/// A key ID `ed25519:<version>`, the version matching `[A-Za-z0-9_]+` ([spec: signing JSON](https://spec.matrix.org/v1.16/appendices/#signing-json)).
 /// IDs of other algorithms are refused, so callers skip them as the spec's verification steps say.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyId(String);

@@ -4,8 +4,8 @@
 //! federation media's `multipart/mixed` answers.
 //!
 //! Everything here is synchronous and does no I/O: the HTTP server and federation client own the
-//! network, clocks are passed in as `now_ms`, and this crate only decides what bytes mean. Section
-//! numbers in the docs refer to the project's spec digest (`shared/spec/MATRIX-MEDIA.md`).
+//! network, clocks are passed in as `now_ms`, and this crate only decides what bytes mean. The docs
+//! link the sections of the public spec (<https://spec.matrix.org/v1.16/>) they implement.
 //!
 //! Signing an outgoing federation request and checking it on the other side:
 //!

@@ -1,4 +1,4 @@
-//! Server key responses, `GET /_matrix/key/v2/server` (spec §12.5): the serde wire types, checking
+//! Server key responses, `GET /_matrix/key/v2/server` ([spec: retrieving server keys](https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys)): the serde wire types, checking
 //! a fetched response (right server, self-signed, not expired), looking up the key an X-Matrix
 //! header names, and building our own signed response. Fetching and caching are the federation
 //! client's job; `usable_until` tells it how long it may keep a response.
@@ -17,11 +17,11 @@ use crate::signing::{sign_json, signature_of, signing_bytes};
 
 pub use notary::{KeyCriteria, KeyQueryRequest, NotaryResponse, validate_notary_server_keys};
 
-/// Spec §12.5: servers "MUST use the lesser of `valid_until_ts` and 7 days into the future", so a
+/// [Spec: retrieving server keys](https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys): servers "MUST use the lesser of `valid_until_ts` and 7 days into the future", so a
 /// stolen key published with a far-off expiry cannot stay trusted for long.
 pub const MAX_KEY_VALIDITY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
-/// A Server Keys object as it travels (spec §12.5). Key IDs stay strings here so a response
+/// A Server Keys object as it travels ([spec: retrieving server keys](https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys)). Key IDs stay strings here so a response
 /// listing keys of an algorithm we do not know still deserialises; `ServerKeys` is the checked form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerKeysJson {
@@ -65,7 +65,7 @@ pub struct OldVerifyKey {
 }
 
 /// A checked key response: the server is the one asked, the object is self-signed, and only
-/// ed25519 keys with valid IDs are kept (others are skipped, as spec §12.3 says).
+/// ed25519 keys with valid IDs are kept (others are skipped, as [spec: signing JSON](https://spec.matrix.org/v1.16/appendices/#signing-json) says).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerKeys {
     /// The server the keys belong to.
@@ -80,13 +80,13 @@ pub struct ServerKeys {
 
 impl ServerKeys {
     /// How long keys fetched at `now_ms` may be trusted: the lesser of `valid_until_ts` and
-    /// `now_ms + 7 days` (spec §12.5). Use it as the cache expiry.
+    /// `now_ms + 7 days` ([spec: retrieving server keys](https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys)). Use it as the cache expiry.
     pub fn usable_until(&self, now_ms: u64) -> u64 {
         self.valid_until_ts
             .min(now_ms.saturating_add(MAX_KEY_VALIDITY_MS))
     }
 
-    /// The key to verify an X-Matrix request signed with `key_id` at `now_ms` (spec §11.3 step
+    /// The key to verify an X-Matrix request signed with `key_id` at `now_ms` ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) step
     /// 5). `old_verify_keys` are refused (`KeyExpired`), as is everything once `valid_until_ts`
     /// has passed; a key the server does not list is `UnknownKey`.
     pub fn verify_key_at(&self, key_id: &KeyId, now_ms: u64) -> Result<&VerifyKey> {
@@ -226,7 +226,7 @@ pub(crate) fn check_signed_by(
 }
 
 /// Our own `/_matrix/key/v2/server` response: every key in `signing_keys` listed in
-/// `verify_keys` and signing the object, `old_verify_keys` as given. Spec §12.5 says not to
+/// `verify_keys` and signing the object, `old_verify_keys` as given. [Spec: retrieving server keys](https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys) says not to
 /// publish responses that expire within an hour; picking `valid_until_ts` is the caller's call.
 pub fn build_server_keys_response(
     server_name: &ServerName,

@@ -1,4 +1,4 @@
-//! Signing and verifying JSON objects (spec §12.3). The signature covers the canonical JSON of the
+//! Signing and verifying JSON objects ([spec: signing JSON](https://spec.matrix.org/v1.16/appendices/#signing-json)). The signature covers the canonical JSON of the
 //! object without its `signatures` and `unsigned` members, which is what lets notaries add their
 //! own signatures to a server's key response without breaking the origin's.
 
@@ -72,7 +72,7 @@ pub fn signature_of(value: &Value, server_name: &str, key_id: &str) -> Result<Op
 }
 
 /// The IDs of the ed25519 keys `server_name` signed `value` with. IDs of other algorithms, and
-/// malformed ones, are skipped (spec §12.3, "Checking for a Signature" step 2).
+/// malformed ones, are skipped ([spec: signing JSON](https://spec.matrix.org/v1.16/appendices/#signing-json), "Checking for a Signature" step 2).
 pub fn signing_key_ids(value: &Value, server_name: &str) -> Vec<KeyId> {
     value
         .get("signatures")

@@ -1,4 +1,4 @@
-//! Federation request authentication (spec §11): the `Authorization: X-Matrix` header as a typed
+//! Federation request authentication ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)): the `Authorization: X-Matrix` header as a typed
 //! value, the JSON object a request signature covers, and signing/verifying a request with it.
 //! Key lookup and expiry live in `server_keys`; choosing which `Authorization` header to read and
 //! mapping errors to HTTP statuses is the server's job.
@@ -17,7 +17,7 @@ use crate::signing::signing_bytes;
 
 pub use parse::{SCHEME, is_x_matrix};
 
-/// A parsed `X-Matrix` credential. `destination` is optional because spec §11.2 tells receivers
+/// A parsed `X-Matrix` credential. `destination` is optional because [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) tells receivers
 /// to accept requests from servers older than v1.3 that omit it; we always send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XMatrix {
@@ -27,7 +27,7 @@ pub struct XMatrix {
     pub destination: Option<ServerName>,
     /// The origin's key that made `sig`.
     pub key: KeyId,
-    /// The signature over the request JSON (spec §11.1).
+    /// The signature over the request JSON ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)).
     pub sig: Signature,
 }
 
@@ -83,7 +83,7 @@ impl FromStr for XMatrix {
     }
 }
 
-/// The header value, in the form spec §11.2 tells senders to use: one space after the scheme,
+/// The header value, in the form [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) tells senders to use: one space after the scheme,
 /// lower-case names, quoted values, no whitespace around commas.
 impl fmt::Display for XMatrix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,7 +117,7 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
-/// The parts of a federation request that its X-Matrix signature covers (spec §11.1).
+/// The parts of a federation request that its X-Matrix signature covers ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestParts<'a> {
     /// The HTTP method, upper case (`GET`).
@@ -168,7 +168,7 @@ pub fn sign_request(request: &RequestParts<'_>, key: &SigningKey) -> Result<XMat
     })
 }
 
-/// Checks an incoming request's X-Matrix credential (spec §11.3 steps 3, 4 and 6).
+/// Checks an incoming request's X-Matrix credential ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) steps 3, 4 and 6).
 ///
 /// `our_name` is this server's name (for a multi-tenant server, the tenant the request was routed
 /// to). `origin_key` must be the key `auth.origin` publishes under `auth.key`, already checked to

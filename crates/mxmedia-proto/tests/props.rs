@@ -46,7 +46,7 @@ fn x_matrix() -> impl Strategy<Value = XMatrix> {
         })
 }
 
-/// A header for `x` in any form spec §11.2 allows: shuffled params, random name case, quoted or
+/// A header for `x` in any form [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) allows: shuffled params, random name case, quoted or
 /// bare values, whitespace around commas and `=`, an unknown parameter, `signature` for `sig`.
 fn lenient_header(x: &XMatrix, seed: &[u8; 16]) -> String {
     let mut params = vec![

@@ -1,6 +1,6 @@
 use super::{RangeRequest, content_disposition, content_type_header, is_inline, parse_range};
 
-/// The spec digest's Content-Type / Content-Disposition vectors (section 6.2).
+/// Content-Type / Content-Disposition cases for [serving inline content](https://spec.matrix.org/v1.16/client-server-api/#serving-inline-content).
 #[test]
 fn disposition_vectors() {
     let cases = [

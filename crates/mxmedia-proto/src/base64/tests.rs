@@ -10,7 +10,7 @@ const VECTORS: [(&str, &str); 7] = [
     ("foobar", "Zm9vYmFy"),
 ];
 
-/// The unpadded base64 test vectors of spec §12.1 encode exactly and decode back.
+/// The unpadded base64 test vectors of [spec: unpadded base64](https://spec.matrix.org/v1.16/appendices/#unpadded-base64) encode exactly and decode back.
 #[test]
 fn spec_vectors() {
     for (plain, encoded) in VECTORS {
@@ -19,7 +19,7 @@ fn spec_vectors() {
     }
 }
 
-/// Decoders accept padded input too (spec §12.1 SHOULD).
+/// Decoders accept padded input too ([spec: unpadded base64](https://spec.matrix.org/v1.16/appendices/#unpadded-base64) SHOULD).
 #[test]
 fn padded_input_accepted() {
     assert_eq!(decode("Zg==").unwrap(), b"f");

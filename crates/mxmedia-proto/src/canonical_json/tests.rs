@@ -6,7 +6,7 @@ use crate::error::Error;
 const ROW5_INPUT: &str = r#"{"auth": {"success": true, "mxid": "@john.doe:example.com", "profile": {"display_name": "John Doe", "three_pids": [{"medium": "email", "address": "john.doe@example.org"}, {"medium": "msisdn", "address": "123456789"}]}}}"#;
 const ROW5_OUTPUT: &str = r#"{"auth":{"mxid":"@john.doe:example.com","profile":{"display_name":"John Doe","three_pids":[{"address":"john.doe@example.org","medium":"email"},{"address":"123456789","medium":"msisdn"}]},"success":true}}"#;
 
-/// Every input/output pair of spec §12.2's table is reproduced byte for byte.
+/// Every input/output pair of [spec: canonical JSON](https://spec.matrix.org/v1.16/appendices/#canonical-json)'s table is reproduced byte for byte.
 #[test]
 fn spec_vectors() {
     let cases = [

@@ -7,7 +7,7 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::error::{Error, Result};
 
-/// The longest media ID we accept. Not from the spec (it sets none); see spec §3.1.
+/// The longest media ID we accept. Not from the spec (it sets none); see [spec: mxc URIs](https://spec.matrix.org/v1.16/client-server-api/#matrix-content-mxc-uris).
 pub const MAX_MEDIA_ID_LEN: usize = 255;
 
 /// How many random characters `generate` uses: 32 of 62 symbols is about 190 bits, so IDs are

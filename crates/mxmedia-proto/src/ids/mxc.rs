@@ -1,4 +1,4 @@
-//! `MxcUri`: `mxc://<server-name>/<media-id>` (spec §3.1), split into its two validated halves.
+//! `MxcUri`: `mxc://<server-name>/<media-id>` ([spec: mxc URIs](https://spec.matrix.org/v1.16/client-server-api/#matrix-content-mxc-uris)), split into its two validated halves.
 
 use std::str::FromStr;
 

@@ -1,4 +1,4 @@
-//! `ServerName`: a homeserver's name, `hostname [":" port]`, per the grammar of spec §3.2.
+//! `ServerName`: a homeserver's name, `hostname [":" port]`, per the grammar of [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name).
 //! It is an identifier first (compared as an exact, case-sensitive string) and an address second,
 //! so the original text is kept and the host/port split is only a view for server discovery.
 
@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
-/// What the host part of a server name is, for server discovery (spec §13): IP literals are
+/// What the host part of a server name is, for server discovery ([spec: resolving server names](https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names)): IP literals are
 /// connected to directly, DNS names go through `.well-known` and SRV.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostKind {
@@ -19,7 +19,7 @@ pub enum HostKind {
     Dns(String),
 }
 
-/// A server name valid per spec §3.2. Equality, ordering and hashing use the exact text, since
+/// A server name valid per [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name). Equality, ordering and hashing use the exact text, since
 /// server names are case-sensitive and `example.org:08448` is not `example.org:8448`.
 #[derive(Debug, Clone)]
 pub struct ServerName {
@@ -31,6 +31,16 @@ pub struct ServerName {
 }
 
 impl ServerName {
+    /// `localhost`, a name that needs no parsing (the default of configs and tests).
+    pub fn localhost() -> Self {
+        Self {
+            text: "localhost".to_owned(),
+            host_len: "localhost".len(),
+            port: None,
+            ip: None,
+        }
+    }
+
     /// The server name as text.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -126,7 +136,7 @@ fn check_dns_name(host: &str) -> Result<()> {
 }
 
 /// Four dot-separated groups of 1-3 digits, each 0-255. Anything else, `999.1.1.1` included, is a
-/// DNS name, as spec §3.2's note and Synapse have it. Leading zeros are read as decimal (the ABNF
+/// DNS name, as [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name)'s note and Synapse have it. Leading zeros are read as decimal (the ABNF
 /// allows them), never as octal.
 fn parse_ipv4(host: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];

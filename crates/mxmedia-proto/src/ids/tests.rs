@@ -7,7 +7,7 @@ fn sn(s: &str) -> ServerName {
     s.parse().unwrap()
 }
 
-/// Every valid example of spec §3.2 parses and keeps its exact text, host and port.
+/// Every valid example of [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name) parses and keeps its exact text, host and port.
 #[test]
 fn spec_valid_server_names() {
     let cases: [(&str, &str, Option<u16>); 6] = [
@@ -27,7 +27,7 @@ fn spec_valid_server_names() {
     }
 }
 
-/// Every invalid test case of spec §3.2 is refused, plus ports outside u16 and junk after `]`.
+/// Every invalid test case of [spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name) is refused, plus ports outside u16 and junk after `]`.
 #[test]
 fn spec_invalid_server_names() {
     for bad in [
@@ -63,7 +63,7 @@ fn spec_invalid_server_names() {
     assert!("a".repeat(255).parse::<ServerName>().is_ok());
 }
 
-/// IP literals are classified as IPs; out-of-range "IPv4" is a DNS name (spec §3.2 note).
+/// IP literals are classified as IPs; out-of-range "IPv4" is a DNS name ([spec: server names](https://spec.matrix.org/v1.16/appendices/#server-name) note).
 #[test]
 fn host_kind() {
     assert_eq!(
@@ -111,7 +111,7 @@ fn server_name_serde() {
     assert!(serde_json::from_str::<ServerName>("12").is_err());
 }
 
-/// Media IDs follow `^[A-Za-z0-9_-]{1,255}$`, which stops path traversal (spec §3.1).
+/// Media IDs follow `^[A-Za-z0-9_-]{1,255}$`, which stops path traversal ([spec: mxc URIs](https://spec.matrix.org/v1.16/client-server-api/#matrix-content-mxc-uris)).
 #[test]
 fn media_id_validation() {
     for good in ["a", "abc123", "A-Z_a-z-0-9", &"x".repeat(255)] {
@@ -164,4 +164,15 @@ fn mxc_uri() {
     ] {
         assert!(bad.parse::<MxcUri>().is_err(), "{bad:?} should be invalid");
     }
+}
+
+/// The built-in `localhost` is the same name, in every view, as `localhost` parsed.
+#[test]
+fn localhost_is_parsed_localhost() {
+    let built = ServerName::localhost();
+    let parsed = sn("localhost");
+    assert_eq!(built, parsed);
+    assert_eq!(built.host(), parsed.host());
+    assert_eq!(built.port(), parsed.port());
+    assert_eq!(built.host_kind(), parsed.host_kind());
 }

@@ -1,6 +1,6 @@
 //! `SigningKey`: our server's ed25519 key and its ID. It reads and writes Synapse's signing key
 //! file (`ed25519 <version> <unpadded base64 seed>`, one key per line), so a media repo and a
-//! homeserver can share one key file (spec §11.4). The secret never appears in `Debug` output.
+//! homeserver can share one key file ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)). The secret never appears in `Debug` output.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Key queries through a notary (spec §12.6): the request and response bodies of
+//! Key queries through a notary ([spec: querying keys through another server](https://spec.matrix.org/v1.16/server-server-api/#querying-keys-through-another-server)): the request and response bodies of
 //! `/_matrix/key/v2/query`, and checking an entry of the answer. A notary's copy is only trusted
 //! when the origin's self-signature holds *and* the notary, whose keys we already trust, signed it.
 

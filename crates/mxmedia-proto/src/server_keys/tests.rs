@@ -25,7 +25,8 @@ fn spec_response() -> Value {
     build_server_keys_response(&domain(), &[spec_key()], BTreeMap::new(), VALID_UNTIL).unwrap()
 }
 
-/// Our built response is byte for byte the digest's derived self-signed key response (§12.4).
+/// Our built response is byte for byte the self-signed key response derived from the key of
+/// the [cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors).
 #[test]
 fn derived_self_signed_vector() {
     let response = spec_response();

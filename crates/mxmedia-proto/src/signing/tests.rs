@@ -6,7 +6,7 @@ use crate::ids::ServerName;
 use crate::keys::SigningKey;
 use crate::test_vectors::{domain, key as spec_key};
 
-/// Spec §12.4 "JSON signing, empty object": byte-for-byte the spec's output.
+/// [Spec: cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors) "JSON signing, empty object": byte-for-byte the spec's output.
 #[test]
 fn spec_vector_empty_object() {
     let signed = sign_json(&domain(), &spec_key(), &json!({})).unwrap();
@@ -17,7 +17,7 @@ fn spec_vector_empty_object() {
     );
 }
 
-/// Spec §12.4 "JSON signing with data": byte-for-byte the spec's output.
+/// [Spec: cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors) "JSON signing with data": byte-for-byte the spec's output.
 #[test]
 fn spec_vector_with_data() {
     let signed = sign_json(&domain(), &spec_key(), &json!({"one": 1, "two": "Two"})).unwrap();

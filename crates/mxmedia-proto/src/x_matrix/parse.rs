@@ -1,4 +1,4 @@
-//! The auth-param grammar of an `Authorization: X-Matrix ...` header (spec §11.2, RFC 9110
+//! The auth-param grammar of an `Authorization: X-Matrix ...` header ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication), RFC 9110
 //! §11.4), turned into lower-cased (name, value) pairs. It accepts what the spec says receivers
 //! should: quoted or bare values, backslash escapes, colons in bare values, whitespace around
 //! commas and `=`, and empty list elements. It never panics and never slices inside a character:
@@ -21,7 +21,7 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// Whether a header value uses the X-Matrix scheme (spec §11.3 step 1), so a caller can pick the
+/// Whether a header value uses the X-Matrix scheme ([spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) step 1), so a caller can pick the
 /// right `Authorization` header among several.
 pub fn is_x_matrix(header: &str) -> bool {
     let header = header.trim_start_matches(is_ows);
@@ -82,7 +82,7 @@ pub(super) fn parse_params(header: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// The body of a quoted-string after its opening `"`; returns the unescaped value and the text
-/// after the closing quote. `\X` stands for `X`, as spec §11.2 says.
+/// after the closing quote. `\X` stands for `X`, as [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) says.
 fn parse_quoted(text: &str) -> Result<(String, &str)> {
     let mut value = String::new();
     let mut chars = text.char_indices();
@@ -114,7 +114,7 @@ fn check_quoted_char(c: char) -> Result<()> {
 }
 
 /// A bare value runs to the next whitespace or comma. It may hold more than `token` allows
-/// (colons, as spec §11.2 asks, and `/` or `=` from base64) but no quotes, backslashes or
+/// (colons, as [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) asks, and `/` or `=` from base64) but no quotes, backslashes or
 /// non-visible characters.
 fn parse_bare(text: &str) -> Result<(String, &str)> {
     let len = text.find(|c| is_ows(c) || c == ',').unwrap_or(text.len());

@@ -26,7 +26,8 @@ fn download_request<'a>(origin: &'a ServerName, destination: &'a ServerName) -> 
     }
 }
 
-/// The digest's derived download vector (§12.4): canonical JSON, signature and header, exactly.
+/// A download request signed with the key of the [cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors): canonical JSON, signature and
+/// header, exactly.
 #[test]
 fn derived_download_vector() {
     let (origin, destination) = (domain(), sn("media.example.org"));
@@ -47,8 +48,9 @@ fn derived_download_vector() {
     verify_request(&auth, &destination, "GET", DOWNLOAD_URI, None, &key).unwrap();
 }
 
-/// Signing `"content": {}` for a body-less GET gives the digest's other signature, which a correct
-/// receiver rejects (the MMR bug in spec §11.1).
+/// Signing `"content": {}` for a body-less GET gives another signature, which a correct receiver
+/// rejects: a GET signs no `content` at all (matrix-media-repo once got this wrong; see
+/// [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication)).
 #[test]
 fn empty_content_is_not_no_content() {
     let (origin, destination) = (domain(), sn("media.example.org"));
@@ -66,7 +68,7 @@ fn empty_content_is_not_no_content() {
     );
 }
 
-/// The digest's derived thumbnail vector (§12.4).
+/// A thumbnail request signed with the key of the [cryptographic test vectors](https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors).
 #[test]
 fn derived_thumbnail_vector() {
     let (origin, destination) = (domain(), sn("remote.example.com"));
@@ -176,7 +178,7 @@ fn sig_b64() -> String {
     crate::base64::encode([7u8; 64])
 }
 
-/// The parser accepts every form spec §11.2 allows and yields the same credential.
+/// The parser accepts every form [spec: request authentication](https://spec.matrix.org/v1.16/server-server-api/#request-authentication) allows and yields the same credential.
 #[test]
 fn lenient_forms_parse_alike() {
     let sig = sig_b64();

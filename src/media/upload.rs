@@ -1,0 +1,286 @@
+//! Uploads: `POST /upload` (a new id), `POST /create` (a reservation, bounded per user) and
+//! `PUT /upload/{serverName}/{mediaId}` (filling one), all received through the store's spool.
+//! See <https://spec.matrix.org/v1.16/client-server-api/#content-repository>.
+
+use std::{
+    collections::HashSet,
+    hash::{Hash as _, Hasher as _},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use mxmedia_proto::ids::MediaId;
+
+use super::MediaService;
+use crate::{
+    clock::now_ms,
+    error::{Error, Result},
+    model::{
+        id::MediaKey,
+        meta::{MediaMeta, MediaState},
+    },
+    store::{
+        Expect, Store, Upload,
+        spool::{Spool, SpoolError},
+    },
+};
+
+/// What an upload request carries besides its bytes.
+pub struct UploadInfo {
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    /// The declared `Content-Length`, checked against the limit before any byte is read.
+    pub declared_len: Option<u64>,
+}
+
+impl MediaService {
+    /// `POST /upload`: stores the body under a new id.
+    pub async fn upload<S, E>(&self, user: &str, info: UploadInfo, body: S) -> Result<MediaKey>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let key = MediaKey {
+            server_name: self.server_name.clone(),
+            media_id: MediaId::generate(),
+        };
+        self.receive(user, &key, info, body, Expect::Absent).await?;
+        Ok(key)
+    }
+
+    /// `POST /create`: reserves an id for a later `PUT`, at most `max_pending_uploads` per user
+    /// at once. Counting and inserting happen under the user's gate, so a burst of parallel
+    /// creates cannot all see the same count.
+    pub async fn create(&self, user: &str) -> Result<(MediaKey, u64)> {
+        let now = now_ms();
+        let key = MediaKey {
+            server_name: self.server_name.clone(),
+            media_id: MediaId::generate(),
+        };
+        let expires_at = now + u64::try_from(self.unused_expiry.as_millis()).unwrap_or(u64::MAX);
+        let meta = MediaMeta {
+            uploader: user.to_owned(),
+            created_at: now,
+            state: MediaState::Pending {
+                unused_expires_at: expires_at,
+            },
+        };
+        let (owner, stored_key, max, gate) = (
+            user.to_owned(),
+            key.clone(),
+            self.max_pending,
+            Arc::clone(&self.pending_gate),
+        );
+        let full = self
+            .store
+            .blocking(move |s| {
+                let _gate = gate.lock(&owner)?;
+                let expiries = s.pending_expiries(&owner, now)?;
+                if expiries.len() >= max {
+                    return Ok(Some(expiries.into_iter().min().unwrap_or(now)));
+                }
+                s.insert_pending(&stored_key, &meta)?;
+                Ok(None)
+            })
+            .await?;
+        if let Some(oldest) = full {
+            return Err(Error::RateLimited {
+                retry_after: Duration::from_millis(oldest.saturating_sub(now)),
+            });
+        }
+        Ok((key, expires_at))
+    }
+
+    /// `PUT /upload/{serverName}/{mediaId}`: fills an id reserved by `create`.
+    pub async fn put<S, E>(
+        &self,
+        user: &str,
+        key: &MediaKey,
+        info: UploadInfo,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if !self.is_local(&key.server_name) {
+            return Err(Error::NotFound);
+        }
+        // Answer the common mistakes before reading a byte of the body. Ownership comes first:
+        // whether someone else's id is pending, filled or expired is none of the caller's business.
+        let lookup = key.clone();
+        let now = now_ms();
+        match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
+            None => return Err(Error::NotFound),
+            Some(meta) if meta.uploader != user => {
+                return Err(Error::Forbidden(
+                    "Only the user who created this media id may upload to it".into(),
+                ));
+            }
+            Some(MediaMeta {
+                state: MediaState::Complete(_),
+                ..
+            }) => return Err(Error::CannotOverwrite),
+            Some(MediaMeta {
+                state: MediaState::Pending { unused_expires_at },
+                ..
+            }) if unused_expires_at <= now => {
+                return Err(Error::NotFound);
+            }
+            Some(_) => {}
+        }
+        let _claim = UploadClaim::take(&self.uploading, key)?;
+        self.receive(
+            user,
+            key,
+            info,
+            body,
+            Expect::PendingFor { user, now_ms: now },
+        )
+        .await?;
+        self.waiters.wake(key);
+        Ok(())
+    }
+
+    /// Streams `body` into a staging file through the spool (bounded memory, the size limit
+    /// and the free-space floor checked on every chunk), then commits it under `key`.
+    async fn receive<S, E>(
+        &self,
+        user: &str,
+        key: &MediaKey,
+        info: UploadInfo,
+        mut body: S,
+        expect: Expect<'_>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let too_large = || {
+            Error::TooLarge(format!(
+                "Cannot upload files larger than {} bytes",
+                self.max_upload
+            ))
+        };
+        let spool_error = |e: SpoolError| match e {
+            SpoolError::TooLarge(_) => too_large(),
+            SpoolError::NoSpace => Error::InsufficientStorage,
+            SpoolError::Io(e) => Error::from(e),
+        };
+        if info.declared_len.is_some_and(|len| len > self.max_upload) {
+            return Err(too_large());
+        }
+        // A declared length that cannot fit is refused before the body is read; what is actually
+        // received is reserved step by step by the spool, declared or not.
+        self.budget.check(info.declared_len.unwrap_or(0)).await?;
+        let staging = self.store.blocking(Store::stage).await?;
+        let mut spool = Spool::new(staging, self.max_upload, self.budget.reservation());
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                tracing::debug!(error = %e, "upload body interrupted");
+                Error::InvalidParam("The upload body could not be read to the end".into())
+            })?;
+            spool.write(&chunk).await.map_err(spool_error)?;
+        }
+        let bytes = spool.len();
+        // Fsynced before the commit, and its reservation kept: committing moves the bytes, it
+        // does not add to them.
+        let staged = spool.finish().await?;
+        let content_type = info
+            .content_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let filename = info.filename;
+        let (key, user) = (key.clone(), user.to_owned());
+        let created_at = now_ms();
+        let expect = match expect {
+            Expect::Absent => OwnedExpect::Absent,
+            Expect::PendingFor { now_ms, .. } => OwnedExpect::Pending(now_ms),
+        };
+        self.store
+            .blocking(move |s| {
+                let expect = match expect {
+                    OwnedExpect::Absent => Expect::Absent,
+                    OwnedExpect::Pending(now_ms) => Expect::PendingFor {
+                        user: &user,
+                        now_ms,
+                    },
+                };
+                let upload = Upload {
+                    content_type,
+                    filename,
+                    uploader: &user,
+                    created_at,
+                    expect,
+                };
+                s.commit_upload(&key, staged, upload)
+            })
+            .await?;
+        metrics::counter!("mxmedia_uploads_total").increment(1);
+        metrics::counter!("mxmedia_upload_bytes_total").increment(bytes);
+        Ok(())
+    }
+}
+
+enum OwnedExpect {
+    Absent,
+    Pending(u64),
+}
+
+/// Marks an id as being uploaded to; released on drop, whatever happens to the request.
+struct UploadClaim<'a> {
+    set: &'a Mutex<HashSet<MediaKey>>,
+    key: MediaKey,
+}
+
+impl<'a> UploadClaim<'a> {
+    fn take(set: &'a Mutex<HashSet<MediaKey>>, key: &MediaKey) -> Result<Self> {
+        let mut guard = set
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("upload set poisoned")))?;
+        if !guard.insert(key.clone()) {
+            return Err(Error::CannotOverwrite);
+        }
+        Ok(Self {
+            set,
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for UploadClaim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self.set.lock() {
+            guard.remove(&self.key);
+        }
+    }
+}
+
+/// Per-user locks for `/create`, striped so that memory stays fixed however many users there
+/// are: users sharing a stripe only wait for each other's few-millisecond insert.
+pub(super) struct PendingGate {
+    stripes: [Mutex<()>; 64],
+}
+
+impl Default for PendingGate {
+    fn default() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Mutex::new(())),
+        }
+    }
+}
+
+impl PendingGate {
+    fn lock(&self, user: &str) -> Result<std::sync::MutexGuard<'_, ()>> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        user.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % 64).unwrap_or(0);
+        self.stripes
+            .get(stripe)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no pending stripe")))?
+            .lock()
+            .map_err(|_| Error::internal(anyhow::anyhow!("pending gate poisoned")))
+    }
+}
