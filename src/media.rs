@@ -61,6 +61,9 @@ pub struct MediaService {
     touches: retention::Touches,
     /// Per-user quotas: what uploads in flight hold against them.
     quotas: quota::Quotas,
+    /// Uploads, and upload bytes, each user may start per minute.
+    upload_rate: rate::RateLimit,
+    upload_bytes_rate: rate::RateLimit,
 }
 
 impl MediaService {
@@ -83,6 +86,10 @@ impl MediaService {
             retention: retention::policy(&config.media),
             touches: retention::Touches::default(),
             quotas: quota::Quotas::new(&config.media),
+            upload_rate: rate::RateLimit::new(config.media.user_upload_rate_per_minute),
+            upload_bytes_rate: rate::RateLimit::new(
+                config.media.user_upload_bytes_per_minute.as_u64(),
+            ),
             budget,
             store,
         }

@@ -843,3 +843,194 @@ async fn quota_usage_and_admin_overrides() {
         (json!(0), Value::Null)
     );
 }
+
+/// Uploads `bytes` as `token`, with a `Content-Length` or (`chunked`) without one: the status
+/// and the JSON body.
+async fn try_upload(
+    server: &TestServer,
+    token: &str,
+    bytes: Vec<u8>,
+    chunked: bool,
+) -> (u16, Value) {
+    let request = server
+        .client
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(token)
+        .insert_header(("content-type", "application/octet-stream"));
+    let mut res = if chunked {
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+            .chunks(4096)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        request
+            .send_stream(futures_util::stream::iter(pieces))
+            .await
+            .unwrap()
+    } else {
+        request.send_body(bytes).await.unwrap()
+    };
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn usage(server: &TestServer, user: &str) -> (u64, u64) {
+    let (_, body) = call(
+        server,
+        Method::GET,
+        &format!("/_mxmedia/admin/v1/users/{user}/quota"),
+        ALICE,
+    )
+    .await;
+    (
+        body["bytes"].as_u64().unwrap(),
+        body["files"].as_u64().unwrap(),
+    )
+}
+
+/// A full quota refuses an upload with 403 `M_USER_LIMIT_EXCEEDED` and an `info_uri`: a
+/// declared length before the body is read, an undeclared one as it streams past the limit;
+/// nothing of a refused upload is kept. A file-count quota counts files; an admin's override
+/// lets a user past the default.
+#[actix_web::test]
+async fn quotas_refuse_uploads_that_do_not_fit() {
+    let server = TestServer::start_with(|c| {
+        admin_alice(c);
+        c.media.user_quota_bytes = bytesize::ByteSize::kib(40);
+        c.media.user_quota_files = 3;
+        c.media.user_quota_info_uri = "https://example.org/quota".into();
+    })
+    .await;
+    assert_eq!(
+        try_upload(&server, BOB, pseudo_random(30_000, 1), false)
+            .await
+            .0,
+        200
+    );
+    let (code, body) = try_upload(&server, BOB, pseudo_random(20_000, 2), false).await;
+    assert_eq!(
+        (code, &body["errcode"]),
+        (403, &json!("M_USER_LIMIT_EXCEEDED")),
+        "{body}"
+    );
+    assert_eq!(body["info_uri"], json!("https://example.org/quota"));
+    assert!(
+        body["error"].as_str().unwrap().contains("storage limit"),
+        "{body}"
+    );
+    let (code, body) = try_upload(&server, BOB, pseudo_random(20_000, 3), true).await;
+    assert_eq!(
+        (code, &body["errcode"]),
+        (403, &json!("M_USER_LIMIT_EXCEEDED")),
+        "chunked: {body}"
+    );
+    assert_eq!(usage(&server, "@bob:localhost").await, (30_000, 1));
+    assert_eq!(server.stored_files().1, 0, "no staging file left");
+    // Alice has a quota of her own.
+    assert_eq!(
+        try_upload(&server, ALICE, pseudo_random(30_000, 4), true)
+            .await
+            .0,
+        200
+    );
+
+    assert_eq!(
+        try_upload(&server, BOB, pseudo_random(100, 5), false)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        try_upload(&server, BOB, pseudo_random(100, 6), true)
+            .await
+            .0,
+        200
+    );
+    let (code, body) = try_upload(&server, BOB, pseudo_random(100, 7), false).await;
+    assert_eq!(code, 403);
+    assert!(
+        body["error"].as_str().unwrap().contains("3 files"),
+        "{body}"
+    );
+
+    let mut res = server
+        .client
+        .put(server.url("/_mxmedia/admin/v1/users/@bob:localhost/quota"))
+        .bearer_auth(ALICE)
+        .send_json(&json!({"max_bytes": 0, "max_files": 10}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.body().await);
+    assert_eq!(
+        try_upload(&server, BOB, pseudo_random(100_000, 8), false)
+            .await
+            .0,
+        200
+    );
+}
+
+/// Concurrent uploads never take a user past the quota together, declared or streamed: as many
+/// fit as the quota holds, and no more.
+#[actix_web::test]
+async fn concurrent_uploads_never_overshoot_the_quota() {
+    let server = TestServer::start_with(|c| {
+        admin_alice(c);
+        c.media.user_quota_bytes = bytesize::ByteSize::b(100_000);
+    })
+    .await;
+    for (round, chunked) in [false, true].into_iter().enumerate() {
+        let user_token = if chunked { ALICE } else { BOB };
+        let results = futures_util::future::join_all((0..20u64).map(|i| {
+            try_upload(
+                &server,
+                user_token,
+                pseudo_random(10_000, 100 * round as u64 + i),
+                chunked,
+            )
+        }))
+        .await;
+        let ok = results.iter().filter(|(code, _)| *code == 200).count();
+        for (code, body) in &results {
+            assert!(
+                *code == 200 || body["errcode"] == "M_USER_LIMIT_EXCEEDED",
+                "{code} {body}"
+            );
+        }
+        let user = if chunked {
+            "@alice:localhost"
+        } else {
+            "@bob:localhost"
+        };
+        let (bytes, files) = usage(&server, user).await;
+        assert!(bytes <= 100_000, "chunked={chunked}: {bytes} bytes stored");
+        assert_eq!((files, bytes), (ok as u64, ok as u64 * 10_000));
+        if !chunked {
+            assert_eq!(ok, 10, "declared lengths: exactly what fits");
+        } else {
+            assert!(ok >= 1, "chunked: some fit");
+        }
+    }
+}
+
+/// Uploads per user per minute are limited (429 `M_LIMIT_EXCEEDED` with `retry_after_ms`),
+/// each user on their own budget.
+#[actix_web::test]
+async fn upload_rate_is_limited_per_user() {
+    let server = TestServer::start_with(|c| c.media.user_upload_rate_per_minute = 3).await;
+    for i in 0..3 {
+        assert_eq!(
+            try_upload(&server, BOB, pseudo_random(10, i), false)
+                .await
+                .0,
+            200
+        );
+    }
+    let (code, body) = try_upload(&server, BOB, pseudo_random(10, 9), false).await;
+    assert_eq!((code, &body["errcode"]), (429, &json!("M_LIMIT_EXCEEDED")));
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 10_000, "{body}");
+    assert_eq!(
+        try_upload(&server, ALICE, pseudo_random(10, 10), false)
+            .await
+            .0,
+        200
+    );
+}
