@@ -798,9 +798,9 @@ async def synapse_admin_quarantines_a_real_room_through_mxmedia(ctx: Context) ->
     r = await ctx.request("GET", info, token=admin)
     expect_status(r, 200)
     expect_eq(r.json()["media_info"]["media_length"], 5000, "media_info.media_length")
-    served = [l for l in ctx.nginx_log_lines(f"/_synapse/admin/v1/media/{quote(hs.server_name, safe='')}/{media_id}")
+    served = [l for l in ctx.nginx_log_lines(f"/_synapse/admin/v1/media/{hs.server_name}/{media_id}")
               if f"upstream={ctx.mxmedia_upstream}" in l]
-    expect(len(served) >= 2, f"the admin media API did not reach mxmedia: {served}")
+    expect(len(served) >= 1, f"the admin media API did not reach mxmedia: {served}")
 
     quarantine = f"{hs.base_url}/_synapse/admin/v1/room/{quote(room, safe='')}/media/quarantine"
     r = await ctx.request("POST", quarantine, token=poster, json_body={})
