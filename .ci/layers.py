@@ -5,12 +5,13 @@ together in one entry, separated by `|` (none are today).
 
 LAYERS runs bottom-up, the direction of the arrows in README.md's "Architecture":
 - clock, model: shared values (ids come from mxmedia-proto), depending on nothing in the crate;
-- error: the Matrix error every layer returns for now; it depends on nothing in the crate
-  (errors per layer are a later step, after which it belongs just below http);
 - ttl_cache, singleflight, metrics: generic helpers;
 - config, then tls (the listener's certificate) and net (guarded outgoing clients, their TLS
   and address policy);
-- store (sled and blobs), then thumbnail and federation (neither uses the other), auth;
+- store (sled and blobs), then thumbnail and federation (neither uses the other), each with
+  its own error type (`StoreError`, `PoolError`, `FetchError`);
+- error: the Matrix error clients see, and (error/convert.rs) the one place where each lower
+  layer's error becomes it; then auth and the layers above, which answer with it;
 - media, the service, then preview, which stores its images through media;
 - backup (the command and socket), state (what handlers share), http (the handlers).
 lib.rs and main.rs wire everything together and are not checked.
@@ -21,8 +22,9 @@ reference to x. Only the top-level items of `use crate::{...}` name modules.
 import pathlib, re, sys
 
 LAYERS = [
-    "clock", "model", "error", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
-    "store", "thumbnail", "federation", "auth", "media", "preview", "backup", "state", "http",
+    "clock", "model", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
+    "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "state",
+    "http",
 ]
 rank = {m: i for i, entry in enumerate(LAYERS) for m in entry.split("|")}
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")

@@ -69,7 +69,7 @@ pub enum Error {
         socket: PathBuf,
         connect: io::Error,
         #[source]
-        source: crate::error::Error,
+        source: crate::store::StoreError,
     },
     #[error(
         "{} belongs to uid {owner} and the server is stopped: run the backup as that user \

@@ -23,7 +23,7 @@ pub use self::{
     metrics::MetricsConfig,
     preview::{PreviewConfig, UrlPattern},
     store::{FreeSpace, SLED_CACHEABLE_VALUE_MAX, StoreConfig},
-    thumbnails::{ThumbnailConfig, ThumbnailMethod, ThumbnailSize},
+    thumbnails::{ThumbnailConfig, ThumbnailSize},
     tls::TlsConfig,
 };
 

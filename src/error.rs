@@ -1,9 +1,10 @@
 //! The one error type that crosses the HTTP boundary, and its mapping to Matrix errors.
 //!
-//! Every variant names what went wrong *for the client*. Layer errors (store, codec, network)
-//! are converted into `Error::Internal` or a more precise variant at the layer boundary; their
-//! text is logged, never sent. The two exhaustive matches below have no `_` arm on purpose: a new
-//! variant must decide its status and errcode or the crate does not compile.
+//! Every variant names what went wrong *for the client*. Lower layers have their own errors
+//! (`StoreError`, `PoolError`, ...), which say what happened, not what to answer; `convert.rs`
+//! turns each into one of these, and is the only place their client messages are written.
+//! Internal causes are logged, never sent. The two exhaustive matches below have no `_` arm on
+//! purpose: a new variant must decide its status and errcode or the crate does not compile.
 
 use std::time::Duration;
 
@@ -62,11 +63,12 @@ pub enum Error {
     #[error("{message}")]
     UserLimitExceeded { message: String, info_uri: String },
     #[error("Internal server error")]
-    Internal(#[source] anyhow::Error),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
-    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+    /// A failure of ours: `err` goes to the log, the client gets a 500 and no detail.
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(err.into())
     }
 
@@ -155,17 +157,6 @@ impl ResponseError for Error {
     }
 }
 
-impl From<sled::Error> for Error {
-    fn from(err: sled::Error) -> Self {
-        Self::internal(err)
-    }
-}
-
-impl From<std::io::Error> for Error {
-    fn from(err: std::io::Error) -> Self {
-        Self::internal(err)
-    }
-}
-
+mod convert;
 #[cfg(test)]
 mod tests;

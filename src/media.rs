@@ -215,6 +215,6 @@ impl MediaService {
     /// Deletes expired reservations; run periodically.
     pub async fn expire_pending(&self) -> Result<usize> {
         let now = now_ms();
-        self.store.blocking(move |s| s.expire_pending(now)).await
+        Ok(self.store.blocking(move |s| s.expire_pending(now)).await?)
     }
 }

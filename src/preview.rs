@@ -81,7 +81,7 @@ impl From<Failure> for Error {
                 Error::BadGateway("Could not fetch the URL to preview".into())
             }
             Failure::Timeout => Error::BadGateway("Timed out fetching the URL to preview".into()),
-            Failure::Internal(detail) => Error::internal(anyhow::anyhow!(detail)),
+            Failure::Internal(detail) => Error::internal(detail),
         }
     }
 }
@@ -193,7 +193,7 @@ impl Previews {
             .run_local_admitted(key, admit, work)
             .await
             .map_err(|retry_after| Error::RateLimited { retry_after })?;
-        let outcome = outcome.map_err(|_| Error::internal(anyhow::anyhow!("preview task lost")))?;
+        let outcome = outcome.map_err(|_| Error::internal("preview task lost"))?;
         Ok(outcome?)
     }
 }
@@ -246,7 +246,7 @@ impl Inner {
         let stored = self
             .media
             .store()
-            .blocking(move |s| {
+            .blocking(move |s| -> Result<()> {
                 s.put_preview(&key, &value, now.saturating_add(ttl))?;
                 if sweep {
                     s.expire_previews(now)?;

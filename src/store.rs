@@ -22,6 +22,7 @@
 pub mod backup;
 pub mod blob;
 pub mod blocked;
+mod error;
 pub mod inventory;
 pub mod keys;
 mod kv;
@@ -48,15 +49,17 @@ use self::{
     refs::BlobRecord,
 };
 pub use self::{
+    error::StoreError,
     refs::Removed,
     thumbs::ThumbRecord,
     upload::{Expect, Upload},
 };
 use crate::{
     config::Config,
-    error::{Error, Result},
     model::{id::MediaKey, meta::MediaMeta},
 };
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A blob opened for reading.
 pub enum BlobReader {
     /// An inline blob, read whole: it is at most `inline_blob_max` bytes.
@@ -148,7 +151,7 @@ impl Store {
         self.inner
             .blob_lock
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("blob lock poisoned")))
+            .map_err(|_| StoreError::Poisoned("blob lock"))
     }
 
     /// Shared while changing sled; see `write_gate`.
@@ -156,19 +159,21 @@ impl Store {
         self.inner
             .write_gate
             .read()
-            .map_err(|_| Error::internal(anyhow::anyhow!("store write gate poisoned")))
+            .map_err(|_| StoreError::Poisoned("store write gate"))
     }
 
-    /// Runs blocking store work off the async workers.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    /// Runs blocking store work off the async workers. The work may fail with the caller's
+    /// error type, so it can mix store calls with the caller's own checks.
+    pub async fn blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .map_err(Error::internal)?
+            .map_err(|e| E::from(StoreError::TaskLost(e)))?
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -195,7 +200,7 @@ impl Store {
     pub fn open_blob(&self, sha256: &str) -> Result<BlobReader> {
         // No record: the media was deleted since its metadata was read.
         let Some(record) = self.inner.blobs.get(sha256)? else {
-            return Err(Error::NotFound);
+            return Err(StoreError::NotFound);
         };
         let record: BlobRecord = decode(&record)?;
         match record.placement {
@@ -206,7 +211,7 @@ impl Store {
                     if e.kind() == std::io::ErrorKind::NotFound
                         && self.inner.blobs.get(sha256)?.is_none() =>
                 {
-                    Err(Error::NotFound)
+                    Err(StoreError::NotFound)
                 }
                 Err(e) => Err(e.into()),
             },
@@ -218,9 +223,9 @@ impl Store {
                 if u64::try_from(out.len()).ok() != Some(record.len) {
                     // The chunks went with a deletion while we read them: never half a blob.
                     if self.inner.blobs.get(sha256)?.is_none() {
-                        return Err(Error::NotFound);
+                        return Err(StoreError::NotFound);
                     }
-                    return Err(Error::internal(anyhow::anyhow!(
+                    return Err(StoreError::Corrupt(format!(
                         "inline blob {sha256} has {} bytes, its record says {}",
                         out.len(),
                         record.len
@@ -241,18 +246,18 @@ fn read_u64(bytes: &[u8]) -> u64 {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(Error::internal)
+    serde_json::to_vec(value).map_err(StoreError::Encode)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(Error::internal)
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn abort<T>(err: Error) -> Result<T, ConflictableTransactionError<Error>> {
+fn abort<T>(err: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
     Err(ConflictableTransactionError::Abort(err))
 }
 
-fn tx_error(err: TransactionError<Error>) -> Error {
+fn tx_error(err: TransactionError<StoreError>) -> StoreError {
     match err {
         TransactionError::Abort(err) => err,
         TransactionError::Storage(err) => err.into(),

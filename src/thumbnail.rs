@@ -10,7 +10,9 @@
 //! loose). A source that could not be thumbnailed (too costly, corrupt, or over the budget) is
 //! remembered for a while, so asking again costs a lookup, not another decode.
 
+mod error;
 pub mod pool;
+mod render;
 pub mod select;
 
 use std::{
@@ -24,16 +26,17 @@ use std::{
 use mxmedia_image::{Limits, Probe};
 use quick_cache::sync::Cache;
 
+pub use self::error::PoolError;
 use self::{
-    pool::{Pool, Refused},
+    pool::Pool,
+    render::{Counters, Source, read_source, render},
     select::Choice,
 };
 use crate::{
     config::ThumbnailConfig,
-    error::{Error, Result},
     model::{meta::Content, thumb::ThumbSpec},
     singleflight::SingleFlight,
-    store::{BlobReader, Store, ThumbRecord, keys},
+    store::{Store, ThumbRecord, keys},
 };
 
 /// What to send for a thumbnail request.
@@ -44,61 +47,15 @@ pub enum Served {
     Thumbnail(ThumbRecord),
 }
 
-/// Why no thumbnail came out. The first three are about the source and are remembered per
-/// source, so a bad file is decoded only once in a while; the others are about this moment.
-#[derive(Debug, Clone)]
-enum Refusal {
-    CannotThumbnail,
-    /// Too many pixels or frames, or too costly to decode; the message says which.
-    TooLarge(Arc<str>),
-    /// A job on this source ran past the time budget.
-    TimedOut(Duration),
-    Busy,
-    Internal,
-    /// The source was deleted meanwhile: nothing was stored.
-    Gone,
-}
-
-impl Refusal {
-    fn about_the_source(&self) -> bool {
-        matches!(
-            self,
-            Self::CannotThumbnail | Self::TooLarge(_) | Self::TimedOut(_)
-        )
-    }
-}
-
-impl From<Error> for Refusal {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::RateLimited { .. } => return Self::Busy,
-            Error::NotFound => return Self::Gone,
-            _ => {}
-        }
-        tracing::error!(error = %err, source = ?std::error::Error::source(&err), "thumbnail job failed");
-        Self::Internal
-    }
-}
-
-impl From<Refused> for Refusal {
-    fn from(refused: Refused) -> Self {
-        match refused {
-            Refused::Busy => Self::Busy,
-            Refused::TimedOut(budget) => Self::TimedOut(budget),
-            Refused::Lost => Self::Internal,
-        }
-    }
-}
-
 /// Sources that could not be thumbnailed, by hash, with when that was found: bounded, and each
 /// entry is believed for `ttl` only, as a timeout may have been bad luck under load.
 struct FailureMemory {
-    failed: Cache<String, (Instant, Refusal)>,
+    failed: Cache<String, (Instant, PoolError)>,
     ttl: Duration,
 }
 
 impl FailureMemory {
-    fn get(&self, sha256: &str) -> Option<Refusal> {
+    fn get(&self, sha256: &str) -> Option<PoolError> {
         let (at, refusal) = self.failed.get(sha256)?;
         if at.elapsed() < self.ttl {
             return Some(refusal);
@@ -107,7 +64,7 @@ impl FailureMemory {
         None
     }
 
-    fn remember(&self, sha256: &str, refusal: &Refusal) {
+    fn remember(&self, sha256: &str, refusal: &PoolError) {
         if refusal.about_the_source() {
             self.failed
                 .insert(sha256.to_owned(), (Instant::now(), refusal.clone()));
@@ -120,9 +77,9 @@ pub struct Thumbnailer {
     pool: Pool,
     config: ThumbnailConfig,
     limits: Limits,
-    probes: Cache<String, Result<Probe, Refusal>>,
-    probe_flights: SingleFlight<String, Result<Probe, Refusal>>,
-    renders: SingleFlight<String, Result<ThumbRecord, Refusal>>,
+    probes: Cache<String, Result<Probe, PoolError>>,
+    probe_flights: SingleFlight<String, Result<Probe, PoolError>>,
+    renders: SingleFlight<String, Result<ThumbRecord, PoolError>>,
     /// Shared with render flights, which remember a refusal before they end.
     failures: Arc<FailureMemory>,
     generated: Arc<AtomicU64>,
@@ -179,7 +136,7 @@ impl Thumbnailer {
     }
 
     /// Decides what answers a request for `content` and renders it if needed.
-    pub async fn thumbnail(&self, content: &Content, req: ThumbSpec) -> Result<Served> {
+    pub async fn thumbnail(&self, content: &Content, req: ThumbSpec) -> Result<Served, PoolError> {
         let (spec, key, source) = match self.plan(content, req).await? {
             Planned::Original(served) => return Ok(served),
             Planned::Render { spec, key, source } => (spec, key, source),
@@ -225,16 +182,18 @@ impl Thumbnailer {
                 rendered
             })
             .await;
-        match result.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail task lost")))? {
-            Ok(record) => Ok(Served::Thumbnail(record)),
-            Err(refusal) => Err(refusal_error(&refusal)),
-        }
+        let record = result.map_err(|_| PoolError::Internal("thumbnail task lost"))??;
+        Ok(Served::Thumbnail(record))
     }
 
     /// What a request for `content` would be answered with, from what is stored only: the
     /// original when it is small enough, a thumbnail already rendered, or `None`. Never renders
     /// (`HEAD` requests). A source remembered as failed answers as `GET` would.
-    pub async fn stored(&self, content: &Content, req: ThumbSpec) -> Result<Option<Served>> {
+    pub async fn stored(
+        &self,
+        content: &Content,
+        req: ThumbSpec,
+    ) -> Result<Option<Served>, PoolError> {
         Ok(match self.plan(content, req).await? {
             Planned::Original(served) => Some(served),
             Planned::Render { key, .. } => self
@@ -247,12 +206,12 @@ impl Thumbnailer {
 
     /// The answer short of rendering: refusals known for the source, the original, or the
     /// thumbnail to render and its store key.
-    async fn plan(&self, content: &Content, req: ThumbSpec) -> Result<Planned> {
+    async fn plan(&self, content: &Content, req: ThumbSpec) -> Result<Planned, PoolError> {
         if content.len > self.config.max_source_size.as_u64() {
-            return Err(too_large());
+            return Err(PoolError::TooLarge);
         }
         if let Some(refusal) = self.failures.get(&content.sha256) {
-            return Err(refusal_error(&refusal));
+            return Err(refusal);
         }
         let (probe, source) = self.probe(content).await?;
         let spec = match select::choose(&probe, req, &self.config) {
@@ -270,9 +229,9 @@ impl Thumbnailer {
     /// The source's header, remembered per hash; concurrent requests for one source read it
     /// once. The request that read it gets its bytes too, so a render that follows does not
     /// read a multi-megabyte photo twice.
-    async fn probe(&self, content: &Content) -> Result<(Probe, Option<Vec<u8>>)> {
+    async fn probe(&self, content: &Content) -> Result<(Probe, Option<Vec<u8>>), PoolError> {
         if let Some(cached) = self.probes.get(&content.sha256) {
-            return cached.map(|p| (p, None)).map_err(|r| refusal_error(&r));
+            return cached.map(|p| (p, None));
         }
         let (store, pool) = (self.store.clone(), self.pool.clone());
         let (sha256, len) = (content.sha256.clone(), content.len);
@@ -281,33 +240,28 @@ impl Thumbnailer {
         let (outcome, _) = self
             .probe_flights
             .run(content.sha256.clone(), move || async move {
-                let job = pool.run(move || -> Result<Result<Probe, Refusal>> {
+                let job = pool.run(move || -> Result<Probe, PoolError> {
                     let source = read_source(&store, &sha256, len)?;
-                    let probe = mxmedia_image::probe(&source).map_err(|e| refusal(&e));
+                    let probe = mxmedia_image::probe(&source).map_err(|e| error::from_engine(&e));
                     let _ = bytes_tx.send(source);
-                    Ok(probe)
+                    probe
                 });
-                match job.await {
-                    Ok(Ok(probe)) => probe,
-                    Ok(Err(e)) => Err(Refusal::from(e)),
-                    Err(refused) => Err(Refusal::from(refused)),
-                }
+                job.await.unwrap_or_else(|refused| Err(refused.into()))
             })
             .await;
-        let outcome =
-            outcome.map_err(|_| Error::internal(anyhow::anyhow!("thumbnail probe lost")))?;
+        let outcome = outcome.map_err(|_| PoolError::Internal("thumbnail probe lost"))?;
         // What the file is, is remembered; a full queue, a deleted source or a failure of ours
         // is not, and a timeout goes to the failure memory, which forgets.
         match &outcome {
-            Err(refusal @ Refusal::TimedOut(_)) => {
+            Err(refusal @ PoolError::TimedOut(_)) => {
                 self.failures.remember(&content.sha256, refusal);
             }
-            Err(Refusal::Busy | Refusal::Internal | Refusal::Gone) => {}
+            Err(PoolError::Busy | PoolError::Internal(_) | PoolError::Gone) => {}
             _ => {
                 self.probes.insert(content.sha256.clone(), outcome.clone());
             }
         }
-        let probe = outcome.map_err(|r| refusal_error(&r))?;
+        let probe = outcome?;
         Ok((probe, bytes_rx.try_recv().ok()))
     }
 }
@@ -323,117 +277,6 @@ enum Planned {
     },
 }
 
-/// A source to render from: its bytes if the caller has them already.
-struct Source {
-    sha256: String,
-    len: u64,
-    bytes: Option<Vec<u8>>,
-}
-
-/// What renders count.
-struct Counters {
-    generated: Arc<AtomicU64>,
-    attempted: Arc<AtomicU64>,
-}
-
-async fn render(
-    store: Store,
-    pool: Pool,
-    limits: Limits,
-    source: Source,
-    key: String,
-    spec: ThumbSpec,
-    counters: Counters,
-) -> Result<ThumbRecord, Refusal> {
-    // One job does the lookup, the render and the store: each hop between threads costs as
-    // much as a small thumbnail's encoding.
-    let job = pool.run(move || -> Result<Result<ThumbRecord, Refusal>> {
-        // A flight that ended between our caller's lookup and this one's start has stored the
-        // thumbnail already: look again rather than render it twice.
-        if let Some(record) = store.get_thumbnail(&key)? {
-            return Ok(Ok(record));
-        }
-        let bytes = match source.bytes {
-            Some(bytes) => bytes,
-            None => read_source(&store, &source.sha256, source.len)?,
-        };
-        counters.attempted.fetch_add(1, Ordering::Relaxed);
-        let thumb = match mxmedia_image::thumbnail(
-            &bytes,
-            spec.width,
-            spec.height,
-            spec.method,
-            spec.animated,
-            &limits,
-        ) {
-            Ok(thumb) => thumb,
-            Err(e) => return Ok(Err(refusal(&e))),
-        };
-        drop(bytes);
-        counters.generated.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("mxmedia_thumbnails_generated_total").increment(1);
-        Ok(Ok(store.put_thumbnail(
-            &key,
-            &thumb.bytes,
-            thumb.content_type,
-        )?))
-    });
-    match job.await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => Err(Refusal::from(e)),
-        Err(refused) => Err(Refusal::from(refused)),
-    }
-}
-
-/// Reads a whole source blob of `len` bytes: the engine decodes from memory, and sources are
-/// size-capped.
-fn read_source(store: &Store, sha256: &str, len: u64) -> Result<Vec<u8>> {
-    match store.open_blob(sha256)? {
-        BlobReader::Inline(bytes) => Ok(bytes.to_vec()),
-        BlobReader::Stream(mut reader) => {
-            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            std::io::Read::read_to_end(&mut reader, &mut out)?;
-            Ok(out)
-        }
-    }
-}
-
-fn refusal(err: &mxmedia_image::Error) -> Refusal {
-    match err {
-        mxmedia_image::Error::TooLarge { .. } | mxmedia_image::Error::TooManyFrames { .. } => {
-            Refusal::TooLarge(TOO_LARGE.into())
-        }
-        mxmedia_image::Error::TooCostly(why) => {
-            tracing::info!(why, "refusing a source too costly to thumbnail");
-            Refusal::TooLarge(format!("The image is too costly to thumbnail: {why}").into())
-        }
-        mxmedia_image::Error::TimedOut(budget) => Refusal::TimedOut(*budget),
-        mxmedia_image::Error::Unsupported
-        | mxmedia_image::Error::Corrupt(_)
-        | mxmedia_image::Error::Internal(_) => {
-            tracing::debug!(error = %err, "cannot thumbnail");
-            Refusal::CannotThumbnail
-        }
-    }
-}
-
-fn refusal_error(refusal: &Refusal) -> Error {
-    match refusal {
-        Refusal::CannotThumbnail => {
-            Error::CannotThumbnail("Cannot generate thumbnails for the requested content".into())
-        }
-        Refusal::TooLarge(message) => Error::TooLarge(message.to_string()),
-        Refusal::TimedOut(budget) => Error::TooLarge(format!(
-            "The image takes longer than {budget:?} to thumbnail"
-        )),
-        Refusal::Busy => Error::RateLimited {
-            retry_after: RETRY_AFTER,
-        },
-        Refusal::Internal => Error::internal(anyhow::anyhow!("thumbnail rendering failed")),
-        Refusal::Gone => Error::NotFound,
-    }
-}
-
 /// The time budget of a job from its configured seconds; nonsense gets the default.
 fn job_budget(secs: f64) -> Duration {
     let secs = if secs.is_finite() {
@@ -442,12 +285,6 @@ fn job_budget(secs: f64) -> Duration {
         20.0
     };
     Duration::from_secs_f64(secs)
-}
-
-const TOO_LARGE: &str = "The image is too large to thumbnail";
-
-fn too_large() -> Error {
-    Error::TooLarge(TOO_LARGE.into())
 }
 
 /// How long a queued job may wait before the client is better served by a retry.

@@ -346,3 +346,48 @@ fn settings_pass_the_stray_check() {
         Ok(())
     });
 }
+
+/// Thumbnail sizes name their method as the query parameter does (`crop`, `scale`), parsed by
+/// `Method` itself; any other name stops the load with the accepted names.
+#[test]
+fn thumbnail_methods_use_the_query_names() {
+    use mxmedia_image::Method;
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "mx.toml",
+            r#"
+                [[thumbnails.sizes]]
+                width = 64
+                height = 64
+                method = "crop"
+                [[thumbnails.sizes]]
+                width = 640
+                height = 480
+                method = "scale"
+            "#,
+        )?;
+        jail.set_env("MXMEDIA_CONFIG", "mx.toml");
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        let methods: Vec<Method> = config.thumbnails.sizes.iter().map(|s| s.method).collect();
+        assert_eq!(methods, [Method::Crop, Method::Scale]);
+        for method in methods {
+            assert_eq!(method.as_str().parse::<Method>(), Ok(method));
+        }
+        jail.create_file(
+            "mx.toml",
+            r#"
+                [[thumbnails.sizes]]
+                width = 64
+                height = 64
+                method = "zoom"
+            "#,
+        )?;
+        let err = Config::load(None).expect_err("an unknown method is refused");
+        assert!(
+            err.to_string()
+                .contains("unknown variant: found `zoom`, expected ``crop` or `scale``"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

@@ -2,6 +2,7 @@
 //! source may cost to decode.
 
 use bytesize::ByteSize;
+use mxmedia_image::Method;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,22 +43,23 @@ pub struct ThumbnailConfig {
 pub struct ThumbnailSize {
     pub width: u32,
     pub height: u32,
-    pub method: ThumbnailMethod,
+    #[serde(with = "method")]
+    pub method: Method,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ThumbnailMethod {
-    Crop,
-    Scale,
-}
+/// `crop` or `scale`, spelled by `Method` itself; other names fail as an unknown variant would.
+mod method {
+    use mxmedia_image::Method;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
-impl From<ThumbnailMethod> for mxmedia_image::Method {
-    fn from(method: ThumbnailMethod) -> Self {
-        match method {
-            ThumbnailMethod::Crop => Self::Crop,
-            ThumbnailMethod::Scale => Self::Scale,
-        }
+    pub(super) fn serialize<S: Serializer>(method: &Method, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(method.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse()
+            .map_err(|_| D::Error::unknown_variant(&name, &["crop", "scale"]))
     }
 }
 
@@ -67,11 +69,11 @@ impl Default for ThumbnailConfig {
             workers: 0,
             queue: 64,
             sizes: [
-                (32, 32, ThumbnailMethod::Crop),
-                (96, 96, ThumbnailMethod::Crop),
-                (320, 240, ThumbnailMethod::Scale),
-                (640, 480, ThumbnailMethod::Scale),
-                (800, 600, ThumbnailMethod::Scale),
+                (32, 32, Method::Crop),
+                (96, 96, Method::Crop),
+                (320, 240, Method::Scale),
+                (640, 480, Method::Scale),
+                (800, 600, Method::Scale),
             ]
             .into_iter()
             .map(|(width, height, method)| ThumbnailSize {

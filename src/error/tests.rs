@@ -80,3 +80,82 @@ fn soft_logout_is_relayed() {
             .is_none()
     );
 }
+
+/// Each store and thumbnailer failure reaches the client as the status, errcode and message
+/// it was answered with when those layers built client errors themselves; causes stay hidden.
+#[test]
+fn layer_errors_keep_their_wire_form() {
+    use crate::{store::StoreError, thumbnail::PoolError};
+    let cases: Vec<(Error, u16, &str, &str)> = vec![
+        (StoreError::NotFound.into(), 404, "M_NOT_FOUND", "Not found"),
+        (StoreError::Blocked.into(), 404, "M_NOT_FOUND", "Not found"),
+        (
+            StoreError::Exists.into(),
+            409,
+            "M_CANNOT_OVERWRITE_MEDIA",
+            "Media already has content",
+        ),
+        (
+            StoreError::NotUploader.into(),
+            403,
+            "M_FORBIDDEN",
+            "Only the user who created this media id may upload to it",
+        ),
+        (
+            StoreError::NoSpace.into(),
+            507,
+            "M_UNKNOWN",
+            "Not enough free disk space to store media",
+        ),
+        (
+            StoreError::Corrupt("/secret/blob".into()).into(),
+            500,
+            "M_UNKNOWN",
+            "Internal server error",
+        ),
+        (
+            PoolError::CannotThumbnail.into(),
+            400,
+            "M_UNKNOWN",
+            "Cannot generate thumbnails for the requested content",
+        ),
+        (
+            PoolError::TooLarge.into(),
+            413,
+            "M_TOO_LARGE",
+            "The image is too large to thumbnail",
+        ),
+        (
+            PoolError::TooCostly("a 90000-pixel-wide progressive scan".into()).into(),
+            413,
+            "M_TOO_LARGE",
+            "The image is too costly to thumbnail: a 90000-pixel-wide progressive scan",
+        ),
+        (
+            PoolError::TimedOut(Duration::from_secs(2)).into(),
+            413,
+            "M_TOO_LARGE",
+            "The image takes longer than 2s to thumbnail",
+        ),
+        (
+            PoolError::Busy.into(),
+            429,
+            "M_LIMIT_EXCEEDED",
+            "Too many requests",
+        ),
+        (PoolError::Gone.into(), 404, "M_NOT_FOUND", "Not found"),
+        (
+            PoolError::Internal("thumbnail task lost").into(),
+            500,
+            "M_UNKNOWN",
+            "Internal server error",
+        ),
+    ];
+    for (err, status, errcode, message) in cases {
+        assert_eq!(err.status().as_u16(), status, "{err:?}");
+        assert_eq!(err.body()["errcode"], errcode, "{err:?}");
+        assert_eq!(err.body()["error"], message, "{err:?}");
+    }
+    let busy = Error::from(PoolError::Busy);
+    assert_eq!(busy.body()["retry_after_ms"], 1000);
+}

@@ -302,10 +302,7 @@ fn legacy_path(server: &ServerName, media_id: &MediaId, wanted: Wanted, timeout_
 }
 
 fn thumbnail_query(spec: ThumbSpec) -> String {
-    let method = match spec.method {
-        mxmedia_image::Method::Crop => "crop",
-        mxmedia_image::Method::Scale => "scale",
-    };
+    let method = spec.method.as_str();
     format!(
         "width={}&height={}&method={method}",
         spec.width, spec.height

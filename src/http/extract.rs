@@ -88,7 +88,7 @@ pub(super) fn app_state(req: &HttpRequest) -> Result<(&AppState, &WorkerState), 
         req.app_data::<web::Data<WorkerState>>(),
     ) {
         (Some(state), Some(worker)) => Ok((state, worker)),
-        _ => Err(Error::internal(anyhow::anyhow!("app state missing"))),
+        _ => Err(Error::internal("app state missing")),
     }
 }
 

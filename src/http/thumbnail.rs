@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, http::Method as HttpMethod, web};
-use mxmedia_image::Method;
+use mxmedia_image::{Method, UnknownMethod};
 use serde::Deserialize;
 
 use super::{
@@ -45,9 +45,10 @@ impl ThumbnailQuery {
             }
         };
         let method = match self.method.as_deref() {
-            None | Some("scale") => Method::Scale,
-            Some("crop") => Method::Crop,
-            Some(_) => return Err(Error::InvalidParam("method must be crop or scale".into())),
+            None => Method::Scale,
+            Some(name) => name
+                .parse()
+                .map_err(|e: UnknownMethod| Error::InvalidParam(e.to_string()))?,
         };
         Ok(ThumbSpec {
             width: dimension("width", &self.width)?,

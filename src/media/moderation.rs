@@ -40,7 +40,7 @@ impl MediaService {
     /// Whether `key` is not to be served nor fetched: blocked or quarantined.
     pub(crate) async fn is_withheld(&self, key: &MediaKey) -> Result<bool> {
         let lookup = key.clone();
-        self.store.blocking(move |s| s.is_withheld(&lookup)).await
+        Ok(self.store.blocking(move |s| s.is_withheld(&lookup)).await?)
     }
 
     /// Quarantines `media` (local or remote, stored or not) and the bytes of those stored, so
@@ -103,9 +103,10 @@ impl MediaService {
 
     pub async fn quarantine_state(&self, key: &MediaKey) -> Result<QuarantineState> {
         let lookup = key.clone();
-        self.store
+        Ok(self
+            .store
             .blocking(move |s| s.quarantine_state(&lookup))
-            .await
+            .await?)
     }
 
     /// Adds hashes (lowercase hex sha256) to the quarantine list and quarantines every item
@@ -141,9 +142,10 @@ impl MediaService {
     }
 
     pub async fn hash_quarantine(&self, sha256: String) -> Result<Option<Quarantined>> {
-        self.store
+        Ok(self
+            .store
             .blocking(move |s| s.hash_quarantine(&sha256))
-            .await
+            .await?)
     }
 
     /// A page of quarantined hashes, in order, after `after`.
@@ -153,9 +155,10 @@ impl MediaService {
         limit: usize,
     ) -> Result<Vec<String>> {
         let limit = limit.min(MAX_HASH_PAGE);
-        self.store
+        Ok(self
+            .store
             .blocking(move |s| s.list_quarantined_hashes(after.as_deref(), limit))
-            .await
+            .await?)
     }
 }
 

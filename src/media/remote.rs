@@ -29,7 +29,9 @@ use crate::{
         thumb::ThumbSpec,
     },
     singleflight::SingleFlight,
-    store::{Expect, Store, ThumbRecord, Upload, keys, space::DiskBudget, spool::Spool},
+    store::{
+        Expect, Store, StoreError, ThumbRecord, Upload, keys, space::DiskBudget, spool::Spool,
+    },
     thumbnail::{Served, select},
 };
 
@@ -98,7 +100,7 @@ impl Remote {
             .await;
         count_waiter(leader);
         result
-            .map_err(|_| Error::internal(anyhow::anyhow!("remote fetch task lost")))?
+            .map_err(|_| Error::internal("remote fetch task lost"))?
             .map_err(Error::from)
     }
 
@@ -217,7 +219,7 @@ impl Job {
         // Already below the floor: do not ask the origin at all. The bytes that arrive are
         // reserved as they come (`Spool::write`).
         self.budget.check(0).await.map_err(|e| match e {
-            Error::InsufficientStorage => FetchFailure::NoSpace,
+            StoreError::NoSpace => FetchFailure::NoSpace,
             other => local(other),
         })?;
         let staging = self.store.blocking(Store::stage).await.map_err(local)?;
@@ -264,9 +266,9 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                 created_at: now_ms(),
                 expect: Expect::Absent,
             };
-            // NotFound: an admin blocked the id while we fetched; the store kept nothing.
+            // Blocked: an admin blocked the id while we fetched; the store kept nothing.
             match s.commit_upload(&key, staged, upload) {
-                Ok(()) | Err(Error::CannotOverwrite) => {}
+                Ok(()) | Err(StoreError::Exists) => {}
                 Err(e) => return Err(e),
             }
             // Quarantined bytes are quarantined as they are stored: never served.
@@ -276,7 +278,7 @@ async fn fetch_original(job: Job) -> Result<Content, FetchFailure> {
                     ..
                 }) => Ok(content),
                 // Deleted right after it was stored, or quarantined.
-                _ => Err(Error::NotFound),
+                _ => Err(StoreError::NotFound),
             }
         })
         .await
@@ -310,8 +312,8 @@ async fn fetch_thumbnail(job: Job, spec: ThumbSpec) -> Result<ThumbRecord, Fetch
 }
 
 /// A commit that lost to a deletion or block answers as missing media does.
-fn committed(err: Error) -> FetchFailure {
-    match err {
+fn committed(err: impl Into<Error>) -> FetchFailure {
+    match err.into() {
         Error::NotFound => FetchFailure::NotFound,
         other => local(other),
     }
@@ -437,8 +439,8 @@ impl MediaService {
 }
 
 /// Remote content too large to thumbnail is 502 `M_TOO_LARGE` (spec), not the local 413.
-fn remote_too_large(err: Error) -> Error {
-    match err {
+fn remote_too_large(err: impl Into<Error>) -> Error {
+    match err.into() {
         Error::TooLarge(_) => Error::RemoteTooLarge,
         other => other,
     }

@@ -58,9 +58,10 @@ impl MediaService {
         if touches.is_empty() {
             return Ok(());
         }
-        self.store
+        Ok(self
+            .store
             .blocking(move |s| s.record_access(&touches))
-            .await
+            .await?)
     }
 
     /// Applies the configured retention to remote media as of `now_ms`. Nothing happens when

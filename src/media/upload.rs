@@ -75,7 +75,7 @@ impl MediaService {
         );
         let full = self
             .store
-            .blocking(move |s| {
+            .blocking(move |s| -> Result<_> {
                 let _gate = gate.lock(&owner)?;
                 let expiries = s.pending_expiries(&owner, now)?;
                 if expiries.len() >= max {
@@ -258,7 +258,7 @@ impl<'a> UploadClaim<'a> {
     fn take(set: &'a Mutex<HashSet<MediaKey>>, key: &MediaKey) -> Result<Self> {
         let mut guard = set
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("upload set poisoned")))?;
+            .map_err(|_| Error::internal("upload set poisoned"))?;
         if !guard.insert(key.clone()) {
             return Err(Error::CannotOverwrite);
         }
@@ -298,8 +298,8 @@ impl PendingGate {
         let stripe = usize::try_from(hasher.finish() % 64).unwrap_or(0);
         self.stripes
             .get(stripe)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("no pending stripe")))?
+            .ok_or_else(|| Error::internal("no pending stripe"))?
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("pending gate poisoned")))
+            .map_err(|_| Error::internal("pending gate poisoned"))
     }
 }

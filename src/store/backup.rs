@@ -25,7 +25,7 @@ use super::{
     blob::{self, CHUNK_SIZE, Placement},
     decode,
 };
-use crate::error::{Error, Result};
+use super::{Result, StoreError};
 
 const HEADER: &[u8] = b"mxmedia-dump 1\n";
 /// sled values are at most one inline chunk here; anything far larger is a broken stream.
@@ -51,7 +51,7 @@ pub enum BackupError {
     )]
     CorruptBlob { path: PathBuf },
     #[error("reading the copied database")]
-    Store(#[from] Error),
+    Store(#[from] StoreError),
 }
 
 /// Backups in progress and the blob files whose removal waits for them.
@@ -116,7 +116,7 @@ impl Store {
             .inner
             .write_gate
             .write()
-            .map_err(|_| Error::internal(anyhow::anyhow!("store write gate poisoned")))?;
+            .map_err(|_| StoreError::Poisoned("store write gate"))?;
         let mut stats = DumpStats::default();
         out.write_all(HEADER)?;
         for name in self.inner.db.tree_names() {
@@ -175,7 +175,7 @@ impl Store {
         self.inner
             .backups
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("backup holds poisoned")))
+            .map_err(|_| StoreError::Poisoned("backup holds"))
     }
 }
 

@@ -3,8 +3,6 @@
 //! an inline blob's chunks, a URL preview's. Callers outside the store name what they want;
 //! the byte layout of the trees is decided here only.
 
-use mxmedia_image::Method;
-
 use crate::model::{id::MediaKey, thumb::ThumbSpec};
 
 /// Prefix of the keys under which thumbnails fetched from a remote server are kept.
@@ -30,10 +28,7 @@ pub fn remote_thumb(media: &MediaKey, spec: ThumbSpec) -> String {
 
 /// The part of a thumbnail key naming the thumbnail: `WxH/method/animated`.
 fn thumb_spec(spec: ThumbSpec) -> String {
-    let method = match spec.method {
-        Method::Crop => "crop",
-        Method::Scale => "scale",
-    };
+    let method = spec.method.as_str();
     format!("{}x{}/{method}/{}", spec.width, spec.height, spec.animated)
 }
 

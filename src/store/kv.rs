@@ -1,8 +1,8 @@
 //! Small key-value caches beside the media: validated server key responses
 //! (`servername_keys`) and URL previews with their expiry (`urlts_preview`).
 
+use super::Result;
 use super::{Store, read_u64};
-use crate::error::Result;
 
 impl Store {
     /// The key record kept for `server`, as stored by `put_server_keys`.

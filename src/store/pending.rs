@@ -3,22 +3,17 @@
 
 use sled::{Transactional, transaction::ConflictableTransactionError};
 
-use super::{Store, abort, decode, encode, keys, read_u64, tx_error};
-use crate::{
-    error::{Error, Result},
-    model::{
-        id::MediaKey,
-        meta::{MediaMeta, MediaState},
-    },
+use super::{Result, Store, StoreError, abort, decode, encode, keys, read_u64, tx_error};
+use crate::model::{
+    id::MediaKey,
+    meta::{MediaMeta, MediaState},
 };
 
 impl Store {
     /// Reserves an id for an async upload. Fails if the id exists (ids are random, so never).
     pub fn insert_pending(&self, key: &MediaKey, meta: &MediaMeta) -> Result<()> {
         let MediaState::Pending { unused_expires_at } = meta.state else {
-            return Err(Error::internal(anyhow::anyhow!(
-                "insert_pending on complete media"
-            )));
+            return Err(StoreError::Misuse("insert_pending on complete media"));
         };
         let value = encode(meta)?;
         let pending_key = keys::pending(&meta.uploader, key);
@@ -26,7 +21,7 @@ impl Store {
         (&self.inner.meta, &self.inner.pending)
             .transaction(|(meta_tree, pending_tree)| {
                 if meta_tree.get(keys::media(key))?.is_some() {
-                    return abort(Error::CannotOverwrite);
+                    return abort(StoreError::Exists);
                 }
                 meta_tree.insert(keys::media(key), value.as_slice())?;
                 pending_tree.insert(pending_key.as_slice(), &unused_expires_at.to_be_bytes())?;
@@ -73,7 +68,7 @@ impl Store {
                     {
                         meta_tree.remove(media_key.as_slice())?;
                     }
-                    Ok::<_, ConflictableTransactionError<Error>>(())
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
                 })
                 .map_err(tx_error)?;
             expired += 1;

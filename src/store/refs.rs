@@ -11,16 +11,13 @@ use sled::{
 };
 
 use super::{
-    Store, abort,
+    Result, Store, StoreError, abort,
     blob::{CHUNK_SIZE, Placement},
     decode, encode, keys,
     thumbs::drop_thumbnails,
     tx_error,
 };
-use crate::{
-    error::{Error, Result},
-    model::{id::MediaKey, meta::MediaMeta, meta::MediaState},
-};
+use crate::model::{id::MediaKey, meta::MediaMeta, meta::MediaState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct BlobRecord {
@@ -98,9 +95,9 @@ impl Store {
                         match old.state {
                             MediaState::Complete(content) => {
                                 if source.as_deref() != Some(content.sha256.as_str()) {
-                                    return abort(Error::internal(anyhow::anyhow!(
-                                        "media changed under the blob lock"
-                                    )));
+                                    return abort(StoreError::Misuse(
+                                        "media changed under the blob lock",
+                                    ));
                                 }
                                 super::usage::count(usage, &old.uploader, content.len, false)?;
                                 if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
@@ -197,7 +194,7 @@ pub(super) fn add_blob_ref(
     len: u64,
     placement: Placement,
     inline_bytes: Option<&[u8]>,
-) -> Result<(), ConflictableTransactionError<Error>> {
+) -> Result<(), ConflictableTransactionError<StoreError>> {
     let record = match blob_tree.get(sha256)? {
         Some(existing) => {
             let mut record: BlobRecord =
@@ -233,7 +230,7 @@ pub(super) fn drop_blob_ref(
     blob_tree: &TransactionalTree,
     chunk_tree: &TransactionalTree,
     sha256: &str,
-) -> Result<Option<Unreferenced>, ConflictableTransactionError<Error>> {
+) -> Result<Option<Unreferenced>, ConflictableTransactionError<StoreError>> {
     let Some(existing) = blob_tree.get(sha256)? else {
         return Ok(None);
     };

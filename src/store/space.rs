@@ -23,10 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    config::FreeSpace,
-    error::{Error, Result},
-};
+use super::{Result, StoreError};
+use crate::config::FreeSpace;
 
 /// How long a free-space reading is trusted while nothing was discarded.
 const READING_TTL: Duration = Duration::from_secs(1);
@@ -158,7 +156,7 @@ impl DiskBudget {
             wanted = more,
             "refusing new media: free disk space would go below MXMEDIA_STORE__MIN_FREE_SPACE"
         );
-        Err(Error::InsufficientStorage)
+        Err(StoreError::NoSpace)
     }
 
     /// A reading taken after `asked`: one another request just took, or a new one.
@@ -178,7 +176,7 @@ impl DiskBudget {
         let probe = self.inner.probe;
         let (available, total) = tokio::task::spawn_blocking(move || probe(&dir))
             .await
-            .map_err(Error::internal)??;
+            .map_err(StoreError::TaskLost)??;
         let floor = self.inner.floor.bytes(total);
         let mut state = self.lock()?;
         let (written, discards) = snapshot;
@@ -199,13 +197,12 @@ impl DiskBudget {
         self.inner
             .state
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("disk budget poisoned")))
+            .map_err(|_| StoreError::Poisoned("disk budget"))
     }
 }
 
 fn statvfs(dir: &Path) -> Result<(u64, u64)> {
-    let stat =
-        nix::sys::statvfs::statvfs(dir).map_err(|e| Error::internal(std::io::Error::from(e)))?;
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
     let frsize = stat.fragment_size();
     Ok((
         stat.blocks_available().saturating_mul(frsize),

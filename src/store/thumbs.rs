@@ -7,6 +7,7 @@ use sled::{
     Transactional, transaction::ConflictableTransactionError, transaction::TransactionalTree,
 };
 
+use super::{Result, StoreError};
 use super::{
     Store, abort,
     blob::{Placement, Staged},
@@ -15,7 +16,6 @@ use super::{
     refs::{Unreferenced, add_blob_ref, drop_blob_ref},
     tx_error,
 };
-use crate::error::{Error, Result};
 
 /// A thumbnail's bytes on their way into the store.
 enum ThumbBody<'a> {
@@ -113,7 +113,7 @@ impl Store {
                     None => false,
                 };
                 if gone {
-                    return abort(Error::NotFound);
+                    return abort(StoreError::NotFound);
                 }
                 if let Some(existing) = thumb_tree.get(key)? {
                     return Ok(Some(existing));
@@ -161,7 +161,7 @@ pub(super) fn drop_thumbnails(
     blobs: &TransactionalTree,
     chunks: &TransactionalTree,
     keys: &[sled::IVec],
-) -> Result<(bool, Vec<Unreferenced>), ConflictableTransactionError<Error>> {
+) -> Result<(bool, Vec<Unreferenced>), ConflictableTransactionError<StoreError>> {
     let mut existed = false;
     let mut gone = Vec::new();
     for key in keys {

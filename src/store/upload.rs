@@ -4,18 +4,15 @@
 use sled::{Transactional, transaction::ConflictableTransactionError};
 
 use super::{
-    Store, abort,
+    Result, Store, StoreError, abort,
     blob::{Placement, Staged},
     decode, encode, keys,
     refs::add_blob_ref,
     tx_error, usage,
 };
-use crate::{
-    error::{Error, Result},
-    model::{
-        id::MediaKey,
-        meta::{Content, MediaMeta, MediaState},
-    },
+use crate::model::{
+    id::MediaKey,
+    meta::{Content, MediaMeta, MediaState},
 };
 
 /// How a committed upload relates to what was there before.
@@ -98,35 +95,32 @@ impl Store {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
                     if blocked_tree.get(&db_key)?.is_some() {
-                        return abort(Error::NotFound);
+                        return abort(StoreError::Blocked);
                     }
                     let created_at = match &expect {
                         Expect::Absent => {
                             if meta_tree.get(&db_key)?.is_some() {
-                                return abort(Error::CannotOverwrite);
+                                return abort(StoreError::Exists);
                             }
                             created_at
                         }
                         Expect::PendingFor { user, now_ms } => {
                             let Some(existing) = meta_tree.get(&db_key)? else {
-                                return abort(Error::NotFound);
+                                return abort(StoreError::NotFound);
                             };
                             let existing: MediaMeta =
                                 decode(&existing).map_err(ConflictableTransactionError::Abort)?;
                             match existing.state {
-                                MediaState::Complete(_) => return abort(Error::CannotOverwrite),
+                                MediaState::Complete(_) => return abort(StoreError::Exists),
                                 MediaState::Pending { unused_expires_at }
                                     if unused_expires_at <= *now_ms =>
                                 {
-                                    return abort(Error::NotFound);
+                                    return abort(StoreError::NotFound);
                                 }
                                 MediaState::Pending { .. } => {}
                             }
                             if existing.uploader != *user {
-                                return abort(Error::Forbidden(
-                                    "Only the user who created this media id may upload to it"
-                                        .into(),
-                                ));
+                                return abort(StoreError::NotUploader);
                             }
                             pending_tree.remove(keys::pending(user, key))?;
                             existing.created_at

@@ -11,11 +11,8 @@
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::{Result, Store, decode, encode, read_u64};
-use crate::{
-    error::Error,
-    model::meta::{MediaMeta, MediaState},
-};
+use super::{Result, Store, StoreError, decode, encode, read_u64};
+use crate::model::meta::{MediaMeta, MediaState};
 
 /// Present once `userid_usage` has been counted from `mediaid_meta`. No user id starts with NUL.
 const COUNTED: &[u8] = b"\0counted";
@@ -56,7 +53,7 @@ pub(super) fn count(
     user: &str,
     len: u64,
     grow: bool,
-) -> Result<(), ConflictableTransactionError<Error>> {
+) -> Result<(), ConflictableTransactionError<StoreError>> {
     if !user.starts_with('@') {
         return Ok(());
     }

@@ -22,15 +22,13 @@ pub fn choose(probe: &Probe, req: ThumbSpec, config: &ThumbnailConfig) -> Choice
     let best = config
         .sizes
         .iter()
-        .filter(|s| {
-            Method::from(s.method) == req.method && s.width >= req.width && s.height >= req.height
-        })
+        .filter(|s| s.method == req.method && s.width >= req.width && s.height >= req.height)
         .min_by_key(|s| u64::from(s.width) * u64::from(s.height));
     if let Some(size) = best {
         return Choice::Render(ThumbSpec {
             width: size.width,
             height: size.height,
-            method: size.method.into(),
+            method: size.method,
             animated,
         });
     }
@@ -55,12 +53,7 @@ pub fn choose(probe: &Probe, req: ThumbSpec, config: &ThumbnailConfig) -> Choice
 /// keep arbitrarily many sizes; the request itself with dynamic sizes or none configured.
 pub fn snap(req: ThumbSpec, config: &ThumbnailConfig) -> ThumbSpec {
     let animated = req.animated && config.animated;
-    let same_method = || {
-        config
-            .sizes
-            .iter()
-            .filter(|s| Method::from(s.method) == req.method)
-    };
+    let same_method = || config.sizes.iter().filter(|s| s.method == req.method);
     let fitting = same_method()
         .filter(|s| s.width >= req.width && s.height >= req.height)
         .min_by_key(|s| u64::from(s.width) * u64::from(s.height));

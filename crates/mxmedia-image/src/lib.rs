@@ -42,6 +42,41 @@ pub enum Method {
     Scale,
 }
 
+impl Method {
+    /// The name the spec gives the method (`crop`, `scale`), as in the `method` query
+    /// parameter of [thumbnail requests](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediathumbnailservernamemediaid).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+/// A method name that is neither `crop` nor `scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMethod;
+
+impl std::fmt::Display for UnknownMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("method must be crop or scale")
+    }
+}
+
+impl std::error::Error for UnknownMethod {}
+
+impl std::str::FromStr for Method {
+    type Err = UnknownMethod;
+
+    /// The spec's names only, case-sensitive, as in the query parameter.
+    fn from_str(s: &str) -> Result<Self, UnknownMethod> {
+        [Self::Crop, Self::Scale]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or(UnknownMethod)
+    }
+}
+
 /// A source format, as detected from the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

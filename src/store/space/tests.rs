@@ -8,12 +8,12 @@ use std::{
 };
 
 use super::{DiskBudget, RESERVE_STEP};
-use crate::{config::FreeSpace, error::Error};
+use crate::{config::FreeSpace, store::StoreError};
 
 const STEP: u64 = RESERVE_STEP;
 
 /// 100 steps free of 1000; with a floor of 90 steps, 10 steps may be reserved.
-fn fixed(_: &Path) -> crate::error::Result<(u64, u64)> {
+fn fixed(_: &Path) -> crate::store::Result<(u64, u64)> {
     Ok((100 * STEP, 1000 * STEP))
 }
 
@@ -26,8 +26,8 @@ fn budget(ttl: Duration, probe: super::Probe) -> DiskBudget {
     )
 }
 
-fn refused(result: crate::error::Result<()>) -> bool {
-    matches!(result, Err(Error::InsufficientStorage))
+fn refused(result: crate::store::Result<()>) -> bool {
+    matches!(result, Err(StoreError::NoSpace))
 }
 
 /// Reservations of concurrent streams add up: once their sum would cross the floor the next
@@ -66,7 +66,7 @@ async fn reservations_grow_in_steps() {
 static SHRINKING_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Each reading shows two more steps used, as if a stream's writes had landed.
-fn shrinking(_: &Path) -> crate::error::Result<(u64, u64)> {
+fn shrinking(_: &Path) -> crate::store::Result<(u64, u64)> {
     let n = SHRINKING_CALLS.fetch_add(1, Ordering::SeqCst);
     Ok(((100 - 2 * n) * STEP, 1000 * STEP))
 }
@@ -91,7 +91,7 @@ async fn a_reading_takes_written_bytes_off_the_reservations() {
 
 static COUNTED_CALLS: AtomicU64 = AtomicU64::new(0);
 
-fn counted(path: &Path) -> crate::error::Result<(u64, u64)> {
+fn counted(path: &Path) -> crate::store::Result<(u64, u64)> {
     COUNTED_CALLS.fetch_add(1, Ordering::SeqCst);
     fixed(path)
 }

@@ -1,0 +1,65 @@
+//! Each layer's error turned into the Matrix error a client sees: the one place where what a
+//! store or thumbnailer failure means for a request is decided, and its message written.
+//! Status codes and errcodes are those of the spec's
+//! [standard error responses](https://spec.matrix.org/v1.16/client-server-api/#standard-error-response).
+
+use super::Error;
+use crate::{
+    store::StoreError,
+    thumbnail::{self, PoolError},
+};
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // A blocked id answers as a missing one: the uploader learns nothing of the block.
+            StoreError::NotFound | StoreError::Blocked => Self::NotFound,
+            StoreError::Exists => Self::CannotOverwrite,
+            StoreError::NotUploader => {
+                Self::Forbidden("Only the user who created this media id may upload to it".into())
+            }
+            StoreError::NoSpace => Self::InsufficientStorage,
+            err @ (StoreError::Sled(_)
+            | StoreError::Io(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Encode(_)
+            | StoreError::Poisoned(_)
+            | StoreError::TaskLost(_)
+            | StoreError::Misuse(_)) => Self::internal(err),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(err: sled::Error) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::CannotThumbnail => {
+                Self::CannotThumbnail("Cannot generate thumbnails for the requested content".into())
+            }
+            PoolError::TooLarge => Self::TooLarge("The image is too large to thumbnail".into()),
+            PoolError::TooCostly(why) => {
+                Self::TooLarge(format!("The image is too costly to thumbnail: {why}"))
+            }
+            PoolError::TimedOut(budget) => Self::TooLarge(format!(
+                "The image takes longer than {budget:?} to thumbnail"
+            )),
+            PoolError::Busy => Self::RateLimited {
+                retry_after: thumbnail::RETRY_AFTER,
+            },
+            PoolError::Gone => Self::NotFound,
+            err @ PoolError::Internal(_) => Self::internal(err),
+        }
+    }
+}
