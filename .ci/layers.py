@@ -13,7 +13,9 @@ LAYERS runs bottom-up, the direction of the arrows in README.md's "Architecture"
 - error: the Matrix error clients see, and (error/convert.rs) the one place where each lower
   layer's error becomes it; then auth and the layers above, which answer with it;
 - media, the service, then preview, which stores its images through media;
-- backup (the command and socket), state (what handlers share), http (the handlers).
+- backup (the command and socket), doctor (the command checking the path from outside, and
+  the nonce the server recognises its requests by), state (what handlers share), http (the
+  handlers).
 lib.rs and main.rs wire everything together and are not checked.
 
 A path counts wherever it is written, comments included: a doc naming `crate::x` is a
@@ -23,7 +25,8 @@ import pathlib, re, sys
 
 LAYERS = [
     "clock", "model", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
-    "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "state",
+    "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "doctor",
+    "state",
     "http",
 ]
 rank = {m: i for i, entry in enumerate(LAYERS) for m in entry.split("|")}

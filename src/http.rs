@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod doctor;
 pub mod extract;
 pub mod federation;
 pub mod preview;

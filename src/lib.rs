@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod federation;
 pub mod http;
@@ -160,6 +161,7 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
                 &state.preview,
             )))
             .wrap(middleware::from_fn(http::cors))
+            .wrap(middleware::from_fn(http::doctor::echo))
             .wrap(middleware::from_fn(http::access_log))
             .configure(http::configure)
             .default_service(web::to(http::unrecognized))

@@ -44,6 +44,21 @@ enum Command {
         /// Where to write the backup: a directory that does not exist yet.
         dir: PathBuf,
     },
+    /// Check the whole path to this server from outside (proxy routes and headers, upload size,
+    /// federation keys and delegation, TLS, disk, clock) and print the fix for each problem.
+    /// Run it as the service user while the server runs; exit 1 when something is wrong.
+    Doctor {
+        /// The public client URL (default: from https://SERVER_NAME/.well-known/matrix/client).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// An access token: also upload, download, thumbnail and remove a 1 MiB test image
+        /// (a media admin's token, so the image can be removed).
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the report as JSON, for monitoring.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +96,11 @@ fn main() -> ExitCode {
             }
             run_backup(&config, &dir)
         }
+        Command::Doctor {
+            base_url,
+            token,
+            json,
+        } => run_doctor(&config, mxmedia::doctor::Options { base_url, token }, json),
         Command::Serve => {
             let _log_guard = init_tracing();
             for var in &ignored_env {
@@ -201,6 +221,29 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         _ => builder.init(),
     }
     guard
+}
+
+fn run_doctor(config: &Config, options: mxmedia::doctor::Options, json: bool) -> ExitCode {
+    let outcome = actix_web::rt::System::new()
+        .block_on(async { mxmedia::doctor::run(config, &options).await });
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("mxmedia: doctor could not start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_backup(config: &Config, dir: &std::path::Path) -> ExitCode {

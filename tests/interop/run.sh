@@ -389,6 +389,8 @@ MX_ENV=(
     MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
     # The default denylist without loopback, where hs2 lives in this suite.
     MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
+    # The doctor scenarios' user, so `mxmedia doctor --token` may remove its test upload.
+    MXMEDIA_AUTH__ADMINS="[\"@doctor-admin:$HS1_NAME\"]"
     NO_COLOR=1
 )
 # Nothing from the caller's environment or /etc/mxmedia leaks in: an empty config file, and every
@@ -397,6 +399,14 @@ MX_ENV=(
 UNSET=()
 while read -r var; do UNSET+=(-u "$var"); done < <(compgen -e | grep '^MXMEDIA_' || true)
 MXMEDIA=(env "${UNSET[@]}" "${MX_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mxmedia/config.toml")
+# The same environment for commands the scenarios run (`doctor`): `mxmedia-env [VAR=value…] CMD…`.
+{
+    echo '#!/usr/bin/env bash'
+    printf 'exec env'
+    printf ' %q' "${UNSET[@]}" "${MX_ENV[@]}"
+    printf ' "$@"\n'
+} >"$WORK/bin/mxmedia-env"
+chmod +x "$WORK/bin/mxmedia-env"
 "${MXMEDIA[@]}" check-config >"$WORK/logs/mxmedia-check-config.txt" 2>&1 ||
     die "mxmedia check-config failed: $(cat "$WORK/logs/mxmedia-check-config.txt")"
 
@@ -435,7 +445,11 @@ cat >"$WORK/context.json" <<EOF
   "nginx_access_log": "$WORK/logs/nginx-access.log",
   "mxmedia_log": "$WORK/logs/mxmedia.log",
   "appservice_token": "$AS_TOKEN",
-  "fixtures": "$ROOT/tests/fixtures"
+  "fixtures": "$ROOT/tests/fixtures",
+  "doctor": {"env": "$WORK/bin/mxmedia-env", "bin": "$WORK/bin/mxmedia",
+             "config": "$WORK/mxmedia/config.toml", "work": "$WORK",
+             "nginx_locations": "$N/hs1-locations.conf",
+             "nginx_reload": ["nginx", "-p", "$N", "-c", "$N/nginx.conf", "-e", "$WORK/logs/nginx-error.log", "-s", "reload"]}
 }
 EOF
 step "running scenarios"

@@ -93,6 +93,7 @@ class Context:
     mxmedia_log: str
     appservice_token: str
     fixtures: Path
+    doctor: dict[str, Any]
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
 
@@ -112,6 +113,7 @@ class Context:
             mxmedia_log=raw["mxmedia_log"],
             appservice_token=raw["appservice_token"],
             fixtures=Path(raw["fixtures"]),
+            doctor=raw["doctor"],
         )
 
     async def open(self) -> None:
@@ -758,6 +760,143 @@ def expect_too_large(r: Response) -> None:
     so clients get the Matrix error (with CORS headers), not an nginx HTML page."""
     expect_error(r, 413, "M_TOO_LARGE")
     expect(r.headers.get("Access-Control-Allow-Origin") == "*", f"413 without CORS: {r.describe()}")
+
+# --------------------------------------------------------------------------------------------
+# `mxmedia doctor`: passes on this setup; each proxy or key mistake fails exactly its own check.
+
+DOCTOR_ADMIN = "doctor-admin"  # listed in MXMEDIA_AUTH__ADMINS by run.sh
+_doctor_token: list[str] = []
+
+
+async def doctor_token(ctx: Context) -> str:
+    """The access token of @doctor-admin on hs1, registered on first use."""
+    if not _doctor_token:
+        hs = ctx.hs1
+        url = f"{hs.synapse_url}/_synapse/admin/v1/register"
+        r = await ctx.request("GET", url)
+        expect_status(r, 200)
+        nonce, password = r.json()["nonce"], secrets.token_urlsafe(12)
+        mac = hmac.new(hs.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(f"{nonce}\x00{DOCTOR_ADMIN}\x00{password}\x00notadmin".encode())
+        body = {"nonce": nonce, "username": DOCTOR_ADMIN, "password": password, "admin": False, "mac": mac.hexdigest()}
+        expect_status(await ctx.request("POST", url, json_body=body), 200)
+        _doctor_token.append(await ctx.login(hs, f"@{DOCTOR_ADMIN}:{hs.server_name}", password))
+    return _doctor_token[0]
+
+
+async def run_doctor(ctx: Context, *env: str) -> tuple[int, dict[str, Any]]:
+    """Runs `mxmedia doctor --json --token …` with mxmedia's environment (plus `env`)."""
+    d = ctx.doctor
+    cmd = [d["env"], *env, d["bin"], "--config", d["config"], "doctor", "--json", "--token", await doctor_token(ctx)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        report = json.loads(out)
+    except ValueError:
+        raise Failed(f"doctor printed no JSON (exit {proc.returncode}): {out[:500]!r} {err[:500]!r}") from None
+    return proc.returncode, report
+
+
+def doctor_lines(report: dict[str, Any]) -> str:
+    return "\n".join(f"  {c['status']:4} {c['id']}: {c['detail']}" + (f" — fix: {c['fix']}" if c.get("fix") else "") for c in report["checks"])
+
+
+def expect_doctor(rc: int, report: dict[str, Any], failing: str | None, fix_contains: str = "", detail_contains: str = "") -> None:
+    """Doctor failed exactly the check `failing` (None: nothing), with the expected fix."""
+    failed = [c["id"] for c in report["checks"] if c["status"] == "fail"]
+    expect_eq(failed, [failing] if failing else [], f"failed doctor checks\n{doctor_lines(report)}\n")
+    expect_eq(rc, 1 if failing else 0, "doctor's exit status")
+    if failing:
+        check = next(c for c in report["checks"] if c["id"] == failing)
+        expect(fix_contains in (check.get("fix") or ""), f"fix of {failing} lacks {fix_contains!r}: {check}")
+        expect(detail_contains in check["detail"], f"{failing} does not say {detail_contains!r}: {check}")
+
+
+async def with_nginx_variant(ctx: Context, old: str, new: str, body: Callable[[], Awaitable[None]]) -> None:
+    """Runs `body` with `old` replaced by `new` in hs1's nginx locations, then restores them."""
+    path = Path(ctx.doctor["nginx_locations"])
+    original = path.read_text()
+    expect(old in original, f"{path} has no {old!r}")
+
+    async def reload() -> None:
+        proc = await asyncio.create_subprocess_exec(*ctx.doctor["nginx_reload"])
+        expect_eq(await proc.wait(), 0, "nginx -s reload")
+        await asyncio.sleep(1.0)  # new workers take over; the old ones finish their connections
+
+    path.write_text(original.replace(old, new, 1))
+    try:
+        await reload()
+        await body()
+    finally:
+        path.write_text(original)
+        await reload()
+
+
+@scenario
+async def doctor_passes_on_the_suite_setup(ctx: Context) -> None:
+    """On the suite's nginx + Synapse + mxmedia, doctor (with a token) fails nothing: every
+    media prefix reaches mxmedia with the right headers, the 1 MiB upload round trip works,
+    the published key verifies our own signed federation request."""
+    rc, report = await run_doctor(ctx)
+    expect_doctor(rc, report, None)
+    passed = {c["id"] for c in report["checks"] if c["status"] == "pass"}
+    for must in ("route.client_v1", "route.client_msc3916", "route.media_v3", "route.media_r0", "route.federation_v1",
+                 "route.headers", "upload", "upload.download", "upload.thumbnail", "upload.delete",
+                 "federation.signing_key", "federation.signed_request", "discovery.federation", "local.homeserver"):
+        expect(must in passed, f"{must} did not pass:\n{doctor_lines(report)}")
+
+
+@scenario
+async def doctor_media_path_not_routed(ctx: Context) -> None:
+    """The MSC3916 prefix left out of nginx's media location: doctor fails that route only,
+    naming the regex alternative to add."""
+    async def body() -> None:
+        rc, report = await run_doctor(ctx)
+        expect_doctor(rc, report, "route.client_msc3916", r"client/unstable/org\.matrix\.msc3916/media/")
+    await with_nginx_variant(ctx, r"client/unstable/org\.matrix\.msc3916/media/|", "", body)
+
+
+@scenario
+async def doctor_host_header_not_passed(ctx: Context) -> None:
+    """nginx's media location without `proxy_set_header Host`: mxmedia sees its upstream
+    address; doctor fails the headers check only, naming the line."""
+    async def body() -> None:
+        rc, report = await run_doctor(ctx)
+        expect_doctor(rc, report, "route.headers", "proxy_set_header Host $host;")
+    await with_nginx_variant(ctx, "    proxy_set_header Host $host;\n", "", body)
+
+
+@scenario
+async def doctor_federation_media_path_to_homeserver(ctx: Context) -> None:
+    """The federation media prefix routed to Synapse: doctor fails that route only (the signed
+    self-request is skipped, not failed twice)."""
+    async def body() -> None:
+        rc, report = await run_doctor(ctx)
+        expect_doctor(rc, report, "route.federation_v1", "federation/v1/media/")
+    await with_nginx_variant(ctx, "|federation/v1/media/", "", body)
+
+
+@scenario
+async def doctor_nginx_default_body_limit(ctx: Context) -> None:
+    """nginx's default client_max_body_size (1m) on the media location: the 1 MiB test upload
+    gets nginx's HTML 413; doctor says the proxy caps upload size and names the nginx line."""
+    async def body() -> None:
+        rc, report = await run_doctor(ctx)
+        expect_doctor(rc, report, "upload", "client_max_body_size 0;", "the proxy caps upload size")
+    await with_nginx_variant(ctx, "    client_max_body_size 0;\n", "", body)
+
+
+@scenario
+async def doctor_unpublished_signing_key(ctx: Context) -> None:
+    """mxmedia configured with a key hs1 does not publish: doctor fails the published-key check
+    only, saying where the key line must go."""
+    d = ctx.doctor
+    key = Path(d["work"]) / f"doctor-unpublished-{secrets.token_hex(4)}.key"
+    proc = await asyncio.create_subprocess_exec(d["env"], d["bin"], "generate-key", str(key), stdout=asyncio.subprocess.DEVNULL)
+    expect_eq(await proc.wait(), 0, "mxmedia generate-key")
+    rc, report = await run_doctor(ctx, f"MXMEDIA_FEDERATION__SIGNING_KEY_PATH={key}")
+    expect_doctor(rc, report, "federation.signing_key", "signing key file")
+
 
 # --------------------------------------------------------------------------------------------
 # Runner.

@@ -47,10 +47,16 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(listener, tweak).await
+    }
+
+    /// Starts on `listener`, already bound, so `tweak` may use its address (a server name
+    /// naming the server's own port, say).
+    pub async fn start_on(listener: TcpListener, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let scheme = if config.tls.paths().is_some() {
             "https"
         } else {

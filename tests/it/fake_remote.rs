@@ -24,6 +24,8 @@ pub struct Pki {
     pub ca_file: PathBuf,
     chain: Vec<CertificateDer<'static>>,
     key_der: Vec<u8>,
+    chain_pem: String,
+    key_pem: String,
 }
 
 pub const TEST_NAMES: &[&str] = &[
@@ -60,7 +62,18 @@ impl Pki {
             ca_file,
             chain: vec![leaf.der().clone(), ca.der().clone()],
             key_der: leaf_key.serialize_der(),
+            chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
+            key_pem: leaf_key.serialize_pem(),
         }
+    }
+
+    /// Writes the certificate chain and key as PEM files in `dir`, for mxmedia's own HTTPS
+    /// listener (`tls.cert`, `tls.key`); returns their paths.
+    pub fn write_server_pem(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert, &self.chain_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
     }
 
     fn server_config(&self) -> rustls::ServerConfig {

@@ -8,6 +8,7 @@ mod async_upload;
 mod auth;
 mod backup;
 mod common;
+mod doctor;
 mod download;
 mod fake_dns;
 mod fake_media;
