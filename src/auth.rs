@@ -10,8 +10,10 @@
 //! uncached token share a single `whoami` call, of which at most `MAX_WHOAMI_IN_FLIGHT` run at
 //! once (more is a 429: the homeserver is being flooded through us).
 
+mod admins;
+
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -46,6 +48,10 @@ pub struct Authenticator {
     static_tokens: HashMap<String, String>,
     homeserver_url: Option<String>,
     caches: Arc<Caches>,
+    /// `auth.admins`, the development user among them.
+    admins: HashSet<String>,
+    /// The homeserver's word on who is an admin, per user.
+    admin_answers: TtlCache<String, bool>,
     whoami_flights: SingleFlight<CacheKey, Verdict>,
 }
 
@@ -125,8 +131,10 @@ struct WhoAmI {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig, dev_token: Option<(String, String)>) -> Self {
+        let mut admins: HashSet<String> = config.admins.iter().cloned().collect();
         let mut static_tokens: HashMap<_, _> = config.static_tokens.clone().into_iter().collect();
         if let Some((token, user)) = dev_token {
+            admins.insert(user.clone());
             static_tokens.insert(token, user);
         }
         Self {
@@ -141,6 +149,8 @@ impl Authenticator {
                 good: TtlCache::weighted(10_000, GOOD_TOKENS_BUDGET, TokenWeight),
                 bad: TtlCache::weighted(1_000, BAD_TOKENS_BUDGET, TokenWeight),
             }),
+            admins,
+            admin_answers: TtlCache::new(admins::ADMIN_CACHE_ENTRIES),
             whoami_flights: SingleFlight::bounded(MAX_WHOAMI_IN_FLIGHT),
         }
     }

@@ -58,6 +58,10 @@ pub enum Error {
     GatewayTimeout,
     #[error("Not enough free disk space to store media")]
     InsufficientStorage,
+    /// A per-user quota is full (Matrix v1.18, MSC4335): `info_uri` tells the user where to
+    /// read about it.
+    #[error("{message}")]
+    UserLimitExceeded { message: String, info_uri: String },
     #[error("Internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -75,6 +79,7 @@ impl Error {
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
             Self::CannotOverwrite => "M_CANNOT_OVERWRITE_MEDIA",
             Self::RateLimited { .. } => "M_LIMIT_EXCEEDED",
+            Self::UserLimitExceeded { .. } => "M_USER_LIMIT_EXCEEDED",
             Self::MissingToken => "M_MISSING_TOKEN",
             Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             Self::Forbidden(_) => "M_FORBIDDEN",
@@ -102,7 +107,9 @@ impl Error {
             Self::MissingToken | Self::UnknownToken { .. } | Self::Unauthorized(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Forbidden(_) | Self::GuestForbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::GuestForbidden | Self::UserLimitExceeded { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::MissingParam(_)
             | Self::InvalidParam(_)
             | Self::NotJson(_)
@@ -121,6 +128,9 @@ impl Error {
         body.insert("error".into(), json!(self.to_string()));
         if let Self::UnknownToken { soft_logout: true } = self {
             body.insert("soft_logout".into(), json!(true));
+        }
+        if let Self::UserLimitExceeded { info_uri, .. } = self {
+            body.insert("info_uri".into(), json!(info_uri));
         }
         if let Self::RateLimited { retry_after } = self {
             body.insert(

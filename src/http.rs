@@ -11,6 +11,7 @@ pub mod extract;
 pub mod federation;
 pub mod preview;
 pub mod response;
+pub mod synapse_admin;
 pub mod thumbnail;
 pub mod upload;
 
@@ -80,26 +81,95 @@ pub fn configure(cfg: &mut ServiceConfig) {
             ),
     )
     .service(resource("/_matrix/key/v2/server").route(web::get().to(federation::server_keys)));
-    cfg.service(scope("/_mxmedia/admin/v1/media").service(
-        resource("/{server_name}/{media_id}").route(web::delete().to(admin::delete_media)),
-    ))
-    .service(
-        scope("/_synapse/admin/v1/media")
+    cfg.service(
+        scope("/_mxmedia/admin/v1")
             .service(
-                resource("/quarantine/{server_name}/{media_id}")
-                    .route(web::post().to(admin::synapse_quarantine_media)),
+                resource("/media/{server_name}/{media_id}")
+                    .route(web::delete().to(admin::delete_media)),
             )
             .service(
-                resource("/{server_name}/{media_id}")
-                    .route(web::delete().to(admin::synapse_delete_media)),
+                resource("/quarantine/hash/{sha256}")
+                    .route(web::post().to(admin::add_hash))
+                    .route(web::get().to(admin::get_hash))
+                    .route(web::delete().to(admin::remove_hash)),
+            )
+            .service(
+                resource("/quarantine/hashes")
+                    .route(web::get().to(admin::export_hashes))
+                    .route(web::post().to(admin::import_hashes)),
+            )
+            .service(
+                resource("/users/{user_id}/quota")
+                    .route(web::get().to(admin::get_quota))
+                    .route(web::put().to(admin::set_quota))
+                    .route(web::delete().to(admin::reset_quota)),
             ),
     );
+    synapse_admin_routes(cfg);
     cfg.service(
         scope("/_matrix/media/unstable/fi.mau.msc2246")
             .service(resource("/create").route(web::post().to(upload::create_mxc_uri)))
             .service(
                 resource("/upload/{server_name}/{media_id}")
                     .route(web::put().to(upload::upload_content)),
+            ),
+    );
+}
+
+/// Synapse's admin media API. Fixed paths come before the `{serverName}/{mediaId}` pattern
+/// they would otherwise match (`protect/{mediaId}`, `{serverName}/delete`), as in Synapse.
+fn synapse_admin_routes(cfg: &mut ServiceConfig) {
+    use synapse_admin as sa;
+    cfg.service(
+        scope("/_synapse/admin/v1")
+            .service(
+                scope("/media")
+                    .service(
+                        resource("/quarantine/{server_name}/{media_id}")
+                            .route(web::post().to(sa::quarantine_media)),
+                    )
+                    .service(
+                        resource("/unquarantine/{server_name}/{media_id}")
+                            .route(web::post().to(sa::unquarantine_media)),
+                    )
+                    .service(
+                        resource("/protect/{media_id}").route(web::post().to(sa::protect_media)),
+                    )
+                    .service(
+                        resource("/unprotect/{media_id}")
+                            .route(web::post().to(sa::unprotect_media)),
+                    )
+                    .service(resource("/delete").route(web::post().to(sa::delete_old_media)))
+                    .service(
+                        resource("/{server_name}/delete")
+                            .route(web::post().to(sa::delete_old_media_legacy)),
+                    )
+                    .service(
+                        resource("/{server_name}/{media_id}")
+                            .route(web::get().to(sa::media_info))
+                            .route(web::delete().to(sa::delete_media)),
+                    ),
+            )
+            .service(resource("/purge_media_cache").route(web::post().to(sa::purge_media_cache)))
+            .service(
+                resource("/statistics/users/media").route(web::get().to(sa::user_media_statistics)),
+            )
+            .service(
+                resource("/user/{user_id}/media/quarantine")
+                    .route(web::post().to(sa::quarantine_user_media)),
+            )
+            .service(
+                resource("/users/{user_id}/media")
+                    .route(web::get().to(sa::list_user_media))
+                    .route(web::delete().to(sa::delete_user_media)),
+            )
+            .service(
+                resource("/room/{room_id}/media/quarantine")
+                    .route(web::post().to(sa::quarantine_room_media)),
+            )
+            .service(
+                resource("/quarantine_media/{room_id}")
+                    .route(web::post().to(sa::quarantine_room_media)),
             ),
     );
 }

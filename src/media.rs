@@ -3,7 +3,10 @@
 //! Uploads live in `upload`, remote media in `remote`; this file holds the service and reads.
 
 pub mod cache;
+pub mod inventory;
 pub mod moderation;
+pub mod quota;
+pub mod rate;
 pub mod remote;
 pub mod retention;
 mod upload;
@@ -74,6 +77,11 @@ pub struct MediaService {
     remote_thumbnail_fallback: bool,
     retention: RetentionPolicy,
     touches: retention::Touches,
+    /// Per-user quotas: what uploads in flight hold against them.
+    quotas: quota::Quotas,
+    /// Uploads, and upload bytes, each user may start per minute.
+    upload_rate: rate::RateLimit,
+    upload_bytes_rate: rate::RateLimit,
 }
 
 impl MediaService {
@@ -95,6 +103,11 @@ impl MediaService {
             remote_thumbnail_fallback: config.media.remote_thumbnail_fallback,
             retention: retention::policy(&config.media),
             touches: retention::Touches::default(),
+            quotas: quota::Quotas::new(&config.media),
+            upload_rate: rate::RateLimit::new(config.media.user_upload_rate_per_minute),
+            upload_bytes_rate: rate::RateLimit::new(
+                config.media.user_upload_bytes_per_minute.as_u64(),
+            ),
             budget,
             store,
         }
@@ -151,7 +164,11 @@ impl MediaService {
             notified.as_mut().enable();
             let ticket = self.cache.ticket();
             let lookup = key.clone();
-            match self.store.blocking(move |s| s.get_meta(&lookup)).await? {
+            match self
+                .store
+                .blocking(move |s| s.get_servable_meta(&lookup))
+                .await?
+            {
                 None => return Err(Error::NotFound),
                 Some(MediaMeta {
                     state: MediaState::Complete(content),

@@ -11,6 +11,9 @@
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
 //! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
+//! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
+//!   protected from quarantine, quarantined bytes (see `quarantine`)
+//! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -21,15 +24,18 @@ pub mod blob;
 pub mod blocked;
 mod error;
 pub mod import;
+pub mod inventory;
 pub mod keys;
 mod kv;
 mod pending;
+pub mod quarantine;
 mod refs;
 pub mod retention;
 pub mod space;
 pub mod spool;
 mod thumbs;
 mod upload;
+pub mod usage;
 
 use std::{
     path::{Path, PathBuf},
@@ -77,6 +83,11 @@ struct Inner {
     previews: sled::Tree,
     access: sled::Tree,
     blocked: sled::Tree,
+    quarantine: sled::Tree,
+    protected: sled::Tree,
+    hash_quarantine: sled::Tree,
+    usage: sled::Tree,
+    quotas: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -118,6 +129,11 @@ impl Store {
                 previews: db.open_tree("urlts_preview")?,
                 access: db.open_tree("mediaid_access")?,
                 blocked: db.open_tree("mediaid_blocked")?,
+                quarantine: db.open_tree("mediaid_quarantine")?,
+                protected: db.open_tree("mediaid_protected")?,
+                hash_quarantine: db.open_tree("sha256_quarantine")?,
+                usage: db.open_tree("userid_usage")?,
+                quotas: db.open_tree("userid_quota")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -128,6 +144,7 @@ impl Store {
                 backups: Mutex::new(backup::Holds::default()),
             }),
         };
+        store.count_usage_once()?;
         Ok(store)
     }
 

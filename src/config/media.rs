@@ -36,6 +36,25 @@ pub struct MediaConfig {
     /// Most bytes of remote media to keep, in bytes or as `"20GiB"`; beyond it the least
     /// recently asked-for is removed first (checked hourly). 0 (default) sets no limit.
     pub remote_cache_max_size: ByteSize,
+    /// Most bytes of local media one user may store, in bytes or as `"5GiB"`; an upload that
+    /// would go over it is refused with 403 `M_USER_LIMIT_EXCEEDED`. 0 (default) sets no limit.
+    /// Admins may set other limits per user.
+    pub user_quota_bytes: ByteSize,
+    /// Most files of local media one user may store. 0 (default) sets no limit.
+    pub user_quota_files: u64,
+    /// Where a user whose quota is full can read about it: the `info_uri` of
+    /// `M_USER_LIMIT_EXCEEDED` (Matrix v1.18). Default: the spec's content repository section.
+    pub user_quota_info_uri: String,
+    /// Uploads one user may start per minute (a token bucket: a minute's worth at once, then
+    /// steadily); more get 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`. 0 (default): no limit.
+    pub user_upload_rate_per_minute: u64,
+    /// Upload bytes one user may send per minute, as `"500MiB"`; a declared length is charged
+    /// before the body is read, an undeclared one once received. 0 (default): no limit.
+    pub user_upload_bytes_per_minute: ByteSize,
+    /// Remote fetches one user may make this server start per minute (what is already stored
+    /// is never charged), so one account cannot make it download the federation. 0 (default):
+    /// no limit.
+    pub user_remote_fetch_rate_per_minute: u64,
 }
 
 impl Default for MediaConfig {
@@ -51,6 +70,13 @@ impl Default for MediaConfig {
             remote_retention_days: 0,
             remote_cache_max_size: ByteSize::b(0),
             remote_thumbnail_fallback: true,
+            user_quota_bytes: ByteSize::b(0),
+            user_quota_files: 0,
+            user_quota_info_uri:
+                "https://spec.matrix.org/v1.16/client-server-api/#content-repository".into(),
+            user_upload_rate_per_minute: 0,
+            user_upload_bytes_per_minute: ByteSize::b(0),
+            user_remote_fetch_rate_per_minute: 0,
         }
     }
 }

@@ -33,10 +33,10 @@ pub async fn get_content(
     path: MediaPath,
     state: web::Data<AppState>,
     worker: web::Data<WorkerState>,
-    _user: AuthedUser,
+    user: AuthedUser,
     query: web::Query<DownloadQuery>,
 ) -> Result<HttpResponse, Error> {
-    let source = Source::new(&state, &worker, true);
+    let source = Source::new(&state, &worker, true).for_user(&user.0.user_id);
     serve(&req, &state, &path, &query, source, Caching::Private).await
 }
 
@@ -83,6 +83,9 @@ pub(super) struct Source<'a> {
     state: &'a AppState,
     worker: &'a WorkerState,
     allow_remote: bool,
+    /// Who asks, charged for the remote fetches the request starts; `None` on the legacy
+    /// unauthenticated endpoints.
+    requester: Option<&'a str>,
 }
 
 impl<'a> Source<'a> {
@@ -91,7 +94,19 @@ impl<'a> Source<'a> {
             state,
             worker,
             allow_remote,
+            requester: None,
         }
+    }
+
+    pub(super) fn for_user(self, user_id: &'a str) -> Self {
+        Self {
+            requester: Some(user_id),
+            ..self
+        }
+    }
+
+    pub(super) fn requester(&self) -> Option<&'a str> {
+        self.requester
     }
 
     /// The client to fetch remote media with; `allow_remote=false` makes remote media unknown.
@@ -128,7 +143,11 @@ async fn serve(
                 .await?
                 .ok_or(Error::NotFound)?
         } else {
-            match state.media.remote_download(&key, &client, timeout).await? {
+            match state
+                .media
+                .remote_download(&key, &client, timeout, source.requester())
+                .await?
+            {
                 Download::Stored(content) => content,
                 Download::Live(live) => {
                     let disposition = disposition_of(live.content_type());

@@ -34,21 +34,49 @@ impl FromRequest for AuthedUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
+        Box::pin(async move { Ok(Self(authenticate(&req).await?.0)) })
+    }
+}
+
+/// The caller's user and the access token they sent.
+async fn authenticate(req: &HttpRequest) -> Result<(User, String), Error> {
+    let (state, worker) = app_state(req)?;
+    let query = web::Query::<TokenQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let token = access_token(
+        req,
+        query.access_token.as_deref(),
+        state.config.auth.allow_query_token,
+    )?;
+    let user = state
+        .auth
+        .authenticate(&worker.http, &token, query.user_id.as_deref())
+        .await?;
+    Ok((user, token))
+}
+
+/// A server admin (see `auth::admins`), with the token they called with: the homeserver's
+/// admin API is asked with it on their behalf.
+pub struct AdminUser {
+    pub user: User,
+    pub token: String,
+}
+
+impl FromRequest for AdminUser {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
         Box::pin(async move {
+            let (user, token) = authenticate(&req).await?;
             let (state, worker) = app_state(&req)?;
-            let query = web::Query::<TokenQuery>::from_query(req.query_string())
-                .map(web::Query::into_inner)
-                .unwrap_or_default();
-            let token = access_token(
-                &req,
-                query.access_token.as_deref(),
-                state.config.auth.allow_query_token,
-            )?;
-            let user = state
+            state
                 .auth
-                .authenticate(&worker.http, &token, query.user_id.as_deref())
+                .require_admin(&worker.http, &token, &user)
                 .await?;
-            Ok(Self(user))
+            Ok(Self { user, token })
         })
     }
 }

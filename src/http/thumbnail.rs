@@ -65,10 +65,10 @@ pub async fn get_content_thumbnail(
     path: MediaPath,
     state: web::Data<AppState>,
     worker: web::Data<WorkerState>,
-    _user: AuthedUser,
+    user: AuthedUser,
     query: web::Query<ThumbnailQuery>,
 ) -> Result<HttpResponse, Error> {
-    let source = Source::new(&state, &worker, true);
+    let source = Source::new(&state, &worker, true).for_user(&user.0.user_id);
     serve(&req, &state, &path, &query, source, Caching::Private).await
 }
 
@@ -107,7 +107,7 @@ async fn serve(
         let timeout = query.timeout_ms.map(Duration::from_millis);
         let (original, served) = state
             .media
-            .remote_thumbnail(&key, spec, &source.remote()?, timeout)
+            .remote_thumbnail(&key, spec, &source.remote()?, timeout, source.requester())
             .await?;
         served_content(original, served)
     };

@@ -22,7 +22,7 @@ use self::{
     job::{Job, fetch_original, fetch_thumbnail},
     live::{Flights, Live, LiveMedia, Started, Takedown},
 };
-use super::MediaService;
+use super::{MediaService, rate::RateLimit};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -37,6 +37,12 @@ use crate::{
     thumbnail::{Served, select},
 };
 
+/// Why a remote thumbnail was not had: the fetch failed, or this requester may not start one.
+pub enum ThumbnailMiss {
+    Failed(FetchFailure),
+    Refused(Error),
+}
+
 /// The `timeout_ms` passed on to the origin when the client gave none: the spec's default
 /// (https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,6 +56,8 @@ pub struct Remote {
     max_timeout: Duration,
     /// Shared with local uploads: fetched bytes reserve against the same free-space floor.
     budget: DiskBudget,
+    /// Fetches each user may start per minute.
+    fetch_rate: RateLimit,
 }
 
 impl Remote {
@@ -64,6 +72,15 @@ impl Remote {
             max_size: config.media.max_remote_size.as_u64(),
             max_timeout: Duration::from_millis(config.media.max_timeout_ms),
             budget,
+            fetch_rate: RateLimit::new(config.media.user_remote_fetch_rate_per_minute),
+        }
+    }
+
+    /// Charges one fetch to `requester` (unauthenticated legacy requests are not limited here).
+    fn charge(&self, requester: Option<&str>) -> Result<()> {
+        match requester {
+            Some(user) => self.fetch_rate.take(user, 1),
+            None => Ok(()),
         }
     }
 
@@ -74,8 +91,9 @@ impl Remote {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Content> {
-        let live = self.follow(store, key, client, timeout)?;
+        let live = self.follow(store, key, client, timeout, requester)?;
         live.outcome().await.map_err(Error::from)
     }
 
@@ -86,9 +104,11 @@ impl Remote {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Arc<Live>> {
         let flight = key.to_string();
         self.failures.check(&flight)?;
+        self.charge(requester)?;
         let job = self.job(store, key, client, &flight, timeout);
         let (live, leader) = self.originals.join(&flight, move |live| {
             job.run(move |job| fetch_original(job, live))
@@ -105,20 +125,22 @@ impl Remote {
         spec: ThumbSpec,
         client: &MediaClient,
         timeout: Option<Duration>,
-    ) -> Result<ThumbRecord, FetchFailure> {
+        requester: Option<&str>,
+    ) -> Result<ThumbRecord, ThumbnailMiss> {
         let thumb_key = keys::remote_thumb(key, spec);
         let lookup = thumb_key.clone();
         if let Some(record) = store
             .blocking(move |s| s.get_thumbnail(&lookup))
             .await
-            .map_err(|e| FetchFailure::Local(e.to_string()))?
+            .map_err(|e| ThumbnailMiss::Failed(FetchFailure::Local(e.to_string())))?
         {
             metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
             return Ok(record);
         }
         if let Some(failure) = self.failures.get(&thumb_key) {
-            return Err(failure);
+            return Err(ThumbnailMiss::Failed(failure));
         }
+        self.charge(requester).map_err(ThumbnailMiss::Refused)?;
         let job = self.job(store, key, client, &thumb_key, timeout);
         let (result, leader) = self
             .thumbnails
@@ -127,7 +149,11 @@ impl Remote {
             })
             .await;
         count_waiter(leader);
-        result.map_err(|_| FetchFailure::Local("remote thumbnail task lost".into()))?
+        result
+            .map_err(|_| {
+                ThumbnailMiss::Failed(FetchFailure::Local("remote thumbnail task lost".into()))
+            })?
+            .map_err(ThumbnailMiss::Failed)
     }
 
     /// The work of one flight, owning everything it needs to outlive the request that started it.
@@ -171,16 +197,21 @@ fn count_waiter(leader: bool) {
     }
 }
 
-/// Complete media stored under `key`, if any.
+/// Complete media stored under `key` and not quarantined, if any.
 pub(super) async fn stored(store: &Store, key: &MediaKey) -> Result<Option<Content>> {
     let lookup = key.clone();
-    Ok(match store.blocking(move |s| s.get_meta(&lookup)).await? {
-        Some(MediaMeta {
-            state: MediaState::Complete(content),
-            ..
-        }) => Some(content),
-        _ => None,
-    })
+    Ok(
+        match store
+            .blocking(move |s| s.get_servable_meta(&lookup))
+            .await?
+        {
+            Some(MediaMeta {
+                state: MediaState::Complete(content),
+                ..
+            }) => Some(content),
+            _ => None,
+        },
+    )
 }
 
 /// What a download of remote media is answered with.
@@ -199,6 +230,7 @@ impl MediaService {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Download> {
         self.touch(key);
         let ticket = self.cache.ticket();
@@ -206,10 +238,12 @@ impl MediaService {
             self.cache.put_content(ticket, key.clone(), content.clone());
             return Ok(Download::Stored(content));
         }
-        if self.is_blocked(key).await? {
+        if self.is_withheld(key).await? {
             return Err(Error::NotFound);
         }
-        let live = self.remote.follow(&self.store, key, client, timeout)?;
+        let live = self
+            .remote
+            .follow(&self.store, key, client, timeout, requester)?;
         match live.started().await {
             Started::Done(outcome) => {
                 let content = outcome?;
@@ -237,17 +271,18 @@ impl MediaService {
         key: &MediaKey,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<Content> {
         self.touch(key);
         let ticket = self.cache.ticket();
         let content = match self.stored_or_cached(key).await? {
             Some(content) => content,
             None => {
-                if self.is_blocked(key).await? {
+                if self.is_withheld(key).await? {
                     return Err(Error::NotFound);
                 }
                 self.remote
-                    .original(&self.store, key, client, timeout)
+                    .original(&self.store, key, client, timeout, requester)
                     .await?
             }
         };
@@ -275,6 +310,7 @@ impl MediaService {
         spec: ThumbSpec,
         client: &MediaClient,
         timeout: Option<Duration>,
+        requester: Option<&str>,
     ) -> Result<(Content, Served)> {
         self.touch(key);
         if let Some(content) = stored(&self.store, key).await? {
@@ -285,12 +321,12 @@ impl MediaService {
                 .map_err(remote_too_large)?;
             return Ok((content, served));
         }
-        if self.is_blocked(key).await? {
+        if self.is_withheld(key).await? {
             return Err(Error::NotFound);
         }
         // The original is on its way: make the thumbnail here from it rather than ask again.
         if self.remote.originals.get(&key.to_string()).is_some() {
-            let content = self.remote_content(key, client, timeout).await?;
+            let content = self.remote_content(key, client, timeout, requester).await?;
             let served = self
                 .thumbnails
                 .thumbnail(&content, spec)
@@ -301,7 +337,7 @@ impl MediaService {
         let asked = select::snap(spec, &self.thumbnail_config);
         let failure = match self
             .remote
-            .thumbnail(&self.store, key, asked, client, timeout)
+            .thumbnail(&self.store, key, asked, client, timeout, requester)
             .await
         {
             Ok(record) => {
@@ -313,7 +349,8 @@ impl MediaService {
                 };
                 return Ok((content, Served::Thumbnail(record)));
             }
-            Err(failure) => failure,
+            Err(ThumbnailMiss::Refused(err)) => return Err(err),
+            Err(ThumbnailMiss::Failed(failure)) => failure,
         };
         // Waiting twice for a server that did not answer helps nobody.
         if !self.remote_thumbnail_fallback
@@ -328,7 +365,7 @@ impl MediaService {
             return Err(failure.into());
         }
         tracing::debug!(media = %key, ?failure, "no remote thumbnail; making one here");
-        let content = self.remote_content(key, client, timeout).await?;
+        let content = self.remote_content(key, client, timeout, requester).await?;
         let served = self
             .thumbnails
             .thumbnail(&content, spec)

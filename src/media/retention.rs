@@ -48,11 +48,10 @@ impl Touches {
 }
 
 impl MediaService {
-    /// Notes that remote media was asked for now.
+    /// Notes that remote media was asked for now. Always, retention configured or not: the
+    /// admin API's `purge_media_cache` removes by last access too.
     pub(crate) fn touch(&self, key: &MediaKey) {
-        if self.retention.is_active() {
-            self.touches.touch(key, now_ms());
-        }
+        self.touches.touch(key, now_ms());
     }
 
     /// Writes the buffered access times; run every minute.

@@ -172,6 +172,15 @@ impl MediaService {
         if info.declared_len.is_some_and(|len| len > self.max_upload) {
             return Err(too_large());
         }
+        // Rates, then the quota, before a byte of the body is read; the quota again as bytes
+        // arrive, so a body without a declared length cannot go past it either.
+        let declared = info.declared_len.unwrap_or(0);
+        self.upload_rate.take(user, 1)?;
+        self.upload_bytes_rate.take(user, declared)?;
+        let mut quota = self
+            .quotas
+            .begin(&self.store, user, info.declared_len)
+            .await?;
         // A declared length that cannot fit is refused before the body is read; what is actually
         // received is reserved step by step by the spool, declared or not.
         self.budget.check(info.declared_len.unwrap_or(0)).await?;
@@ -182,9 +191,16 @@ impl MediaService {
                 tracing::debug!(error = %e, "upload body interrupted");
                 Error::InvalidParam("The upload body could not be read to the end".into())
             })?;
+            if let Some(quota) = &mut quota {
+                let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+                quota.cover(spool.len().saturating_add(len))?;
+            }
             spool.write(&chunk).await.map_err(spool_error)?;
         }
         let bytes = spool.len();
+        // What came beyond the declared length was not charged yet: later uploads pay for it.
+        self.upload_bytes_rate
+            .spend(user, bytes.saturating_sub(declared));
         // Fsynced before the commit, and its reservation kept: committing moves the bytes, it
         // does not add to them.
         let staged = spool.finish().await?;
@@ -218,6 +234,9 @@ impl MediaService {
                 s.commit_upload(&key, staged, upload)
             })
             .await?;
+        if let Some(quota) = &mut quota {
+            quota.committed();
+        }
         metrics::counter!("mxmedia_uploads_total").increment(1);
         metrics::counter!("mxmedia_upload_bytes_total").increment(bytes);
         Ok(())

@@ -77,47 +77,51 @@ impl Store {
             &self.inner.access,
             &self.inner.pending,
             &self.inner.blocked,
+            &self.inner.usage,
         );
         let (existed, gone, sha256) = trees
-            .transaction(|(meta, blobs, chunks, thumbs, access, pending, blocked)| {
-                if let Some(value) = block {
-                    blocked.insert(db_key, value)?;
-                }
-                let mut gone = Vec::new();
-                let mut sha256 = None;
-                let mut existed = false;
-                if let Some(old) = meta.remove(db_key)? {
-                    existed = true;
-                    let old: MediaMeta =
-                        decode(&old).map_err(ConflictableTransactionError::Abort)?;
-                    match old.state {
-                        MediaState::Complete(content) => {
-                            if source.as_deref() != Some(content.sha256.as_str()) {
-                                return abort(StoreError::Misuse(
-                                    "media changed under the blob lock",
-                                ));
+            .transaction(
+                |(meta, blobs, chunks, thumbs, access, pending, blocked, usage)| {
+                    if let Some(value) = block {
+                        blocked.insert(db_key, value)?;
+                    }
+                    let mut gone = Vec::new();
+                    let mut sha256 = None;
+                    let mut existed = false;
+                    if let Some(old) = meta.remove(db_key)? {
+                        existed = true;
+                        let old: MediaMeta =
+                            decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        match old.state {
+                            MediaState::Complete(content) => {
+                                if source.as_deref() != Some(content.sha256.as_str()) {
+                                    return abort(StoreError::Misuse(
+                                        "media changed under the blob lock",
+                                    ));
+                                }
+                                super::usage::count(usage, &old.uploader, content.len, false)?;
+                                if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
+                                    // No media holds these bytes any more, so nothing can ask for
+                                    // thumbnails of them.
+                                    gone.push(blob);
+                                    gone.extend(
+                                        drop_thumbnails(thumbs, blobs, chunks, &source_thumbs)?.1,
+                                    );
+                                }
+                                sha256 = Some(content.sha256);
                             }
-                            if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
-                                // No media holds these bytes any more, so nothing can ask for
-                                // thumbnails of them.
-                                gone.push(blob);
-                                gone.extend(
-                                    drop_thumbnails(thumbs, blobs, chunks, &source_thumbs)?.1,
-                                );
+                            MediaState::Pending { .. } => {
+                                pending.remove(keys::pending_of(&old.uploader, db_key))?;
                             }
-                            sha256 = Some(content.sha256);
-                        }
-                        MediaState::Pending { .. } => {
-                            pending.remove(keys::pending_of(&old.uploader, db_key))?;
                         }
                     }
-                }
-                let dropped = drop_thumbnails(thumbs, blobs, chunks, &remote_thumbs)?;
-                existed |= dropped.0;
-                gone.extend(dropped.1);
-                access.remove(db_key)?;
-                Ok((existed, gone, sha256))
-            })
+                    let dropped = drop_thumbnails(thumbs, blobs, chunks, &remote_thumbs)?;
+                    existed |= dropped.0;
+                    gone.extend(dropped.1);
+                    access.remove(db_key)?;
+                    Ok((existed, gone, sha256))
+                },
+            )
             .map_err(tx_error)?;
         let files = gone
             .into_iter()

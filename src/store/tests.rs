@@ -323,3 +323,34 @@ fn thumbnails_small_and_large() {
 }
 
 mod retention;
+
+/// Per-user usage follows uploads and deletions, and a store from before the usage tree is
+/// counted once when opened: quotas see what users stored before the upgrade.
+#[test]
+fn usage_is_counted_and_recounted_after_an_upgrade() {
+    let (dir, store) = store(1024);
+    let (a, b) = (key(), key());
+    put(&store, &a, &[1; 3000]);
+    put(&store, &b, &[2; 10]);
+    assert_eq!(
+        (
+            store.usage("@a:localhost").unwrap().bytes,
+            store.usage("@a:localhost").unwrap().files
+        ),
+        (3010, 2)
+    );
+    assert!(store.delete_media(&b).unwrap());
+    assert_eq!(store.usage("@a:localhost").unwrap().files, 1);
+    // As a store written before `userid_usage` existed.
+    store.inner.usage.clear().unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.store.inline_blob_max = bytesize::ByteSize::b(1024);
+    let store = Store::open(&config).unwrap();
+    let usage = store.usage("@a:localhost").unwrap();
+    assert_eq!((usage.bytes, usage.files), (3000, 1));
+}

@@ -8,7 +8,7 @@ use super::{
     blob::{Placement, Staged},
     decode, encode, keys,
     refs::add_blob_ref,
-    tx_error,
+    tx_error, usage,
 };
 use crate::model::{
     id::MediaKey,
@@ -77,9 +77,21 @@ impl Store {
             &self.inner.chunks,
             &self.inner.pending,
             &self.inner.blocked,
+            &self.inner.hash_quarantine,
+            &self.inner.quarantine,
+            &self.inner.usage,
         )
             .transaction(
-                |(meta_tree, blob_tree, chunk_tree, pending_tree, blocked_tree)| {
+                |(
+                    meta_tree,
+                    blob_tree,
+                    chunk_tree,
+                    pending_tree,
+                    blocked_tree,
+                    hash_tree,
+                    quarantine_tree,
+                    usage_tree,
+                )| {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
                     if blocked_tree.get(&db_key)?.is_some() {
@@ -131,6 +143,12 @@ impl Store {
                         db_key.as_slice(),
                         encode(&meta).map_err(ConflictableTransactionError::Abort)?,
                     )?;
+                    // Quarantined bytes are quarantined under every id from the moment they
+                    // become visible, uploaded or fetched: nobody downloads them in between.
+                    if let Some(by) = hash_tree.get(sha256.as_bytes())? {
+                        quarantine_tree.insert(db_key.as_slice(), by)?;
+                    }
+                    usage::count(usage_tree, uploader, content.len, true)?;
                     Ok(())
                 },
             )

@@ -1087,6 +1087,51 @@ def reason_of(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+@scenario
+async def synapse_admin_quarantines_a_real_room_through_mxmedia(ctx: Context) -> None:
+    """Synapse's admin media API through nginx reaches mxmedia: a real Synapse admin (told
+    apart by asking Synapse with their own token) quarantines the media of a real room, which
+    mxmedia learns from Synapse's room media list; a plain user is refused with 403."""
+    hs = ctx.hs1
+    admin_id, admin_password = await ctx.register(hs, "modadmin", admin=True)
+    admin = await ctx.login(hs, admin_id, admin_password)
+    _, poster = await ctx.new_user(hs, "spammer")
+    data = os.urandom(5000)
+    mxc = await ctx.upload(hs, poster, data, "image/png", "spam.png")
+    kept = await ctx.upload(hs, poster, os.urandom(5000), "image/png", "kept.png")
+    _, media_id = parse_mxc(mxc)
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/client/v3/createRoom", token=poster,
+                          json_body={"preset": "public_chat"})
+    expect_status(r, 200)
+    room = r.json()["room_id"]
+    r = await ctx.request("PUT", f"{hs.base_url}/_matrix/client/v3/rooms/{quote(room, safe='')}/send/m.room.message/t{secrets.token_hex(4)}",
+                          token=poster, json_body={"msgtype": "m.image", "body": "spam.png", "url": mxc})
+    expect_status(r, 200)
+
+    info = f"{hs.base_url}/_synapse/admin/v1/media/{quote(hs.server_name, safe='')}/{media_id}"
+    r = await ctx.request("GET", info, token=poster)
+    expect_error(r, 403, "M_FORBIDDEN")
+    r = await ctx.request("GET", info, token=admin)
+    expect_status(r, 200)
+    expect_eq(r.json()["media_info"]["media_length"], 5000, "media_info.media_length")
+    served = [l for l in ctx.nginx_log_lines(f"/_synapse/admin/v1/media/{hs.server_name}/{media_id}")
+              if f"upstream={ctx.mxmedia_upstream}" in l]
+    expect(len(served) >= 1, f"the admin media API did not reach mxmedia: {served}")
+
+    quarantine = f"{hs.base_url}/_synapse/admin/v1/room/{quote(room, safe='')}/media/quarantine"
+    r = await ctx.request("POST", quarantine, token=poster, json_body={})
+    expect_error(r, 403, "M_FORBIDDEN")
+    r = await ctx.request("POST", quarantine, token=admin, json_body={})
+    expect_status(r, 200)
+    expect_eq(r.json(), {"num_quarantined": 1}, "room quarantine answer")
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=poster)
+    expect_error(r, 404, "M_NOT_FOUND")
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, kept), token=poster)
+    expect_status(r, 200)
+    r = await ctx.request("GET", info, token=admin)
+    expect_eq(r.json()["media_info"]["quarantined_by"], admin_id, "quarantined_by")
+
+
 async def run(ctx_path: str) -> tuple[int, int]:
     ctx = Context.load(ctx_path)
     wanted = [s for s in os.environ.get("INTEROP_SCENARIOS", "").split(",") if s]

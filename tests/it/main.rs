@@ -25,6 +25,7 @@ mod fake_remote;
 mod federation;
 mod head;
 mod import;
+mod moderation;
 mod preview;
 mod process;
 mod remote;

@@ -464,8 +464,8 @@ async fn retention_removes_idle_remote_media() {
     setup.signatures_were_valid();
 }
 
-/// Remote media an admin removed is gone, original and thumbnail, and is never fetched from its
-/// origin again.
+/// Remote media an admin quarantined answers 404, original and thumbnail, with its bytes kept
+/// for review; removed, it is gone; either way it is never fetched from its origin again.
 #[actix_web::test]
 async fn admin_removal_blocks_remote_media() {
     let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
@@ -496,6 +496,30 @@ async fn admin_removal_blocks_remote_media() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.body().await.unwrap().as_ref(), b"{}");
+    assert_eq!(
+        setup.server.stored_files(),
+        (1, 0),
+        "quarantine keeps the bytes for review"
+    );
+    for url in [&download, &thumbnail] {
+        let mut res = setup.server.get_as(url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    // Removal takes the bytes and keeps the id blocked.
+    let path = format!(
+        "/_synapse/admin/v1/media/{}/bad",
+        setup.remote.name().as_str()
+    );
+    let res = setup
+        .server
+        .send_as(
+            actix_web::http::Method::DELETE,
+            setup.server.url(&path),
+            ALICE,
+            "",
+        )
+        .await;
+    assert_eq!(res.status(), 200);
     assert_eq!(setup.server.stored_files(), (0, 0));
     for url in [&download, &thumbnail] {
         let mut res = setup.server.get_as(url, ALICE).await;
@@ -773,4 +797,207 @@ async fn removal_wins_against_a_fetch_in_flight() {
     assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/doomed-pic")), 1);
     assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/doomed-pic")), 0);
     setup.signatures_were_valid();
+}
+
+/// Sends `method` to an admin `path` as alice: status and JSON body.
+async fn admin_call(
+    setup: &Setup,
+    method: actix_web::http::Method,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let mut res = setup
+        .server
+        .send_as(method, setup.server.url(path), ALICE, "")
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// Bytes on the quarantine list are quarantined the moment a remote fetch stores them, before
+/// anyone gets them (where Synapse still serves later remote fetches); a remote id quarantined
+/// before it was ever fetched is never fetched.
+#[actix_web::test]
+async fn quarantined_bytes_from_a_remote_are_never_served() {
+    use actix_web::http::Method;
+    use sha2::Digest as _;
+
+    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let bad = pseudo_random(5000, 77);
+    setup.host.put("evil", File::new(bad.clone(), "image/png"));
+    setup
+        .host
+        .put("unseen", File::new(pseudo_random(100, 1), "image/png"));
+    let sha = hex::encode(sha2::Sha256::digest(&bad));
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!("/_mxmedia/admin/v1/quarantine/hash/{sha}"),
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            serde_json::json!({"added": true, "quarantined_media": 0})
+        )
+    );
+    for _ in 0..2 {
+        let mut res = setup.server.get_as(setup.download_url("evil"), ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(
+        setup.remote.hits(&format!("{FED_DOWNLOAD}/evil")),
+        1,
+        "fetched once, kept"
+    );
+    let name = setup.remote.name();
+    let (code, body) = admin_call(
+        &setup,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/{}/evil", name.as_str()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let info = &body["media_info"];
+    assert_eq!(info["quarantined_by"], "@alice:localhost");
+    assert_eq!(info["user_id"], serde_json::Value::Null);
+    assert_eq!(info["sha256"], serde_json::json!(sha));
+    assert_eq!(info["safe_from_quarantine"], serde_json::Value::Null);
+
+    let (code, _) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/media/quarantine/{}/unseen",
+            name.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let thumb = setup.thumbnail_url("unseen", "width=32&height=32&method=scale");
+    for url in [setup.download_url("unseen"), thumb] {
+        let mut res = setup.server.get_as(&url, ALICE).await;
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/unseen")), 0);
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/unseen")), 0);
+    setup.signatures_were_valid();
+}
+
+/// `purge_media_cache` removes remote media not asked for since `before_ts` (quarantined media
+/// kept for review); purged media is fetched again when asked for.
+#[actix_web::test]
+async fn purge_media_cache_removes_idle_remote_media() {
+    use actix_web::http::Method;
+
+    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let bytes = pseudo_random(3000, 5);
+    setup.host.put("old", File::new(bytes.clone(), "image/png"));
+    setup
+        .host
+        .put("held", File::new(pseudo_random(3000, 6), "image/png"));
+    setup
+        .host
+        .put("recent", File::new(pseudo_random(3000, 7), "image/png"));
+    assert_eq!(setup.get(&setup.download_url("old")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("held")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    let name = setup.remote.name();
+    admin_call(
+        &setup,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/quarantine/{}/held", name.as_str()),
+    )
+    .await;
+    let mut res = setup
+        .server
+        .send_as(
+            Method::POST,
+            setup.server.url("/_synapse/admin/v1/purge_media_cache"),
+            ALICE,
+            "",
+        )
+        .await;
+    assert_error(&mut res, 400, "M_MISSING_PARAM").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/purge_media_cache?before_ts={}",
+            now - 60_000
+        ),
+    )
+    .await;
+    assert_eq!((code, body), (200, serde_json::json!({"deleted": 0})));
+    // Fetched before `now`, but asked for again since: by last access, it stays.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!(
+            "/_synapse/admin/v1/purge_media_cache?before_ts={}",
+            now + 10
+        ),
+    )
+    .await;
+    assert_eq!((code, body), (200, serde_json::json!({"deleted": 1})));
+    assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/recent")), 1);
+    assert!(setup.get(&setup.download_url("old")).await.2 == bytes);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/old")), 2);
+    let (_, body) = admin_call(
+        &setup,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/{}/held", name.as_str()),
+    )
+    .await;
+    assert_eq!(
+        body["media_info"]["media_length"], 3000,
+        "quarantined, kept"
+    );
+}
+
+/// One user can make this server start only so many remote fetches a minute (429
+/// `M_LIMIT_EXCEEDED` with `retry_after_ms`, the origin never asked); what is stored already is
+/// served without charge, and other users have budgets of their own.
+#[actix_web::test]
+async fn remote_fetches_per_user_are_limited_and_cache_hits_free() {
+    let setup = Setup::start(|c| c.media.user_remote_fetch_rate_per_minute = 2).await;
+    for id in ["a", "b", "c"] {
+        setup.host.put(
+            id,
+            File::new(
+                pseudo_random(2000, u64::from(id.as_bytes()[0])),
+                "image/png",
+            ),
+        );
+    }
+    assert_eq!(setup.get(&setup.download_url("a")).await.0, 200);
+    assert_eq!(setup.get(&setup.download_url("b")).await.0, 200);
+    let mut res = setup.server.get_as(setup.download_url("c"), ALICE).await;
+    assert_eq!(res.status(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 1000, "{body}");
+    let thumb = setup.thumbnail_url("c", "width=32&height=32&method=scale");
+    assert_eq!(setup.server.get_as(&thumb, ALICE).await.status(), 429);
+    assert_eq!(setup.remote.hits(&format!("{FED_DOWNLOAD}/c")), 0);
+    for _ in 0..5 {
+        assert_eq!(
+            setup.get(&setup.download_url("a")).await.0,
+            200,
+            "stored: free"
+        );
+    }
+    let res = setup
+        .server
+        .get_as(setup.download_url("c"), crate::common::BOB)
+        .await;
+    assert_eq!(res.status(), 200, "bob's budget is his own");
 }

@@ -36,6 +36,9 @@ impl MediaService {
                 .map_err(super::remote_too_large)?;
             return Ok(served.map(|served| (content, served)));
         }
+        if self.is_withheld(key).await? {
+            return Ok(None);
+        }
         let lookup = keys::remote_thumb(key, select::snap(spec, &self.thumbnail_config));
         let record = self
             .store

@@ -138,12 +138,13 @@ pub(super) async fn fetch_original(job: Job, live: Arc<Live>) -> Result<Content,
                 Ok(()) | Err(StoreError::Exists) => {}
                 Err(e) => return Err(e),
             }
-            match s.get_meta(&key)? {
+            // Quarantined bytes are quarantined as they are stored: never served.
+            match s.get_servable_meta(&key)? {
                 Some(MediaMeta {
                     state: MediaState::Complete(content),
                     ..
                 }) => Ok(content),
-                // Deleted right after it was stored.
+                // Deleted right after it was stored, or quarantined.
                 _ => Err(StoreError::NotFound),
             }
         })

@@ -226,7 +226,7 @@ impl Takedown {
         }
         let fresh = self.cache.ticket();
         let key = self.key.clone();
-        if self.store.blocking(move |s| s.is_blocked(&key)).await? {
+        if self.store.blocking(move |s| s.is_withheld(&key)).await? {
             return Err(Error::NotFound);
         }
         self.ticket = fresh;
