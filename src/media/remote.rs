@@ -244,6 +244,13 @@ impl MediaService {
         let live = self
             .remote
             .follow(&self.store, key, client, timeout, requester)?;
+        // Bytes on the hash quarantine list must never reach a client, and a hash is known only
+        // once the file is complete: with a list in use, readers wait for the commit.
+        if self.store.blocking(|s| s.has_quarantined_hashes()).await? {
+            let content = live.outcome().await?;
+            self.cache.put_content(ticket, key.clone(), content.clone());
+            return Ok(Download::Stored(content));
+        }
         match live.started().await {
             Started::Done(outcome) => {
                 let content = outcome?;

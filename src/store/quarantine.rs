@@ -243,6 +243,12 @@ impl Store {
         Ok((removed, marked))
     }
 
+    /// Whether any bytes are quarantined by hash: while some are, no remote media may reach a
+    /// client before its hash is known.
+    pub fn has_quarantined_hashes(&self) -> Result<bool> {
+        Ok(!self.inner.hash_quarantine.is_empty())
+    }
+
     /// Who quarantined the bytes `sha256`, if they are.
     pub fn hash_quarantine(&self, sha256: &str) -> Result<Option<Quarantined>> {
         self.inner
