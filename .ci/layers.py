@@ -16,7 +16,8 @@ LAYERS runs bottom-up, the direction of the arrows in README.md's "Architecture"
 - backup (the command and socket), import (`mxmedia import`, which talks to a running server
   through backup's socket), doctor (the command checking the path from outside, and the nonce
   the server recognises its requests by), state (what handlers share), http (the handlers).
-lib.rs and main.rs wire everything together and are not checked.
+lib.rs and main.rs wire everything together and are not checked; cli (the binary's subcommand
+bodies, beside main.rs) sits on top.
 
 A path counts wherever it is written, comments included: a doc naming `crate::x` is a
 reference to x. Only the top-level items of `use crate::{...}` name modules.
@@ -26,7 +27,7 @@ import pathlib, re, sys
 LAYERS = [
     "clock", "model", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
     "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "import",
-    "doctor", "state", "http",
+    "doctor", "state", "http", "cli",
 ]
 rank = {m: i for i, entry in enumerate(LAYERS) for m in entry.split("|")}
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")

@@ -19,20 +19,19 @@
 //! The backup is built in a hidden sibling of `DIR` and renamed to `DIR` only when complete, so
 //! `DIR` is always either absent or a whole data dir that `mxmedia serve` can run on.
 
+mod socket;
+
 use std::{
     fs,
-    io::{self, BufReader, BufWriter, Read, Write},
+    io::{self, BufReader, BufWriter, Write},
     os::unix::{
-        fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
-        net::{UnixListener, UnixStream},
+        fs::{DirBuilderExt as _, MetadataExt as _},
+        net::UnixStream,
     },
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
 };
+
+pub use self::socket::{BackupSocket, Handler};
 
 use crate::{
     config::Config,
@@ -45,9 +44,6 @@ use crate::{
 
 /// The socket's name in the data dir.
 pub const SOCKET_NAME: &str = "backup.sock";
-/// Serves one more kind of request on the socket (`mxmedia import`'s), given its first line.
-/// Wired in by `lib.rs`, so this module needs to know nothing of the commands above it.
-pub type Handler = fn(&Store, &UnixStream) -> io::Result<()>;
 /// What a client sends to ask for a dump.
 const REQUEST: &[u8] = b"backup 1\n";
 /// Files beside the database that belong to a data dir. Without the signing key a restored
@@ -285,139 +281,6 @@ fn dump_in_process(store: &Store, db_dir: &Path) -> Result<Restored, BackupError
         let _ = writer.join();
         restored
     })
-}
-
-/// The running server's end: answers `mxmedia backup` on `data_dir/backup.sock`. Dropping it
-/// stops the listener and removes the socket.
-pub struct BackupSocket {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-}
-
-impl BackupSocket {
-    pub fn listen(store: Store) -> io::Result<Self> {
-        Self::listen_with(store, &[])
-    }
-
-    /// Listens for backups and for the requests in `handlers` (first line, handler).
-    pub fn listen_with(
-        store: Store,
-        handlers: &'static [(&'static [u8], Handler)],
-    ) -> io::Result<Self> {
-        let path = store.data_dir().join(SOCKET_NAME);
-        // Bound under another name and renamed once private, so no one can connect to it
-        // while it still has the umask's permissions.
-        let fresh = store.data_dir().join(format!("{SOCKET_NAME}.new"));
-        remove_if_present(&fresh)?;
-        let listener = UnixListener::bind(&fresh)?;
-        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600))?;
-        fs::rename(&fresh, &path)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("mxmedia-backup-socket".into())
-            .spawn(move || accept_loop(&listener, &store, &stopped, handlers))?;
-        Ok(Self { path, stop })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for BackupSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag and lets go of the store.
-        let _ = UnixStream::connect(&self.path);
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn accept_loop(
-    listener: &UnixListener,
-    store: &Store,
-    stop: &AtomicBool,
-    handlers: &'static [(&'static [u8], Handler)],
-) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "backup socket: accept failed");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        let store = store.clone();
-        let spawned = std::thread::Builder::new()
-            .name("mxmedia-backup".into())
-            .spawn(move || {
-                if let Err(e) = serve_backup(&store, &stream, handlers) {
-                    tracing::warn!(error = %e, "backup over the socket failed");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "backup socket: no thread for a client");
-        }
-    }
-}
-
-fn serve_backup(
-    store: &Store,
-    stream: &UnixStream,
-    handlers: &[(&'static [u8], Handler)],
-) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = Vec::new();
-    // Byte by byte: a handler reads what follows the first line from the stream itself.
-    let mut byte = [0u8; 1];
-    while request.len() < 64 && !request.ends_with(b"\n") {
-        match (&*stream).read(&mut byte)? {
-            0 => break,
-            _ => request.extend_from_slice(&byte),
-        }
-    }
-    if let Some((_, handler)) = handlers.iter().find(|(first, _)| *first == request) {
-        return handler(store, stream);
-    }
-    let mut out = BufWriter::new(stream);
-    if request != REQUEST {
-        return write_failure(&mut out, "unknown request; this server speaks `backup 1`");
-    }
-    tracing::info!("backup: dumping the database for `mxmedia backup`");
-    let hold = match store.hold_blob_files() {
-        Ok(hold) => hold,
-        Err(e) => return write_failure(&mut out, &e.to_string()),
-    };
-    match store.dump(&mut out) {
-        Ok(stats) => {
-            tracing::info!(
-                trees = stats.trees,
-                entries = stats.entries,
-                "backup: database sent"
-            );
-        }
-        Err(e) => return write_failure(&mut out, &e.to_string()),
-    }
-    drop(out);
-    // The client copies blob files now and hangs up when done; until then none is removed.
-    stream.set_read_timeout(None)?;
-    let mut sink = [0u8; 64];
-    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
-    drop(hold);
-    tracing::info!("backup: client done");
-    Ok(())
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {

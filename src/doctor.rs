@@ -3,14 +3,15 @@
 //!
 //! Run with the server's configuration, as the service user (it writes a nonce to the data
 //! dir). The checks, one group per file:
-//! - `local`: the data dir, free space, the store or the running server, the homeserver's
-//!   `whoami` and clock, the TLS certificates of the public names;
+//! - `local`: the data dir, free space, the store or the running server;
+//! - `homeserver`: the homeserver's `whoami` and clock;
 //! - `routes`: the public client URL (`.well-known/matrix/client`) and federation address
 //!   (server discovery, the code federation uses), and for every media prefix whether a request
 //!   sent there is answered by this mxmedia, with the `Host` and forwarding headers it needs
 //!   (proved with the nonce, `nonce`);
 //! - `upload` (with `--token`): a real upload just over the usual proxy body limit, its
 //!   download, a thumbnail, and its removal;
+//! - `certificates`: the TLS certificates of the public names;
 //! - `federation`: the homeserver publishes our signing key, and a request we sign to our own
 //!   public federation media path reaches us and verifies against the published keys, as it
 //!   must for remote servers to accept us.
@@ -18,7 +19,9 @@
 //! Every outgoing request goes through the federation client (`net`'s guard, the federation
 //! denylist and TLS settings), or to the homeserver as token checks do.
 
+pub mod certificates;
 pub mod federation;
+pub mod homeserver;
 pub mod local;
 pub mod nonce;
 pub mod routes;
@@ -231,10 +234,10 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<Report> {
     local::data_dir(&mut doctor, &nonce_file);
     local::free_space(&mut doctor);
     local::store(&mut doctor);
-    local::homeserver(&mut doctor).await;
+    homeserver::homeserver(&mut doctor).await;
     routes::discover(&mut doctor).await;
     routes::media_routes(&mut doctor).await;
-    local::certificates(&mut doctor).await;
+    certificates::certificates(&mut doctor).await;
     upload::round_trip(&mut doctor).await;
     federation::signing_key(&mut doctor).await;
     federation::signed_request(&mut doctor).await;
