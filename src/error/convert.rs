@@ -1,10 +1,12 @@
 //! Each layer's error turned into the Matrix error a client sees: the one place where what a
-//! store or thumbnailer failure means for a request is decided, and its message written.
+//! store, thumbnailer or remote fetch failure means for a request is decided, and its message
+//! written.
 //! Status codes and errcodes are those of the spec's
 //! [standard error responses](https://spec.matrix.org/v1.16/client-server-api/#standard-error-response).
 
 use super::Error;
 use crate::{
+    federation::media::FetchFailure,
     store::StoreError,
     thumbnail::{self, PoolError},
 };
@@ -60,6 +62,25 @@ impl From<PoolError> for Error {
             },
             PoolError::Gone => Self::NotFound,
             err @ PoolError::Internal(_) => Self::internal(err),
+        }
+    }
+}
+
+/// Remote fetch failures as the spec asks a server to answer them
+/// (https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid).
+impl From<FetchFailure> for Error {
+    fn from(failure: FetchFailure) -> Self {
+        match failure {
+            FetchFailure::NotFound => Self::NotFound,
+            FetchFailure::TooLarge => Self::RemoteTooLarge,
+            FetchFailure::Timeout => Self::GatewayTimeout,
+            FetchFailure::NotYetUploaded => Self::NotYetUploaded,
+            // What went wrong is in the log; the client only learns that the origin failed.
+            FetchFailure::Unrecognized | FetchFailure::Remote(_) => {
+                Self::BadGateway("Failed to fetch remote media".into())
+            }
+            FetchFailure::Local(message) => Self::internal(message),
+            FetchFailure::NoSpace => Self::InsufficientStorage,
         }
     }
 }

@@ -146,7 +146,7 @@ impl Quotas {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Live>>> {
         self.live
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("quota map poisoned")))
+            .map_err(|_| Error::internal("quota map poisoned"))
     }
 
     fn exceeded(&self, message: String) -> Error {
@@ -175,9 +175,9 @@ impl QuotaHold {
         let mut live = self
             .live
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("quota map poisoned")))?;
+            .map_err(|_| Error::internal("quota map poisoned"))?;
         let Some(entry) = live.get_mut(&self.user) else {
-            return Err(Error::internal(anyhow::anyhow!("quota hold without entry")));
+            return Err(Error::internal("quota hold without entry"));
         };
         if self.limits.max_bytes > 0
             && entry.stored.bytes + entry.held_bytes + extra > self.limits.max_bytes

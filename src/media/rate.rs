@@ -69,7 +69,7 @@ impl RateLimit {
         let Ok(bucket) = bucket;
         let mut bucket = bucket
             .lock()
-            .map_err(|_| Error::internal(anyhow::anyhow!("rate bucket poisoned")))?;
+            .map_err(|_| Error::internal("rate bucket poisoned"))?;
         let per_sec = capacity / 60.0;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);

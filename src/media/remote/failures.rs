@@ -1,6 +1,5 @@
-//! Remote fetch failures: remembered briefly per flight key, labelled for metrics, and mapped
-//! to the client errors the spec asks for
-//! (https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid).
+//! Remote fetch failures: remembered briefly per flight key and labelled for metrics (the
+//! client errors they become are written in `error/convert.rs`).
 //!
 //! The flight keys name media on servers a client chose, so the cache is bounded: past
 //! `MAX_FAILURES`, the least used entries make room (before, a full map refused every new
@@ -8,11 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{
-    error::{Error, Result},
-    federation::media::FetchFailure,
-    ttl_cache::TtlCache,
-};
+use crate::{error::Result, federation::media::FetchFailure, ttl_cache::TtlCache};
 
 /// Failure entries kept at most: a few hundred bytes each, so a few MiB.
 const MAX_FAILURES: usize = 10_000;
@@ -26,23 +21,6 @@ pub(super) fn reason(failure: &FetchFailure) -> &'static str {
         FetchFailure::NotYetUploaded => "not_yet_uploaded",
         FetchFailure::Unrecognized | FetchFailure::Remote(_) => "remote_error",
         FetchFailure::Local(_) | FetchFailure::NoSpace => "local_error",
-    }
-}
-
-impl From<FetchFailure> for Error {
-    fn from(failure: FetchFailure) -> Self {
-        match failure {
-            FetchFailure::NotFound => Self::NotFound,
-            FetchFailure::TooLarge => Self::RemoteTooLarge,
-            FetchFailure::Timeout => Self::GatewayTimeout,
-            FetchFailure::NotYetUploaded => Self::NotYetUploaded,
-            // What went wrong is in the log; the client only learns that the origin failed.
-            FetchFailure::Unrecognized | FetchFailure::Remote(_) => {
-                Self::BadGateway("Failed to fetch remote media".into())
-            }
-            FetchFailure::Local(message) => Self::internal(anyhow::anyhow!(message)),
-            FetchFailure::NoSpace => Self::InsufficientStorage,
-        }
     }
 }
 

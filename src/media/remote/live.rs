@@ -319,9 +319,9 @@ impl Follow {
             }
             if done {
                 if self.end.is_some_and(|end| self.pos < end) {
-                    return Err(Error::internal(anyhow::anyhow!(
-                        "remote media shorter than its declared length"
-                    )));
+                    return Err(Error::internal(
+                        "remote media shorter than its declared length",
+                    ));
                 }
                 return Ok(None);
             }
