@@ -10,11 +10,12 @@
 //! which media are avatars; quarantine also quarantines the bytes, so later remote fetches of
 //! them are quarantined as well.
 
-use std::collections::HashMap;
+mod params;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use self::params::{Params, before_ts, local_user, media_key};
 use super::extract::{AdminUser, app_state, parse_media_id, parse_server_name};
 use crate::{
     error::Error,
@@ -23,113 +24,7 @@ use crate::{
     state::AppState,
 };
 
-/// Timestamps below this are seconds passed as milliseconds (year 1970): refused, as Synapse does.
-const MIN_SANE_TS_MS: u64 = 30_000_000_000;
-const DEFAULT_LIMIT: u64 = 100;
-
 type Reply = Result<HttpResponse, Error>;
-
-/// Query parameters, read the way Synapse's `parse_integer`/`parse_boolean`/`parse_string` read
-/// them.
-struct Params(HashMap<String, String>);
-
-impl Params {
-    fn of(req: &HttpRequest) -> Result<Self, Error> {
-        web::Query::<HashMap<String, String>>::from_query(req.query_string())
-            .map(|q| Self(q.into_inner()))
-            .map_err(|_| Error::InvalidParam("Invalid query string".into()))
-    }
-
-    fn str(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    /// A non-negative integer, absent as `None`.
-    fn uint(&self, name: &str) -> Result<Option<u64>, Error> {
-        let Some(raw) = self.str(name) else {
-            return Ok(None);
-        };
-        let value: i64 = raw.parse().map_err(|_| {
-            Error::InvalidParam(format!("Query parameter {name:?} must be an integer."))
-        })?;
-        u64::try_from(value).map(Some).map_err(|_| {
-            Error::InvalidParam(format!(
-                "Query parameter {name:?} must be a positive integer."
-            ))
-        })
-    }
-
-    fn required_uint(&self, name: &str) -> Result<u64, Error> {
-        self.uint(name)?.ok_or_else(|| {
-            Error::MissingParam(format!("Missing required integer query parameter {name}"))
-        })
-    }
-
-    fn bool(&self, name: &str, default: bool) -> Result<bool, Error> {
-        match self.str(name) {
-            None => Ok(default),
-            Some("true") => Ok(true),
-            Some("false") => Ok(false),
-            Some(_) => Err(Error::InvalidParam(format!(
-                "Boolean query parameter {name:?} must be one of ['true', 'false']"
-            ))),
-        }
-    }
-
-    /// `from`, `limit` and `dir`.
-    fn page(&self) -> Result<Page, Error> {
-        let backwards = match self.str("dir") {
-            None | Some("f") => false,
-            Some("b") => true,
-            Some(_) => {
-                return Err(Error::InvalidParam(
-                    "Query parameter \"dir\" must be one of ['b', 'f']".into(),
-                ));
-            }
-        };
-        Ok(Page {
-            from: to_usize(self.uint("from")?.unwrap_or(0)),
-            limit: to_usize(self.uint("limit")?.unwrap_or(DEFAULT_LIMIT)),
-            backwards,
-        })
-    }
-}
-
-fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-fn media_key(server_name: &str, media_id: &str) -> Result<MediaKey, Error> {
-    Ok(MediaKey {
-        server_name: parse_server_name(server_name)?,
-        media_id: parse_media_id(media_id)?,
-    })
-}
-
-fn before_ts(params: &Params) -> Result<u64, Error> {
-    let ts = params.required_uint("before_ts")?;
-    if ts < MIN_SANE_TS_MS {
-        return Err(Error::InvalidParam(
-            "before_ts you provided is from the year 1970. Double check that you are providing \
-             a timestamp in milliseconds."
-                .into(),
-        ));
-    }
-    Ok(ts)
-}
-
-/// A local user id from the path: Synapse answers 400 for others.
-fn local_user(state: &AppState, raw: &str) -> Result<String, Error> {
-    let server = raw
-        .strip_prefix('@')
-        .and_then(|rest| rest.split_once(':'))
-        .map(|(_, server)| server)
-        .ok_or_else(|| Error::InvalidParam(format!("Invalid user id: {raw:?}")))?;
-    if server != state.media.server_name().as_str() {
-        return Err(Error::InvalidParam("Can only look up local users".into()));
-    }
-    Ok(raw.to_owned())
-}
 
 /// `GET /_synapse/admin/v1/media/{serverName}/{mediaId}`: `{"media_info": {...}}`.
 pub async fn media_info(
