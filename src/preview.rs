@@ -211,7 +211,7 @@ impl Previews {
         let Some(inner) = &self.inner else {
             return Ok(PreviewImagesSwept::default());
         };
-        let created_before = now_ms.saturating_sub(inner.image_ttl_ms).max(1);
+        let created_before = now_ms.saturating_sub(inner.image_ttl_ms);
         inner
             .media
             .expire_preview_images(created_before, inner.image_cache_max)
@@ -333,6 +333,7 @@ impl Inner {
         fetch::ImageTarget {
             limits: &self.image,
             preview_key: key.to_vec(),
+            ttl_ms: self.image_ttl_ms,
             cache_max_bytes: self.image_cache_max,
         }
     }

@@ -25,7 +25,9 @@ pub struct PreviewImage {
     pub declared_len: Option<u64>,
     /// The `urlts_preview` key of the preview it is for: dropped with the image.
     pub preview_key: Vec<u8>,
-    /// Most bytes all preview images may take; older ones go to make room.
+    /// How long preview images are kept: older ones go when this one is stored.
+    pub ttl_ms: u64,
+    /// Most bytes all preview images may take; the oldest go to make room.
     pub cache_max_bytes: u64,
 }
 
@@ -55,6 +57,7 @@ impl MediaService {
         let PreviewImage {
             content_type,
             preview_key,
+            ttl_ms,
             cache_max_bytes,
             ..
         } = image;
@@ -66,8 +69,11 @@ impl MediaService {
             })
             .await?;
         metrics::counter!("mxmedia_preview_images_total").increment(1);
-        // The cap holds after every image: the oldest make room for this one.
-        self.expire_preview_images(0, cache_max_bytes).await?;
+        // The cap holds after every image: the oldest make room for this one, and the expired
+        // go now rather than at the next minute's sweep.
+        let created_before = now_ms().saturating_sub(ttl_ms);
+        self.expire_preview_images(created_before, cache_max_bytes)
+            .await?;
         Ok((!quarantined).then_some((key, len)))
     }
 
@@ -78,13 +84,6 @@ impl MediaService {
         created_before: u64,
         max_bytes: u64,
     ) -> Result<PreviewImagesSwept> {
-        let total = self.store.blocking(|s| s.preview_images_bytes()).await?;
-        if total <= max_bytes && created_before == 0 {
-            return Ok(PreviewImagesSwept {
-                kept_bytes: total,
-                ..PreviewImagesSwept::default()
-            });
-        }
         let cache = std::sync::Arc::clone(&self.cache);
         let swept = self
             .store

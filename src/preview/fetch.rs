@@ -147,6 +147,7 @@ pub struct ImageLimits {
 pub struct ImageTarget<'a> {
     pub limits: &'a ImageLimits,
     pub preview_key: Vec<u8>,
+    pub ttl_ms: u64,
     pub cache_max_bytes: u64,
 }
 
@@ -200,6 +201,7 @@ where
         content_type: content_type.clone(),
         declared_len: answer.length,
         preview_key: target.preview_key.clone(),
+        ttl_ms: target.ttl_ms,
         cache_max_bytes: target.cache_max_bytes,
     };
     match media.store_preview_image(image, body).await {

@@ -239,7 +239,95 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_entry, parse_entry_key};
+    use mxmedia_proto::ids::MediaId;
+
+    use super::{MIGRATED, parse_entry, parse_entry_key};
+    use crate::{
+        config::Config,
+        model::{id::MediaKey, meta::PREVIEW_UPLOADER},
+        store::{Expect, Store, Upload, keys},
+    };
+
+    fn upload(store: &Store, bytes: &[u8], filename: Option<&str>) -> MediaKey {
+        let key = MediaKey {
+            server_name: "localhost".parse().unwrap(),
+            media_id: MediaId::generate(),
+        };
+        let mut staging = store.stage().unwrap();
+        staging.write(bytes).unwrap();
+        let upload = Upload {
+            content_type: "image/png".into(),
+            filename: filename.map(str::to_owned),
+            uploader: "@a:localhost",
+            created_at: 5,
+            expect: Expect::Absent,
+        };
+        store
+            .commit_upload(&key, staging.finish().unwrap(), upload)
+            .unwrap();
+        key
+    }
+
+    fn cache_preview(store: &Store, url: &str, image: &MediaKey) {
+        let og = serde_json::json!({"og:title": "t", "og:image": image.to_string()});
+        let json = serde_json::to_vec(&og).unwrap();
+        store
+            .put_preview(&keys::preview(url, 1), &json, u64::MAX)
+            .unwrap();
+    }
+
+    /// A store written before preview images were kept apart: at the next open, the images
+    /// that cached previews show stop being the requester's media (usage and all), while
+    /// uploads stay the user's, even one a preview names but that has a file name.
+    #[test]
+    fn earlier_preview_images_move_out_of_the_users_media() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let (image, named, upload_key) = {
+            let store = Store::open(&config).unwrap();
+            let image = upload(&store, b"preview image", None);
+            let named = upload(&store, b"named", Some("cat.png"));
+            let upload_key = upload(&store, b"an upload", None);
+            cache_preview(&store, "https://a.example/", &image);
+            cache_preview(&store, "https://b.example/", &named);
+            // As a store of the earlier version looks: no migration done.
+            store.inner.preview_images.remove(MIGRATED).unwrap();
+            store.flush().unwrap();
+            assert_eq!(store.usage("@a:localhost").unwrap().files, 3);
+            (image, named, upload_key)
+        };
+        let store = Store::open(&config).unwrap();
+        let meta = store.get_meta(&image).unwrap().unwrap();
+        assert_eq!(meta.uploader, PREVIEW_UPLOADER);
+        let usage = store.usage("@a:localhost").unwrap();
+        assert_eq!((usage.files, usage.bytes), (2, 14));
+        assert_eq!(store.preview_images_bytes().unwrap(), 13);
+        for kept in [&named, &upload_key] {
+            assert_eq!(
+                store.get_meta(kept).unwrap().unwrap().uploader,
+                "@a:localhost"
+            );
+        }
+        // Once expired, it goes like any preview image, with its cached preview.
+        let swept = store.expire_preview_images(6, u64::MAX, |_| {}).unwrap();
+        assert_eq!((swept.removed, swept.kept_bytes), (1, 0));
+        assert!(store.get_meta(&image).unwrap().is_none());
+        assert!(
+            store
+                .get_preview(&keys::preview("https://a.example/", 1), 0)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get_preview(&keys::preview("https://b.example/", 1), 0)
+                .unwrap()
+                .is_some()
+        );
+    }
 
     /// A damaged entry reads as an empty one, never a panic.
     #[test]
