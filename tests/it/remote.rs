@@ -48,6 +48,20 @@ impl Setup {
         }
     }
 
+    /// A set-up in which alice is an admin, for the moderation tests.
+    async fn moderated(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start(|c| {
+            c.auth.admins = vec!["@alice:localhost".into()];
+            tweak(c);
+        })
+        .await
+    }
+
+    /// `prefix/{remote}/{id}`: an admin path naming the remote's media `id`.
+    fn media_path(&self, prefix: &str, id: &str) -> String {
+        format!("{prefix}/{}/{id}", self.remote.name().as_str())
+    }
+
     pub(crate) fn download_url(&self, id: &str) -> String {
         let name = self.remote.name();
         self.server.url(&format!(
@@ -468,7 +482,7 @@ async fn retention_removes_idle_remote_media() {
 /// for review; removed, it is gone; either way it is never fetched from its origin again.
 #[actix_web::test]
 async fn admin_removal_blocks_remote_media() {
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bytes = pseudo_random(300 * 1024, 12);
     let mut file = File::new(bytes.clone(), "image/jpeg");
     file.thumbnail = Some((PNG.to_vec(), "image/png".into()));
@@ -481,21 +495,10 @@ async fn admin_removal_blocks_remote_media() {
     assert!(setup.get(&thumbnail).await.2 == PNG);
     assert!(setup.get(&download).await.2 == bytes);
 
-    let path = format!(
-        "/_synapse/admin/v1/media/quarantine/{}/bad",
-        setup.remote.name().as_str()
-    );
-    let mut res = setup
-        .server
-        .send_as(
-            actix_web::http::Method::POST,
-            setup.server.url(&path),
-            ALICE,
-            "",
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.body().await.unwrap().as_ref(), b"{}");
+    let path = setup.media_path("/_synapse/admin/v1/media/quarantine", "bad");
+    let (code, body) = admin_send(&setup, actix_web::http::Method::POST, &path).await;
+    assert_eq!(code, 200);
+    assert_eq!(body.as_ref(), b"{}");
     assert_eq!(
         setup.server.stored_files(),
         (1, 0),
@@ -506,20 +509,9 @@ async fn admin_removal_blocks_remote_media() {
         assert_error(&mut res, 404, "M_NOT_FOUND").await;
     }
     // Removal takes the bytes and keeps the id blocked.
-    let path = format!(
-        "/_synapse/admin/v1/media/{}/bad",
-        setup.remote.name().as_str()
-    );
-    let res = setup
-        .server
-        .send_as(
-            actix_web::http::Method::DELETE,
-            setup.server.url(&path),
-            ALICE,
-            "",
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+    let path = setup.media_path("/_synapse/admin/v1/media", "bad");
+    let (code, _) = admin_send(&setup, actix_web::http::Method::DELETE, &path).await;
+    assert_eq!(code, 200);
     assert_eq!(setup.server.stored_files(), (0, 0));
     for url in [&download, &thumbnail] {
         let mut res = setup.server.get_as(url, ALICE).await;
@@ -739,13 +731,11 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
 /// started it and every later one get 404, and the origin is not asked again.
 #[actix_web::test]
 async fn removal_wins_against_a_fetch_in_flight() {
-    let setup = Setup::start(|c| {
-        c.auth.admins = vec!["@alice:localhost".into()];
+    let setup = Setup::moderated(|c| {
         // Every blob a file, so a stored one shows on disk.
         c.store.inline_blob_max = bytesize::ByteSize::kib(1);
     })
     .await;
-    let remote = setup.remote.name();
     let gate = Gate::new();
     let mut original = File::new(pseudo_random(600 * 1024, 41), "application/pdf");
     original.gate = Some(gate.clone());
@@ -764,18 +754,9 @@ async fn removal_wins_against_a_fetch_in_flight() {
         // Both fetches are now waiting for the origin's answer.
         gate.held(2).await;
         for id in ["doomed", "doomed-pic"] {
-            let path = format!("/_mxmedia/admin/v1/media/{}/{id}", remote.as_str());
-            let mut res = setup
-                .server
-                .send_as(
-                    actix_web::http::Method::DELETE,
-                    setup.server.url(&path),
-                    ALICE,
-                    "",
-                )
-                .await;
-            assert_eq!(res.status(), 200);
-            let body: serde_json::Value = res.json().await.unwrap();
+            let path = setup.media_path("/_mxmedia/admin/v1/media", id);
+            let (code, body) = admin_call(&setup, actix_web::http::Method::DELETE, &path).await;
+            assert_eq!(code, 200);
             assert_eq!(
                 body,
                 serde_json::json!({"deleted": false}),
@@ -799,18 +780,28 @@ async fn removal_wins_against_a_fetch_in_flight() {
     setup.signatures_were_valid();
 }
 
+/// Sends `method` to an admin `path` as alice: status and body.
+async fn admin_send(
+    setup: &Setup,
+    method: actix_web::http::Method,
+    path: &str,
+) -> (u16, bytes::Bytes) {
+    let mut res = setup
+        .server
+        .send_as(method, setup.server.url(path), ALICE, "")
+        .await;
+    let status = res.status().as_u16();
+    (status, res.body().await.unwrap())
+}
+
 /// Sends `method` to an admin `path` as alice: status and JSON body.
 async fn admin_call(
     setup: &Setup,
     method: actix_web::http::Method,
     path: &str,
 ) -> (u16, serde_json::Value) {
-    let mut res = setup
-        .server
-        .send_as(method, setup.server.url(path), ALICE, "")
-        .await;
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
+    let (status, body) = admin_send(setup, method, path).await;
+    (status, serde_json::from_slice(&body).unwrap())
 }
 
 /// Bytes on the quarantine list are quarantined the moment a remote fetch stores them, before
@@ -821,7 +812,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
     use actix_web::http::Method;
     use sha2::Digest as _;
 
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bad = pseudo_random(5000, 77);
     setup.host.put("evil", File::new(bad.clone(), "image/png"));
     setup
@@ -850,11 +841,10 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
         1,
         "fetched once, kept"
     );
-    let name = setup.remote.name();
     let (code, body) = admin_call(
         &setup,
         Method::GET,
-        &format!("/_synapse/admin/v1/media/{}/evil", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media", "evil"),
     )
     .await;
     assert_eq!(code, 200);
@@ -867,10 +857,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
     let (code, _) = admin_call(
         &setup,
         Method::POST,
-        &format!(
-            "/_synapse/admin/v1/media/quarantine/{}/unseen",
-            name.as_str()
-        ),
+        &setup.media_path("/_synapse/admin/v1/media/quarantine", "unseen"),
     )
     .await;
     assert_eq!(code, 200);
@@ -890,7 +877,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
 async fn purge_media_cache_removes_idle_remote_media() {
     use actix_web::http::Method;
 
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bytes = pseudo_random(3000, 5);
     setup.host.put("old", File::new(bytes.clone(), "image/png"));
     setup
@@ -902,11 +889,10 @@ async fn purge_media_cache_removes_idle_remote_media() {
     assert_eq!(setup.get(&setup.download_url("old")).await.0, 200);
     assert_eq!(setup.get(&setup.download_url("held")).await.0, 200);
     assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
-    let name = setup.remote.name();
     admin_call(
         &setup,
         Method::POST,
-        &format!("/_synapse/admin/v1/media/quarantine/{}/held", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media/quarantine", "held"),
     )
     .await;
     let mut res = setup
@@ -954,7 +940,7 @@ async fn purge_media_cache_removes_idle_remote_media() {
     let (_, body) = admin_call(
         &setup,
         Method::GET,
-        &format!("/_synapse/admin/v1/media/{}/held", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media", "held"),
     )
     .await;
     assert_eq!(
