@@ -648,9 +648,9 @@ async fn endless_json_answers_fail_at_the_limit() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A remote fetch and a local upload share the free-space floor: arriving together, with a
-/// sum that would cross it, one of them gets 507 and leaves no staging file, the other is
-/// stored.
+/// A remote fetch and a local upload share the free-space floor: with an upload holding 12 MiB
+/// of it, a 20 MiB fetch that would cross it fails (507, or a cut-off body) and leaves no
+/// staging file, and the upload, resumed, is stored.
 #[actix_web::test]
 async fn remote_fetch_and_upload_share_the_free_space_floor() {
     let Some(fs) = Tmpfs::mount("64m") else {
@@ -666,20 +666,26 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
     })
     .await;
     const LEN: usize = 20 << 20;
+    // Where the upload pauses: with the fetch's 20 MiB on top, over the floor.
+    const HELD: usize = 12 << 20;
     setup
         .host
         .put("big", File::new(pseudo_random(LEN, 7), "application/pdf"));
-    let body = pseudo_random(LEN, 8);
-    let chunks = futures_util::stream::unfold(0, move |at| {
+    let body = bytes::Bytes::from(pseudo_random(LEN, 8));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let chunks = futures_util::stream::unfold((0, Some(released)), move |(at, mut gate)| {
         let body = body.clone();
         async move {
             if at >= body.len() {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if at >= HELD
+                && let Some(gate) = gate.take()
+            {
+                let _ = gate.await;
+            }
             let end = (at + 256 * 1024).min(body.len());
-            let chunk = bytes::Bytes::copy_from_slice(&body[at..end]);
-            Some((Ok::<_, std::io::Error>(chunk), end))
+            Some((Ok::<_, std::io::Error>(body.slice(at..end)), (end, gate)))
         }
     });
     let upload = setup
@@ -689,31 +695,35 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         .bearer_auth(ALICE)
         .send_stream(chunks);
     let fetch = async {
-        // Let the upload get going first, so both streams are in flight together.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        setup.server.get_as(setup.download_url("big"), ALICE).await
-    };
-    let (upload, mut fetch) = tokio::join!(upload, fetch);
-    let mut upload = upload.unwrap();
-    // The fetch loses before its bytes begin (507) or midway (a cut-off body); the upload
-    // loses with 507.
-    let fetched = match fetch.status().as_u16() {
-        507 => {
-            assert_error(&mut fetch, 507, "M_UNKNOWN").await;
-            false
+        // The fetch starts once the upload's paused bytes are on disk (so reserved), not after
+        // a guessed head start.
+        let tmp = data_dir.join("tmp");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dir_bytes(&tmp) < u64::try_from(HELD - (1 << 20)).unwrap() {
+            assert!(Instant::now() < deadline, "the upload never got going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        200 => fetch
-            .body()
-            .limit(LEN * 2)
-            .await
-            .is_ok_and(|body| body.len() == LEN),
-        other => panic!("fetch answered {other}"),
+        let mut fetch = setup.server.get_as(setup.download_url("big"), ALICE).await;
+        // The fetch loses before its bytes begin (507) or midway (a cut-off body).
+        let fetched = match fetch.status().as_u16() {
+            507 => {
+                assert_error(&mut fetch, 507, "M_UNKNOWN").await;
+                false
+            }
+            200 => fetch
+                .body()
+                .limit(LEN * 2)
+                .await
+                .is_ok_and(|body| body.len() == LEN),
+            other => panic!("fetch answered {other}"),
+        };
+        let _ = release.send(());
+        fetched
     };
-    if fetched {
-        assert_error(&mut upload, 507, "M_UNKNOWN").await;
-    } else {
-        assert_eq!(upload.status(), 200, "one of the two is stored");
-    }
+    let (upload, fetched) = tokio::join!(upload, fetch);
+    assert!(!fetched, "the fetch crossing the floor is not served whole");
+    let upload = upload.unwrap();
+    assert_eq!(upload.status(), 200, "the upload is stored");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         count_files(&data_dir.join("tmp")),
@@ -721,9 +731,21 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         "no staging file left"
     );
     assert_eq!(count_files(&data_dir.join("blobs")), 1);
-    drop((upload, fetch));
+    drop(upload);
     drop(setup);
     tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Bytes in the files directly under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// An admin's removal wins against a fetch of the same id already in flight, for originals and
