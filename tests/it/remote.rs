@@ -663,6 +663,8 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         // About 30 MiB above the floor: one 20 MiB file fits, two do not.
         c.store.min_free_space = mxmedia::config::FreeSpace::Bytes(34 << 20);
         c.media.max_remote_size = bytesize::ByteSize::mib(32);
+        // The upload pauses while the fetch runs, which under a loaded machine can take long.
+        c.http.body_idle_timeout_secs = 600;
     })
     .await;
     const LEN: usize = 20 << 20;
@@ -693,12 +695,13 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         .client
         .post(setup.server.url("/_matrix/media/v3/upload"))
         .bearer_auth(ALICE)
+        .timeout(Duration::from_secs(600))
         .send_stream(chunks);
     let fetch = async {
         // The fetch starts once the upload's paused bytes are on disk (so reserved), not after
         // a guessed head start.
         let tmp = data_dir.join("tmp");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while dir_bytes(&tmp) < u64::try_from(HELD - (1 << 20)).unwrap() {
             assert!(Instant::now() < deadline, "the upload never got going");
             tokio::time::sleep(Duration::from_millis(10)).await;
