@@ -297,7 +297,15 @@ fn spawn_expiry(state: web::Data<AppState>) {
             if let Ok(size) = state.media.store().blocking(|s| s.size_on_disk()).await {
                 ::metrics::gauge!("mxmedia_store_db_bytes").set(size.to_f64().unwrap_or(f64::MAX));
             }
-            match state.preview.expire_images(clock::now_ms()).await {
+            // Also while previews are off: images stored while they were on still expire.
+            let preview = &state.config.preview;
+            let created_before = clock::now_ms().saturating_sub(preview.image_ttl_ms());
+            let max_bytes = preview.image_cache_max_size.as_u64();
+            match state
+                .media
+                .expire_preview_images(created_before, max_bytes)
+                .await
+            {
                 Ok(s) if s.removed > 0 => tracing::info!(
                     removed = s.removed,
                     removed_bytes = s.removed_bytes,

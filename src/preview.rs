@@ -40,7 +40,6 @@ use crate::{
     net::ClientOptions,
     singleflight::SingleFlight,
     store::keys,
-    store::preview_images::PreviewImagesSwept,
 };
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -142,10 +141,7 @@ impl Previews {
                 max_redirects: preview.max_redirects,
                 timeout: Duration::from_secs(preview.timeout_secs),
                 ttl_ms: preview.cache_ttl_secs.saturating_mul(1000),
-                image_ttl_ms: preview
-                    .image_ttl_secs
-                    .max(preview.cache_ttl_secs)
-                    .saturating_mul(1000),
+                image_ttl_ms: preview.image_ttl_ms(),
                 image_cache_max: preview.image_cache_max_size.as_u64(),
                 last_sweep: AtomicU64::new(0),
             })),
@@ -200,22 +196,6 @@ impl Previews {
             .map_err(|retry_after| Error::RateLimited { retry_after })?;
         let outcome = outcome.map_err(|_| Error::internal("preview task lost"))?;
         Ok(outcome?)
-    }
-}
-
-impl Previews {
-    /// Removes the preview images older than their lifetime as of `now_ms`, and the oldest
-    /// beyond the size cap; run every minute. Nothing when previews are off (images stored
-    /// while they were on then stay until they are turned on again).
-    pub async fn expire_images(&self, now_ms: u64) -> Result<PreviewImagesSwept> {
-        let Some(inner) = &self.inner else {
-            return Ok(PreviewImagesSwept::default());
-        };
-        let created_before = now_ms.saturating_sub(inner.image_ttl_ms);
-        inner
-            .media
-            .expire_preview_images(created_before, inner.image_cache_max)
-            .await
     }
 }
 

@@ -87,6 +87,14 @@ impl Default for PreviewConfig {
 }
 
 impl PreviewConfig {
+    /// How long preview images are kept, in ms: `image_ttl_secs`, never less than the
+    /// previews that show them are cached.
+    pub fn image_ttl_ms(&self) -> u64 {
+        self.image_ttl_secs
+            .max(self.cache_ttl_secs)
+            .saturating_mul(1000)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.enabled && self.ip_range_denylist.is_empty() {
             return Err(ConfigError::invalid(
