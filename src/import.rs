@@ -16,7 +16,7 @@
 
 mod batch;
 mod problems;
-mod progress;
+pub(crate) mod progress;
 mod sink;
 pub mod socket;
 mod staging;
@@ -196,7 +196,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
         staging,
         report: Report::new(target),
         problems: Problems::new(&options.problems_file),
-        progress: Progress::new(total, options.progress_bar),
+        progress: Progress::new("import", total, options.progress_bar),
         batch: Vec::new(),
         batch_bytes: 0,
         now: now_ms(),

@@ -39,7 +39,7 @@ use crate::model::{
 };
 
 /// The sled tree of `ImportRecord`s.
-const TREE: &str = "mediaid_imported";
+pub(super) const TREE: &str = "mediaid_imported";
 
 /// One item to import. Serializable: a running server receives it over its socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]

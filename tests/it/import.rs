@@ -21,7 +21,7 @@ const PHOTO: &str = concat!(
 );
 
 /// Synapse's two media tables as its current schema has them (full schema plus deltas).
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE TABLE local_media_repository ( media_id TEXT, media_type TEXT, media_length INTEGER,
   created_ts BIGINT, upload_name TEXT, user_id TEXT, quarantined_by TEXT, url_cache TEXT,
   last_access_ts BIGINT, safe_from_quarantine BOOLEAN NOT NULL DEFAULT 0,
@@ -33,26 +33,26 @@ CREATE TABLE remote_media_cache ( media_origin TEXT, media_id TEXT, media_type T
 ";
 
 /// A Synapse media repository on disk: `homeserver.db` and `media_store/`.
-struct Synapse {
-    dir: tempfile::TempDir,
+pub struct Synapse {
+    pub dir: tempfile::TempDir,
     db: rusqlite::Connection,
 }
 
 /// One local row; fields left `None` are NULL.
 #[derive(Clone, Default)]
-struct Local<'a> {
-    id: &'a str,
-    user: &'a str,
-    bytes: Option<&'a [u8]>,
-    media_type: &'a str,
-    name: Option<&'a str>,
-    quarantined_by: Option<&'a str>,
-    url_cache: bool,
-    authenticated: bool,
+pub struct Local<'a> {
+    pub id: &'a str,
+    pub user: &'a str,
+    pub bytes: Option<&'a [u8]>,
+    pub media_type: &'a str,
+    pub name: Option<&'a str>,
+    pub quarantined_by: Option<&'a str>,
+    pub url_cache: bool,
+    pub authenticated: bool,
     /// Write this sha256 into the row instead of the real one.
-    wrong_sha256: bool,
+    pub wrong_sha256: bool,
     /// Leave the file out of the media store.
-    no_file: bool,
+    pub no_file: bool,
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -60,7 +60,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 impl Synapse {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("media_store")).unwrap();
         let db = rusqlite::Connection::open(dir.path().join("homeserver.db")).unwrap();
@@ -69,15 +69,15 @@ impl Synapse {
         Self { dir, db }
     }
 
-    fn store(&self) -> PathBuf {
+    pub fn store(&self) -> PathBuf {
         self.dir.path().join("media_store")
     }
 
-    fn db_path(&self) -> PathBuf {
+    pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("homeserver.db")
     }
 
-    fn add_local(&self, row: Local<'_>) {
+    pub fn add_local(&self, row: Local<'_>) {
         let id = row.id;
         if let (Some(bytes), false) = (row.bytes, row.no_file) {
             let path = self
@@ -138,7 +138,7 @@ impl Synapse {
 }
 
 /// Runs `mxmedia import synapse` on `data_dir`; `extra` arguments after the usual ones.
-fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
+pub fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .env_clear()
         .env("MXMEDIA_DATA_DIR", data_dir)
@@ -155,16 +155,16 @@ fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr(out: &Output) -> String {
+pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The number after `label` in the summary.
-fn count(out: &Output, label: &str) -> u64 {
+pub fn count(out: &Output, label: &str) -> u64 {
     let text = stdout(out);
     let line = text
         .lines()
@@ -179,7 +179,7 @@ fn count(out: &Output, label: &str) -> u64 {
         .unwrap()
 }
 
-async fn get(
+pub async fn get(
     base: &str,
     path: &str,
     token: Option<&str>,
@@ -199,7 +199,7 @@ async fn get(
     (res.status().as_u16(), body, ct, cd)
 }
 
-async fn download(
+pub async fn download(
     base: &str,
     server: &str,
     id: &str,
