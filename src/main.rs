@@ -122,6 +122,10 @@ enum ImportFrom {
         /// Also import the media Synapse cached from other servers.
         #[arg(long)]
         remote: bool,
+        /// Also keep the thumbnails Synapse stored where they match a size served here
+        /// (default: made again on demand).
+        #[arg(long)]
+        thumbnails: bool,
         /// Hard-link files instead of copying (media store and data dir on one file system).
         #[arg(long)]
         link: bool,
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
             media_store,
             database,
             remote,
+            thumbnails,
             link,
             dry_run,
             problems,
@@ -196,6 +201,7 @@ fn main() -> ExitCode {
                 dry_run,
                 problems_file: problems,
                 progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                thumbnails,
             };
             run_import(&config, &options)
         }
