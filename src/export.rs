@@ -233,7 +233,9 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
                                 report.bytes_linked += item.len;
                                 progress.bytes(item.len);
                             }
-                            Placed::Identical | Placed::Gone => report.already_there += 1,
+                            Placed::Identical => report.already_there += 1,
+                            // Counted above; no row for it.
+                            Placed::Gone => continue,
                         }
                         options
                             .dialect
