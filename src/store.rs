@@ -14,6 +14,8 @@
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
 //! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
+//! - `userid_media`, `sha256_holder`: each user's media by creation time, and who holds which
+//!   bytes (see `index`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -24,6 +26,7 @@ pub mod blob;
 pub mod blocked;
 mod error;
 pub mod import;
+mod index;
 pub mod inventory;
 pub mod keys;
 mod kv;
@@ -88,6 +91,8 @@ struct Inner {
     hash_quarantine: sled::Tree,
     usage: sled::Tree,
     quotas: sled::Tree,
+    user_index: sled::Tree,
+    hash_index: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -134,6 +139,8 @@ impl Store {
                 hash_quarantine: db.open_tree("sha256_quarantine")?,
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
+                user_index: db.open_tree("userid_media")?,
+                hash_index: db.open_tree("sha256_holder")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -145,6 +152,7 @@ impl Store {
             }),
         };
         store.count_usage_once()?;
+        store.build_indexes_once()?;
         Ok(store)
     }
 

@@ -6,7 +6,7 @@ use sled::{Transactional, transaction::ConflictableTransactionError};
 use super::{
     Result, Store, StoreError, abort,
     blob::{Placement, Staged},
-    decode, encode, keys,
+    decode, encode, index, keys,
     refs::add_blob_ref,
     tx_error, usage,
 };
@@ -80,6 +80,8 @@ impl Store {
             &self.inner.hash_quarantine,
             &self.inner.quarantine,
             &self.inner.usage,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         )
             .transaction(
                 |(
@@ -91,6 +93,8 @@ impl Store {
                     hash_tree,
                     quarantine_tree,
                     usage_tree,
+                    user_index,
+                    hash_index,
                 )| {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
@@ -143,6 +147,7 @@ impl Store {
                         db_key.as_slice(),
                         encode(&meta).map_err(ConflictableTransactionError::Abort)?,
                     )?;
+                    index::add(user_index, hash_index, &db_key, &meta)?;
                     // Quarantined bytes are quarantined under every id from the moment they
                     // become visible, uploaded or fetched: nobody downloads them in between.
                     if let Some(by) = hash_tree.get(sha256.as_bytes())? {
