@@ -1,7 +1,7 @@
 //! What the Synapse admin API asks about stored media: one item's details, a user's media
 //! (listed and deleted page by page, in Synapse's orders), local media by age and size, remote
 //! media by last access, and per-user usage. Orders and pages are decided here; the store only
-//! scans.
+//! looks up (by index where it has one).
 
 use std::cmp::Ordering;
 
