@@ -162,7 +162,13 @@ impl Store {
     /// Builds the indexes from `mediaid_meta` and `thumbkey_thumb` unless built before, resuming
     /// an interrupted build. Run at open, before any writer.
     pub(super) fn build_indexes_once(&self) -> Result<()> {
+        if self.inner.user_index.contains_key(BUILT)? {
+            return Ok(());
+        }
+        // Once, after an upgrade: a large store takes a while, and the log says why.
+        tracing::info!("indexing media by uploader and by content hash");
         while !self.build_indexes_step(BUILD_BATCH)? {}
+        tracing::info!("media indexes built");
         Ok(())
     }
 
