@@ -25,6 +25,7 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 mod error;
+pub mod export;
 pub mod import;
 mod index;
 pub mod inventory;
