@@ -16,6 +16,8 @@
 //! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
 //! - `createdid_previewimage`: images stored for URL previews, oldest first, with their total
 //!   size (see `preview_images`)
+//! - `userid_media`, `sha256_holder`: each user's media by creation time, and who holds which
+//!   bytes (see `index`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -27,6 +29,7 @@ pub mod blocked;
 mod error;
 pub mod export;
 pub mod import;
+mod index;
 pub mod inventory;
 pub mod keys;
 mod kv;
@@ -93,6 +96,8 @@ struct Inner {
     usage: sled::Tree,
     quotas: sled::Tree,
     preview_images: sled::Tree,
+    user_index: sled::Tree,
+    hash_index: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -140,6 +145,8 @@ impl Store {
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
                 preview_images: db.open_tree("createdid_previewimage")?,
+                user_index: db.open_tree("userid_media")?,
+                hash_index: db.open_tree("sha256_holder")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -152,6 +159,7 @@ impl Store {
         };
         store.count_usage_once()?;
         store.migrate_preview_images_once(config.server_name.as_str())?;
+        store.build_indexes_once()?;
         Ok(store)
     }
 

@@ -13,7 +13,7 @@ use sled::{
 use super::{
     Result, Store, StoreError, abort,
     blob::{CHUNK_SIZE, Placement},
-    decode, encode, keys,
+    decode, encode, index, keys,
     thumbs::drop_thumbnails,
     tx_error,
 };
@@ -83,6 +83,8 @@ impl Store {
             &self.inner.usage,
             &self.inner.preview_images,
             &self.inner.previews,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         );
         let (existed, gone, sha256) = trees
             .transaction(
@@ -97,6 +99,8 @@ impl Store {
                     usage,
                     preview_images,
                     previews,
+                    user_index,
+                    hash_index,
                 )| {
                     if let Some(value) = block {
                         blocked.insert(db_key, value)?;
@@ -108,6 +112,7 @@ impl Store {
                         existed = true;
                         let old: MediaMeta =
                             decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        index::remove(user_index, hash_index, db_key, &old)?;
                         match old.state {
                             MediaState::Complete(content) => {
                                 if source.as_deref() != Some(content.sha256.as_str()) {
@@ -129,7 +134,14 @@ impl Store {
                                     // thumbnails of them.
                                     gone.push(blob);
                                     gone.extend(
-                                        drop_thumbnails(thumbs, blobs, chunks, &source_thumbs)?.1,
+                                        drop_thumbnails(
+                                            thumbs,
+                                            blobs,
+                                            chunks,
+                                            hash_index,
+                                            &source_thumbs,
+                                        )?
+                                        .1,
                                     );
                                 }
                                 sha256 = Some(content.sha256);
@@ -139,7 +151,8 @@ impl Store {
                             }
                         }
                     }
-                    let dropped = drop_thumbnails(thumbs, blobs, chunks, &remote_thumbs)?;
+                    let dropped =
+                        drop_thumbnails(thumbs, blobs, chunks, hash_index, &remote_thumbs)?;
                     existed |= dropped.0;
                     gone.extend(dropped.1);
                     access.remove(db_key)?;

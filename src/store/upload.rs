@@ -8,7 +8,7 @@ use sled::{Transactional, transaction::ConflictableTransactionError};
 use super::{
     Result, Store, StoreError, abort,
     blob::{Placement, Staged},
-    decode, encode, keys, preview_images,
+    decode, encode, index, keys, preview_images,
     refs::add_blob_ref,
     tx_error, usage,
 };
@@ -110,6 +110,8 @@ impl Store {
             &self.inner.quarantine,
             &self.inner.usage,
             &self.inner.preview_images,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         )
             .transaction(
                 |(
@@ -122,6 +124,8 @@ impl Store {
                     quarantine_tree,
                     usage_tree,
                     preview_tree,
+                    user_index,
+                    hash_index,
                 )| {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
@@ -174,6 +178,7 @@ impl Store {
                         db_key.as_slice(),
                         encode(&meta).map_err(ConflictableTransactionError::Abort)?,
                     )?;
+                    index::add(user_index, hash_index, &db_key, &meta)?;
                     // Quarantined bytes are quarantined under every id from the moment they
                     // become visible, uploaded or fetched: nobody downloads them in between.
                     let quarantined = hash_tree.get(sha256.as_bytes())?;
