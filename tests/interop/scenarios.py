@@ -928,14 +928,19 @@ async def move_synapse_media(ctx: Context, hs: Homeserver, m: dict[str, str]) ->
             expect(time.monotonic() < deadline, f"nginx did not route {hs.name}'s media paths to mxmedia")
             await asyncio.sleep(0.2)
         for (data, ctype, name), mxc in zip(items + [(remote_bytes, "application/pdf", "remote.pdf")], mxcs + [remote]):
+            server_name, media_id = parse_mxc(mxc)
+            needle = f"/_matrix/client/v1/media/download/{server_name}/{media_id}"
+            logged = len(ctx.nginx_log_lines(needle))
             r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=t2)
             expect_status(r, 200)
             expect(r.body == data, f"{name}: bytes differ after the move")
             expect_eq(r.headers.get("Content-Type"), ctype, f"{name}: Content-Type")
             expect_eq(disposition_filename(r.headers.get("Content-Disposition", "")), name, f"{name}: file name")
-            server_name, media_id = parse_mxc(mxc)
-            lines = ctx.nginx_log_lines(f"/download/{server_name}/{media_id}")
-            expect(bool(lines) and upstream in lines[-1], f"{name}: served by mxmedia: {lines[-1:]}")
+            # nginx logs a request once it is done, a moment after the client has the answer.
+            deadline = time.monotonic() + 5
+            while len(lines := ctx.nginx_log_lines(needle)) <= logged and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            expect(len(lines) > logged and upstream in lines[-1], f"{name}: served by mxmedia: {lines[logged:]}")
         r = await ctx.request("GET", ctx.download_url(hs.base_url, between), token=t2)
         expect_status(r, 200)
         for mxc, before in zip(served, synapse_info):
