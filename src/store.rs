@@ -23,6 +23,7 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 mod error;
+pub mod export;
 pub mod import;
 pub mod inventory;
 pub mod keys;
