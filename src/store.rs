@@ -14,6 +14,8 @@
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
 //! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
+//! - `createdid_previewimage`: images stored for URL previews, oldest first, with their total
+//!   size (see `preview_images`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -29,6 +31,7 @@ pub mod inventory;
 pub mod keys;
 mod kv;
 mod pending;
+pub mod preview_images;
 pub mod quarantine;
 mod refs;
 pub mod retention;
@@ -89,6 +92,7 @@ struct Inner {
     hash_quarantine: sled::Tree,
     usage: sled::Tree,
     quotas: sled::Tree,
+    preview_images: sled::Tree,
     files: Box<dyn BlobStore>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
@@ -135,6 +139,7 @@ impl Store {
                 hash_quarantine: db.open_tree("sha256_quarantine")?,
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
+                preview_images: db.open_tree("createdid_previewimage")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
                 db,
                 tmp_dir,
@@ -146,6 +151,7 @@ impl Store {
             }),
         };
         store.count_usage_once()?;
+        store.migrate_preview_images_once(config.server_name.as_str())?;
         Ok(store)
     }
 

@@ -277,6 +277,10 @@ impl MediaService {
             let MediaState::Complete(content) = &meta.state else {
                 continue;
             };
+            // Nobody's uploads: Synapse leaves `url_cache` media out of user statistics too.
+            if meta.is_preview_image() {
+                continue;
+            }
             if filter.from_ts.is_some_and(|from| meta.created_at < from)
                 || filter.until_ts.is_some_and(|until| meta.created_at > until)
             {

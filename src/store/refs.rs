@@ -17,7 +17,10 @@ use super::{
     thumbs::drop_thumbnails,
     tx_error,
 };
-use crate::model::{id::MediaKey, meta::MediaMeta, meta::MediaState};
+use crate::model::{
+    id::MediaKey,
+    meta::{MediaMeta, MediaState, PREVIEW_UPLOADER},
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct BlobRecord {
@@ -78,10 +81,23 @@ impl Store {
             &self.inner.pending,
             &self.inner.blocked,
             &self.inner.usage,
+            &self.inner.preview_images,
+            &self.inner.previews,
         );
         let (existed, gone, sha256) = trees
             .transaction(
-                |(meta, blobs, chunks, thumbs, access, pending, blocked, usage)| {
+                |(
+                    meta,
+                    blobs,
+                    chunks,
+                    thumbs,
+                    access,
+                    pending,
+                    blocked,
+                    usage,
+                    preview_images,
+                    previews,
+                )| {
                     if let Some(value) = block {
                         blocked.insert(db_key, value)?;
                     }
@@ -100,6 +116,14 @@ impl Store {
                                     ));
                                 }
                                 super::usage::count(usage, &old.uploader, content.len, false)?;
+                                if old.uploader == PREVIEW_UPLOADER {
+                                    super::preview_images::leave(
+                                        preview_images,
+                                        previews,
+                                        old.created_at,
+                                        db_key,
+                                    )?;
+                                }
                                 if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
                                     // No media holds these bytes any more, so nothing can ask for
                                     // thumbnails of them.

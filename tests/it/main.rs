@@ -26,6 +26,7 @@ mod fake_remote;
 mod federation;
 mod head;
 mod import;
+mod media_usage;
 mod moderation;
 mod preview;
 mod process;
