@@ -9,9 +9,10 @@
 //! What the source knew beyond our `MediaMeta` is kept in `mediaid_imported` (`server/mediaId`
 //! -> `ImportRecord` JSON): whether the media was uploaded before the source froze the
 //! unauthenticated endpoints (Matrix v1.11, [§ content repository][spec]) and may still be
-//! served there, whether it was marked safe from quarantine, and its last access time. The
-//! record names the sha256 it was imported with, so a later delete and reuse of the id never
-//! inherits it.
+//! served there, whether it was marked safe from quarantine (also written to
+//! `mediaid_protected`, so bulk quarantines pass it by as Synapse's do), and its last access
+//! time. The record names the sha256 it was imported with, so a later delete and reuse of the
+//! id never inherits it.
 //!
 //! [spec]: https://spec.matrix.org/v1.16/client-server-api/#content-repository
 
@@ -235,10 +236,11 @@ impl Store {
             imported,
             &self.inner.user_index,
             &self.inner.hash_index,
+            &self.inner.protected,
         );
         let result = trees
             .transaction(
-                |(meta, blobs, chunks, blocked, access, imported, user_index, hash_index)| {
+                |(meta, blobs, chunks, blocked, access, imported, user_index, hash_index, safe)| {
                     let mut outcomes = Vec::with_capacity(items.len());
                     for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
                         if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
@@ -299,6 +301,12 @@ impl Store {
                                     encode(&record).map_err(ConflictableTransactionError::Abort)?,
                                 )?;
                                 index::add(user_index, hash_index, key, &record)?;
+                                if item.extra.safe_from_quarantine {
+                                    // Protected with the record, so no crash leaves it exposed
+                                    // to bulk quarantines. Synapse keeps no time of protection:
+                                    // the upload's is the earliest it can have been.
+                                    safe.insert(*key, &item.created_at.to_be_bytes())?;
+                                }
                                 outcomes.push(ImportOutcome::Imported { new_blob });
                             }
                         }

@@ -26,17 +26,17 @@ def bindable(ip: str, port: int) -> bool:
 
 
 def pick_addrs(_args) -> int:
-    """Prints two loopback addresses, one per homeserver, whose ports are all free.
+    """Prints three loopback addresses, one per homeserver, whose ports are all free.
 
-    127.0.0.11/.12 unless something already listens there (another run, another service);
-    then 127.0.N.11/.12 for the first free N.
+    127.0.0.11/.12/.13 unless something already listens there (another run, another service);
+    then 127.0.N.11/.12/.13 for the first free N.
     """
     for n in range(0, 64):
-        pair = (f"127.0.{n}.11", f"127.0.{n}.12")
-        if all(bindable(ip, port) for ip in pair for port in PORTS):
-            print(*pair)
+        ips = (f"127.0.{n}.11", f"127.0.{n}.12", f"127.0.{n}.13")
+        if all(bindable(ip, port) for ip in ips for port in PORTS):
+            print(*ips)
             return 0
-    print("no free pair of loopback addresses for ports", PORTS, file=sys.stderr)
+    print("no three free loopback addresses for ports", PORTS, file=sys.stderr)
     return 1
 
 

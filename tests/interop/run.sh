@@ -29,6 +29,7 @@ PROCS=()          # "name pid", in start order
 SUMMARY=""        # "passed failed" once the scenarios ran
 SETUP_STEP="start"
 ADDED_POLICY=""   # a policy-rc.d this script put in place for apt-get, to remove
+INITDB_PID=""     # initdb, while it runs in the background
 
 say() { printf '[interop %4ds] %s\n' "$((SECONDS - STARTED))" "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
@@ -72,6 +73,7 @@ on_exit() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    [[ -n "$INITDB_PID" ]] && kill "$INITDB_PID" 2>/dev/null && wait "$INITDB_PID"
     stop_all
     [[ -n "$ADDED_POLICY" ]] && rm -f "$ADDED_POLICY"
     local passed=0 failed=0
@@ -187,7 +189,7 @@ flock -u 9
 PY="$VENV/bin/python"
 "$PY" -c 'import sys, synapse, nio; from importlib.metadata import version as v; print("[interop] python", sys.version.split()[0], "synapse", v("matrix-synapse"), "matrix-nio", v("matrix-nio"))'
 
-# PostgreSQL, for the import scenario's second source (Synapse's database ported to it).
+# PostgreSQL, the database of hs3 (the Synapse the PostgreSQL import scenario moves from).
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 if [[ ! -x "$PG_BIN/initdb" ]]; then
     step "installing postgresql with apt-get"
@@ -219,14 +221,15 @@ fi
 [[ -x "$BIN" ]] || die "no executable mxmedia at $BIN"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mxmedia-interop.XXXXXX")"
-mkdir -p "$WORK"/{bin,logs,tls,nginx/tmp,hs1,hs2,mxmedia/data}
+mkdir -p "$WORK"/{bin,logs,tls,nginx/tmp,hs1,hs2,hs3,mxmedia/data}
 # A copy, so a rebuild of the original during the run changes nothing.
 cp "$BIN" "$WORK/bin/mxmedia"
 say "testing $("$WORK/bin/mxmedia" --version) from $BIN; work dir $WORK"
 
-step "starting PostgreSQL on loopback"
+step "creating a PostgreSQL cluster in the background"
 # Its own cluster in the work dir, run as the postgres user (it refuses root); the work dir is
-# traversable so that user reaches its directory, and nothing else in it.
+# traversable so that user reaches its directory, and nothing else in it. initdb takes seconds:
+# it runs while the rest is set up and the other servers start (see step 8).
 PG_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 mkdir -p "$WORK/pg"
 AS_PG=()
@@ -235,26 +238,21 @@ if [[ $(id -u) == 0 ]]; then
     chown postgres: "$WORK/pg"
     AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 fi
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -U synapse -A trust -E UTF8 --locale=C >"$WORK/logs/initdb.log" 2>&1 ||
-    die "initdb failed: $(tail -n 5 "$WORK/logs/initdb.log")"
-start postgres "$WORK/logs/postgres.log" "${AS_PG[@]}" "$PG_BIN/postgres" -D "$WORK/pg/data" \
-    -h 127.0.0.1 -p "$PG_PORT" -k "$WORK/pg" -c fsync=off
-for _ in $(seq 100); do
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse && break
-    sleep 0.1
-done
-"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse || die "PostgreSQL did not come up (log: $WORK/logs/postgres.log)"
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U synapse -E UTF8 --locale=C -T template0 synapse ||
-    die "createdb failed"
+# -N: no fsync of a throwaway cluster.
+"${AS_PG[@]}" "$PG_BIN/initdb" -N -D "$WORK/pg/data" -U synapse -A trust -E UTF8 --locale=C \
+    >"$WORK/logs/initdb.log" 2>&1 </dev/null &
+INITDB_PID=$!
 
 # ---------------------------------------------------------------------------------------------
 # 4. Addresses, certificates.
 
 step "choosing loopback addresses"
-read -r HS1_IP HS2_IP < <("$PY" "$HERE/harness.py" pick-addrs) || die "no free loopback addresses"
+read -r HS1_IP HS2_IP HS3_IP < <("$PY" "$HERE/harness.py" pick-addrs) || die "no free loopback addresses"
 HS1_NAME="$HS1_IP:8448"
 HS2_NAME="$HS2_IP:8448"
-say "hs1 = $HS1_NAME (Synapse $HS1_IP:8008, mxmedia $HS1_IP:8090), hs2 = $HS2_NAME (Synapse $HS2_IP:8008)"
+HS3_NAME="$HS3_IP:8448"
+say "hs1 = $HS1_NAME (Synapse $HS1_IP:8008, mxmedia $HS1_IP:8090), hs2 = $HS2_NAME (Synapse $HS2_IP:8008)," \
+    "hs3 = $HS3_NAME (Synapse on PostgreSQL $HS3_IP:8008)"
 
 step "making a throwaway CA and certificates"
 (
@@ -262,7 +260,7 @@ step "making a throwaway CA and certificates"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -keyout ca.key -out ca.crt -subj "/CN=mxmedia interop CA" \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    for hs in hs1:"$HS1_IP" hs2:"$HS2_IP"; do
+    for hs in hs1:"$HS1_IP" hs2:"$HS2_IP" hs3:"$HS3_IP"; do
         name=${hs%%:*} ip=${hs#*:}
         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
             -keyout "$name.key" -out "$name.csr" -subj "/CN=$ip" 2>/dev/null
@@ -284,8 +282,25 @@ IP_BLACKLIST='["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
   "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24",
   "203.0.113.0/24", "224.0.0.0/4", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10"]'
 secret() { "$PY" -c 'import secrets; print(secrets.token_hex(24))'; }
-write_synapse_config() {  # NAME IP MEDIA_REPO(true|false)
-    local name=$1 ip=$2 media_repo=$3 dir="$WORK/$1"
+write_synapse_config() {  # NAME IP MEDIA_REPO(true|false) [DATABASE(sqlite3|psycopg2)]
+    local name=$1 ip=$2 media_repo=$3 db=${4:-sqlite3} dir="$WORK/$1" database
+    if [[ $db == psycopg2 ]]; then
+        # A database named after the homeserver in the suite's cluster, over TCP on loopback.
+        database="database:
+  name: psycopg2
+  args:
+    user: synapse
+    dbname: $name
+    host: 127.0.0.1
+    port: $PG_PORT
+    cp_min: 1
+    cp_max: 5"
+    else
+        database="database:
+  name: sqlite3
+  args:
+    database: \"$dir/homeserver.db\""
+    fi
     cat >"$dir/homeserver.yaml" <<EOF
 server_name: "$ip:8448"
 public_baseurl: "https://$ip:8448/"
@@ -300,10 +315,7 @@ listeners:
     resources:
       - names: [client, federation]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: "$dir/homeserver.db"
+$database
 media_store_path: "$dir/media_store"
 enable_media_repo: $media_repo
 signing_key_path: "$dir/signing.key"
@@ -356,7 +368,8 @@ namespaces:
 EOF
 echo "app_service_config_files: [\"$WORK/hs1/appservice.yaml\"]" >>"$WORK/hs1/homeserver.yaml"
 write_synapse_config hs2 "$HS2_IP" true    # hs2 keeps Synapse's media repo (remote media, later)
-"$PY" - "$WORK/hs1/signing.key" "$WORK/hs2/signing.key" <<'EOF'
+write_synapse_config hs3 "$HS3_IP" true psycopg2   # hs3: the same on PostgreSQL
+"$PY" - "$WORK/hs1/signing.key" "$WORK/hs2/signing.key" "$WORK/hs3/signing.key" <<'EOF'
 import sys
 from signedjson.key import generate_signing_key, write_signing_keys
 for path in sys.argv[1:]:
@@ -378,20 +391,23 @@ if grep -n '\${' "$WORK/nginx/hs1-locations.conf" | grep -v '^[0-9]*:#'; then
     die "placeholders left unreplaced in $WORK/nginx/hs1-locations.conf"
 fi
 N="$WORK/nginx"
-# hs2 keeps Synapse's media repo until the import scenario moves it to a second mxmedia: the
-# route-hs2-media script swaps hs2's locations for the template's and reloads nginx.
-sed -e "s|\${MEDIA_UPSTREAM}|http://$HS2_IP:8090|g" \
-    -e "s|\${HOMESERVER_UPSTREAM}|http://$HS2_IP:8008|g" \
-    "$TEMPLATE" >"$N/hs2-mxmedia-locations.conf"
-cat >"$N/hs2-synapse-locations.conf" <<EOF
+# hs2 and hs3 keep Synapse's media repo until an import scenario moves it to their own mxmedia:
+# the route-hsN-media script swaps their locations for the template's and reloads nginx.
+for hs in hs2:"$HS2_IP" hs3:"$HS3_IP"; do
+    name=${hs%%:*} ip=${hs#*:}
+    sed -e "s|\${MEDIA_UPSTREAM}|http://$ip:8090|g" \
+        -e "s|\${HOMESERVER_UPSTREAM}|http://$ip:8008|g" \
+        "$TEMPLATE" >"$N/$name-mxmedia-locations.conf"
+    cat >"$N/$name-synapse-locations.conf" <<EOF
 location /_matrix {
-    proxy_pass http://$HS2_IP:8008;
+    proxy_pass http://$ip:8008;
     proxy_set_header Host \$host;
     proxy_set_header X-Forwarded-For \$remote_addr;
     client_max_body_size 50M;
 }
 EOF
-cp "$N/hs2-synapse-locations.conf" "$N/hs2-locations.conf"
+    cp "$N/$name-synapse-locations.conf" "$N/$name-locations.conf"
+done
 {
     [[ $(id -u) == 0 ]] && echo "user root;   # workers must reach the private temp dirs"
     cat <<EOF
@@ -424,19 +440,28 @@ http {
         ssl_certificate_key $WORK/tls/hs2.key;
         include $N/hs2-locations.conf;
     }
+    server {   # hs3: the same as hs2, for the Synapse on PostgreSQL
+        listen $HS3_IP:8448 ssl;
+        server_name $HS3_IP;
+        ssl_certificate $WORK/tls/hs3.crt;
+        ssl_certificate_key $WORK/tls/hs3.key;
+        include $N/hs3-locations.conf;
+    }
 }
 EOF
 } >"$N/nginx.conf"
 NGINX=(nginx -p "$N" -c "$N/nginx.conf" -e "$WORK/logs/nginx-error.log")
 "${NGINX[@]}" -t -q || die "nginx rejects $N/nginx.conf"
-cat >"$WORK/bin/route-hs2-media" <<EOF
+for name in hs2 hs3; do
+    cat >"$WORK/bin/route-$name-media" <<EOF
 #!/bin/sh
-# route-hs2-media mxmedia|synapse: where nginx sends hs2's media paths.
+# route-$name-media mxmedia|synapse: where nginx sends $name's media paths.
 set -e
-cp "$N/hs2-\$1-locations.conf" "$N/hs2-locations.conf"
+cp "$N/$name-\$1-locations.conf" "$N/$name-locations.conf"
 exec ${NGINX[*]} -s reload
 EOF
-chmod +x "$WORK/bin/route-hs2-media"
+    chmod +x "$WORK/bin/route-$name-media"
+done
 
 # ---------------------------------------------------------------------------------------------
 # 7. mxmedia config: as an admin would, environment variables only.
@@ -477,32 +502,37 @@ MXMEDIA=(env "${UNSET[@]}" "${MX_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mx
     printf ' "$@"\n'
 } >"$WORK/bin/mxmedia-env"
 chmod +x "$WORK/bin/mxmedia-env"
-# A second mxmedia, for hs2, empty until the import scenario moves hs2's media into it.
-mkdir -p "$WORK/mxmedia2/data"
-: >"$WORK/mxmedia2/config.toml"
-MX2_ENV=(
-    MXMEDIA_SERVER_NAME="$HS2_NAME"
-    MXMEDIA_LISTEN="$HS2_IP:8090"
-    MXMEDIA_DATA_DIR="$WORK/mxmedia2/data"
-    MXMEDIA_AUTH__HOMESERVER_URL="http://$HS2_IP:8008"
-    MXMEDIA_AUTH__TOKEN_CACHE_SECS="$TOKEN_CACHE_SECS"
-    MXMEDIA_STORE__MIN_FREE_SPACE=64MiB
-    MXMEDIA_WORKERS=1
-    MXMEDIA_LOG=info
-    MXMEDIA_FEDERATION__SIGNING_KEY_PATH="$WORK/hs2/signing.key"
-    MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
-    MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
-    NO_COLOR=1
-)
-MXMEDIA2=(env "${UNSET[@]}" "${MX2_ENV[@]}" "$WORK/bin/mxmedia" --config "$WORK/mxmedia2/config.toml")
-{
-    echo '#!/bin/sh'
-    echo '# mxmedia as configured for hs2, e.g. `mxmedia2 import synapse ...`'
-    printf 'exec'
-    printf ' %q' "${MXMEDIA2[@]}"
-    printf ' "$@"\n'
-} >"$WORK/bin/mxmedia2"
-chmod +x "$WORK/bin/mxmedia2"
+# A second and a third mxmedia, for hs2 and hs3, each empty until an import scenario moves its
+# homeserver's media into it: `$WORK/bin/mxmedia2` and `mxmedia3` run mxmedia as configured for it.
+write_mxmedia_for() {  # NAME(hs2|hs3) IP
+    local name=$1 ip=$2 n=${1#hs} env
+    mkdir -p "$WORK/mxmedia$n/data"
+    : >"$WORK/mxmedia$n/config.toml"
+    env=(
+        MXMEDIA_SERVER_NAME="$ip:8448"
+        MXMEDIA_LISTEN="$ip:8090"
+        MXMEDIA_DATA_DIR="$WORK/mxmedia$n/data"
+        MXMEDIA_AUTH__HOMESERVER_URL="http://$ip:8008"
+        MXMEDIA_AUTH__TOKEN_CACHE_SECS="$TOKEN_CACHE_SECS"
+        MXMEDIA_STORE__MIN_FREE_SPACE=64MiB
+        MXMEDIA_WORKERS=1
+        MXMEDIA_LOG=info
+        MXMEDIA_FEDERATION__SIGNING_KEY_PATH="$WORK/$name/signing.key"
+        MXMEDIA_FEDERATION__CA_FILE="$WORK/tls/ca.crt"
+        MXMEDIA_FEDERATION__IP_RANGE_DENYLIST="$LOOPBACK_ALLOWED_DENYLIST"
+        NO_COLOR=1
+    )
+    {
+        echo '#!/bin/sh'
+        echo "# mxmedia as configured for $name, e.g. \`mxmedia$n import synapse ...\`"
+        printf 'exec'
+        printf ' %q' env "${UNSET[@]}" "${env[@]}" "$WORK/bin/mxmedia" --config "$WORK/mxmedia$n/config.toml"
+        printf ' "$@"\n'
+    } >"$WORK/bin/mxmedia$n"
+    chmod +x "$WORK/bin/mxmedia$n"
+}
+write_mxmedia_for hs2 "$HS2_IP"
+write_mxmedia_for hs3 "$HS3_IP"
 "${MXMEDIA[@]}" check-config >"$WORK/logs/mxmedia-check-config.txt" 2>&1 ||
     die "mxmedia check-config failed: $(cat "$WORK/logs/mxmedia-check-config.txt")"
 
@@ -513,16 +543,35 @@ step "starting Synapse hs1 and hs2, mxmedia, nginx"
 start hs1 "$WORK/logs/hs1.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs1/homeserver.yaml"
 start hs2 "$WORK/logs/hs2.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs2/homeserver.yaml"
 start mxmedia "$WORK/logs/mxmedia.log" "${MXMEDIA[@]}" serve
-start mxmedia2 "$WORK/logs/mxmedia2.log" "${MXMEDIA2[@]}" serve
+start mxmedia2 "$WORK/logs/mxmedia2.log" "$WORK/bin/mxmedia2" serve
+start mxmedia3 "$WORK/logs/mxmedia3.log" "$WORK/bin/mxmedia3" serve
 start nginx "$WORK/logs/nginx.log" "${NGINX[@]}" -g "daemon off;"
+
+step "starting PostgreSQL, then Synapse hs3 on it"
+wait "$INITDB_PID" || die "initdb failed: $(tail -n 5 "$WORK/logs/initdb.log")"
+INITDB_PID=""
+start postgres "$WORK/logs/postgres.log" "${AS_PG[@]}" "$PG_BIN/postgres" -D "$WORK/pg/data" \
+    -h 127.0.0.1 -p "$PG_PORT" -k "$WORK/pg" -c fsync=off
+for _ in $(seq 200); do
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse && break
+    sleep 0.1
+done
+"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U synapse || die "PostgreSQL did not come up (log: $WORK/logs/postgres.log)"
+# Synapse wants UTF8 and the C collation (docs/postgres.md), which template0 lets us pick.
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U synapse -E UTF8 --locale=C -T template0 hs3 ||
+    die "createdb failed"
+start hs3 "$WORK/logs/hs3.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs3/homeserver.yaml"
 
 step "waiting for the servers"
 wait_http mxmedia "http://$HS1_IP:8090/_mxmedia/health" --timeout 30 --status 200
 wait_http mxmedia2 "http://$HS2_IP:8090/_mxmedia/health" --timeout 30 --status 200
+wait_http mxmedia3 "http://$HS3_IP:8090/_mxmedia/health" --timeout 30 --status 200
 wait_http hs1 "http://$HS1_IP:8008/health" --timeout 180 --status 200
 wait_http hs2 "http://$HS2_IP:8008/health" --timeout 180 --status 200
+wait_http hs3 "http://$HS3_IP:8008/health" --timeout 180 --status 200
 wait_http nginx "https://$HS1_NAME/_matrix/client/versions" --timeout 30 --status 200
 wait_http nginx "https://$HS2_NAME/_matrix/client/versions" --timeout 30 --status 200
+wait_http nginx "https://$HS3_NAME/_matrix/client/versions" --timeout 30 --status 200
 say "all up"
 
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +583,8 @@ cat >"$WORK/context.json" <<EOF
           "synapse_url": "http://$HS1_IP:8008", "shared_secret": "$(shared_secret hs1)"},
   "hs2": {"name": "hs2", "server_name": "$HS2_NAME", "base_url": "https://$HS2_NAME",
           "synapse_url": "http://$HS2_IP:8008", "shared_secret": "$(shared_secret hs2)"},
+  "hs3": {"name": "hs3", "server_name": "$HS3_NAME", "base_url": "https://$HS3_NAME",
+          "synapse_url": "http://$HS3_IP:8008", "shared_secret": "$(shared_secret hs3)"},
   "mxmedia_url": "http://$HS1_IP:8090",
   "mxmedia_upstream": "$HS1_IP:8090",
   "mxmedia_data_dir": "$WORK/mxmedia/data",
@@ -547,8 +598,12 @@ cat >"$WORK/context.json" <<EOF
   "synadm": "$SYNADM_VENV/bin/synadm",
   "hs2_media": {"mxmedia": "$WORK/bin/mxmedia2", "route": "$WORK/bin/route-hs2-media",
                 "media_store": "$WORK/hs2/media_store", "database": "$WORK/hs2/homeserver.db",
-                "work_dir": "$WORK/mxmedia2",
-                "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "database": "synapse"}},
+                "work_dir": "$WORK/mxmedia2", "data_dir": "$WORK/mxmedia2/data"},
+  "hs3_media": {"mxmedia": "$WORK/bin/mxmedia3", "route": "$WORK/bin/route-hs3-media",
+                "media_store": "$WORK/hs3/media_store",
+                "database": "postgresql://synapse@127.0.0.1:$PG_PORT/hs3",
+                "work_dir": "$WORK/mxmedia3", "data_dir": "$WORK/mxmedia3/data"},
+  "postgres": {"host": "127.0.0.1", "port": $PG_PORT, "user": "synapse", "bin": "$PG_BIN"},
   "doctor": {"env": "$WORK/bin/mxmedia-env", "bin": "$WORK/bin/mxmedia",
              "config": "$WORK/mxmedia/config.toml", "work": "$WORK",
              "nginx_locations": "$N/hs1-locations.conf",

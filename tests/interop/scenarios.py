@@ -94,9 +94,13 @@ class Context:
     appservice_token: str
     fixtures: Path
     doctor: dict[str, Any]
-    # The second mxmedia (for hs2) and the scripts around it, for the import scenario.
+    # The mxmedia of hs2 and of hs3 (the Synapse on PostgreSQL) and the scripts around them,
+    # for the import scenarios.
     hs2_media: dict[str, str] = field(default_factory=dict)
     synadm: str = ""  # the synadm executable, in a venv of its own
+    hs3: Homeserver | None = None
+    hs3_media: dict[str, str] = field(default_factory=dict)
+    postgres: dict[str, Any] = field(default_factory=dict)
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
 
@@ -119,6 +123,9 @@ class Context:
             doctor=raw["doctor"],
             hs2_media=raw.get("hs2_media", {}),
             synadm=raw.get("synadm", ""),
+            hs3=Homeserver(**raw["hs3"]) if "hs3" in raw else None,
+            hs3_media=raw.get("hs3_media", {}),
+            postgres=raw.get("postgres", {}),
         )
 
     async def open(self) -> None:
@@ -761,13 +768,12 @@ async def upload_size_limit_through_nginx(ctx: Context) -> None:
     expect(not left, f"refused uploads left temp files in {tmp}: {left}")
 
 
-async def run_import(ctx: Context, *extra: str, database: str | None = None) -> tuple[dict[str, str], str]:
-    """Runs `mxmedia import synapse` for hs2 (Synapse running; into the running mxmedia2 unless
-    `--data-dir` is given); returns the summary's fields and the whole output."""
-    m = ctx.hs2_media
+async def run_import(ctx: Context, m: dict[str, str], *extra: str) -> tuple[dict[str, str], str]:
+    """Runs `mxmedia import synapse --remote` for the homeserver of `m` (its Synapse running;
+    into its running mxmedia unless `--data-dir` is given); returns the summary's fields and
+    the whole output."""
     proc = await asyncio.create_subprocess_exec(
-        m["mxmedia"], "import", "synapse", "--media-store", m["media_store"], "--database", database or m["database"],
-        "--remote", *extra, cwd=m["work_dir"], stdin=asyncio.subprocess.DEVNULL,
+        *import_command(m, *extra), cwd=m["work_dir"], stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     text = out.decode("utf-8", "replace")
@@ -780,20 +786,91 @@ async def run_import(ctx: Context, *extra: str, database: str | None = None) -> 
     return fields, text
 
 
-@scenario
-async def import_synapse_media_then_switch_the_proxy(ctx: Context) -> None:
-    """hs2 runs Synapse's own media repo. Its media (a JPEG, a unicode file name, a file over the
-    inline threshold, an async upload left pending, an item quarantined with Synapse's admin API,
-    hs1 media Synapse cached) is imported into a fresh mxmedia while both run; a second run
-    imports only what was uploaded in between, a third nothing. With hs2's media paths routed to
-    mxmedia (nginx reload), every item downloads with the same bytes, names and types, the JPEG
-    has thumbnails, the quarantined item and the pending id answer 404, and routing back works."""
-    hs1, hs2 = ctx.hs1, ctx.hs2
-    if not ctx.hs2_media:
-        raise Failed("run.sh set up no second mxmedia for hs2")
-    _, t2 = await ctx.new_user(hs2, "mover")
-    admin, admin_password = await ctx.register(hs2, "moveadmin", admin=True)
-    admin_token = await ctx.login(hs2, admin, admin_password)
+def import_command(m: dict[str, str], *extra: str) -> list[str]:
+    return [m["mxmedia"], "import", "synapse", "--media-store", m["media_store"], "--database", m["database"],
+            "--remote", *extra]
+
+
+def blob_files(data_dir: Path) -> list[str]:
+    """The names (sha256) of the blob files in a data dir, sorted."""
+    return sorted(p.name for p in (data_dir / "blobs").rglob("*") if p.is_file())
+
+
+def staging_remote_file(data_dir: Path, min_size: int) -> bool:
+    """Whether an import is copying a file of at least `min_size` bytes into its staging dir
+    (tmp/import-PID/N). The import stages the remote cache's rows only once it has committed
+    and flushed the local table's batch."""
+    try:
+        return any(f.stat().st_size >= min_size for d in (data_dir / "tmp").glob("import-*") for f in d.iterdir())
+    except OSError:  # a staged file committed (renamed) between the listing and the stat
+        return False
+
+
+async def killed_import_ends_as_a_whole_one(ctx: Context, m: dict[str, str], whole: dict[str, str],
+                                            whole_blobs: list[str], remote_size: int) -> None:
+    """An import into a fresh data dir, killed with SIGKILL once it has committed its first
+    batch (the local table) and while it copies the remote cache's file of `remote_size`
+    bytes, holds only whole blobs, and run again ends with what the uninterrupted import
+    `whole` stored: every item in, the same blob files, no staged file left."""
+    for attempt in range(3):
+        data_dir = Path(m["work_dir"]) / f"killed-{attempt}"
+        proc = await asyncio.create_subprocess_exec(
+            *import_command(m, "--data-dir", str(data_dir)), cwd=m["work_dir"], stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while proc.returncode is None and time.monotonic() < deadline:
+            if staging_remote_file(data_dir, remote_size // 2):
+                proc.kill()
+                break
+            await asyncio.sleep(0.001)
+        rc = await proc.wait()
+        partial = blob_files(data_dir)
+        if rc == -9 and set(partial) < set(whole_blobs):
+            break
+        # It finished (or was killed after its last commit) before the kill landed: again.
+        expect(rc in (0, -9), f"the import to be killed failed on its own (exit {rc})")
+    else:
+        raise Failed("three imports ended before they could be killed between two batches")
+    expect(bool(partial) and set(partial) <= set(whole_blobs),
+           f"after the kill, blobs that the whole import does not have: {sorted(set(partial) - set(whole_blobs))}")
+    resumed, text = await run_import(ctx, m, "--data-dir", str(data_dir))
+    expect_eq(int(resumed["imported"]) + int(resumed["already there"]) + int(resumed["quarantined"]),
+              int(whole["imported"]) + int(whole["quarantined"]), f"items in after the resumed run; {text}")
+    expect(int(resumed["already there"]) >= 1, f"the resumed run found nothing of the killed one's; {text}")
+    for key in ("missing file", "hash mismatch", "failed"):
+        expect_eq(resumed[key], "0", f"{key} in the resumed run; {text}")
+    expect_eq(blob_files(data_dir), whole_blobs, "blob files after the killed and resumed import")
+    staged = sorted(p.name for p in (data_dir / "tmp").iterdir()) if (data_dir / "tmp").is_dir() else []
+    expect(not staged, f"staged files left in {data_dir / 'tmp'}: {staged}")
+
+
+MEDIA_INFO_FIELDS = ("created_ts", "media_length", "media_type", "upload_name", "user_id", "quarantined_by",
+                     "safe_from_quarantine")
+
+
+async def media_info(ctx: Context, base_url: str, mxc: str, admin_token: str) -> dict[str, Any]:
+    """The fields of Synapse's admin media_info (from `base_url`) that an import carries over."""
+    server_name, media_id = parse_mxc(mxc)
+    r = await ctx.request("GET", f"{base_url}/_synapse/admin/v1/media/{quote(server_name, safe='')}/{media_id}",
+                          token=admin_token)
+    expect_status(r, 200)
+    info = r.json()["media_info"]
+    fields = {k: info.get(k) for k in MEDIA_INFO_FIELDS}
+    # Synapse on SQLite answers its boolean as 0/1, on PostgreSQL as false/true.
+    if fields["safe_from_quarantine"] is not None:
+        fields["safe_from_quarantine"] = bool(fields["safe_from_quarantine"])
+    return fields
+
+
+async def move_synapse_media(ctx: Context, hs: Homeserver, m: dict[str, str]) -> None:
+    """The move, against the real Synapse `hs` running its own media repo, into its own mxmedia
+    (`m`): see import_synapse_media_then_switch_the_proxy."""
+    hs1 = ctx.hs1
+    if not m:
+        raise Failed(f"run.sh set up no mxmedia for {hs.name}")
+    _, t2 = await ctx.new_user(hs, "mover")
+    admin, admin_password = await ctx.register(hs, "moveadmin", admin=True)
+    admin_token = await ctx.login(hs, admin, admin_password)
     photo = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
     large = os.urandom(300_000)
     items = [  # (bytes, content type, file name)
@@ -801,137 +878,120 @@ async def import_synapse_media_then_switch_the_proxy(ctx: Context) -> None:
         ("a note ✓".encode(), "text/plain; charset=utf-8", "Grüße ☃ 日本.txt"),
         (large, "application/octet-stream", "large.bin"),
     ]
-    mxcs = [await ctx.upload(hs2, t2, data, ctype, name) for data, ctype, name in items]
-    quarantined = await ctx.upload(hs2, t2, b"to be quarantined", "text/plain", "bad.txt")
-    r = await ctx.request("POST", f"{hs2.synapse_url}/_synapse/admin/v1/media/quarantine/"
-                          f"{quote(hs2.server_name, safe='')}/{parse_mxc(quarantined)[1]}", token=admin_token, json_body={})
+    mxcs = [await ctx.upload(hs, t2, data, ctype, name) for data, ctype, name in items]
+    quarantined = await ctx.upload(hs, t2, b"to be quarantined", "text/plain", "bad.txt")
+    r = await ctx.request("POST", f"{hs.synapse_url}/_synapse/admin/v1/media/quarantine/"
+                          f"{quote(hs.server_name, safe='')}/{parse_mxc(quarantined)[1]}", token=admin_token, json_body={})
     expect_status(r, 200)
-    r = await ctx.request("POST", f"{hs2.base_url}/_matrix/media/v1/create", token=t2)
+    # Protected from quarantine with Synapse's admin API: a boolean Synapse sets true.
+    r = await ctx.request("POST", f"{hs.synapse_url}/_synapse/admin/v1/media/protect/{parse_mxc(mxcs[2])[1]}",
+                          token=admin_token, json_body={})
+    expect_status(r, 200)
+    r = await ctx.request("POST", f"{hs.base_url}/_matrix/media/v1/create", token=t2)
     expect_status(r, 200)
     pending = r.json()["content_uri"]
-    # hs1 media that hs2's Synapse fetches over federation and keeps in its remote cache.
+    # hs1 media that the Synapse fetches over federation and keeps in its remote cache; large
+    # enough that an import spends a moment on it after committing the local media.
     _, t1 = await ctx.new_user(hs1, "moved")
-    remote_bytes = os.urandom(50_000)
+    remote_bytes = os.urandom(3_000_000)
     remote = await ctx.upload(hs1, t1, remote_bytes, "application/pdf", "remote.pdf")
-    r = await ctx.request("GET", ctx.download_url(hs2.base_url, remote), token=t2)
+    r = await ctx.request("GET", ctx.download_url(hs.base_url, remote), token=t2)
     expect_status(r, 200)
+    # What Synapse's admin API and its deprecated unauthenticated endpoint say of each item,
+    # for mxmedia to say the same after the move. (Quarantined media is imported as a blocked
+    # id without its bytes, which mxmedia's admin API does not describe.)
+    served = mxcs + [remote]
+    synapse_info = [await media_info(ctx, hs.synapse_url, mxc, admin_token) for mxc in served]
+    unauthenticated = [(await ctx.request("GET", ctx.download_url(hs.base_url, mxc, prefix="/_matrix/media/v3"))).status
+                       for mxc in served + [quarantined]]
 
-    first, text = await run_import(ctx)
+    data_dir = Path(m["data_dir"])
+    first, text = await run_import(ctx, m)
     expect(int(first["imported"]) >= 4, f"first import: {text}")
     expect(int(first["quarantined"]) >= 1, f"first import: {text}")
-    between = await ctx.upload(hs2, t2, os.urandom(20_000), "image/png", "between.png")
-    second, text = await run_import(ctx)
+    await killed_import_ends_as_a_whole_one(ctx, m, first, blob_files(data_dir), len(remote_bytes))
+    between = await ctx.upload(hs, t2, os.urandom(20_000), "image/png", "between.png")
+    second, text = await run_import(ctx, m)
     expect_eq(second["imported"], "1", f"second import brings in only the upload made since; {text}")
-    third, text = await run_import(ctx)
+    third, text = await run_import(ctx, m)
     expect_eq(third["imported"], "0", f"third import; {text}")
 
-    mxmedia2 = f"upstream={hs2.server_name.rsplit(':', 1)[0]}:8090"
-    proc = await asyncio.create_subprocess_exec(ctx.hs2_media["route"], "mxmedia")
-    expect_eq(await proc.wait(), 0, "route-hs2-media mxmedia")
+    upstream = f"upstream={hs.server_name.rsplit(':', 1)[0]}:8090"
+    proc = await asyncio.create_subprocess_exec(m["route"], "mxmedia")
+    expect_eq(await proc.wait(), 0, f"route-{hs.name}-media mxmedia")
     try:
         # nginx's new workers take over within moments; until then Synapse still answers.
         deadline = time.monotonic() + 10
         while True:
             mark = secrets.token_hex(4)
-            await ctx.request("GET", f"{hs2.base_url}/_matrix/client/v1/media/config?{mark}", token=t2)
-            if any(mxmedia2 in line for line in ctx.nginx_log_lines(mark)):
+            await ctx.request("GET", f"{hs.base_url}/_matrix/client/v1/media/config?{mark}", token=t2)
+            if any(upstream in line for line in ctx.nginx_log_lines(mark)):
                 break
-            expect(time.monotonic() < deadline, "nginx did not route hs2's media paths to mxmedia")
+            expect(time.monotonic() < deadline, f"nginx did not route {hs.name}'s media paths to mxmedia")
             await asyncio.sleep(0.2)
-        for (data, ctype, name), mxc in zip(items, mxcs):
-            r = await ctx.request("GET", ctx.download_url(hs2.base_url, mxc), token=t2)
+        for (data, ctype, name), mxc in zip(items + [(remote_bytes, "application/pdf", "remote.pdf")], mxcs + [remote]):
+            server_name, media_id = parse_mxc(mxc)
+            needle = f"/_matrix/client/v1/media/download/{server_name}/{media_id}"
+            logged = len(ctx.nginx_log_lines(needle))
+            r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=t2)
             expect_status(r, 200)
             expect(r.body == data, f"{name}: bytes differ after the move")
             expect_eq(r.headers.get("Content-Type"), ctype, f"{name}: Content-Type")
             expect_eq(disposition_filename(r.headers.get("Content-Disposition", "")), name, f"{name}: file name")
-            lines = ctx.nginx_log_lines(f"/download/{hs2.server_name}/{parse_mxc(mxc)[1]}")
-            expect(bool(lines) and mxmedia2 in lines[-1], f"{name}: served by mxmedia: {lines[-1:]}")
-        r = await ctx.request("GET", ctx.download_url(hs2.base_url, between), token=t2)
+            # nginx logs a request once it is done, a moment after the client has the answer.
+            deadline = time.monotonic() + 5
+            while len(lines := ctx.nginx_log_lines(needle)) <= logged and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            expect(len(lines) > logged and upstream in lines[-1], f"{name}: served by mxmedia: {lines[logged:]}")
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, between), token=t2)
         expect_status(r, 200)
-        r = await ctx.request("GET", ctx.download_url(hs2.base_url, remote), token=t2)
-        expect_status(r, 200)
-        expect(r.body == remote_bytes, "hs1 media from Synapse's remote cache differs")
-        r = await ctx.request("GET", f"{hs2.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/"
-                              f"{parse_mxc(mxcs[0])[1]}?width=96&height=96&method=crop", token=t2)
-        expect_status(r, 200)
+        for mxc, before in zip(served, synapse_info):
+            after = await media_info(ctx, hs.base_url, mxc, admin_token)
+            expect_eq(after, before, f"admin media_info of {mxc} from mxmedia vs from Synapse")
+        for mxc, status in zip(served + [quarantined], unauthenticated):
+            r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc, prefix="/_matrix/media/v3"))
+            expect_eq(r.status, status, f"unauthenticated download of {mxc} after the move ({r.describe()})")
         from PIL import Image
-        with Image.open(io.BytesIO(r.body)) as im:
-            expect(im.width <= 96 and im.height <= 96, f"thumbnail is {im.width}x{im.height}")
+        for method, width, height in (("crop", 96, 96), ("scale", 320, 240)):
+            r = await ctx.request("GET", f"{hs.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs.server_name, safe='')}/"
+                                  f"{parse_mxc(mxcs[0])[1]}?width={width}&height={height}&method={method}", token=t2)
+            expect_status(r, 200)
+            with Image.open(io.BytesIO(r.body)) as im:
+                expect(im.width <= width and im.height <= height, f"{method} thumbnail is {im.width}x{im.height}")
         for what, mxc in (("quarantined", quarantined), ("pending", pending)):
-            r = await ctx.request("GET", ctx.download_url(hs2.base_url, mxc), token=t2)
+            r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=t2)
             expect_error(r, 404, "M_NOT_FOUND")
-        # New uploads now land in mxmedia, under hs2's name.
-        after = await ctx.upload(hs2, t2, b"after the move", "text/plain", "after.txt")
-        r = await ctx.request("GET", ctx.download_url(hs2.base_url, after), token=t2)
+        # New uploads now land in mxmedia, under the homeserver's name.
+        after = await ctx.upload(hs, t2, b"after the move", "text/plain", "after.txt")
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, after), token=t2)
         expect_status(r, 200)
         expect(r.body == b"after the move", "upload after the move")
     finally:
-        proc = await asyncio.create_subprocess_exec(ctx.hs2_media["route"], "synapse")
+        proc = await asyncio.create_subprocess_exec(m["route"], "synapse")
         await proc.wait()
         await asyncio.sleep(1)
 
 
-def copy_media_tables_to_postgres(sqlite_path: str, pg: dict[str, Any], server_name: str) -> None:
-    """Gives an empty PostgreSQL database Synapse's schema, made by Synapse's own schema code,
-    and copies the rows of its two media tables from hs2's SQLite file, converting booleans as
-    synapse_port_db does (which would also copy every other table and then spend a minute on
-    PostgreSQL background updates)."""
-    import sqlite3
-    import psycopg2
-    from synapse.storage.database import LoggingDatabaseConnection
-    from synapse.storage.engines import create_engine
-    from synapse.storage.prepare_database import prepare_database
-
-    args = {"user": pg["user"], "database": pg["database"], "host": pg["host"], "port": pg["port"]}
-    engine = create_engine({"name": "psycopg2", "args": args})
-    conn = psycopg2.connect(user=pg["user"], dbname=pg["database"], host=pg["host"], port=pg["port"])
-    try:
-        db_conn = LoggingDatabaseConnection(conn=conn, engine=engine, default_txn_name="schema",
-                                            server_name=server_name)
-        prepare_database(db_conn, engine, config=None)
-        conn.commit()
-        src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
-        cur = conn.cursor()
-        for table in ("local_media_repository", "remote_media_cache"):
-            cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", (table,))
-            types = dict(cur.fetchall())
-            columns = [c for c in (r[1] for r in src.execute(f"PRAGMA table_info({table})")) if c in types]
-            for row in src.execute(f"SELECT {', '.join(columns)} FROM {table}"):
-                values = [bool(v) if types[c] == "boolean" and v is not None else v for c, v in zip(columns, row)]
-                cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})", values)
-        conn.commit()
-        src.close()
-    finally:
-        conn.close()
+@scenario
+async def import_synapse_media_then_switch_the_proxy(ctx: Context) -> None:
+    """hs2 runs Synapse's own media repo on SQLite. Its media (a JPEG, a unicode file name, a
+    file over the inline threshold, an async upload left pending, an item quarantined with
+    Synapse's admin API, hs1 media Synapse cached) is imported into a fresh mxmedia while both
+    run; an import killed midway and run again ends as the whole one did; a second run imports
+    only what was uploaded in between, a third nothing. With hs2's media paths routed to
+    mxmedia (nginx reload), every item downloads with the same bytes, names and types, the JPEG
+    has thumbnails, the quarantined item and the pending id answer 404, and routing back works."""
+    await move_synapse_media(ctx, ctx.hs2, ctx.hs2_media)
 
 
 @scenario
 async def import_from_synapse_on_postgresql(ctx: Context) -> None:
-    """hs2's media tables in a PostgreSQL database with Synapse's schema: importing from the
-    postgres:// URL into a fresh data dir stores exactly what importing from the SQLite file
-    does (same counts, same blob files), and a second run from PostgreSQL imports nothing."""
-    hs2, m = ctx.hs2, ctx.hs2_media
-    _, t2 = await ctx.new_user(hs2, "pgmover")
-    for i in range(3):
-        await ctx.upload(hs2, t2, os.urandom(10_000 + i), "application/octet-stream", f"pg {i}.bin")
-    pg = m["postgres"]
-    work = Path(m["work_dir"])
-    await asyncio.to_thread(copy_media_tables_to_postgres, m["database"], pg, hs2.server_name)
-    url = f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{pg['database']}"
-
-    summaries = {}
-    for name, database in (("sqlite", m["database"]), ("postgres", url)):
-        data_dir = work / f"fresh-{name}"
-        summaries[name], text = await run_import(ctx, "--data-dir", str(data_dir), database=database)
-        expect(int(summaries[name]["imported"]) >= 3, f"{name} import: {text}")
-    keys = ("imported", "quarantined", "already there", "missing file", "hash mismatch", "failed", "bytes copied")
-    for key in keys:
-        expect_eq(summaries["postgres"][key], summaries["sqlite"][key], f"{key} from PostgreSQL vs SQLite")
-    blobs = {name: sorted(p.name for p in (work / f"fresh-{name}" / "blobs").rglob("*") if p.is_file())
-             for name in ("sqlite", "postgres")}
-    expect(blobs["sqlite"] == blobs["postgres"], "the two imports stored different blob files")
-    again, text = await run_import(ctx, "--data-dir", str(work / "fresh-postgres"), database=url)
-    expect_eq(again["imported"], "0", f"second run from PostgreSQL; {text}")
+    """The same move from hs3, a Synapse running on PostgreSQL (`database: psycopg2`), imported
+    from its postgresql:// URL while it serves: what Synapse itself wrote there (booleans,
+    NULLs, its quarantine and pending rows) comes over as from SQLite."""
+    if ctx.hs3 is None:
+        raise Failed("run.sh set up no hs3 (the Synapse on PostgreSQL)")
+    await move_synapse_media(ctx, ctx.hs3, ctx.hs3_media)
 
 
 async def start_fresh_synapse(ctx: Context, dir: Path, port: int) -> tuple[asyncio.subprocess.Process, Homeserver]:
@@ -969,7 +1029,7 @@ async def start_fresh_synapse(ctx: Context, dir: Path, port: int) -> tuple[async
             tail = (dir / "homeserver.log").read_text(errors="replace")[-2000:]
             raise Failed(f"the fresh Synapse did not come up; its log ends:\n{tail}")
         await asyncio.sleep(0.5)
-    return proc, Homeserver(name="hs3", server_name=hs2.server_name, base_url=url, synapse_url=url,
+    return proc, Homeserver(name="hs2-back", server_name=hs2.server_name, base_url=url, synapse_url=url,
                             shared_secret=secret)
 
 
@@ -989,7 +1049,7 @@ async def export_to_a_fresh_synapse(ctx: Context) -> None:
         (os.urandom(300_000), "application/octet-stream", "large back.bin"),
     ]
     mxcs = [await ctx.upload(hs2, t2, data, ctype, name) for data, ctype, name in items]
-    _, text = await run_import(ctx)
+    _, text = await run_import(ctx, m)
     # One more uploaded to mxmedia2 directly (its own listener): native media goes back too.
     # (Not text/*: Synapse adds a charset to those it serves.)
     native = (os.urandom(5_000), "application/pdf", "native ✓.pdf")
@@ -1000,7 +1060,7 @@ async def export_to_a_fresh_synapse(ctx: Context) -> None:
     items.append(native)
     mxcs.append(r.json()["content_uri"])
 
-    dir = Path(m["work_dir"]).parent / "hs3"
+    dir = Path(m["work_dir"]).parent / "hs2-back"  # not hs3: that is the Synapse on PostgreSQL
     dir.mkdir(exist_ok=True)
     sql = dir / "media.sql"
     proc = await asyncio.create_subprocess_exec(
@@ -1012,22 +1072,22 @@ async def export_to_a_fresh_synapse(ctx: Context) -> None:
     expect_eq(proc.returncode, 0, f"mxmedia export exit status; output:\n{text}")
     expect("from the running server" in text, f"export from the running mxmedia2: {text}")
 
-    synapse, hs3 = await start_fresh_synapse(ctx, dir, 8018)
+    synapse, back_hs = await start_fresh_synapse(ctx, dir, 8018)
     try:
         import sqlite3
         db = sqlite3.connect(dir / "homeserver.db", timeout=30)
         for _ in range(2):
             db.executescript(sql.read_text())
         db.close()
-        user, password = await ctx.register(hs3, "back")
-        t3 = await ctx.login(hs3, user, password)
+        user, password = await ctx.register(back_hs, "back")
+        t3 = await ctx.login(back_hs, user, password)
         for (data, ctype, name), mxc in zip(items, mxcs):
-            r = await ctx.request("GET", ctx.download_url(hs3.base_url, mxc), token=t3)
+            r = await ctx.request("GET", ctx.download_url(back_hs.base_url, mxc), token=t3)
             expect_status(r, 200)
             expect(r.body == data, f"{name}: bytes differ on the fresh Synapse")
             expect_eq(r.headers.get("Content-Type"), ctype, f"{name}: Content-Type")
             expect_eq(disposition_filename(r.headers.get("Content-Disposition", "")), name, f"{name}: file name")
-        r = await ctx.request("GET", f"{hs3.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/"
+        r = await ctx.request("GET", f"{back_hs.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/"
                               f"{parse_mxc(mxcs[0])[1]}?width=96&height=96&method=crop", token=t3)
         expect_status(r, 200)
     finally:

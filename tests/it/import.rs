@@ -57,6 +57,8 @@ pub struct Local<'a> {
     pub quarantined_by: Option<&'a str>,
     pub url_cache: bool,
     pub authenticated: bool,
+    /// Synapse's `safe_from_quarantine`, set by its admin API's `media/protect`.
+    pub safe: bool,
     /// Write this sha256 into the row instead of the real one.
     pub wrong_sha256: bool,
     /// Leave the file out of the media store.
@@ -107,8 +109,8 @@ impl Synapse {
             .execute(
                 "INSERT INTO local_media_repository (media_id, media_type, media_length,
                    created_ts, upload_name, user_id, quarantined_by, url_cache, last_access_ts,
-                   authenticated, sha256)
-                 VALUES (?1, ?2, ?3, 1600000000000, ?4, ?5, ?6, ?7, 1700000000000, ?8, ?9)",
+                   authenticated, sha256, safe_from_quarantine)
+                 VALUES (?1, ?2, ?3, 1600000000000, ?4, ?5, ?6, ?7, 1700000000000, ?8, ?9, ?10)",
                 rusqlite::params![
                     id,
                     row.media_type,
@@ -119,6 +121,7 @@ impl Synapse {
                     row.url_cache.then_some("https://example.org/"),
                     row.authenticated,
                     sha,
+                    row.safe,
                 ],
             )
             .unwrap();
@@ -459,6 +462,71 @@ async fn import_into_running_server() {
     let (status, body, ..) = download(base, "localhost", "JJJJuploadedBetweenRunss").await;
     assert_eq!(status, 200);
     assert!(body == later);
+}
+
+/// Media Synapse protected from quarantine (`safe_from_quarantine`) is protected in mxmedia
+/// once imported: the admin API says so, and quarantining its uploader's media passes it by
+/// while it takes the unprotected item.
+#[actix_web::test]
+async fn imported_protection_from_quarantine_is_kept() {
+    let server = TestServer::start_with(|c| {
+        c.auth.admins = vec!["@alice:localhost".into()];
+    })
+    .await;
+    let s = Synapse::new();
+    let (sticker, other) = (pseudo_random(5_000, 21), pseudo_random(5_000, 22));
+    for (id, bytes, safe) in [
+        ("SSSSprotectedStickerrrrr", &sticker, true),
+        ("UUUUunprotectedddddddddd", &other, false),
+    ] {
+        s.add_local(Local {
+            id,
+            user: "@alice:localhost",
+            bytes: Some(bytes),
+            media_type: "image/png",
+            safe,
+            ..Local::default()
+        });
+    }
+    let out = import(&s, server.dir.path(), &[]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(count(&out, "imported:"), 2, "{text}");
+
+    let base = &server.base;
+    let info = |id: &str| format!("/_synapse/admin/v1/media/localhost/{id}");
+    for (id, safe) in [
+        ("SSSSprotectedStickerrrrr", true),
+        ("UUUUunprotectedddddddddd", false),
+    ] {
+        let (status, body, ..) = get(base, &info(id), Some(ALICE)).await;
+        assert_eq!(status, 200, "{id}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["media_info"]["safe_from_quarantine"],
+            serde_json::json!(safe),
+            "{id}: {body}"
+        );
+    }
+    let mut res = client()
+        .post(format!(
+            "{base}/_synapse/admin/v1/user/@alice:localhost/media/quarantine"
+        ))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        body["num_quarantined"], 1,
+        "the protected item is passed by: {body}"
+    );
+    let (status, body, ..) = download(base, "localhost", "SSSSprotectedStickerrrrr").await;
+    assert_eq!(status, 200, "protected, still served");
+    assert!(body == sticker);
+    let (status, ..) = download(base, "localhost", "UUUUunprotectedddddddddd").await;
+    assert_eq!(status, 404, "the unprotected item is quarantined");
 }
 
 /// Rows of users on another server mean the wrong database or `SERVER_NAME`: the import
