@@ -426,6 +426,7 @@ async fn kill_9_during_an_s3_upload_leaves_no_record_and_no_object() {
     proc.child.kill().unwrap(); // SIGKILL
     proc.child.wait().unwrap();
     let answered = pending.await.unwrap();
+    eprintln!("the killed upload answered {answered:?}");
 
     let mut proc = spawn_with(dir.path(), port, true, &env("0"));
     wait_ready(&proc.base).await;
