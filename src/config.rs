@@ -22,13 +22,15 @@ pub use self::{
     media::MediaConfig,
     metrics::MetricsConfig,
     preview::{PreviewConfig, UrlPattern},
-    store::{FreeSpace, SLED_CACHEABLE_VALUE_MAX, StoreConfig},
+    store::{FreeSpace, S3Config, SLED_CACHEABLE_VALUE_MAX, StoreConfig},
     thumbnails::{ThumbnailConfig, ThumbnailSize},
     tls::TlsConfig,
 };
 
-/// Environment variables with the `MXMEDIA_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
+/// Environment variables with the `MXMEDIA_` prefix that are not config keys. The `test_*`
+/// ones are the test suite's (`tests/test.sh`: the Garage binary, the blob backend under test),
+/// so a shell that ran it can still start and check the server.
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format", "test_garage", "test_backend"];
 
 /// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";
@@ -174,6 +176,9 @@ impl Config {
             .enumerate()
             .map(|(i, user)| (format!("<token {} masked>", i + 1), user))
             .collect();
+        if let Some(s3) = &mut shown.store.s3 {
+            s3.secret_access_key = s3.secret_access_key.as_ref().map(|_| "<masked>".to_owned());
+        }
         serde_json::to_string_pretty(&shown).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
 

@@ -733,7 +733,7 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         0,
         "no staging file left"
     );
-    assert_eq!(count_files(&data_dir.join("blobs")), 1);
+    assert_eq!(setup.server.blob_count(), 1, "on disk or in the bucket");
     drop(upload);
     drop(setup);
     tokio::time::sleep(Duration::from_millis(200)).await;
