@@ -22,6 +22,7 @@
 pub mod backup;
 pub mod blob;
 pub mod blocked;
+pub mod direct;
 mod error;
 pub mod import;
 pub mod inventory;
