@@ -29,6 +29,7 @@ mod import;
 mod moderation;
 mod preview;
 mod process;
+mod redirect;
 mod remote;
 mod remote_stream;
 mod s3;
