@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod export;
 pub mod federation;
 pub mod http;
 pub mod import;
@@ -54,9 +55,11 @@ pub struct Running {
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
 /// What the data dir's socket answers besides backups: imports, committed by this process
-/// because sled admits only one.
-const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] =
-    &[(import::socket::REQUEST, import::socket::serve)];
+/// because sled admits only one, and exports, read by it for the same reason.
+const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] = &[
+    (import::socket::REQUEST, import::socket::serve),
+    (export::REQUEST, export::serve),
+];
 
 pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -24,6 +24,7 @@ pub mod blob;
 pub mod blocked;
 pub mod direct;
 mod error;
+pub mod export;
 pub mod import;
 pub mod inventory;
 pub mod keys;

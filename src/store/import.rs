@@ -39,7 +39,7 @@ use crate::model::{
 };
 
 /// The sled tree of `ImportRecord`s.
-const TREE: &str = "mediaid_imported";
+pub(super) const TREE: &str = "mediaid_imported";
 
 /// One item to import. Serializable: a running server receives it over its socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,5 +347,79 @@ impl Store {
         Ok(self
             .import_record(key)?
             .is_some_and(|r| !r.authenticated && r.sha256.as_deref() == Some(sha256)))
+    }
+}
+
+/// A thumbnail the source had made, to keep as the thumbnail `key` (`keys::thumb`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportThumb {
+    pub key: String,
+    /// Bytes staged at this path relative to the tmp dir, already hashed.
+    pub staged: String,
+    pub sha256: String,
+    pub len: u64,
+    pub content_type: String,
+}
+
+/// What became of one thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThumbOutcome {
+    Imported,
+    /// A thumbnail is stored under the key already (an earlier run, or rendered here).
+    AlreadyThere,
+    /// The media it was made from is gone (or its bytes are quarantined).
+    SourceGone,
+}
+
+impl Store {
+    /// Stores imported thumbnails, leaving any already stored under their keys as they are.
+    /// Like rendered ones they are not flushed one by one: one flush at the end.
+    pub fn commit_import_thumbnails(&self, thumbs: &[ImportThumb]) -> Result<Vec<ThumbOutcome>> {
+        let mut outcomes = Vec::with_capacity(thumbs.len());
+        for thumb in thumbs {
+            let path = self.staged_path(&thumb.staged)?;
+            let outcome = self.commit_import_thumbnail(thumb, &path);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "import: staged file left");
+            }
+            outcomes.push(outcome?);
+        }
+        self.flush()?;
+        Ok(outcomes)
+    }
+
+    fn commit_import_thumbnail(&self, thumb: &ImportThumb, path: &Path) -> Result<ThumbOutcome> {
+        if self.get_thumbnail(&thumb.key)?.is_some() {
+            return Ok(ThumbOutcome::AlreadyThere);
+        }
+        let actual = fs::metadata(path)?.len();
+        if actual != thumb.len {
+            return Err(StoreError::Corrupt(format!(
+                "import: staged {} has {actual} bytes, not {}",
+                path.display(),
+                thumb.len
+            )));
+        }
+        let stored = if thumb.len <= self.inner.inline_max {
+            self.put_thumbnail(&thumb.key, &fs::read(path)?, &thumb.content_type)
+        } else {
+            let staged = Staged {
+                file: NamedTempFile::from_parts(
+                    fs::File::open(path)?,
+                    TempPath::try_from_path(path)?,
+                ),
+                sha256: thumb.sha256.clone(),
+                len: thumb.len,
+            };
+            self.commit_thumbnail(&thumb.key, staged, &thumb.content_type)
+        };
+        match stored {
+            Ok(_) => Ok(ThumbOutcome::Imported),
+            Err(StoreError::NotFound) => Ok(ThumbOutcome::SourceGone),
+            Err(e) => Err(e),
+        }
     }
 }

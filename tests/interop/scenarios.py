@@ -981,6 +981,111 @@ async def import_from_synapse_on_postgresql(ctx: Context) -> None:
     expect_eq(again["imported"], "0", f"second run from PostgreSQL; {text}")
 
 
+async def start_fresh_synapse(ctx: Context, dir: Path, port: int) -> tuple[asyncio.subprocess.Process, Homeserver]:
+    """A third Synapse with hs2's server name and signing key but its own empty SQLite database
+    and media store, listening on `port` of hs2's address: the Synapse an admin moves back to."""
+    hs2 = ctx.hs2
+    config = (Path(ctx.hs2_media["database"]).parent / "homeserver.yaml").read_text()
+    secret = secrets.token_hex(24)
+    for key, value in (("pid_file", f'"{dir}/homeserver.pid"'), ("media_store_path", f'"{dir}/media_store"'),
+                       ("registration_shared_secret", f'"{secret}"'), ("enable_media_repo", "true")):
+        config, n = re.subn(rf"(?m)^{key}: .*$", f"{key}: {value}", config)
+        expect_eq(n, 1, f"{key} in hs2's homeserver.yaml")
+    config, n = re.subn(r'(?m)^    database: ".*"$', f'    database: "{dir}/homeserver.db"', config)
+    expect_eq(n, 1, "database path in hs2's homeserver.yaml")
+    config, n = re.subn(r"(?m)^  - port: 8008$", f"  - port: {port}", config)
+    expect_eq(n, 1, "listener port in hs2's homeserver.yaml")
+    # Synapse only serves thumbnails it has rows for, unless it may make them on demand.
+    config += "dynamic_thumbnails: true\n"
+    (dir / "homeserver.yaml").write_text(config)
+    log = open(dir / "homeserver.log", "wb")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "synapse.app.homeserver", "-c",
+                                                str(dir / "homeserver.yaml"), stdout=log, stderr=log)
+    log.close()
+    host = hs2.synapse_url.rsplit(":", 1)[0]
+    url = f"{host}:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            r = await ctx.request("GET", f"{url}/health")
+            if r.status == 200:
+                break
+        except aiohttp.ClientError:
+            pass
+        if proc.returncode is not None or time.monotonic() > deadline:
+            tail = (dir / "homeserver.log").read_text(errors="replace")[-2000:]
+            raise Failed(f"the fresh Synapse did not come up; its log ends:\n{tail}")
+        await asyncio.sleep(0.5)
+    return proc, Homeserver(name="hs3", server_name=hs2.server_name, base_url=url, synapse_url=url,
+                            shared_secret=secret)
+
+
+@scenario
+async def export_to_a_fresh_synapse(ctx: Context) -> None:
+    """The way back: media uploaded through hs2's Synapse (imported into mxmedia2) and media
+    uploaded to mxmedia2 itself are exported from the running mxmedia2 with `mxmedia export
+    synapse`; a fresh Synapse with hs2's server name, given the exported media store and the SQL
+    loaded (twice) into its own SQLite database, serves every item through its client API with
+    the same bytes, name and type, and a thumbnail of the JPEG."""
+    hs2, m = ctx.hs2, ctx.hs2_media
+    _, t2 = await ctx.new_user(hs2, "goback")
+    photo = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    items = [  # (bytes, content type, file name)
+        (photo, "image/jpeg", "back home.jpg"),
+        ("back ✓".encode(), "text/plain; charset=utf-8", "l'été \"☃\" 日本.txt"),
+        (os.urandom(300_000), "application/octet-stream", "large back.bin"),
+    ]
+    mxcs = [await ctx.upload(hs2, t2, data, ctype, name) for data, ctype, name in items]
+    _, text = await run_import(ctx)
+    # One more uploaded to mxmedia2 directly (its own listener): native media goes back too.
+    # (Not text/*: Synapse adds a charset to those it serves.)
+    native = (os.urandom(5_000), "application/pdf", "native ✓.pdf")
+    mxmedia2 = hs2.synapse_url.rsplit(":", 1)[0] + ":8090"
+    r = await ctx.request("POST", f"{mxmedia2}/_matrix/media/v3/upload?filename={quote(native[2])}", token=t2,
+                          body=native[0], headers={"Content-Type": native[1]})
+    expect_status(r, 200)
+    items.append(native)
+    mxcs.append(r.json()["content_uri"])
+
+    dir = Path(m["work_dir"]).parent / "hs3"
+    dir.mkdir(exist_ok=True)
+    sql = dir / "media.sql"
+    proc = await asyncio.create_subprocess_exec(
+        m["mxmedia"], "export", "synapse", "--media-store", str(dir / "media_store"), "--sql", str(sql),
+        "--dialect", "sqlite", cwd=m["work_dir"], stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode("utf-8", "replace")
+    expect_eq(proc.returncode, 0, f"mxmedia export exit status; output:\n{text}")
+    expect("from the running server" in text, f"export from the running mxmedia2: {text}")
+
+    synapse, hs3 = await start_fresh_synapse(ctx, dir, 8018)
+    try:
+        import sqlite3
+        db = sqlite3.connect(dir / "homeserver.db", timeout=30)
+        for _ in range(2):
+            db.executescript(sql.read_text())
+        db.close()
+        user, password = await ctx.register(hs3, "back")
+        t3 = await ctx.login(hs3, user, password)
+        for (data, ctype, name), mxc in zip(items, mxcs):
+            r = await ctx.request("GET", ctx.download_url(hs3.base_url, mxc), token=t3)
+            expect_status(r, 200)
+            expect(r.body == data, f"{name}: bytes differ on the fresh Synapse")
+            expect_eq(r.headers.get("Content-Type"), ctype, f"{name}: Content-Type")
+            expect_eq(disposition_filename(r.headers.get("Content-Disposition", "")), name, f"{name}: file name")
+        r = await ctx.request("GET", f"{hs3.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/"
+                              f"{parse_mxc(mxcs[0])[1]}?width=96&height=96&method=crop", token=t3)
+        expect_status(r, 200)
+    finally:
+        synapse.terminate()
+        try:
+            await asyncio.wait_for(synapse.wait(), 15)
+        except asyncio.TimeoutError:
+            synapse.kill()
+            await synapse.wait()
+
+
 def expect_too_large(r: Response) -> None:
     """413 for an upload over the limit: the README's nginx config leaves the limit to mxmedia,
     so clients get the Matrix error (with CORS headers), not an nginx HTML page."""

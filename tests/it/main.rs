@@ -19,6 +19,7 @@ mod backup;
 mod common;
 mod doctor;
 mod download;
+mod export;
 mod fake_dns;
 mod fake_media;
 mod fake_remote;
