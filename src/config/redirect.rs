@@ -122,6 +122,35 @@ mod tests {
         assert!(validate(Redirect::Off, None, DEFAULT_PRESIGN_TTL_SECS).is_ok());
     }
 
+    /// The keys are read from the environment as an admin writes them, and a `public` redirect
+    /// without its base URL stops the load with the variable to set.
+    #[test]
+    fn redirect_keys_load_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MXMEDIA_STORE__S3__BUCKET", "media");
+            jail.set_env("MXMEDIA_STORE__S3__REDIRECT", "presigned");
+            jail.set_env("MXMEDIA_STORE__S3__PRESIGN_TTL_SECS", "120");
+            let config = crate::config::Config::load(None).map_err(|e| e.to_string())?;
+            let s3 = config.store.s3.ok_or("no [store.s3]")?;
+            assert_eq!(
+                (s3.redirect, s3.presign_ttl_secs),
+                (Redirect::Presigned, 120)
+            );
+            assert_eq!(s3.public_base_url, None);
+
+            jail.set_env("MXMEDIA_STORE__S3__REDIRECT", "public");
+            let err = crate::config::Config::load(None)
+                .err()
+                .ok_or("public without a base URL was accepted")?;
+            assert!(
+                err.to_string()
+                    .contains("MXMEDIA_STORE__S3__PUBLIC_BASE_URL"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
     /// A public URL has exactly one slash between the base and the key.
     #[test]
     fn public_urls_join_with_one_slash() {
