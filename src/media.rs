@@ -6,6 +6,7 @@ pub mod cache;
 mod direct;
 pub mod inventory;
 pub mod moderation;
+pub mod preview_images;
 pub mod quota;
 pub mod rate;
 pub mod remote;

@@ -74,8 +74,12 @@ impl Store {
             let meta: MediaMeta = decode(&raw)?;
             let media_id = key.get(prefix.len()..).unwrap_or_default().to_owned();
             page.last = Some(key);
+            let preview_image = meta.is_preview_image();
             match meta.state {
                 MediaState::Pending { .. } => page.pending += 1,
+                // A URL preview's image is a cache, nobody's media: the importer skips Synapse's
+                // `url_cache` rows likewise, and Synapse fetches its own previews.
+                MediaState::Complete(_) if preview_image => {}
                 MediaState::Complete(content) => {
                     let quarantined_by = self
                         .inner

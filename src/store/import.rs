@@ -29,7 +29,7 @@ use super::{
     Result, Store, StoreError, abort,
     blob::{Placement, Staged},
     blocked::Blocked,
-    decode, encode, keys,
+    decode, encode, index, keys,
     refs::add_blob_ref,
     tx_error,
 };
@@ -233,74 +233,86 @@ impl Store {
             &self.inner.blocked,
             &self.inner.access,
             imported,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         );
         let result = trees
-            .transaction(|(meta, blobs, chunks, blocked, access, imported)| {
-                let mut outcomes = Vec::with_capacity(items.len());
-                for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
-                    if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
-                        outcomes.push(ImportOutcome::AlreadyThere);
-                        continue;
-                    }
-                    match &item.content {
-                        ImportContent::Quarantined { by, at } => {
-                            let record = Blocked {
-                                by: by.clone(),
-                                at: *at,
-                            };
-                            blocked.insert(
-                                *key,
-                                encode(&record).map_err(ConflictableTransactionError::Abort)?,
-                            )?;
-                            outcomes.push(ImportOutcome::Blocked);
+            .transaction(
+                |(meta, blobs, chunks, blocked, access, imported, user_index, hash_index)| {
+                    let mut outcomes = Vec::with_capacity(items.len());
+                    for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
+                        if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
+                            outcomes.push(ImportOutcome::AlreadyThere);
+                            continue;
                         }
-                        ImportContent::File {
-                            sha256,
-                            len,
-                            content_type,
-                            filename,
-                            ..
-                        } => {
-                            let new_blob = blobs.get(sha256.as_bytes())?.is_none();
-                            let placement = if *len <= self.inner.inline_max {
-                                Placement::Inline
-                            } else {
-                                Placement::File
-                            };
-                            if new_blob && placement == Placement::Inline && bytes.is_none() {
-                                // Read before only for blobs that looked new; not one then.
-                                return abort(StoreError::Corrupt(format!(
-                                    "import: blob {sha256} vanished under the blob lock"
-                                )));
+                        match &item.content {
+                            ImportContent::Quarantined { by, at } => {
+                                let record = Blocked {
+                                    by: by.clone(),
+                                    at: *at,
+                                };
+                                blocked.insert(
+                                    *key,
+                                    encode(&record).map_err(ConflictableTransactionError::Abort)?,
+                                )?;
+                                outcomes.push(ImportOutcome::Blocked);
                             }
-                            add_blob_ref(blobs, chunks, sha256, *len, placement, bytes.as_deref())?;
-                            let record = MediaMeta {
-                                uploader: item.uploader.clone(),
-                                created_at: item.created_at,
-                                state: MediaState::Complete(Content {
-                                    content_type: content_type.clone(),
-                                    filename: filename.clone(),
-                                    len: *len,
-                                    sha256: sha256.clone(),
-                                }),
-                            };
-                            meta.insert(
-                                *key,
-                                encode(&record).map_err(ConflictableTransactionError::Abort)?,
-                            )?;
-                            outcomes.push(ImportOutcome::Imported { new_blob });
+                            ImportContent::File {
+                                sha256,
+                                len,
+                                content_type,
+                                filename,
+                                ..
+                            } => {
+                                let new_blob = blobs.get(sha256.as_bytes())?.is_none();
+                                let placement = if *len <= self.inner.inline_max {
+                                    Placement::Inline
+                                } else {
+                                    Placement::File
+                                };
+                                if new_blob && placement == Placement::Inline && bytes.is_none() {
+                                    // Read before only for blobs that looked new; not one then.
+                                    return abort(StoreError::Corrupt(format!(
+                                        "import: blob {sha256} vanished under the blob lock"
+                                    )));
+                                }
+                                add_blob_ref(
+                                    blobs,
+                                    chunks,
+                                    sha256,
+                                    *len,
+                                    placement,
+                                    bytes.as_deref(),
+                                )?;
+                                let record = MediaMeta {
+                                    uploader: item.uploader.clone(),
+                                    created_at: item.created_at,
+                                    state: MediaState::Complete(Content {
+                                        content_type: content_type.clone(),
+                                        filename: filename.clone(),
+                                        len: *len,
+                                        sha256: sha256.clone(),
+                                    }),
+                                };
+                                meta.insert(
+                                    *key,
+                                    encode(&record).map_err(ConflictableTransactionError::Abort)?,
+                                )?;
+                                index::add(user_index, hash_index, key, &record)?;
+                                outcomes.push(ImportOutcome::Imported { new_blob });
+                            }
                         }
+                        if let Some(ms) = item.remote_access {
+                            access.insert(*key, &ms.to_be_bytes())?;
+                        }
+                        imported.insert(
+                            *key,
+                            encode(&item.extra).map_err(ConflictableTransactionError::Abort)?,
+                        )?;
                     }
-                    if let Some(ms) = item.remote_access {
-                        access.insert(*key, &ms.to_be_bytes())?;
-                    }
-                    imported.insert(
-                        *key,
-                        encode(&item.extra).map_err(ConflictableTransactionError::Abort)?,
-                    )?;
-                }
-                Ok(outcomes)
-            })
+                    Ok(outcomes)
+                },
+            )
             .map_err(tx_error);
         // A file persisted for an id that turned out taken belongs to no record: drop it.
         let cleanup = self.unlink_unreferenced(&guard, &persisted);

@@ -98,6 +98,7 @@ class Context:
     hs2_media: dict[str, str] = field(default_factory=dict)
     # An mxmedia for hs1 with its blobs in Garage and redirects on, for the Location scenario.
     s3_media: dict[str, str] = field(default_factory=dict)
+    synadm: str = ""  # the synadm executable, in a venv of its own
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
 
@@ -120,6 +121,7 @@ class Context:
             doctor=raw["doctor"],
             hs2_media=raw.get("hs2_media", {}),
             s3_media=raw.get("s3_media", {}),
+            synadm=raw.get("synadm", ""),
         )
 
     async def open(self) -> None:
@@ -1285,6 +1287,132 @@ async def synapse_admin_quarantines_a_real_room_through_mxmedia(ctx: Context) ->
     r = await ctx.request("GET", info, token=admin)
     expect_eq(r.json()["media_info"]["quarantined_by"], admin_id, "quarantined_by")
 
+
+
+class Synadm:
+    """synadm, configured non-interactively (a config file, as `synadm config` would write it)
+    for one account on one homeserver, run as a subprocess exactly as an admin runs it."""
+
+    def __init__(self, ctx: Context, hs: Homeserver, user_id: str, token: str, home: Path):
+        expect(bool(ctx.synadm) and os.access(ctx.synadm, os.X_OK), f"no synadm executable at {ctx.synadm!r}")
+        self.exe = ctx.synadm
+        home.mkdir(parents=True, exist_ok=True)
+        self.config = home / "synadm.yaml"
+        # JSON is YAML; every key synadm asks for, so it never prompts.
+        self.config.write_text(json.dumps({
+            "user": user_id, "token": token, "protocol": "http", "base_url": hs.base_url,
+            "admin_path": "/_synapse/admin", "matrix_path": "/_matrix", "timeout": 30,
+            "server_discovery": "well-known", "homeserver": hs.server_name, "ssl_verify": True,
+            "format": "json",
+        }))
+        # requests verifies against the suite's CA through its usual variable.
+        self.env = {**os.environ, "HOME": str(home), "REQUESTS_CA_BUNDLE": ctx.ca_file}
+
+    async def run(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.exe, "--no-confirm", "-o", "json", "-c", str(self.config), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    async def json(self, *args: str) -> Any:
+        """Runs synadm, which must succeed, and returns what it printed as JSON."""
+        rc, out, err = await self.run(*args)
+        cmd = "synadm " + " ".join(args)
+        expect(rc == 0, f"{cmd} exited {rc}: {out[-400:]!r} {err[-400:]!r}")
+        expect("returned status code" not in err, f"{cmd}: {err[-400:]!r}")
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise Failed(f"{cmd} printed no JSON: {out[-400:]!r} {err[-400:]!r}") from None
+
+
+@scenario
+async def synadm_moderates_media_through_mxmedia(ctx: Context) -> None:
+    """synadm, a real admin CLI for Synapse's admin API, run unchanged through nginx against
+    mxmedia: it lists a user's media, quarantines and releases one item (by server and id, and
+    by id alone), protects one, quarantines all of a user's media (the protected one passed by),
+    deletes by id and by age and size (refused while keep_profiles is Synapse's default, as
+    mxmedia cannot tell avatars), purges the remote media cache (a quarantined remote item kept
+    for review); a non-admin's synadm is refused 403. mxmedia's state is checked after each."""
+    hs, hs2 = ctx.hs1, ctx.hs2
+    admin_id, admin_password = await ctx.register(hs, "synadm", admin=True)
+    admin = await ctx.login(hs, admin_id, admin_password)
+    user_id, user = await ctx.new_user(hs, "synuser")
+    mxcs = [await ctx.upload(hs, user, os.urandom(3000 + i), "image/png", f"s{i}.png") for i in range(3)]
+    ids = [parse_mxc(m)[1] for m in mxcs]
+    home = Path(ctx.mxmedia_data_dir).parent / f"synadm-{secrets.token_hex(4)}"
+    synadm = Synadm(ctx, hs, admin_id, admin, home / "admin")
+
+    async def status(mxc: str) -> int:
+        return (await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=user)).status
+
+    async def info(server: str, media_id: str) -> Response:
+        return await ctx.request("GET", f"{hs.base_url}/_synapse/admin/v1/media/{quote(server, safe='')}/{media_id}",
+                                 token=admin)
+
+    listed = await synadm.json("media", "list", "-u", user_id, "--ts")
+    expect_eq(listed["total"], 3, "synadm media list: total")
+    expect_eq(sorted(m["media_id"] for m in listed["media"]), sorted(ids), "synadm media list: ids")
+    expect_eq(sorted(m["media_length"] for m in listed["media"]), [3000, 3001, 3002], "synadm media list: lengths")
+
+    expect_eq(await synadm.json("media", "quarantine", "-s", hs.server_name, "-i", ids[0]), {}, "quarantine answer")
+    expect_eq(await status(mxcs[0]), 404, "quarantined download")
+    expect_eq((await info(hs.server_name, ids[0])).json()["media_info"]["quarantined_by"], admin_id, "quarantined_by")
+    expect_eq(await synadm.json("media", "unquarantine", "-i", ids[0]), {}, "unquarantine answer")
+    expect_eq(await status(mxcs[0]), 200, "released download")
+
+    expect_eq(await synadm.json("media", "protect", ids[1]), {}, "protect answer")
+    expect_eq(await synadm.json("media", "quarantine", "-u", user_id), {"num_quarantined": 2}, "user quarantine answer")
+    expect_eq([await status(m) for m in mxcs], [404, 200, 404], "downloads after the user quarantine")
+    listed = await synadm.json("media", "list", "-u", user_id, "--ts", "-s", "media_id")
+    by_id = {m["media_id"]: m for m in listed["media"]}
+    expect_eq([by_id[i]["quarantined_by"] for i in ids], [admin_id, None, admin_id], "listed quarantined_by")
+    expect_eq(by_id[ids[1]]["safe_from_quarantine"], True, "listed safe_from_quarantine")
+
+    expect_eq(await synadm.json("media", "delete", "-i", ids[2]), {"deleted_media": [ids[2]], "total": 1},
+              "delete by id answer")
+    expect_eq((await info(hs.server_name, ids[2])).status, 404, "deleted media info")
+
+    big = await ctx.upload(hs, user, os.urandom(6 * 1024 * 1024), "application/octet-stream", "big.bin")
+    small = await ctx.upload(hs, user, os.urandom(1000), "image/png", "small.png")
+    await asyncio.sleep(0.01)
+    before = str(int(time.time() * 1000))
+    refused = await synadm.run("media", "delete", "--before-ts", before, "--size", "5120")
+    expect(refused[0] == 0 and "M_INVALID_PARAM" in refused[1] and "keep_profiles" in refused[1],
+           f"delete keeping profiles was not refused: {refused}")
+    expect_eq(await status(big), 200, "big media after the refused delete")
+    deleted = await synadm.json("media", "delete", "--before-ts", before, "--size", "5120", "--delete-profiles")
+    # Other scenarios' uploads over 5 MiB go too (the largest upload's): by age and size, as asked.
+    expect(parse_mxc(big)[1] in deleted["deleted_media"] and deleted["total"] == len(deleted["deleted_media"])
+           and not {parse_mxc(small)[1], *ids} & set(deleted["deleted_media"]),
+           f"delete by age and size answer: {deleted}")
+    expect_eq([await status(big), await status(small), await status(mxcs[1])], [404, 200, 200],
+              "downloads after delete by age and size")
+
+    # Remote media cached by mxmedia: one of two quarantined, then the cache purged.
+    _, remote_user = await ctx.new_user(hs2, "synremote")
+    remote = [await ctx.upload(hs2, remote_user, os.urandom(2000 + i), "image/png", f"r{i}.png") for i in range(2)]
+    for mxc in remote:
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=user)
+        expect_status(r, 200)
+    held = parse_mxc(remote[0])[1]
+    expect_eq(await synadm.json("media", "quarantine", "-s", hs2.server_name, "-i", held), {},
+              "remote quarantine answer")
+    await asyncio.sleep(0.05)
+    purged = await synadm.json("media", "purge", "--before-ts", str(int(time.time() * 1000)))
+    expect(purged.get("deleted", 0) >= 1, f"purge deleted nothing: {purged}")
+    expect_eq((await info(hs2.server_name, parse_mxc(remote[1])[1])).status, 404, "purged remote media info")
+    r = await info(hs2.server_name, held)
+    expect_status(r, 200)
+    expect_eq(r.json()["media_info"]["media_length"], 2000, "quarantined remote media kept by the purge")
+
+    outsider = Synadm(ctx, hs, user_id, user, home / "user")
+    rc, out, err = await outsider.run("media", "list", "-u", user_id)
+    expect(rc == 0 and "M_FORBIDDEN" in out and "403" in err, f"non-admin synadm not refused: {(rc, out, err)}")
+    rc, out, err = await outsider.run("media", "quarantine", "-s", hs.server_name, "-i", parse_mxc(small)[1])
+    expect("M_FORBIDDEN" in out and "403" in err, f"non-admin quarantine not refused: {(rc, out, err)}")
+    expect_eq(await status(small), 200, "media after the refused quarantine")
 
 async def run(ctx_path: str) -> tuple[int, int]:
     ctx = Context.load(ctx_path)

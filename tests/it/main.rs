@@ -27,6 +27,7 @@ mod federation;
 mod garage;
 mod head;
 mod import;
+mod media_usage;
 mod moderation;
 mod preview;
 mod process;
