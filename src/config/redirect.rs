@@ -81,6 +81,8 @@ pub fn public_url(base: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    // figment's Jail returns its own (large) error type; these are tests.
+    #![allow(clippy::result_large_err)]
     use super::*;
 
     /// `public` without a base URL, a relative or odd base URL, and a TTL out of bounds are
