@@ -215,6 +215,7 @@ mod http;
 mod media;
 mod metrics;
 mod preview;
+pub mod redirect;
 mod store;
 #[cfg(test)]
 mod tests;

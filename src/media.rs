@@ -3,6 +3,7 @@
 //! Uploads live in `upload`, remote media in `remote`; this file holds the service and reads.
 
 pub mod cache;
+mod direct;
 pub mod inventory;
 pub mod moderation;
 pub mod preview_images;

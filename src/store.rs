@@ -26,6 +26,7 @@
 pub mod backup;
 pub mod blob;
 pub mod blocked;
+pub mod direct;
 mod error;
 pub mod export;
 pub mod import;

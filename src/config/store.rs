@@ -8,7 +8,7 @@ use bytesize::ByteSize;
 use num_traits::ToPrimitive as _;
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, redirect::Redirect};
 
 /// Largest sled value whose tree node sled's page cache still counts. A node holds up to 17
 /// entries and is written "as a blob" once it exceeds a quarter of sled's 512 KiB segment; sled
@@ -77,6 +77,21 @@ pub struct S3Config {
     /// upload still in flight (from a server sharing the prefix) is never swept. Default 3600.
     #[serde(default = "default_sweep_grace")]
     pub sweep_grace_secs: u64,
+    /// Whether downloads that allow it (`allow_redirect=true`) are answered with a `307` to the
+    /// bucket, and federation answers with a `Location` part: `off`, `presigned` (a presigned
+    /// GET carrying mxmedia's Content-Type and Content-Disposition) or `public`
+    /// (`public_base_url`, for inline-safe media only). Default `off`: everything streams
+    /// through mxmedia.
+    #[serde(default)]
+    pub redirect: Redirect,
+    /// The CDN or public bucket URL objects are served from with `redirect = "public"`, e.g.
+    /// `https://media-cdn.example.org/`; an object's URL is this + its key. Required then.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    /// Seconds a presigned URL stays valid (10 to 86400); a redirect to one is cached for half
+    /// of it. Short, so a quarantine soon reaches URLs already handed out. Default 300.
+    #[serde(default = "default_presign_ttl")]
+    pub presign_ttl_secs: u64,
 }
 
 fn default_region() -> String {
@@ -89,6 +104,10 @@ fn default_s3_timeout() -> u64 {
 
 fn default_sweep_grace() -> u64 {
     3600
+}
+
+fn default_presign_ttl() -> u64 {
+    super::redirect::DEFAULT_PRESIGN_TTL_SECS
 }
 
 impl S3Config {
@@ -150,7 +169,11 @@ impl S3Config {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        super::redirect::validate(
+            self.redirect,
+            self.public_base_url.as_deref(),
+            self.presign_ttl_secs,
+        )
     }
 }
 

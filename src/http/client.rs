@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     extract::{AuthedUser, MediaPath, parse_bool},
-    response::{Caching, is_inline, live_response, media_response},
+    response::{Caching, is_inline, live_response, media_response, redirect},
 };
 use crate::{
     error::Error,
@@ -25,6 +25,9 @@ use crate::{
 pub struct DownloadQuery {
     timeout_ms: Option<u64>,
     allow_remote: Option<String>,
+    /// Whether the client follows a `307` to the object store (MSC3860, Matrix v1.7).
+    #[serde(alias = "com.beeper.msc3860.allow_redirect")]
+    allow_redirect: Option<String>,
 }
 
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]`
@@ -132,6 +135,8 @@ async fn serve(
 ) -> Result<HttpResponse, Error> {
     let key = path.key()?;
     let timeout = query.timeout_ms.map(Duration::from_millis);
+    let allow_redirect =
+        parse_bool("allow_redirect", query.allow_redirect.as_deref())?.unwrap_or(false);
     let content = if state.media.is_local(&key.server_name) {
         state.media.content(&key, timeout).await?
     } else {
@@ -157,9 +162,23 @@ async fn serve(
             }
         }
     };
-    let reader = state.media.open(&content).await?;
     let name = path.file_name().or(content.filename.as_deref());
-    media_response(req, &content, reader, disposition(&content), name, caching)
+    let disposition = disposition(&content);
+    if let Some(redirected) = redirect(
+        req,
+        allow_redirect,
+        &state.media,
+        &content,
+        disposition,
+        name,
+        caching,
+    )
+    .await?
+    {
+        return Ok(redirected);
+    }
+    let reader = state.media.open(&content).await?;
+    media_response(req, &content, reader, disposition, name, caching)
 }
 
 /// Inline for types browsers render safely, an attachment for everything else

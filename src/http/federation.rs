@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     client::disposition,
-    response::{blob_stream, content_disposition, content_type_header},
+    response::{Caching, blob_stream, content_disposition, content_type_header, direct_answer},
     thumbnail::{ThumbnailQuery, thumbnail_content},
 };
 use crate::{
@@ -173,8 +173,8 @@ pub async fn get_content(
         .content(&key, query.timeout_ms.map(std::time::Duration::from_millis))
         .await?;
     tracing::debug!(origin = %origin.0, media = %key, "serving media over federation");
-    let disposition = content_disposition(disposition(&content), content.filename.as_deref());
-    multipart(&state, &content, &disposition).await
+    let name = content.filename.clone();
+    multipart(&state, &content, disposition(&content), name.as_deref()).await
 }
 
 /// # `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`
@@ -188,12 +188,7 @@ pub async fn get_content_thumbnail(
     let spec = query.spec()?;
     let (content, name) = thumbnail_content(&state, &key, spec, query.timeout_ms).await?;
     tracing::debug!(origin = %origin.0, media = %key, "serving a thumbnail over federation");
-    multipart(
-        &state,
-        &content,
-        &content_disposition("inline", Some(&name)),
-    )
-    .await
+    multipart(&state, &content, "inline", Some(&name)).await
 }
 
 /// Only our own media is served over federation; anything else is unknown here.
@@ -205,20 +200,35 @@ fn local_key(state: &AppState, media_id: &str) -> Result<MediaKey, Error> {
 }
 
 /// The two-part `multipart/mixed` answer ([spec: federation media download](https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediadownloadmediaid)): `{}` metadata, then the bytes, streamed
-/// from the store with the total length declared up front.
+/// from the store with the total length declared up front; or, when the blob backend can serve
+/// the bytes itself, the spec's second form: a `Location` to fetch them from, with the headers
+/// we would have sent signed into it.
 async fn multipart(
     state: &AppState,
     content: &Content,
     disposition: &str,
+    disposition_name: Option<&str>,
 ) -> Result<HttpResponse, Error> {
     let boundary = mxmedia_proto::ids::MediaId::generate();
     let boundary = boundary.as_str();
-    let head = format!(
-        "\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
-         Content-Type: {}\r\nContent-Disposition: {disposition}\r\n\r\n",
-        content_type_header(&content.content_type)
+    let metadata = format!(
+        "\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n"
     );
     let tail = format!("\r\n--{boundary}--\r\n");
+    let content_type = format!("multipart/mixed; boundary={boundary}");
+    if state.media.redirects() {
+        let answer = direct_answer(content, disposition, disposition_name, Caching::Private);
+        if let Some(direct) = state.media.direct_url(content, answer).await? {
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, content_type))
+                .body(format!("{metadata}Location: {}\r\n\r\n{tail}", direct.url)));
+        }
+    }
+    let head = format!(
+        "{metadata}Content-Type: {}\r\nContent-Disposition: {}\r\n\r\n",
+        content_type_header(&content.content_type),
+        content_disposition(disposition, disposition_name),
+    );
     let total = content
         .len
         .saturating_add(u64::try_from(head.len() + tail.len()).unwrap_or(u64::MAX));
@@ -227,10 +237,7 @@ async fn multipart(
         .chain(blob_stream(reader, content.len))
         .chain(stream::once(async move { Ok(Bytes::from(tail)) }));
     Ok(HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            format!("multipart/mixed; boundary={boundary}"),
-        ))
+        .insert_header((header::CONTENT_TYPE, content_type))
         .body(SizedStream::new(total, body)))
 }
 

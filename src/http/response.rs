@@ -208,14 +208,16 @@ fn media_headers(
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header(("cross-origin-resource-policy", "cross-origin"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((
-            header::CACHE_CONTROL,
-            match caching {
-                Caching::Private => "private, max-age=31536000, immutable",
-                Caching::Public => "public, max-age=31536000, immutable",
-            },
-        ));
+        .insert_header((header::CACHE_CONTROL, cache_control(caching)));
     builder
+}
+
+/// The `Cache-Control` of media bytes: immutable, since a media id never changes its bytes.
+fn cache_control(caching: Caching) -> &'static str {
+    match caching {
+        Caching::Private => "private, max-age=31536000, immutable",
+        Caching::Public => "public, max-age=31536000, immutable",
+    }
 }
 
 /// Sets the status and `Content-Range` that `range` of a `len`-byte body is answered with
@@ -365,7 +367,11 @@ fn file_stream(
 }
 
 mod live;
+mod redirect;
 #[cfg(test)]
 mod tests;
 
-pub use self::live::live_response;
+pub use self::{
+    live::live_response,
+    redirect::{direct_answer, redirect},
+};

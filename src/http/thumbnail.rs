@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     client::Source,
     extract::{AuthedUser, MediaPath, parse_bool},
-    response::{Caching, media_response},
+    response::{Caching, media_response, redirect},
 };
 use crate::{
     error::Error,
@@ -29,6 +29,9 @@ pub struct ThumbnailQuery {
     pub(super) animated: Option<String>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) allow_remote: Option<String>,
+    /// Whether the client follows a `307` to the object store (MSC3860, Matrix v1.7).
+    #[serde(alias = "com.beeper.msc3860.allow_redirect")]
+    pub(super) allow_redirect: Option<String>,
 }
 
 impl ThumbnailQuery {
@@ -99,6 +102,8 @@ async fn serve(
     }
     let key = path.key()?;
     let spec = query.spec()?;
+    let allow_redirect =
+        parse_bool("allow_redirect", query.allow_redirect.as_deref())?.unwrap_or(false);
     let (content, name) = if req.method() == HttpMethod::HEAD {
         stored_content(state, &key, spec, query.timeout_ms, &source).await?
     } else if state.media.is_local(&key.server_name) {
@@ -111,6 +116,19 @@ async fn serve(
             .await?;
         served_content(original, served)
     };
+    if let Some(redirected) = redirect(
+        req,
+        allow_redirect,
+        &state.media,
+        &content,
+        "inline",
+        Some(&name),
+        caching,
+    )
+    .await?
+    {
+        return Ok(redirected);
+    }
     let reader = state.media.open(&content).await?;
     media_response(req, &content, reader, "inline", Some(&name), caching)
 }

@@ -113,6 +113,19 @@ pub trait BlobStore: Send + Sync {
     fn sends_ahead(&self) -> bool {
         false
     }
+    /// Whether this backend hands out direct URLs (see `direct`). Files never do.
+    fn serves_directly(&self) -> bool {
+        false
+    }
+    /// A URL the client may fetch the blob from without mxmedia, answering with `answer`'s
+    /// headers; `None` when the backend cannot carry them.
+    fn direct_url(
+        &self,
+        _sha256: &str,
+        _answer: &super::direct::DirectAnswer,
+    ) -> io::Result<Option<super::direct::DirectUrl>> {
+        Ok(None)
+    }
 }
 
 pub trait BlobRead: Read + Seek + Send {}

@@ -13,6 +13,7 @@
 //! Every request is bounded: connecting and each wait for bytes by `timeout_secs`, every
 //! request as a whole by `op_deadline`, transient failures retried with backoff within it.
 
+mod presign;
 mod probe;
 mod read;
 
@@ -76,6 +77,8 @@ struct Shared {
     /// How long the next bytes of a GET may take.
     read_timeout: Duration,
     sweep_grace: Duration,
+    /// How clients may fetch objects directly (`presign`), if at all.
+    direct: Option<presign::Direct>,
     /// Part buffers free (of `BUFFERS`), and the uploads waiting for one.
     buffers: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
 }
@@ -148,6 +151,7 @@ impl S3Blobs {
                     .saturating_add(Duration::from_secs(8)),
                 read_timeout: timeout,
                 sweep_grace: Duration::from_secs(config.sweep_grace_secs),
+                direct: presign::Direct::from_config(config),
                 buffers: Arc::new((std::sync::Mutex::new(BUFFERS), std::sync::Condvar::new())),
             }),
         })
@@ -190,7 +194,9 @@ impl S3Blobs {
         let store = self.client();
         let target = key.clone();
         let mut upload = self.request("create_multipart", self.shared.op_deadline, async move {
-            store.put_multipart(&target).await
+            store
+                .put_multipart_opts(&target, presign::object_attributes().into())
+                .await
         })?;
         let result = self.send_parts(&mut *upload, &mut file, len);
         match result {
@@ -313,7 +319,13 @@ impl BlobStore for S3Blobs {
             let store = self.client();
             let deadline = self.part_deadline(buf.len());
             self.request("put", deadline, async move {
-                store.put(&key, PutPayload::from(Bytes::from(buf))).await
+                store
+                    .put_opts(
+                        &key,
+                        PutPayload::from(Bytes::from(buf)),
+                        presign::object_attributes().into(),
+                    )
+                    .await
             })?;
         } else {
             self.put_multipart(&key, file, len)?;
@@ -351,6 +363,21 @@ impl BlobStore for S3Blobs {
     /// pinned).
     fn list(&self) -> io::Result<Vec<String>> {
         self.list_older_than(self.shared.sweep_grace)
+    }
+
+    fn serves_directly(&self) -> bool {
+        self.shared.direct.is_some()
+    }
+
+    fn direct_url(
+        &self,
+        sha256: &str,
+        answer: &super::direct::DirectAnswer,
+    ) -> io::Result<Option<super::direct::DirectUrl>> {
+        match &self.shared.direct {
+            Some(direct) => self.direct(direct, sha256, answer),
+            None => Ok(None),
+        }
     }
 }
 

@@ -533,6 +533,38 @@ write_mxmedia_for() {  # NAME(hs2|hs3) IP
 }
 write_mxmedia_for hs2 "$HS2_IP"
 write_mxmedia_for hs3 "$HS3_IP"
+# A Garage bucket on loopback, and a third mxmedia for hs1 keeping its blobs there with downloads
+# redirected to it (REDIRECT=presigned); the Location scenario routes hs1's media paths to it.
+GARAGE_BIN="$(bash "$ROOT/.ci/garage.sh")" || die "no Garage binary: .ci/garage.sh failed"
+GARAGE_KEY=GK00112233445566778899aabb
+GARAGE_SECRET="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+mkdir -p "$WORK/garage" "$WORK/mxmedia-s3/data"
+cat >"$WORK/garage/garage.toml" <<EOF
+metadata_dir = "$WORK/garage/meta"
+data_dir = "$WORK/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "$HS1_IP:3901"
+rpc_public_addr = "$HS1_IP:3901"
+rpc_secret = "$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "$HS1_IP:3900"
+EOF
+GARAGE=(env GARAGE_DEFAULT_ACCESS_KEY="$GARAGE_KEY" GARAGE_DEFAULT_SECRET_KEY="$GARAGE_SECRET"
+    GARAGE_DEFAULT_BUCKET=mxmedia RUST_LOG=warn
+    "$GARAGE_BIN" -c "$WORK/garage/garage.toml" server --single-node --default-bucket)
+MXS3=(env "${UNSET[@]}" "${MX_ENV[@]}"
+    MXMEDIA_LISTEN="$HS1_IP:8091"
+    MXMEDIA_DATA_DIR="$WORK/mxmedia-s3/data"
+    MXMEDIA_STORE__S3__BUCKET=mxmedia
+    MXMEDIA_STORE__S3__ENDPOINT="http://$HS1_IP:3900"
+    MXMEDIA_STORE__S3__REGION=garage
+    MXMEDIA_STORE__S3__ACCESS_KEY_ID="$GARAGE_KEY"
+    MXMEDIA_STORE__S3__SECRET_ACCESS_KEY="$GARAGE_SECRET"
+    MXMEDIA_STORE__S3__PATH_STYLE=true
+    MXMEDIA_STORE__S3__REDIRECT=presigned
+    "$WORK/bin/mxmedia" --config "$WORK/mxmedia/config.toml")
 "${MXMEDIA[@]}" check-config >"$WORK/logs/mxmedia-check-config.txt" 2>&1 ||
     die "mxmedia check-config failed: $(cat "$WORK/logs/mxmedia-check-config.txt")"
 
@@ -545,6 +577,7 @@ start hs2 "$WORK/logs/hs2.log" "$PY" -m synapse.app.homeserver -c "$WORK/hs2/hom
 start mxmedia "$WORK/logs/mxmedia.log" "${MXMEDIA[@]}" serve
 start mxmedia2 "$WORK/logs/mxmedia2.log" "$WORK/bin/mxmedia2" serve
 start mxmedia3 "$WORK/logs/mxmedia3.log" "$WORK/bin/mxmedia3" serve
+start garage "$WORK/logs/garage.log" "${GARAGE[@]}"
 start nginx "$WORK/logs/nginx.log" "${NGINX[@]}" -g "daemon off;"
 
 step "starting PostgreSQL, then Synapse hs3 on it"
@@ -566,6 +599,16 @@ step "waiting for the servers"
 wait_http mxmedia "http://$HS1_IP:8090/_mxmedia/health" --timeout 30 --status 200
 wait_http mxmedia2 "http://$HS2_IP:8090/_mxmedia/health" --timeout 30 --status 200
 wait_http mxmedia3 "http://$HS3_IP:8090/_mxmedia/health" --timeout 30 --status 200
+# Garage makes its layout, key and bucket a moment after it listens: once check-config's bucket
+# check passes, the bucket-backed mxmedia may start.
+for ((i = 0; i < 150; i++)); do
+    "${MXS3[@]}" check-config >"$WORK/logs/mxmedia-s3-check-config.txt" 2>&1 && break
+    sleep 0.2
+done
+"${MXS3[@]}" check-config >"$WORK/logs/mxmedia-s3-check-config.txt" 2>&1 ||
+    die "Garage's bucket never became usable: $(tail -n 5 "$WORK/logs/mxmedia-s3-check-config.txt")"
+start mxmedia-s3 "$WORK/logs/mxmedia-s3.log" "${MXS3[@]}" serve
+wait_http mxmedia-s3 "http://$HS1_IP:8091/_mxmedia/health" --timeout 30 --status 200
 wait_http hs1 "http://$HS1_IP:8008/health" --timeout 180 --status 200
 wait_http hs2 "http://$HS2_IP:8008/health" --timeout 180 --status 200
 wait_http hs3 "http://$HS3_IP:8008/health" --timeout 180 --status 200
@@ -593,6 +636,7 @@ cat >"$WORK/context.json" <<EOF
   "ca_file": "$WORK/tls/ca.crt",
   "nginx_access_log": "$WORK/logs/nginx-access.log",
   "mxmedia_log": "$WORK/logs/mxmedia.log",
+  "s3_media": {"upstream": "$HS1_IP:8091", "garage_url": "http://$HS1_IP:3900", "hs2_log": "$WORK/logs/hs2.log"},
   "appservice_token": "$AS_TOKEN",
   "fixtures": "$ROOT/tests/fixtures",
   "synadm": "$SYNADM_VENV/bin/synadm",

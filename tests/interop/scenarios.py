@@ -97,6 +97,8 @@ class Context:
     # The mxmedia of hs2 and of hs3 (the Synapse on PostgreSQL) and the scripts around them,
     # for the import scenarios.
     hs2_media: dict[str, str] = field(default_factory=dict)
+    # An mxmedia for hs1 with its blobs in Garage and redirects on, for the Location scenario.
+    s3_media: dict[str, str] = field(default_factory=dict)
     synadm: str = ""  # the synadm executable, in a venv of its own
     hs3: Homeserver | None = None
     hs3_media: dict[str, str] = field(default_factory=dict)
@@ -122,6 +124,7 @@ class Context:
             fixtures=Path(raw["fixtures"]),
             doctor=raw["doctor"],
             hs2_media=raw.get("hs2_media", {}),
+            s3_media=raw.get("s3_media", {}),
             synadm=raw.get("synadm", ""),
             hs3=Homeserver(**raw["hs3"]) if "hs3" in raw else None,
             hs3_media=raw.get("hs3_media", {}),
@@ -702,6 +705,52 @@ async def hs1_user_fetches_hs2_media_through_mxmedia(ctx: Context) -> None:
 
     r = await ctx.request("GET", ctx.download_url(hs1.base_url, f"mxc://{hs2.server_name}/NoSuchRemoteMedia"), token=t1)
     expect_error(r, 404, "M_NOT_FOUND")
+
+
+@scenario
+async def hs2_fetches_hs1_media_from_the_bucket_via_a_location_part(ctx: Context) -> None:
+    """With hs1's media on an mxmedia whose blobs are in a Garage bucket and whose downloads are
+    redirected there (`REDIRECT=presigned`), a client allowing redirects gets a 307 to a presigned
+    URL serving the bytes with mxmedia's headers, and hs2's Synapse fetching the media over
+    federation gets a multipart answer whose second part is a `Location`, follows it to the
+    bucket, and serves its own user the right bytes."""
+    s3 = ctx.s3_media
+    if not s3:
+        raise Failed("run.sh started no mxmedia on Garage (no s3_media in the context)")
+    hs1, hs2 = ctx.hs1, ctx.hs2
+    data = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    hs2_log = Path(s3["hs2_log"])
+
+    async def body() -> None:
+        _, t1 = await ctx.new_user(hs1, "bucket")
+        mxc = await ctx.upload(hs1, t1, data, "image/jpeg", "bucket photo.jpg")
+        _, media_id = parse_mxc(mxc)
+        url = ctx.download_url(hs1.base_url, mxc) + "?allow_redirect=true"
+        async with ctx.session.get(url, headers={"Authorization": f"Bearer {t1}"}, allow_redirects=False) as r:
+            expect_eq(r.status, 307, f"redirect of {url}")
+            location = r.headers.get("Location", "")
+        expect(location.startswith(s3["garage_url"]), f"Location is not the bucket: {location}")
+        async with ctx.session.get(location) as r:
+            got = await r.read()
+            expect_eq(r.status, 200, "presigned GET")
+            expect_eq(r.headers.get("Content-Type"), "image/jpeg", "Content-Type from the bucket")
+            expect_eq(r.headers.get("Content-Disposition"), "inline; filename*=utf-8''bucket%20photo.jpg",
+                      "Content-Disposition from the bucket")
+        expect(got == data, "bytes from the bucket differ from the upload")
+
+        redirected_before = hs2_log.read_text(errors="replace").count("File download redirected")
+        _, t2 = await ctx.new_user(hs2, "bucketget")
+        r = await ctx.request("GET", ctx.download_url(hs2.base_url, mxc), token=t2)
+        expect_status(r, 200)
+        expect(r.body == data, "hs2 served other bytes than hs1's upload")
+        expect_eq(r.headers.get("Content-Type"), "image/jpeg", "Content-Type hs2 serves")
+        fetches = ctx.nginx_log_lines(f"/_matrix/federation/v1/media/download/{media_id}")
+        expect(len(fetches) == 1 and " 200 " in fetches[0] and s3["upstream"] in fetches[0],
+               f"expected one federation download answered by the bucket-backed mxmedia: {fetches}")
+        redirected = hs2_log.read_text(errors="replace").count("File download redirected")
+        expect(redirected == redirected_before + 1, "hs2's Synapse did not follow a Location part")
+
+    await with_nginx_variant(ctx, f"proxy_pass http://{ctx.mxmedia_upstream};", f"proxy_pass http://{s3['upstream']};", body)
 
 
 @scenario

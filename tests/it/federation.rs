@@ -23,13 +23,13 @@ pub(crate) fn federate(config: &mut Config, pki: &Pki, dns: Option<&FakeDns>) {
 }
 
 /// One part of a `multipart/mixed` body: its headers (lower-case names) and bytes.
-struct Part {
+pub(crate) struct Part {
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Part {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -38,7 +38,7 @@ impl Part {
 }
 
 /// Splits a multipart body by its boundary, strictly: CRLF line ends, a closing delimiter.
-fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
+pub(crate) fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
     let boundary = content_type
         .strip_prefix("multipart/mixed; boundary=")
         .expect("multipart/mixed content type");

@@ -118,6 +118,9 @@ impl Garage {
             path_style: true,
             timeout_secs: 5,
             sweep_grace_secs: 3600,
+            redirect: mxmedia::config::redirect::Redirect::Off,
+            public_base_url: None,
+            presign_ttl_secs: 300,
         }
     }
 

@@ -31,6 +31,7 @@ mod media_usage;
 mod moderation;
 mod preview;
 mod process;
+mod redirect;
 mod remote;
 mod remote_stream;
 mod s3;
