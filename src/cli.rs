@@ -5,4 +5,5 @@ pub(crate) mod backup;
 pub(crate) mod doctor;
 pub(crate) mod import;
 pub(crate) mod keys;
+pub(crate) mod migrate;
 pub(crate) mod serve;

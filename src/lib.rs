@@ -12,6 +12,7 @@ pub mod http;
 pub mod import;
 pub mod media;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod net;
 pub mod preview;
@@ -54,9 +55,11 @@ pub struct Running {
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
 /// What the data dir's socket answers besides backups: imports, committed by this process
-/// because sled admits only one.
-const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] =
-    &[(import::socket::REQUEST, import::socket::serve)];
+/// because sled admits only one, and the blob lists of `mxmedia migrate-store`.
+const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] = &[
+    (import::socket::REQUEST, import::socket::serve),
+    (migrate::socket::REQUEST, migrate::socket::serve),
+];
 
 pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -15,6 +15,7 @@ use crate::cli::{
     doctor::run_doctor,
     import::run_import,
     keys::{check_signing_key, generate_key},
+    migrate::run_migrate,
     serve::{init_tracing, serve},
 };
 
@@ -70,6 +71,30 @@ enum Command {
     /// Bring in the media of another media repository, keeping every mxc:// URI.
     #[command(subcommand)]
     Import(ImportFrom),
+    /// Copy every blob file to the other blob backend (the data dir's blobs/ or the S3 bucket
+    /// of [store.s3]), verified by hash, while the server keeps serving. Run it again to copy
+    /// what was uploaded meanwhile; see the README for switching over.
+    MigrateStore {
+        /// The backend to copy to: `s3` (from the data dir) or `fs` (from the bucket).
+        #[arg(long, value_enum)]
+        to: BackendArg,
+        /// Say what would be copied, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// After the copy, remove the copies in the old backend, once every blob is verified in
+        /// the new one; refused unless the running server already reads from the new one.
+        #[arg(long)]
+        remove_source: bool,
+        /// The data dir whose blobs to move. Default: the configured one, as `serve` would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    S3,
+    Fs,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +187,30 @@ fn main() -> ExitCode {
                 progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             run_import(&config, &options)
+        }
+        Command::MigrateStore {
+            to,
+            dry_run,
+            remove_source,
+            data_dir,
+        } => {
+            for var in &ignored_env {
+                eprintln!("mxmedia: ignoring {var}: it names no setting");
+            }
+            let mut config = config;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            let options = mxmedia::migrate::Options {
+                to: match to {
+                    BackendArg::S3 => mxmedia::store::backends::Backend::S3,
+                    BackendArg::Fs => mxmedia::store::backends::Backend::Fs,
+                },
+                dry_run,
+                remove_source,
+                progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            run_migrate(&config, &options)
         }
         Command::Doctor {
             base_url,

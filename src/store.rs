@@ -19,6 +19,7 @@
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
 //! leaves at most an unreferenced blob file, swept at the next start.
 
+pub mod backends;
 pub mod backup;
 pub mod blob;
 pub mod blocked;
@@ -89,6 +90,8 @@ struct Inner {
     usage: sled::Tree,
     quotas: sled::Tree,
     files: Box<dyn BlobStore>,
+    /// Which backend `files` is, for `mxmedia migrate-store`.
+    backend: backends::Backend,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
     inline_max: u64,
@@ -135,6 +138,7 @@ impl Store {
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
                 files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
+                backend: backends::Backend::Fs,
                 db,
                 tmp_dir,
                 data_dir,
