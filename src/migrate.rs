@@ -448,7 +448,11 @@ fn remove_stale(tmp: &Path) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "test code")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap or index is a test failure"
+)]
 mod tests {
     use mxmedia_proto::ids::{MediaId, ServerName};
 
