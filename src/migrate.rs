@@ -589,3 +589,89 @@ mod tests {
         assert!(!file_path(&from_root, &new_sha).exists());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod socket_tests {
+    use std::os::unix::net::UnixStream;
+
+    use mxmedia_proto::ids::{MediaId, ServerName};
+
+    use super::*;
+    use crate::{
+        backup::{BackupSocket, Handler},
+        model::id::MediaKey,
+        store::{Expect, Upload, blob::file_path},
+    };
+
+    const HANDLERS: &[(&[u8], Handler)] = &[(socket::REQUEST, socket::serve)];
+
+    fn put(store: &Store, bytes: &[u8]) -> (MediaKey, String) {
+        let key = MediaKey {
+            server_name: "localhost".parse::<ServerName>().unwrap(),
+            media_id: MediaId::generate(),
+        };
+        let mut staging = store.stage().unwrap();
+        staging.write(bytes).unwrap();
+        let staged = staging.finish().unwrap();
+        let sha256 = staged.sha256.clone();
+        let upload = Upload {
+            content_type: "text/plain".into(),
+            filename: None,
+            uploader: "@a:localhost",
+            created_at: 1,
+            expect: Expect::Absent,
+        };
+        store.commit_upload(&key, staged, upload).unwrap();
+        (key, sha256)
+    }
+
+    /// The running server lists every file blob over its socket, page by page, with its
+    /// backend; a blob deleted while the migration is connected keeps its file until the
+    /// migration hangs up, so a listed blob never vanishes before it is copied.
+    #[test]
+    fn running_server_lists_blobs_and_keeps_them_while_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&config).unwrap();
+        let mut shas: Vec<String> = (0..1010u32)
+            .map(|i| put(&store, &[i.to_be_bytes().as_slice(); 1300].concat()).1)
+            .collect();
+        let (doomed, doomed_sha) = put(&store, &[9u8; 9000]);
+        shas.push(doomed_sha.clone());
+        shas.sort();
+        let _socket = BackupSocket::listen_with(store.clone(), HANDLERS).unwrap();
+
+        let stream = UnixStream::connect(dir.path().join(SOCKET_NAME)).unwrap();
+        let mut records = Records::Server(socket::Client::start(stream).unwrap());
+        let Records::Server(client) = &records else {
+            unreachable!()
+        };
+        assert_eq!(client.backend, Backend::Fs);
+        assert_eq!(client.files, 1011);
+        store.delete_media(&doomed).unwrap();
+        let blob_file = file_path(&dir.path().join("blobs"), &doomed_sha);
+        assert!(blob_file.exists(), "removed while a migration is connected");
+
+        let mut listed = Vec::new();
+        records
+            .for_each(&mut |b| listed.push(b.sha256.clone()))
+            .unwrap();
+        // The deleted blob's record is gone, so it is no longer listed; all others are.
+        shas.retain(|s| *s != doomed_sha);
+        assert_eq!(listed, shas);
+
+        drop(records);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while blob_file.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the removal never came"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
