@@ -22,7 +22,7 @@ pub use self::{
     media::MediaConfig,
     metrics::MetricsConfig,
     preview::{PreviewConfig, UrlPattern},
-    store::{FreeSpace, SLED_CACHEABLE_VALUE_MAX, StoreConfig},
+    store::{FreeSpace, S3Config, SLED_CACHEABLE_VALUE_MAX, StoreConfig},
     thumbnails::{ThumbnailConfig, ThumbnailSize},
     tls::TlsConfig,
 };
@@ -174,6 +174,9 @@ impl Config {
             .enumerate()
             .map(|(i, user)| (format!("<token {} masked>", i + 1), user))
             .collect();
+        if let Some(s3) = &mut shown.store.s3 {
+            s3.secret_access_key = s3.secret_access_key.as_ref().map(|_| "<masked>".to_owned());
+        }
         serde_json::to_string_pretty(&shown).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
 

@@ -77,6 +77,10 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
         );
     }
     let store = Store::open(&config).context("opening the store")?;
+    if let Some(s3) = store.s3() {
+        s3.check()?;
+        tracing::info!(bucket = s3.bucket(), "blobs are kept in S3");
+    }
     let swept = store
         .sweep_orphans()
         .context("sweeping unreferenced blobs")?;

@@ -16,6 +16,7 @@ use crate::cli::{
     import::run_import,
     keys::{check_signing_key, generate_key},
     migrate::run_migrate,
+    s3::check_bucket,
     serve::{init_tracing, serve},
 };
 
@@ -148,7 +149,13 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!("{}", config.masked_json());
-            check_signing_key(&config)
+            let bucket = check_bucket(&config);
+            let key = check_signing_key(&config);
+            if bucket == ExitCode::SUCCESS {
+                key
+            } else {
+                bucket
+            }
         }
         Command::GenerateKey { .. } => ExitCode::FAILURE,
         Command::Backup { data_dir, dir } => {

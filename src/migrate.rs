@@ -270,8 +270,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
 
 /// Whether the command was given an S3 bucket: both directions need it.
 fn s3_configured(config: &Config) -> bool {
-    let _ = config;
-    true
+    config.store.s3.is_some()
 }
 
 /// The running server's records over its socket, or, with it stopped, the store itself.

@@ -32,6 +32,7 @@ mod pending;
 pub mod quarantine;
 mod refs;
 pub mod retention;
+pub mod s3;
 pub mod space;
 pub mod spool;
 mod thumbs;
@@ -39,6 +40,7 @@ mod upload;
 pub mod usage;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
@@ -47,8 +49,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use self::{
-    blob::{BlobRead, BlobStore, FileBlobs, Placement, Staging},
+    blob::{BlobRead, BlobStore, FileBlobs, Placement, Staged, Staging},
     refs::BlobRecord,
+    s3::S3Blobs,
 };
 pub use self::{
     error::StoreError,
@@ -90,8 +93,11 @@ struct Inner {
     usage: sled::Tree,
     quotas: sled::Tree,
     files: Box<dyn BlobStore>,
-    /// Which backend `files` is, for `mxmedia migrate-store`.
-    backend: backends::Backend,
+    /// The bucket, when blobs are in S3 (`files` is then the same backend).
+    s3: Option<S3Blobs>,
+    /// Hashes being sent to a backend ahead of the blob lock (`send_ahead`), with how many
+    /// uploads send each: their blobs are not removed meanwhile. Held while removing a blob.
+    pins: Mutex<HashMap<String, usize>>,
     tmp_dir: PathBuf,
     data_dir: PathBuf,
     inline_max: u64,
@@ -121,6 +127,21 @@ impl Store {
             std::fs::remove_dir_all(&tmp_dir)?;
         }
         std::fs::create_dir_all(&tmp_dir)?;
+        let s3 = match &config.store.s3 {
+            Some(s3) => Some(S3Blobs::new(s3).map_err(|e| StoreError::Backend(e.to_string()))?),
+            None => None,
+        };
+        let local = data_dir.join("blobs");
+        let files: Box<dyn BlobStore> = match &s3 {
+            // Blobs not migrated yet (uploaded after the last `migrate-store` run) are still
+            // read from the data dir, until `--remove-source` empties and removes it.
+            Some(s3) if local.is_dir() => Box::new(backends::Fallback::new(
+                Box::new(s3.clone()),
+                FileBlobs::open(local)?,
+            )),
+            Some(s3) => Box::new(s3.clone()),
+            None => Box::new(FileBlobs::open(local)?),
+        };
         let store = Self {
             inner: Arc::new(Inner {
                 meta: db.open_tree("mediaid_meta")?,
@@ -137,8 +158,9 @@ impl Store {
                 hash_quarantine: db.open_tree("sha256_quarantine")?,
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
-                files: Box::new(FileBlobs::open(data_dir.join("blobs"))?),
-                backend: backends::Backend::Fs,
+                files,
+                s3,
+                pins: Mutex::new(HashMap::new()),
                 db,
                 tmp_dir,
                 data_dir,
@@ -157,6 +179,54 @@ impl Store {
             .blob_lock
             .lock()
             .map_err(|_| StoreError::Poisoned("blob lock"))
+    }
+
+    /// The S3 bucket blobs are kept in, if they are.
+    pub fn s3(&self) -> Option<&S3Blobs> {
+        self.inner.s3.as_ref()
+    }
+
+    fn lock_pins(&self) -> Result<MutexGuard<'_, HashMap<String, usize>>> {
+        self.inner
+            .pins
+            .lock()
+            .map_err(|_| StoreError::Poisoned("blob pins"))
+    }
+
+    /// For a backend that sends ahead (S3): puts the staged blob now, before the caller takes
+    /// the blob lock, so a slow transfer holds up no other upload or deletion, and returns the
+    /// pin that keeps the blob from being removed until the caller's record is committed (a
+    /// deletion of the last other reference to the same bytes may run in between). For other
+    /// backends, hands the staged blob back, to be persisted under the lock.
+    fn send_ahead(&self, staged: Staged) -> Result<(Option<Staged>, Option<Pin<'_>>)> {
+        if !self.inner.files.sends_ahead() {
+            return Ok((Some(staged), None));
+        }
+        let pin = self.pin(&staged.sha256)?;
+        self.inner.files.persist(staged)?;
+        Ok((None, Some(pin)))
+    }
+
+    /// Taken with the pins' lock, which a removal holds throughout: a removal that began
+    /// before the pin ends before the send starts, one that begins after sees the pin.
+    fn pin(&self, sha256: &str) -> Result<Pin<'_>> {
+        *self.lock_pins()?.entry(sha256.to_owned()).or_insert(0) += 1;
+        Ok(Pin {
+            store: self,
+            sha256: sha256.to_owned(),
+        })
+    }
+
+    /// Removes a blob from the backend unless an upload is sending it now; then it stays, and
+    /// is either referenced by that upload's record or, if the upload fails, left to the sweep.
+    pub(super) fn remove_unpinned(&self, sha256: &str) -> Result<()> {
+        let pins = self.lock_pins()?;
+        if pins.contains_key(sha256) {
+            return Ok(());
+        }
+        self.inner.files.remove(sha256)?;
+        drop(pins);
+        Ok(())
     }
 
     /// Shared while changing sled; see `write_gate`.
@@ -246,6 +316,26 @@ impl Store {
         Ok(self.inner.db.size_on_disk()?)
     }
 }
+/// A hash pinned against removal while its upload commits (`Store::send_ahead`).
+struct Pin<'a> {
+    store: &'a Store,
+    sha256: String,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        // A poisoned lock leaves the pin in place: the blob stays, at worst, for the sweep.
+        if let Ok(mut pins) = self.store.inner.pins.lock()
+            && let Some(count) = pins.get_mut(&self.sha256)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                pins.remove(&self.sha256);
+            }
+        }
+    }
+}
+
 fn read_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }

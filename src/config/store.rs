@@ -1,5 +1,8 @@
 //! The `[store]` section: sled's cache, the free-space floor, where blobs live and the blob
-//! memory cache. `FreeSpace` is the parsed form of `min_free_space`.
+//! memory cache; `[store.s3]`, the S3-compatible bucket that large blobs go to when it is set.
+//! `FreeSpace` is the parsed form of `min_free_space`.
+
+use std::path::PathBuf;
 
 use bytesize::ByteSize;
 use num_traits::ToPrimitive as _;
@@ -30,6 +33,125 @@ pub struct StoreConfig {
     /// Memory for caching small blobs (those kept in sled) in front of the store, so hot media
     /// is served without touching the database. 0 turns it off. Default 32 MiB.
     pub memory_cache: ByteSize,
+    /// An S3-compatible bucket for the blobs that are not inline (`[store.s3]`): set its
+    /// `bucket` and they go there instead of `data_dir/blobs`. Unset by default.
+    pub s3: Option<S3Config>,
+}
+
+/// `[store.s3]`: where and how blobs are kept in an S3-compatible bucket (AWS, Garage, Ceph,
+/// SeaweedFS, MinIO). Keys are `<prefix><first two hex digits>/<sha256>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket; setting it turns the S3 backend on. It must exist.
+    pub bucket: String,
+    /// The S3 API's base URL, e.g. `http://127.0.0.1:3900` for Garage. Unset: AWS, from `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for. Default `us-east-1`; Garage's is `garage`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The access key id. Unset: object_store's AWS credential chain (instance metadata).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// The secret key, or use `secret_access_key_file` to keep it out of the environment.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// A file holding the secret key (trailing whitespace ignored), read at start-up.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Prepended to every key, e.g. `mxmedia/` (empty or ending in `/`), so one bucket can hold
+    /// other data or several servers. Default empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// `true`: `endpoint/bucket/key` URLs (Garage, MinIO, Ceph without wildcard DNS); `false`:
+    /// `bucket.endpoint/key`, as AWS prefers. Default `false`.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Seconds one S3 request may wait for a connection or for the next bytes before it fails
+    /// (and is retried, within the same bound), so a hung S3 fails uploads instead of holding
+    /// them. Default 30.
+    #[serde(default = "default_s3_timeout")]
+    pub timeout_secs: u64,
+    /// Seconds an unreferenced object must be old before the start-up sweep removes it, so an
+    /// upload still in flight (from a server sharing the prefix) is never swept. Default 3600.
+    #[serde(default = "default_sweep_grace")]
+    pub sweep_grace_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_s3_timeout() -> u64 {
+    30
+}
+
+fn default_sweep_grace() -> u64 {
+    3600
+}
+
+impl S3Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.bucket.is_empty() {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__BUCKET",
+                "must not be empty",
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "MXMEDIA_STORE__S3__ENDPOINT",
+                        "must be an http:// or https:// URL such as http://127.0.0.1:3900",
+                    ));
+                }
+            }
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__REGION",
+                "must not be empty",
+            ));
+        }
+        if self.secret_access_key.is_some() && self.secret_access_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__SECRET_ACCESS_KEY_FILE",
+                "set either it or MXMEDIA_STORE__S3__SECRET_ACCESS_KEY, not both",
+            ));
+        }
+        let has_secret = self.secret_access_key.is_some() || self.secret_access_key_file.is_some();
+        if has_secret != self.access_key_id.is_some() {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__ACCESS_KEY_ID",
+                "set it together with MXMEDIA_STORE__S3__SECRET_ACCESS_KEY (or its _FILE)",
+            ));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+        if !self.prefix.chars().all(allowed)
+            || self.prefix.starts_with('/')
+            || !(self.prefix.is_empty() || self.prefix.ends_with('/'))
+            || self.prefix.contains("//")
+            || self
+                .prefix
+                .split('/')
+                .any(|part| part == "." || part == "..")
+        {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__PREFIX",
+                "use letters, digits, `-`, `_`, `.` and `/` (last, not first, not doubled), e.g. `mxmedia/`",
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_STORE__S3__TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StoreConfig {
@@ -39,6 +161,7 @@ impl Default for StoreConfig {
             min_free_space: FreeSpace::Bytes(ByteSize::gib(1).as_u64()),
             inline_blob_max: ByteSize::kib(4),
             memory_cache: ByteSize::mib(32),
+            s3: None,
         }
     }
 }
@@ -52,6 +175,9 @@ impl StoreConfig {
                 "MXMEDIA_STORE__MIN_FREE_SPACE",
                 "percentage must be in 0..100",
             ));
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
         }
         Ok(())
     }

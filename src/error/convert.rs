@@ -21,6 +21,11 @@ impl From<StoreError> for Error {
                 Self::Forbidden("Only the user who created this media id may upload to it".into())
             }
             StoreError::NoSpace => Self::InsufficientStorage,
+            StoreError::Backend(detail) => {
+                // The operator's detail (endpoint, S3's answer) goes to the log, not the client.
+                tracing::warn!(error = %detail, "the blob backend failed");
+                Self::BadGateway("The media storage backend is unavailable; try again later".into())
+            }
             err @ (StoreError::Sled(_)
             | StoreError::Io(_)
             | StoreError::Corrupt(_)

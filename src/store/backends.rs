@@ -12,6 +12,7 @@ use super::{
     BlobRecord, Result, Store, StoreError,
     blob::{BlobRead, BlobStore, FileBlobs, Placement, Staged},
     decode,
+    s3::S3Blobs,
 };
 use crate::config::Config;
 
@@ -43,7 +44,12 @@ impl std::fmt::Display for Backend {
 pub fn open_backend(config: &Config, backend: Backend) -> Result<Box<dyn BlobStore>> {
     match backend {
         Backend::Fs => Ok(Box::new(FileBlobs::open(config.data_dir.join("blobs"))?)),
-        Backend::S3 => Err(StoreError::Misuse("no S3 backend in this build")),
+        Backend::S3 => match &config.store.s3 {
+            Some(s3) => Ok(Box::new(
+                S3Blobs::new(s3).map_err(|e| StoreError::Backend(e.to_string()))?,
+            )),
+            None => Err(StoreError::Misuse("no [store.s3] bucket configured")),
+        },
     }
 }
 
@@ -57,7 +63,11 @@ pub struct FileBlob {
 impl Store {
     /// The backend this store reads and writes blob files through.
     pub fn backend(&self) -> Backend {
-        self.inner.backend
+        if self.inner.s3.is_some() {
+            Backend::S3
+        } else {
+            Backend::Fs
+        }
     }
 
     /// Up to `limit` blobs kept as files, in hash order, after `after` (from the start with
@@ -124,6 +134,10 @@ impl BlobStore for Fallback {
 
     fn persist_all(&self, staged: Vec<Staged>) -> io::Result<()> {
         self.primary.persist_all(staged)
+    }
+
+    fn sends_ahead(&self) -> bool {
+        self.primary.sends_ahead()
     }
 
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {

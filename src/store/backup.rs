@@ -146,8 +146,7 @@ impl Store {
             return Ok(());
         }
         drop(holds);
-        self.inner.files.remove(sha256)?;
-        Ok(())
+        self.remove_unpinned(sha256)
     }
 
     fn release_hold(&self) -> Result<()> {
@@ -165,7 +164,7 @@ impl Store {
         for sha256 in std::mem::take(&mut holds.deferred) {
             // Uploaded again while the backup ran: the file is in use once more.
             if self.inner.blobs.get(&sha256)?.is_none() {
-                self.inner.files.remove(&sha256)?;
+                self.remove_unpinned(&sha256)?;
             }
         }
         Ok(())

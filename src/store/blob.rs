@@ -89,7 +89,7 @@ impl Staged {
     }
 }
 
-/// A backend for large blobs. Files today; an object store can follow behind the same calls.
+/// A backend for large blobs: files (`FileBlobs`) or an S3 bucket (`s3::S3Blobs`).
 /// Every call blocks: callers run them off the async workers.
 pub trait BlobStore: Send + Sync {
     /// Makes a staged blob durable under its hash. Idempotent for identical content.
@@ -103,8 +103,16 @@ pub trait BlobStore: Send + Sync {
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>>;
     /// Removes a blob; a missing one is not an error.
     fn remove(&self, sha256: &str) -> io::Result<()>;
-    /// Every blob present, for the start-up sweep of blobs no record points at.
+    /// Every blob present, for the start-up sweep of blobs no record points at. A backend
+    /// whose puts are not under the store's lock (`sends_ahead`) lists only blobs old enough
+    /// that no upload can still be committing them.
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Whether `persist` is slow (a network transfer): the store then calls it before taking
+    /// its blob lock, with the hash pinned against removal until the record is committed,
+    /// instead of under the lock as for a rename.
+    fn sends_ahead(&self) -> bool {
+        false
+    }
 }
 
 pub trait BlobRead: Read + Seek + Send {}

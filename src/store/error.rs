@@ -23,7 +23,11 @@ pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The blob backend (an S3 bucket) is unreachable or failing: not the store's own fault,
+    /// and worth retrying later.
+    #[error("blob backend: {0}")]
+    Backend(String),
     /// A stored record that does not decode, or stored bytes that disagree with their record.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -39,4 +43,16 @@ pub enum StoreError {
     /// A caller broke a rule of the store's API (a bug in the crate, not a bad request).
     #[error("store misuse: {0}")]
     Misuse(&'static str),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(err: std::io::Error) -> Self {
+        match err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<super::s3::BackendError>())
+        {
+            Some(backend) => Self::Backend(backend.to_string()),
+            None => Self::Io(err),
+        }
+    }
 }

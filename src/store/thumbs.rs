@@ -90,9 +90,13 @@ impl Store {
             ThumbBody::Inline(bytes) => (Placement::Inline, Some(*bytes)),
             ThumbBody::File(_) => (Placement::File, None),
         };
+        let (staged, pin) = match body {
+            ThumbBody::File(staged) => self.send_ahead(staged)?,
+            ThumbBody::Inline(_) => (None, None),
+        };
         let _writing = self.writing()?;
         let _guard = self.lock_blobs()?;
-        if let ThumbBody::File(staged) = body {
+        if let Some(staged) = staged {
             self.inner.files.persist(staged)?;
         }
         let value = encode(record)?;
@@ -130,6 +134,7 @@ impl Store {
                 Ok(None)
             })
             .map_err(tx_error);
+        drop(pin);
         match stored {
             Ok(None) => Ok(record.clone()),
             Ok(Some(existing)) => {

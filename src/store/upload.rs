@@ -54,15 +54,22 @@ impl Store {
             None
         };
         let sha256 = staged.sha256.clone();
+        let len = staged.len;
+        // Sent before the gate and the lock are taken: a slow S3 holds up only this upload.
+        let (staged, pin) = if inline {
+            (None, None)
+        } else {
+            self.send_ahead(staged)?
+        };
         let _writing = self.writing()?;
         let content = Content {
             content_type,
             filename,
-            len: staged.len,
+            len,
             sha256: sha256.clone(),
         };
         let _guard = self.lock_blobs()?;
-        if !inline {
+        if let Some(staged) = staged {
             self.inner.files.persist(staged)?;
         }
         let placement = if inline {
@@ -153,6 +160,8 @@ impl Store {
                 },
             )
             .map_err(tx_error);
+        // Committed or failed: the blob may be removed again (by the failure handling below).
+        drop(pin);
         if let Err(err) = result {
             // The file may now be a blob nothing points at; drop it unless another record does.
             if !inline {

@@ -54,7 +54,7 @@ impl From<StoreError> for PoolError {
 
 impl From<std::io::Error> for PoolError {
     fn from(err: std::io::Error) -> Self {
-        Self::from(StoreError::Io(err))
+        Self::from(StoreError::from(err))
     }
 }
 

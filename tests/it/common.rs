@@ -16,6 +16,7 @@ pub struct TestServer {
     pub tls: Option<Arc<mxmedia::tls::CertResolver>>,
     pub config: Config,
     pub media: Arc<mxmedia::media::MediaService>,
+    pub store: mxmedia::store::Store,
     handle: actix_web::dev::ServerHandle,
     _backup_socket: Option<mxmedia::backup::BackupSocket>,
 }
@@ -27,6 +28,9 @@ pub fn test_config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.store.min_free_space = FreeSpace::Bytes(0);
+    if crate::garage::backend_is_s3() {
+        config.store.s3 = Some(crate::garage::shared().config());
+    }
     // The tests count blob files assuming photos and thumbnails live in sled, as they did
     // before the default went down to 4 KiB.
     config.store.inline_blob_max = bytesize::ByteSize::kib(256);
@@ -75,6 +79,7 @@ impl TestServer {
             tls: running.tls,
             config,
             media: running.media,
+            store: running.store,
             handle,
             _backup_socket: running.backup_socket,
         }
@@ -145,12 +150,15 @@ impl TestServer {
         self.url(&format!("/_matrix/client/v1/media/download/localhost/{id}"))
     }
 
-    /// Files under the blob directory and the staging directory.
+    /// Blobs kept outside sled (files under the blob directory, or objects under this
+    /// server's prefix in S3), and files in the staging directory.
     pub fn stored_files(&self) -> (usize, usize) {
-        (
-            count_files(&self.dir.path().join("blobs")),
-            count_files(&self.dir.path().join("tmp")),
-        )
+        (self.blob_count(), count_files(&self.dir.path().join("tmp")))
+    }
+
+    /// Blobs kept outside sled, on either backend.
+    pub fn blob_count(&self) -> usize {
+        blob_count(&self.store, self.dir.path())
     }
 }
 
@@ -170,6 +178,14 @@ pub fn client() -> Client {
 
 pub fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Blobs `store` keeps outside sled: objects under its prefix, or files under `data_dir/blobs`.
+pub fn blob_count(store: &mxmedia::store::Store, data_dir: &Path) -> usize {
+    match store.s3() {
+        Some(s3) => s3.list_all().unwrap().len(),
+        None => count_files(&data_dir.join("blobs")),
+    }
 }
 
 pub fn count_files(path: &Path) -> usize {

@@ -1,0 +1,193 @@
+//! A real Garage (the S3 engine) on loopback for the S3 tests: `shared()` starts one per test
+//! process, the first time a test asks, and each test server takes a prefix of its own in its
+//! bucket; `Garage::start()` gives a test one of its own, to stop and restart.
+//!
+//! The binary is `$MXMEDIA_TEST_GARAGE` (`.ci/garage.sh` ensures it and prints its path), else
+//! Garage's cache path. Garage runs under `sh`, which kills it once its stdin closes: the pipe
+//! closes when the test process exits, even on `kill -9`, so no Garage outlives its tests.
+
+use std::{
+    io::Write as _,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mxmedia::{config::S3Config, store::s3::S3Blobs};
+
+pub const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+pub const SECRET_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+pub const BUCKET: &str = "mxmedia-test";
+pub const REGION: &str = "garage";
+
+/// Where the Garage binary is.
+pub fn binary() -> PathBuf {
+    std::env::var_os("MXMEDIA_TEST_GARAGE").map_or_else(
+        || PathBuf::from("/var/tmp/garage-2.5.0/bin/garage"),
+        PathBuf::from,
+    )
+}
+
+/// Whether this run keeps the test servers' blobs in S3 (`MXMEDIA_TEST_BACKEND=s3`).
+pub fn backend_is_s3() -> bool {
+    std::env::var("MXMEDIA_TEST_BACKEND").is_ok_and(|b| b == "s3")
+}
+
+pub struct Garage {
+    pub endpoint: String,
+    dir: tempfile::TempDir,
+    s3_port: u16,
+    rpc_port: u16,
+    process: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+/// The Garage this test process shares.
+pub fn shared() -> &'static Garage {
+    static SHARED: OnceLock<Garage> = OnceLock::new();
+    SHARED.get_or_init(Garage::start)
+}
+
+/// A prefix no other test server of this process uses.
+pub fn fresh_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}-{}/",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Garage {
+    /// Starts a single-node Garage with the test key and bucket, and waits until it serves.
+    pub fn start() -> Self {
+        let (s3_port, rpc_port) = (free_port(), free_port());
+        let garage = Self {
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            dir: tempfile::tempdir().unwrap(),
+            s3_port,
+            rpc_port,
+            process: Mutex::new(None),
+        };
+        std::fs::write(
+            garage.dir.path().join("garage.toml"),
+            format!(
+                "metadata_dir = \"{dir}/meta\"\n\
+                 data_dir = \"{dir}/data\"\n\
+                 db_engine = \"sqlite\"\n\
+                 replication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_secret = \"{secret}\"\n\
+                 [s3_api]\n\
+                 s3_region = \"{REGION}\"\n\
+                 api_bind_addr = \"127.0.0.1:{s3}\"\n",
+                dir = garage.dir.path().display(),
+                rpc = garage.rpc_port,
+                s3 = garage.s3_port,
+                secret = "0".repeat(63) + "1",
+            ),
+        )
+        .unwrap();
+        garage.resume();
+        garage
+    }
+
+    /// The `[store.s3]` of a test server using this Garage, under a fresh prefix.
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            bucket: BUCKET.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: REGION.into(),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            secret_access_key_file: None,
+            prefix: fresh_prefix(),
+            path_style: true,
+            timeout_secs: 5,
+            sweep_grace_secs: 3600,
+        }
+    }
+
+    /// Kills Garage at once (SIGKILL), as a crash or a pulled cable would.
+    pub fn stop(&self) {
+        let Some((mut child, mut stdin)) = self.process.lock().unwrap().take() else {
+            return;
+        };
+        let _ = stdin.write_all(b"stop\n");
+        drop(stdin);
+        let _ = child.wait();
+        // Until the port is closed, a test could still reach the dying process.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
+            assert!(Instant::now() < deadline, "Garage did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts Garage (again, on the same ports and data) and waits until the bucket works.
+    pub fn resume(&self) {
+        let bin = binary();
+        assert!(
+            bin.exists(),
+            "no Garage at {}: run `bash .ci/garage.sh` (or tests/test.sh), or set MXMEDIA_TEST_GARAGE",
+            bin.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("garage.log"))
+            .unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" -c "$1" server --single-node --default-bucket </dev/null & read _; kill -9 $!; wait"#)
+            .arg(&bin)
+            .arg(self.dir.path().join("garage.toml"))
+            .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", BUCKET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        *self.process.lock().unwrap() = Some((child, stdin));
+        let probe = S3Blobs::new(&S3Config {
+            prefix: String::new(),
+            timeout_secs: 1,
+            ..self.config()
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match probe.check() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!(
+                    "Garage did not come up: {e}; log: {}",
+                    std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
