@@ -213,7 +213,13 @@ fn fill(config: &Config, partial: &Path) -> Result<Report, Error> {
     };
     let (from, to) = (data_dir.join("blobs"), partial.join("blobs"));
     fs::create_dir_all(&to).map_err(BackupError::from)?;
-    for (sha256, len) in &restored.files {
+    // With blobs in S3 the files are objects in the bucket, which the backup does not copy.
+    let files: &[(String, u64)] = if config.store.s3.is_some() {
+        &[]
+    } else {
+        &restored.files
+    };
+    for (sha256, len) in files {
         match copy_blob_file(&from, &to, sha256, *len)? {
             Placed::Linked => report.files_linked += 1,
             Placed::Copied => report.files_copied += 1,

@@ -256,7 +256,9 @@ impl Thumbnailer {
             Err(refusal @ PoolError::TimedOut(_)) => {
                 self.failures.remember(&content.sha256, refusal);
             }
-            Err(PoolError::Busy | PoolError::Internal(_) | PoolError::Gone) => {}
+            Err(
+                PoolError::Busy | PoolError::Internal(_) | PoolError::Gone | PoolError::Unavailable,
+            ) => {}
             _ => {
                 self.probes.insert(content.sha256.clone(), outcome.clone());
             }

@@ -395,3 +395,43 @@ fn thumbnail_methods_use_the_query_names() {
         Ok(())
     });
 }
+
+/// `[store.s3]` comes from `MXMEDIA_STORE__S3__*`: setting the bucket turns it on, the others
+/// are typed, the secret never shows in `check-config`, and a bad value names its variable.
+#[test]
+fn s3_section_from_the_environment() {
+    Jail::expect_with(|jail| {
+        let config = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(config.store.s3.is_none(), "off by default");
+
+        jail.set_env("MXMEDIA_STORE__S3__BUCKET", "media");
+        jail.set_env("MXMEDIA_STORE__S3__ENDPOINT", "http://127.0.0.1:3900");
+        jail.set_env("MXMEDIA_STORE__S3__REGION", "garage");
+        jail.set_env("MXMEDIA_STORE__S3__ACCESS_KEY_ID", "GKabc");
+        jail.set_env("MXMEDIA_STORE__S3__SECRET_ACCESS_KEY", "s3cr3t-value");
+        jail.set_env("MXMEDIA_STORE__S3__PREFIX", "mx/");
+        jail.set_env("MXMEDIA_STORE__S3__PATH_STYLE", "true");
+        let (config, _) = Config::load_with(None, StrayEnv::Refuse).map_err(|e| e.to_string())?;
+        let s3 = config.store.s3.clone().ok_or("no [store.s3]")?;
+        assert_eq!(s3.bucket, "media");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!((s3.region.as_str(), s3.prefix.as_str()), ("garage", "mx/"));
+        assert!(s3.path_style);
+        assert_eq!((s3.timeout_secs, s3.sweep_grace_secs), (30, 3600));
+        assert!(!config.masked_json().contains("s3cr3t-value"));
+
+        for (var, value) in [
+            ("MXMEDIA_STORE__S3__PREFIX", "mx"),
+            ("MXMEDIA_STORE__S3__PREFIX", "/mx/"),
+            ("MXMEDIA_STORE__S3__ENDPOINT", "127.0.0.1:3900"),
+            ("MXMEDIA_STORE__S3__SECRET_ACCESS_KEY_FILE", "/etc/secret"),
+        ] {
+            jail.set_env(var, value);
+            let err = Config::load(None).err().ok_or("accepted")?.to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+            jail.set_env("MXMEDIA_STORE__S3__PREFIX", "mx/");
+            jail.set_env("MXMEDIA_STORE__S3__ENDPOINT", "http://127.0.0.1:3900");
+        }
+        Ok(())
+    });
+}

@@ -66,6 +66,9 @@ impl From<PoolError> for Error {
                 retry_after: thumbnail::RETRY_AFTER,
             },
             PoolError::Gone => Self::NotFound,
+            PoolError::Unavailable => {
+                Self::BadGateway("The media storage backend is unavailable; try again later".into())
+            }
             err @ PoolError::Internal(_) => Self::internal(err),
         }
     }

@@ -112,6 +112,18 @@ fn layer_errors_keep_their_wire_form() {
             "Not enough free disk space to store media",
         ),
         (
+            StoreError::Backend("GET http://10.0.0.5:3900/secret-bucket refused".into()).into(),
+            502,
+            "M_UNKNOWN",
+            "The media storage backend is unavailable; try again later",
+        ),
+        (
+            PoolError::Unavailable.into(),
+            502,
+            "M_UNKNOWN",
+            "The media storage backend is unavailable; try again later",
+        ),
+        (
             StoreError::Corrupt("/secret/blob".into()).into(),
             500,
             "M_UNKNOWN",

@@ -218,6 +218,30 @@ fn media_headers(
     builder
 }
 
+/// Sets the status and `Content-Range` that `range` of a `len`-byte body is answered with
+/// (RFC 9110 §14.4): the half-open span of bytes to send, or `None` for a 416 with no body.
+fn apply_range(
+    builder: &mut HttpResponseBuilder,
+    range: RangeRequest,
+    len: u64,
+) -> Option<(u64, u64)> {
+    match range {
+        RangeRequest::Full => Some((0, len)),
+        RangeRequest::Partial { start, end } => {
+            builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            Some((start, end + 1))
+        }
+        RangeRequest::Unsatisfiable => {
+            builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
+            None
+        }
+    }
+}
+
 /// Builds the response for stored media. `disposition_name` is the file name to announce.
 pub fn media_response(
     req: &HttpRequest,
@@ -255,20 +279,8 @@ pub fn media_response(
     } else {
         RangeRequest::Full
     };
-    let (start, end) = match range {
-        RangeRequest::Full => (0, len),
-        RangeRequest::Partial { start, end } => {
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
-            (start, end + 1)
-        }
-        RangeRequest::Unsatisfiable => {
-            return Ok(builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
-                .finish());
-        }
+    let Some((start, end)) = apply_range(&mut builder, range, len) else {
+        return Ok(builder.finish());
     };
     let body_len = end - start;
     if req.method() == Method::HEAD {

@@ -22,7 +22,7 @@ use self::{
     job::{Job, fetch_original, fetch_thumbnail},
     live::{Flights, Live, LiveMedia, Started, Takedown},
 };
-use super::{MediaService, rate::RateLimit};
+use super::{MediaService, cache::Ticket, rate::RateLimit};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -222,7 +222,36 @@ pub enum Download {
     Live(LiveMedia),
 }
 
+/// Where a request for remote media's original stands once the cache and the store were asked.
+enum Opening {
+    /// Complete and stored (and now cached).
+    Stored(Content),
+    /// Neither stored nor withheld: it must be fetched, then cached under this ticket.
+    Fetch(Ticket),
+}
+
 impl MediaService {
+    /// The steps every request for a remote original opens with: mark it used, take the cache
+    /// ticket before reading the store, answer from the cache or the store when it is there,
+    /// and refuse media an admin withheld before anything is asked of its origin.
+    async fn open_remote(&self, key: &MediaKey) -> Result<Opening> {
+        self.touch(key);
+        let ticket = self.cache.ticket();
+        let cached = match self.cache.content(key) {
+            Some(content) => Some(content),
+            None => stored(&self.store, key).await?,
+        };
+        if let Some(content) = cached {
+            metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
+            self.cache.put_content(ticket, key.clone(), content.clone());
+            return Ok(Opening::Stored(content));
+        }
+        if self.is_withheld(key).await? {
+            return Err(Error::NotFound);
+        }
+        Ok(Opening::Fetch(ticket))
+    }
+
     /// A download of remote media: from the store when fetched before, else followed while it
     /// is fetched from its origin once, however many requests ask at the same time.
     pub async fn remote_download(
@@ -232,15 +261,10 @@ impl MediaService {
         timeout: Option<Duration>,
         requester: Option<&str>,
     ) -> Result<Download> {
-        self.touch(key);
-        let ticket = self.cache.ticket();
-        if let Some(content) = self.stored_or_cached(key).await? {
-            self.cache.put_content(ticket, key.clone(), content.clone());
-            return Ok(Download::Stored(content));
-        }
-        if self.is_withheld(key).await? {
-            return Err(Error::NotFound);
-        }
+        let ticket = match self.open_remote(key).await? {
+            Opening::Stored(content) => return Ok(Download::Stored(content)),
+            Opening::Fetch(ticket) => ticket,
+        };
         let live = self
             .remote
             .follow(&self.store, key, client, timeout, requester)?;
@@ -280,32 +304,16 @@ impl MediaService {
         timeout: Option<Duration>,
         requester: Option<&str>,
     ) -> Result<Content> {
-        self.touch(key);
-        let ticket = self.cache.ticket();
-        let content = match self.stored_or_cached(key).await? {
-            Some(content) => content,
-            None => {
-                if self.is_withheld(key).await? {
-                    return Err(Error::NotFound);
-                }
-                self.remote
-                    .original(&self.store, key, client, timeout, requester)
-                    .await?
-            }
+        let ticket = match self.open_remote(key).await? {
+            Opening::Stored(content) => return Ok(content),
+            Opening::Fetch(ticket) => ticket,
         };
+        let content = self
+            .remote
+            .original(&self.store, key, client, timeout, requester)
+            .await?;
         self.cache.put_content(ticket, key.clone(), content.clone());
         Ok(content)
-    }
-
-    async fn stored_or_cached(&self, key: &MediaKey) -> Result<Option<Content>> {
-        let cached = match self.cache.content(key) {
-            Some(content) => Some(content),
-            None => stored(&self.store, key).await?,
-        };
-        if cached.is_some() {
-            metrics::counter!("mxmedia_remote_cache_hits_total").increment(1);
-        }
-        Ok(cached)
     }
 
     /// A thumbnail of remote media: one kept from its origin, else one made here from the

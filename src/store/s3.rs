@@ -6,7 +6,8 @@
 //! The `BlobStore` calls block; inside, the S3 requests run on a small runtime of their own, so
 //! they neither depend on nor occupy the caller's runtime (actix workers are single-threaded).
 //! Memory stays flat: a put streams the staged file in parts of `PART_SIZE` (a single put for
-//! smaller blobs), at most `PARTS_IN_FLIGHT` at once, and is done only once the object is
+//! smaller blobs), at most `PARTS_IN_FLIGHT` at once and `BUFFERS` in the whole process, and
+//! is done only once the object is
 //! complete; a failed multipart upload is aborted. Reads are streaming GETs (`read`).
 //!
 //! Every request is bounded: connecting and each wait for bytes by `timeout_secs`, every
@@ -40,6 +41,8 @@ use crate::config::S3Config;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once per blob: memory per upload is at most this many parts.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Part buffers in memory at once across all uploads (8 MiB each): more uploads wait.
+const BUFFERS: usize = 8;
 /// Retries of a failed request (connection refused, 5xx, 429), with backoff.
 const MAX_RETRIES: usize = 3;
 
@@ -73,6 +76,8 @@ struct Shared {
     /// How long the next bytes of a GET may take.
     read_timeout: Duration,
     sweep_grace: Duration,
+    /// Part buffers free (of `BUFFERS`), and the uploads waiting for one.
+    buffers: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
 }
 
 /// The runtime S3 requests run on. Shut down without waiting when the store goes, which may
@@ -143,6 +148,7 @@ impl S3Blobs {
                     .saturating_add(Duration::from_secs(8)),
                 read_timeout: timeout,
                 sweep_grace: Duration::from_secs(config.sweep_grace_secs),
+                buffers: Arc::new((std::sync::Mutex::new(BUFFERS), std::sync::Condvar::new())),
             }),
         })
     }
@@ -223,12 +229,17 @@ impl S3Blobs {
                 wait_part(&self.shared, part)?;
             }
             let want = usize::try_from(len - sent).map_or(PART_SIZE, |left| left.min(PART_SIZE));
+            let buffer = Buffer::take(&self.shared.buffers);
             let mut buf = vec![0; want];
             file.read_exact(&mut buf)?;
             sent = sent.saturating_add(u64::try_from(want).unwrap_or(u64::MAX));
             let part = upload.put_part(PutPayload::from(Bytes::from(buf)));
             let deadline = self.part_deadline(want);
-            let handle = spawn_on(&self.shared, measured("put_part", deadline, part))?;
+            let handle = spawn_on(&self.shared, async move {
+                let sent = measured("put_part", deadline, part).await;
+                drop(buffer);
+                sent
+            })?;
             in_flight.push_back(handle);
         }
         for part in in_flight {
@@ -296,6 +307,7 @@ impl BlobStore for S3Blobs {
         let len = staged.len;
         let mut file = staged.file.reopen()?;
         if len <= u64::try_from(PART_SIZE).unwrap_or(u64::MAX) {
+            let _buffer = Buffer::take(&self.shared.buffers);
             let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             (&mut file).take(len).read_to_end(&mut buf)?;
             let store = self.client();
@@ -339,6 +351,33 @@ impl BlobStore for S3Blobs {
     /// pinned).
     fn list(&self) -> io::Result<Vec<String>> {
         self.list_older_than(self.shared.sweep_grace)
+    }
+}
+
+/// One of the `BUFFERS` part buffers, given back when dropped.
+struct Buffer(Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>);
+
+impl Buffer {
+    /// Waits (on a blocking thread) until a buffer is free.
+    fn take(buffers: &Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>) -> Self {
+        let (free, freed) = &**buffers;
+        // A poisoned count means a panic elsewhere; going on unbounded beats deadlocking.
+        if let Ok(guard) = free.lock()
+            && let Ok(mut guard) = freed.wait_while(guard, |free| *free == 0)
+        {
+            *guard -= 1;
+        }
+        Self(Arc::clone(buffers))
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let (free, freed) = &*self.0;
+        if let Ok(mut free) = free.lock() {
+            *free = free.saturating_add(1);
+        }
+        freed.notify_one();
     }
 }
 

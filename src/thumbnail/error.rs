@@ -31,6 +31,9 @@ pub enum PoolError {
     /// The source was deleted meanwhile: nothing was stored.
     #[error("the source is gone")]
     Gone,
+    /// The blob backend (an S3 bucket) failed reading the source or storing the thumbnail.
+    #[error("the blob backend is unavailable")]
+    Unavailable,
 }
 
 impl PoolError {
@@ -46,6 +49,10 @@ impl From<StoreError> for PoolError {
     fn from(err: StoreError) -> Self {
         if let StoreError::NotFound | StoreError::Blocked = err {
             return Self::Gone;
+        }
+        if let StoreError::Backend(detail) = &err {
+            tracing::warn!(error = %detail, "thumbnail job: the blob backend failed");
+            return Self::Unavailable;
         }
         tracing::error!(error = %err, source = ?std::error::Error::source(&err), "thumbnail job failed");
         Self::Internal("thumbnail rendering failed")

@@ -48,6 +48,20 @@ impl Setup {
         }
     }
 
+    /// A set-up in which alice is an admin, for the moderation tests.
+    async fn moderated(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start(|c| {
+            c.auth.admins = vec!["@alice:localhost".into()];
+            tweak(c);
+        })
+        .await
+    }
+
+    /// `prefix/{remote}/{id}`: an admin path naming the remote's media `id`.
+    fn media_path(&self, prefix: &str, id: &str) -> String {
+        format!("{prefix}/{}/{id}", self.remote.name().as_str())
+    }
+
     pub(crate) fn download_url(&self, id: &str) -> String {
         let name = self.remote.name();
         self.server.url(&format!(
@@ -468,7 +482,7 @@ async fn retention_removes_idle_remote_media() {
 /// for review; removed, it is gone; either way it is never fetched from its origin again.
 #[actix_web::test]
 async fn admin_removal_blocks_remote_media() {
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bytes = pseudo_random(300 * 1024, 12);
     let mut file = File::new(bytes.clone(), "image/jpeg");
     file.thumbnail = Some((PNG.to_vec(), "image/png".into()));
@@ -481,21 +495,10 @@ async fn admin_removal_blocks_remote_media() {
     assert!(setup.get(&thumbnail).await.2 == PNG);
     assert!(setup.get(&download).await.2 == bytes);
 
-    let path = format!(
-        "/_synapse/admin/v1/media/quarantine/{}/bad",
-        setup.remote.name().as_str()
-    );
-    let mut res = setup
-        .server
-        .send_as(
-            actix_web::http::Method::POST,
-            setup.server.url(&path),
-            ALICE,
-            "",
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.body().await.unwrap().as_ref(), b"{}");
+    let path = setup.media_path("/_synapse/admin/v1/media/quarantine", "bad");
+    let (code, body) = admin_send(&setup, actix_web::http::Method::POST, &path).await;
+    assert_eq!(code, 200);
+    assert_eq!(body.as_ref(), b"{}");
     assert_eq!(
         setup.server.stored_files(),
         (1, 0),
@@ -506,20 +509,9 @@ async fn admin_removal_blocks_remote_media() {
         assert_error(&mut res, 404, "M_NOT_FOUND").await;
     }
     // Removal takes the bytes and keeps the id blocked.
-    let path = format!(
-        "/_synapse/admin/v1/media/{}/bad",
-        setup.remote.name().as_str()
-    );
-    let res = setup
-        .server
-        .send_as(
-            actix_web::http::Method::DELETE,
-            setup.server.url(&path),
-            ALICE,
-            "",
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+    let path = setup.media_path("/_synapse/admin/v1/media", "bad");
+    let (code, _) = admin_send(&setup, actix_web::http::Method::DELETE, &path).await;
+    assert_eq!(code, 200);
     assert_eq!(setup.server.stored_files(), (0, 0));
     for url in [&download, &thumbnail] {
         let mut res = setup.server.get_as(url, ALICE).await;
@@ -656,9 +648,9 @@ async fn endless_json_answers_fail_at_the_limit() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A remote fetch and a local upload share the free-space floor: arriving together, with a
-/// sum that would cross it, one of them gets 507 and leaves no staging file, the other is
-/// stored.
+/// A remote fetch and a local upload share the free-space floor: with an upload holding 12 MiB
+/// of it, a 20 MiB fetch that would cross it fails (507, or a cut-off body) and leaves no
+/// staging file, and the upload, resumed, is stored.
 #[actix_web::test]
 async fn remote_fetch_and_upload_share_the_free_space_floor() {
     let Some(fs) = Tmpfs::mount("64m") else {
@@ -671,23 +663,31 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         // About 30 MiB above the floor: one 20 MiB file fits, two do not.
         c.store.min_free_space = mxmedia::config::FreeSpace::Bytes(34 << 20);
         c.media.max_remote_size = bytesize::ByteSize::mib(32);
+        // The upload pauses while the fetch runs, which under a loaded machine can take long.
+        c.http.body_idle_timeout_secs = 600;
     })
     .await;
     const LEN: usize = 20 << 20;
+    // Where the upload pauses: with the fetch's 20 MiB on top, over the floor.
+    const HELD: usize = 12 << 20;
     setup
         .host
         .put("big", File::new(pseudo_random(LEN, 7), "application/pdf"));
-    let body = pseudo_random(LEN, 8);
-    let chunks = futures_util::stream::unfold(0, move |at| {
+    let body = bytes::Bytes::from(pseudo_random(LEN, 8));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let chunks = futures_util::stream::unfold((0, Some(released)), move |(at, mut gate)| {
         let body = body.clone();
         async move {
             if at >= body.len() {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if at >= HELD
+                && let Some(gate) = gate.take()
+            {
+                let _ = gate.await;
+            }
             let end = (at + 256 * 1024).min(body.len());
-            let chunk = bytes::Bytes::copy_from_slice(&body[at..end]);
-            Some((Ok::<_, std::io::Error>(chunk), end))
+            Some((Ok::<_, std::io::Error>(body.slice(at..end)), (end, gate)))
         }
     });
     let upload = setup
@@ -695,43 +695,60 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
         .client
         .post(setup.server.url("/_matrix/media/v3/upload"))
         .bearer_auth(ALICE)
+        .timeout(Duration::from_secs(600))
         .send_stream(chunks);
     let fetch = async {
-        // Let the upload get going first, so both streams are in flight together.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        setup.server.get_as(setup.download_url("big"), ALICE).await
-    };
-    let (upload, mut fetch) = tokio::join!(upload, fetch);
-    let mut upload = upload.unwrap();
-    // The fetch loses before its bytes begin (507) or midway (a cut-off body); the upload
-    // loses with 507.
-    let fetched = match fetch.status().as_u16() {
-        507 => {
-            assert_error(&mut fetch, 507, "M_UNKNOWN").await;
-            false
+        // The fetch starts once the upload's paused bytes are on disk (so reserved), not after
+        // a guessed head start.
+        let tmp = data_dir.join("tmp");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while dir_bytes(&tmp) < u64::try_from(HELD - (1 << 20)).unwrap() {
+            assert!(Instant::now() < deadline, "the upload never got going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        200 => fetch
-            .body()
-            .limit(LEN * 2)
-            .await
-            .is_ok_and(|body| body.len() == LEN),
-        other => panic!("fetch answered {other}"),
+        let mut fetch = setup.server.get_as(setup.download_url("big"), ALICE).await;
+        // The fetch loses before its bytes begin (507) or midway (a cut-off body).
+        let fetched = match fetch.status().as_u16() {
+            507 => {
+                assert_error(&mut fetch, 507, "M_UNKNOWN").await;
+                false
+            }
+            200 => fetch
+                .body()
+                .limit(LEN * 2)
+                .await
+                .is_ok_and(|body| body.len() == LEN),
+            other => panic!("fetch answered {other}"),
+        };
+        let _ = release.send(());
+        fetched
     };
-    if fetched {
-        assert_error(&mut upload, 507, "M_UNKNOWN").await;
-    } else {
-        assert_eq!(upload.status(), 200, "one of the two is stored");
-    }
+    let (upload, fetched) = tokio::join!(upload, fetch);
+    assert!(!fetched, "the fetch crossing the floor is not served whole");
+    let upload = upload.unwrap();
+    assert_eq!(upload.status(), 200, "the upload is stored");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         count_files(&data_dir.join("tmp")),
         0,
         "no staging file left"
     );
-    assert_eq!(count_files(&data_dir.join("blobs")), 1);
-    drop((upload, fetch));
+    assert_eq!(setup.server.blob_count(), 1, "on disk or in the bucket");
+    drop(upload);
     drop(setup);
     tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Bytes in the files directly under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// An admin's removal wins against a fetch of the same id already in flight, for originals and
@@ -739,13 +756,11 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
 /// started it and every later one get 404, and the origin is not asked again.
 #[actix_web::test]
 async fn removal_wins_against_a_fetch_in_flight() {
-    let setup = Setup::start(|c| {
-        c.auth.admins = vec!["@alice:localhost".into()];
+    let setup = Setup::moderated(|c| {
         // Every blob a file, so a stored one shows on disk.
         c.store.inline_blob_max = bytesize::ByteSize::kib(1);
     })
     .await;
-    let remote = setup.remote.name();
     let gate = Gate::new();
     let mut original = File::new(pseudo_random(600 * 1024, 41), "application/pdf");
     original.gate = Some(gate.clone());
@@ -764,18 +779,9 @@ async fn removal_wins_against_a_fetch_in_flight() {
         // Both fetches are now waiting for the origin's answer.
         gate.held(2).await;
         for id in ["doomed", "doomed-pic"] {
-            let path = format!("/_mxmedia/admin/v1/media/{}/{id}", remote.as_str());
-            let mut res = setup
-                .server
-                .send_as(
-                    actix_web::http::Method::DELETE,
-                    setup.server.url(&path),
-                    ALICE,
-                    "",
-                )
-                .await;
-            assert_eq!(res.status(), 200);
-            let body: serde_json::Value = res.json().await.unwrap();
+            let path = setup.media_path("/_mxmedia/admin/v1/media", id);
+            let (code, body) = admin_call(&setup, actix_web::http::Method::DELETE, &path).await;
+            assert_eq!(code, 200);
             assert_eq!(
                 body,
                 serde_json::json!({"deleted": false}),
@@ -799,18 +805,28 @@ async fn removal_wins_against_a_fetch_in_flight() {
     setup.signatures_were_valid();
 }
 
+/// Sends `method` to an admin `path` as alice: status and body.
+async fn admin_send(
+    setup: &Setup,
+    method: actix_web::http::Method,
+    path: &str,
+) -> (u16, bytes::Bytes) {
+    let mut res = setup
+        .server
+        .send_as(method, setup.server.url(path), ALICE, "")
+        .await;
+    let status = res.status().as_u16();
+    (status, res.body().await.unwrap())
+}
+
 /// Sends `method` to an admin `path` as alice: status and JSON body.
 async fn admin_call(
     setup: &Setup,
     method: actix_web::http::Method,
     path: &str,
 ) -> (u16, serde_json::Value) {
-    let mut res = setup
-        .server
-        .send_as(method, setup.server.url(path), ALICE, "")
-        .await;
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
+    let (status, body) = admin_send(setup, method, path).await;
+    (status, serde_json::from_slice(&body).unwrap())
 }
 
 /// Bytes on the quarantine list are quarantined the moment a remote fetch stores them, before
@@ -821,7 +837,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
     use actix_web::http::Method;
     use sha2::Digest as _;
 
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bad = pseudo_random(5000, 77);
     setup.host.put("evil", File::new(bad.clone(), "image/png"));
     setup
@@ -850,11 +866,10 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
         1,
         "fetched once, kept"
     );
-    let name = setup.remote.name();
     let (code, body) = admin_call(
         &setup,
         Method::GET,
-        &format!("/_synapse/admin/v1/media/{}/evil", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media", "evil"),
     )
     .await;
     assert_eq!(code, 200);
@@ -867,10 +882,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
     let (code, _) = admin_call(
         &setup,
         Method::POST,
-        &format!(
-            "/_synapse/admin/v1/media/quarantine/{}/unseen",
-            name.as_str()
-        ),
+        &setup.media_path("/_synapse/admin/v1/media/quarantine", "unseen"),
     )
     .await;
     assert_eq!(code, 200);
@@ -890,7 +902,7 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
 async fn purge_media_cache_removes_idle_remote_media() {
     use actix_web::http::Method;
 
-    let setup = Setup::start(|c| c.auth.admins = vec!["@alice:localhost".into()]).await;
+    let setup = Setup::moderated(|_| {}).await;
     let bytes = pseudo_random(3000, 5);
     setup.host.put("old", File::new(bytes.clone(), "image/png"));
     setup
@@ -902,11 +914,10 @@ async fn purge_media_cache_removes_idle_remote_media() {
     assert_eq!(setup.get(&setup.download_url("old")).await.0, 200);
     assert_eq!(setup.get(&setup.download_url("held")).await.0, 200);
     assert_eq!(setup.get(&setup.download_url("recent")).await.0, 200);
-    let name = setup.remote.name();
     admin_call(
         &setup,
         Method::POST,
-        &format!("/_synapse/admin/v1/media/quarantine/{}/held", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media/quarantine", "held"),
     )
     .await;
     let mut res = setup
@@ -954,7 +965,7 @@ async fn purge_media_cache_removes_idle_remote_media() {
     let (_, body) = admin_call(
         &setup,
         Method::GET,
-        &format!("/_synapse/admin/v1/media/{}/held", name.as_str()),
+        &setup.media_path("/_synapse/admin/v1/media", "held"),
     )
     .await;
     assert_eq!(

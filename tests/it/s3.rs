@@ -426,6 +426,7 @@ async fn kill_9_during_an_s3_upload_leaves_no_record_and_no_object() {
     proc.child.kill().unwrap(); // SIGKILL
     proc.child.wait().unwrap();
     let answered = pending.await.unwrap();
+    eprintln!("the killed upload answered {answered:?}");
 
     let mut proc = spawn_with(dir.path(), port, true, &env("0"));
     wait_ready(&proc.base).await;
@@ -446,4 +447,42 @@ async fn kill_9_during_an_s3_upload_leaves_no_record_and_no_object() {
     assert!(got == body);
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
+}
+
+/// The metrics listener counts S3 requests by operation, their latency, and their errors (here
+/// a download while Garage is down).
+#[actix_web::test]
+async fn s3_requests_errors_and_latency_are_in_the_metrics() {
+    let garage = Garage::start();
+    let port = free_port();
+    let mut s3 = garage.config();
+    s3.timeout_secs = 1;
+    let server = TestServer::start_with(move |config| {
+        config.store.inline_blob_max = bytesize::ByteSize::kib(1);
+        config.store.s3 = Some(s3);
+        config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    })
+    .await;
+    let body = pseudo_random(2 * 1024 * 1024, 7);
+    let id = server.upload(&body, "application/octet-stream", None).await;
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
+    assert_eq!(res.body().limit(8 << 20).await.unwrap().len(), body.len());
+    garage.stop();
+    let mut res = server.get_as(server.download_url(&id), ALICE).await;
+    assert_error(&mut res, 502, "M_UNKNOWN").await;
+
+    let mut res = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    for needle in [
+        "mxmedia_s3_requests_total{op=\"put\"}",
+        "mxmedia_s3_requests_total{op=\"get\"}",
+        "mxmedia_s3_errors_total{op=\"get\"}",
+        "mxmedia_s3_request_duration_seconds_bucket{op=\"put\"",
+    ] {
+        assert!(text.contains(needle), "{needle} in\n{text}");
+    }
 }

@@ -300,7 +300,7 @@ async fn concurrent_chunked_uploads_cannot_cross_the_free_space_floor() {
         0,
         "the refused upload left no staging file"
     );
-    assert_eq!(count_files(&data_dir.join("blobs")), 2);
+    assert_eq!(server.blob_count(), 2, "on disk or in the bucket");
     drop(server);
     // Let the server release its files before the tmpfs goes.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -5,10 +5,10 @@
 use actix_web::{
     HttpRequest, HttpResponse,
     body::{BodyStream, SizedStream},
-    http::{StatusCode, header},
+    http::header,
 };
 
-use super::{Caching, RangeRequest, media_headers, parse_range};
+use super::{Caching, RangeRequest, apply_range, media_headers, parse_range};
 use crate::media::remote::live::LiveMedia;
 
 /// The response for `live`, streamed as its bytes arrive.
@@ -37,20 +37,8 @@ pub fn live_response(
             len,
         )
     };
-    let (start, end) = match range {
-        RangeRequest::Full => (0, len),
-        RangeRequest::Partial { start, end } => {
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
-            (start, end + 1)
-        }
-        RangeRequest::Unsatisfiable => {
-            return builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
-                .finish();
-        }
+    let Some((start, end)) = apply_range(&mut builder, range, len) else {
+        return builder.finish();
     };
     builder.body(SizedStream::new(end - start, live.stream(start, Some(end))))
 }
