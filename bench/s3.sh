@@ -73,8 +73,10 @@ fs_mx=$(start_mxmedia 18091 "$work/data-fs"); pids+=("$fs_mx")
 wait_healthy http://127.0.0.1:18091
 auth=(-H "Authorization: Bearer benchtoken")
 
+# The aws CLI signs S3 URLs with SigV4 (all Garage accepts) and path-style only when told.
+printf '[default]\ns3 =\n    signature_version = s3v4\n    addressing_style = path\n' > "$work/aws.config"
 presign() { # object key -> a presigned GET URL valid for an hour
-    AWS_ACCESS_KEY_ID=$access_key AWS_SECRET_ACCESS_KEY=$secret_key AWS_DEFAULT_REGION=garage \
+    AWS_CONFIG_FILE="$work/aws.config" AWS_ACCESS_KEY_ID=$access_key AWS_SECRET_ACCESS_KEY=$secret_key AWS_DEFAULT_REGION=garage \
         aws s3 presign "s3://$bucket/$1" --endpoint-url "http://127.0.0.1:$s3_port" --expires-in 3600
 }
 upload() { # base file -> media id
