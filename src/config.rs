@@ -27,8 +27,10 @@ pub use self::{
     tls::TlsConfig,
 };
 
-/// Environment variables with the `MXMEDIA_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
+/// Environment variables with the `MXMEDIA_` prefix that are not config keys. The `test_*`
+/// ones are the test suite's (`tests/test.sh`: the Garage binary, the blob backend under test),
+/// so a shell that ran it can still start and check the server.
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format", "test_garage", "test_backend"];
 
 /// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";

@@ -107,6 +107,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
     );
     synapse_admin_routes(cfg);
     cfg.service(
+        resource("/_matrix/media/unstable/org.matrix.msc4034/usage")
+            .route(web::get().to(client::get_media_usage)),
+    );
+    cfg.service(
         scope("/_matrix/media/unstable/fi.mau.msc2246")
             .service(resource("/create").route(web::post().to(upload::create_mxc_uri)))
             .service(

@@ -16,14 +16,16 @@
 
 mod batch;
 mod problems;
-mod progress;
+pub(crate) mod progress;
 mod sink;
 pub mod socket;
 mod staging;
 pub mod synapse;
+mod thumbs;
 
 use std::{collections::BTreeMap, io, path::PathBuf};
 
+pub use self::thumbs::ThumbReport;
 use self::{
     batch::{Run, check_rows},
     problems::Problems,
@@ -51,6 +53,8 @@ pub struct Options {
     pub problems_file: PathBuf,
     /// Show a progress bar (a terminal) or print a progress line every few seconds.
     pub progress_bar: bool,
+    /// Also keep the thumbnails Synapse stored, where they are what this server would serve.
+    pub thumbnails: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +146,8 @@ pub struct Report {
     pub bytes_saved: u64,
     /// The problem list, if there were problems.
     pub problems_file: Option<PathBuf>,
+    /// With `--thumbnails`: what became of Synapse's thumbnails.
+    pub thumbnails: ThumbReport,
 }
 
 impl Report {
@@ -160,6 +166,7 @@ impl Report {
             bytes_linked: 0,
             bytes_saved: 0,
             problems_file: None,
+            thumbnails: ThumbReport::default(),
         }
     }
 
@@ -196,7 +203,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
         staging,
         report: Report::new(target),
         problems: Problems::new(&options.problems_file),
-        progress: Progress::new(total, options.progress_bar),
+        progress: Progress::new("import", total, options.progress_bar),
         batch: Vec::new(),
         batch_bytes: 0,
         now: now_ms(),
@@ -206,7 +213,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
         tables.push(Table::Remote);
     }
     let mut outcome = Ok(());
-    for table in tables {
+    for &table in &tables {
         outcome = db
             .for_each(table, &mut |row| run.push(row))
             .map_err(Error::from)
@@ -216,6 +223,13 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
         }
         if outcome.is_err() {
             break;
+        }
+    }
+    if options.thumbnails {
+        for &table in &tables {
+            if outcome.is_ok() {
+                outcome = run.import_thumbnails(&mut db, table);
+            }
         }
     }
     run.progress.finish();

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod export;
 pub mod federation;
 pub mod http;
 pub mod import;
@@ -55,9 +56,11 @@ pub struct Running {
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
 /// What the data dir's socket answers besides backups: imports, committed by this process
-/// because sled admits only one, and the blob lists of `mxmedia migrate-store`.
+/// because sled admits only one, exports, read by it for the same reason, and the blob lists
+/// of `mxmedia migrate-store`.
 const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] = &[
     (import::socket::REQUEST, import::socket::serve),
+    (export::REQUEST, export::serve),
     (migrate::socket::REQUEST, migrate::socket::serve),
 ];
 
@@ -278,7 +281,8 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// Every minute: removes expired `/create` reservations and writes remote media access times.
+/// Every minute: removes expired `/create` reservations and URL preview images, and writes
+/// remote media access times.
 /// A minute after start and then hourly: applies the remote media retention, if configured.
 fn spawn_expiry(state: web::Data<AppState>) {
     actix_web::rt::spawn(async move {
@@ -302,6 +306,24 @@ fn spawn_expiry(state: web::Data<AppState>) {
             }
             if let Ok(size) = state.media.store().blocking(|s| s.size_on_disk()).await {
                 ::metrics::gauge!("mxmedia_store_db_bytes").set(size.to_f64().unwrap_or(f64::MAX));
+            }
+            // Also while previews are off: images stored while they were on still expire.
+            let preview = &state.config.preview;
+            let created_before = clock::now_ms().saturating_sub(preview.image_ttl_ms());
+            let max_bytes = preview.image_cache_max_size.as_u64();
+            match state
+                .media
+                .expire_preview_images(created_before, max_bytes)
+                .await
+            {
+                Ok(s) if s.removed > 0 => tracing::info!(
+                    removed = s.removed,
+                    removed_bytes = s.removed_bytes,
+                    kept_bytes = s.kept_bytes,
+                    "removed URL preview images past their lifetime or the size cap"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring URL preview images failed"),
             }
             match state.media.expire_pending().await {
                 Ok(0) => {}

@@ -7,12 +7,13 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mxmedia::{
     config::{Config, StrayEnv},
-    import,
+    export, import,
 };
 
 use crate::cli::{
     backup::run_backup,
     doctor::run_doctor,
+    export::run_export,
     import::run_import,
     keys::{check_signing_key, generate_key},
     migrate::run_migrate,
@@ -90,12 +91,47 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write this server's media for another media repository, so nobody is locked in.
+    #[command(subcommand)]
+    Export(ExportTo),
+}
+
+#[derive(Subcommand)]
+enum ExportTo {
+    /// Write the local media in a Synapse media store's layout, and SQL giving Synapse's
+    /// local_media_repository a row for each item (same ids, names, types, times,
+    /// quarantines). Works with the server running or stopped; run it again to add what is new.
+    Synapse {
+        /// The media store to write (Synapse's media_store_path, or a new directory to move
+        /// there). Files already there with the same bytes are left alone.
+        #[arg(long)]
+        media_store: PathBuf,
+        /// Where to write the SQL statements (INSERT … ON CONFLICT DO NOTHING: safe to load twice).
+        #[arg(long)]
+        sql: PathBuf,
+        /// The engine of Synapse's database: sqlite (load with `sqlite3 homeserver.db < FILE`)
+        /// or postgres (load with `psql -f FILE`).
+        #[arg(long, value_enum)]
+        dialect: DialectArg,
+        /// Hard-link blob files instead of copying (media store and data dir on one file system).
+        #[arg(long)]
+        link: bool,
+        /// The data dir to export from. Default: the configured one, as `serve` would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
     S3,
     Fs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DialectArg {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Subcommand)]
@@ -112,6 +148,10 @@ enum ImportFrom {
         /// Also import the media Synapse cached from other servers.
         #[arg(long)]
         remote: bool,
+        /// Also keep the thumbnails Synapse stored where they match a size served here
+        /// (default: made again on demand).
+        #[arg(long)]
+        thumbnails: bool,
         /// Hard-link files instead of copying (media store and data dir on one file system).
         #[arg(long)]
         link: bool,
@@ -172,6 +212,7 @@ fn main() -> ExitCode {
             media_store,
             database,
             remote,
+            thumbnails,
             link,
             dry_run,
             problems,
@@ -192,6 +233,7 @@ fn main() -> ExitCode {
                 dry_run,
                 problems_file: problems,
                 progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                thumbnails,
             };
             run_import(&config, &options)
         }
@@ -218,6 +260,32 @@ fn main() -> ExitCode {
                 progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             run_migrate(&config, &options)
+        }
+        Command::Export(ExportTo::Synapse {
+            media_store,
+            sql,
+            dialect,
+            link,
+            data_dir,
+        }) => {
+            for var in &ignored_env {
+                eprintln!("mxmedia: ignoring {var}: it names no setting");
+            }
+            let mut config = config;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            let options = export::Options {
+                media_store,
+                sql,
+                dialect: match dialect {
+                    DialectArg::Sqlite => export::Dialect::Sqlite,
+                    DialectArg::Postgres => export::Dialect::Postgres,
+                },
+                link,
+                progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            run_export(&config, &options)
         }
         Command::Doctor {
             base_url,

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod inventory;
 pub mod moderation;
+pub mod preview_images;
 pub mod quota;
 pub mod rate;
 pub mod remote;

@@ -104,6 +104,9 @@ struct Inner {
     max_redirects: u32,
     timeout: Duration,
     ttl_ms: u64,
+    /// How long preview images are kept (never less than `ttl_ms`), and their total cap.
+    image_ttl_ms: u64,
+    image_cache_max: u64,
     last_sweep: AtomicU64,
 }
 
@@ -117,7 +120,8 @@ impl Previews {
             .max_image_size
             .as_u64()
             .min(config.thumbnails.max_source_size.as_u64())
-            .min(config.media.max_upload_size.as_u64());
+            .min(config.media.max_upload_size.as_u64())
+            .min(preview.image_cache_max_size.as_u64());
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 media,
@@ -137,6 +141,8 @@ impl Previews {
                 max_redirects: preview.max_redirects,
                 timeout: Duration::from_secs(preview.timeout_secs),
                 ttl_ms: preview.cache_ttl_secs.saturating_mul(1000),
+                image_ttl_ms: preview.image_ttl_ms(),
+                image_cache_max: preview.image_cache_max_size.as_u64(),
                 last_sweep: AtomicU64::new(0),
             })),
         })
@@ -177,13 +183,8 @@ impl Previews {
             return Ok(hit);
         }
         let work = {
-            let (inner, client, user, key) = (
-                Arc::clone(inner),
-                client.clone(),
-                user.to_owned(),
-                key.clone(),
-            );
-            move || async move { inner.produce(&client, &user, url, key).await }
+            let (inner, client, key) = (Arc::clone(inner), client.clone(), key.clone());
+            move || async move { inner.produce(&client, url, key).await }
         };
         // The rate limit bounds the fetches a user starts: answers from the cache or from a
         // fetch already under way cost nothing.
@@ -218,11 +219,11 @@ impl Inner {
         Ok(hit.map(Bytes::from))
     }
 
-    /// The flight's work: look again (another flight may just have landed), fetch, cache.
+    /// The flight's work: look again (another flight may just have landed), fetch, cache. The
+    /// images it stores are nobody's, whoever asked first: the rate limit already charged them.
     async fn produce(
         &self,
         client: &awc::Client,
-        user: &str,
         url: Url,
         key: Vec<u8>,
     ) -> Result<Bytes, Failure> {
@@ -230,7 +231,7 @@ impl Inner {
             return Ok(hit);
         }
         metrics::counter!("mxmedia_preview_fetches_total").increment(1);
-        let og = tokio::time::timeout(self.timeout, self.generate(client, user, url))
+        let og = tokio::time::timeout(self.timeout, self.generate(client, url, &key))
             .await
             .map_err(|_| Failure::Timeout)??;
         let json = Bytes::from(
@@ -263,8 +264,8 @@ impl Inner {
     async fn generate(
         &self,
         client: &awc::Client,
-        user: &str,
         url: Url,
+        key: &[u8],
     ) -> Result<Map<String, Value>, Failure> {
         let fetcher = Fetcher {
             client,
@@ -275,11 +276,11 @@ impl Inner {
         if let Some(endpoint) = oembed::known_endpoint(&url)
             && let Ok(Some((og, image))) = self.embed(&fetcher, endpoint).await
         {
-            return Ok(self.with_image(&fetcher, user, og, image).await);
+            return Ok(self.with_image(&fetcher, key, og, image).await);
         }
         let mut answer = fetcher.get(url, ACCEPT_PAGE).await?;
         if answer.is_image() {
-            let stored = fetch::store_image(&self.media, user, answer, &self.image).await?;
+            let stored = fetch::store_image(&self.media, answer, &self.image_target(key)).await?;
             return Ok(image_fields(Map::new(), stored));
         }
         if !answer.is_html() {
@@ -304,7 +305,17 @@ impl Inner {
             og.extend(embed_og);
             image = embed_image.or(image);
         }
-        Ok(self.with_image(&fetcher, user, og, image).await)
+        Ok(self.with_image(&fetcher, key, og, image).await)
+    }
+
+    /// Where an image for the preview cached under `key` goes, and its limits.
+    fn image_target(&self, key: &[u8]) -> fetch::ImageTarget<'_> {
+        fetch::ImageTarget {
+            limits: &self.image,
+            preview_key: key.to_vec(),
+            ttl_ms: self.image_ttl_ms,
+            cache_max_bytes: self.image_cache_max,
+        }
     }
 
     /// Fetches and reads an oEmbed endpoint: its fields and image.
@@ -335,7 +346,7 @@ impl Inner {
     async fn with_image(
         &self,
         fetcher: &Fetcher<'_>,
-        user: &str,
+        key: &[u8],
         og: Map<String, Value>,
         image: Option<Url>,
     ) -> Map<String, Value> {
@@ -343,7 +354,7 @@ impl Inner {
             return og;
         };
         let stored = match fetcher.get(image, ACCEPT_IMAGE).await {
-            Ok(answer) => fetch::store_image(&self.media, user, answer, &self.image).await,
+            Ok(answer) => fetch::store_image(&self.media, answer, &self.image_target(key)).await,
             Err(e) => Err(e),
         };
         match stored {

@@ -14,6 +14,10 @@
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
 //! - `userid_usage`, `userid_quota`: what each user stores, and an admin's limits (see `usage`)
+//! - `createdid_previewimage`: images stored for URL previews, oldest first, with their total
+//!   size (see `preview_images`)
+//! - `userid_media`, `sha256_holder`: each user's media by creation time, and who holds which
+//!   bytes (see `index`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -24,11 +28,14 @@ pub mod backup;
 pub mod blob;
 pub mod blocked;
 mod error;
+pub mod export;
 pub mod import;
+mod index;
 pub mod inventory;
 pub mod keys;
 mod kv;
 mod pending;
+pub mod preview_images;
 pub mod quarantine;
 mod refs;
 pub mod retention;
@@ -92,6 +99,9 @@ struct Inner {
     hash_quarantine: sled::Tree,
     usage: sled::Tree,
     quotas: sled::Tree,
+    preview_images: sled::Tree,
+    user_index: sled::Tree,
+    hash_index: sled::Tree,
     files: Box<dyn BlobStore>,
     /// The bucket, when blobs are in S3 (`files` is then the same backend).
     s3: Option<S3Blobs>,
@@ -158,6 +168,9 @@ impl Store {
                 hash_quarantine: db.open_tree("sha256_quarantine")?,
                 usage: db.open_tree("userid_usage")?,
                 quotas: db.open_tree("userid_quota")?,
+                preview_images: db.open_tree("createdid_previewimage")?,
+                user_index: db.open_tree("userid_media")?,
+                hash_index: db.open_tree("sha256_holder")?,
                 files,
                 s3,
                 pins: Mutex::new(HashMap::new()),
@@ -171,6 +184,8 @@ impl Store {
             }),
         };
         store.count_usage_once()?;
+        store.migrate_preview_images_once(config.server_name.as_str())?;
+        store.build_indexes_once()?;
         Ok(store)
     }
 

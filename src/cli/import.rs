@@ -53,6 +53,14 @@ pub(crate) fn run_import(config: &Config, options: &import::Options) -> ExitCode
         report.bytes_linked,
         report.bytes_saved,
     );
+    if options.thumbnails {
+        let t = &report.thumbnails;
+        println!(
+            "  thumbnails:    {} imported, {} already there, {} left out (not a size, method or \
+             type served here: made again on demand), {} missing or unreadable",
+            t.imported, t.already_there, t.left_out, t.failed
+        );
+    }
     if let Some(path) = &report.problems_file {
         println!("problem ids listed in {}", path.display());
     }

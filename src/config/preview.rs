@@ -50,6 +50,15 @@ pub struct PreviewConfig {
     pub rate_limit_per_minute: u32,
     /// Fetches a user may start at once before the per-minute rate applies. Default 10.
     pub rate_limit_burst: u32,
+    /// Seconds an image stored for a preview is kept, from when it was fetched; then its id
+    /// answers 404. Never less than `cache_ttl_secs` (the longer applies), so that every cached
+    /// preview's image is there; longer by default, since clients keep previews too.
+    /// Default 2 days (Synapse's).
+    pub image_ttl_secs: u64,
+    /// Most bytes all preview images may take together; past it the oldest are removed first
+    /// (with the cached previews that show them). Preview images are nobody's uploads, so no
+    /// quota bounds them: this does. Also caps `max_image_size`. Default 1 GiB.
+    pub image_cache_max_size: ByteSize,
 }
 
 impl Default for PreviewConfig {
@@ -71,11 +80,21 @@ impl Default for PreviewConfig {
             cache_ttl_secs: 24 * 60 * 60,
             rate_limit_per_minute: 30,
             rate_limit_burst: 10,
+            image_ttl_secs: 2 * 24 * 60 * 60,
+            image_cache_max_size: ByteSize::gib(1),
         }
     }
 }
 
 impl PreviewConfig {
+    /// How long preview images are kept, in ms: `image_ttl_secs`, never less than the
+    /// previews that show them are cached.
+    pub fn image_ttl_ms(&self) -> u64 {
+        self.image_ttl_secs
+            .max(self.cache_ttl_secs)
+            .saturating_mul(1000)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.enabled && self.ip_range_denylist.is_empty() {
             return Err(ConfigError::invalid(
@@ -118,6 +137,12 @@ impl PreviewConfig {
             return Err(ConfigError::invalid(
                 "MXMEDIA_PREVIEW__RATE_LIMIT_BURST",
                 "must be at least 1 when rate_limit_per_minute is set",
+            ));
+        }
+        if self.image_cache_max_size.as_u64() == 0 {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_PREVIEW__IMAGE_CACHE_MAX_SIZE",
+                "must be greater than 0",
             ));
         }
         Ok(())

@@ -177,12 +177,51 @@ fn disposition_of(content_type: &str) -> &'static str {
 }
 
 /// # `GET /_matrix/client/v1/media/config`
+///
+/// With a quota on the caller, also its limits under MSC4034's unstable names
+/// (<https://github.com/matrix-org/matrix-spec-proposals/pull/4034>, "Unstable prefix": the
+/// new `/config` fields in the `org.matrix.msc4034` namespace); an unlimited one is left out,
+/// as the MSC leaves a limit it does not know.
 pub async fn get_media_config(
     state: web::Data<AppState>,
     user: AuthedUser,
 ) -> Result<HttpResponse, Error> {
-    user.not_guest()?;
-    Ok(HttpResponse::Ok().json(json!({ "m.upload.size": state.media.max_upload_size() })))
+    let user = user.not_guest()?;
+    let (limits, _, _) = state.media.quota(&user.user_id).await?;
+    let mut body = json!({ "m.upload.size": state.media.max_upload_size() });
+    if let serde_json::Value::Object(fields) = &mut body {
+        if limits.max_bytes > 0 {
+            fields.insert(
+                "org.matrix.msc4034.storage.size".into(),
+                limits.max_bytes.into(),
+            );
+        }
+        if limits.max_files > 0 {
+            fields.insert(
+                "org.matrix.msc4034.storage.max_files".into(),
+                limits.max_files.into(),
+            );
+        }
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// # `GET /_matrix/media/unstable/org.matrix.msc4034/usage`
+///
+/// What the caller stores: bytes and files of their complete local media, from the counters the
+/// quotas use (preview images and remote media are nobody's). MSC4034 only (no spec version
+/// has it yet): its unstable path and field names,
+/// <https://github.com/matrix-org/matrix-spec-proposals/pull/4034>.
+pub async fn get_media_usage(
+    state: web::Data<AppState>,
+    user: AuthedUser,
+) -> Result<HttpResponse, Error> {
+    let user = user.not_guest()?;
+    let (_, usage, _) = state.media.quota(&user.user_id).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "org.matrix.msc4034.storage.used": usage.bytes,
+        "org.matrix.msc4034.storage.files": usage.files,
+    })))
 }
 
 /// # `GET /_mxmedia/health`

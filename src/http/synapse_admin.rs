@@ -39,7 +39,11 @@ pub async fn media_info(
         fields.insert("media_origin".into(), json!(key.server_name.as_str()));
         fields.insert(
             "user_id".into(),
-            json!(info.local.then_some(info.meta.uploader.as_str())),
+            // A URL preview's image is nobody's upload.
+            json!(
+                (info.local && !info.meta.is_preview_image())
+                    .then_some(info.meta.uploader.as_str())
+            ),
         );
         fields.insert(
             "filesystem_id".into(),

@@ -1,4 +1,4 @@
-//! How far an import is: a bar with rate and ETA on a terminal, otherwise (a log, a journal) a
+//! How far an import (or an export) is: a bar with rate and ETA on a terminal, otherwise (a log, a journal) a
 //! plain line every few seconds. Both on stderr, so stdout keeps only the summary.
 
 use std::time::{Duration, Instant};
@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How often the plain line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
-pub(super) struct Progress {
+pub(crate) struct Progress {
+    /// What is counted, for the plain line: `import`, `export`.
+    label: &'static str,
     bar: Option<ProgressBar>,
     total: u64,
     rows: u64,
@@ -18,7 +20,7 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new(total: u64, bar: bool) -> Self {
+    pub(crate) fn new(label: &'static str, total: u64, bar: bool) -> Self {
         let bar = bar.then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -31,6 +33,7 @@ impl Progress {
         });
         let now = Instant::now();
         Self {
+            label,
             bar,
             total,
             rows: 0,
@@ -40,7 +43,7 @@ impl Progress {
         }
     }
 
-    pub(super) fn row(&mut self) {
+    pub(crate) fn row(&mut self) {
         self.rows += 1;
         match &self.bar {
             Some(bar) => bar.inc(1),
@@ -52,7 +55,7 @@ impl Progress {
         }
     }
 
-    pub(super) fn bytes(&mut self, n: u64) {
+    pub(crate) fn bytes(&mut self, n: u64) {
         self.bytes += n;
         if let Some(bar) = &self.bar {
             bar.set_message(format!("{} stored", bytesize::ByteSize::b(self.bytes)));
@@ -60,14 +63,14 @@ impl Progress {
     }
 
     /// A message that must not be drawn over by the bar.
-    pub(super) fn note(&self, message: &str) {
+    pub(crate) fn note(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
             None => eprintln!("{message}"),
         }
     }
 
-    pub(super) fn finish(&self) {
+    pub(crate) fn finish(&self) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None if self.rows > 0 => eprintln!("{}", self.line()),
@@ -79,7 +82,8 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rows = self.rows;
         format!(
-            "import: {rows}/{} rows, {} stored, {:.0} rows/s",
+            "{}: {rows}/{} rows, {} stored, {:.0} rows/s",
+            self.label,
             self.total,
             bytesize::ByteSize::b(self.bytes),
             // Display only: precision loss above 2^53 rows does not matter.

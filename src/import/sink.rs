@@ -13,7 +13,7 @@ use crate::{
     config::Config,
     store::{
         Store,
-        import::{ImportContent, ImportItem, ImportOutcome, Known},
+        import::{ImportContent, ImportItem, ImportOutcome, ImportThumb, Known, ThumbOutcome},
     },
 };
 
@@ -49,6 +49,21 @@ impl Sink {
                     ImportContent::Quarantined { .. } => ImportOutcome::Blocked,
                 })
                 .collect()),
+        }
+    }
+}
+
+impl Sink {
+    pub(super) fn commit_thumbnails(
+        &mut self,
+        thumbs: Vec<ImportThumb>,
+    ) -> Result<Vec<ThumbOutcome>, String> {
+        match self {
+            Self::Store(store) => store
+                .commit_import_thumbnails(&thumbs)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
+            Self::Socket(client) => client.thumbnails(thumbs).map_err(|e| e.to_string()),
+            Self::DryRun(_) => Ok(vec![ThumbOutcome::Imported; thumbs.len()]),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Importing into a running server: sled admits one process, so the server writes the records.
 //! The importer connects to the data dir's private socket (the one `mxmedia backup` uses, mode
 //! 0600), sends `import 1`, waits for `ready`, then exchanges one JSON line per request:
-//! `{"lookup":[keys]}` -> `{"known":[..]}` and `{"commit":[items]}` -> `{"outcomes":[..]}`, or
+//! `{"lookup":[keys]}` -> `{"known":[..]}` and `{"commit":[items]}` -> `{"outcomes":[..]}`, `{"thumbnails":[..]}` ->
+//! `{"thumb_outcomes":[..]}`, or
 //! `{"error":"..."}`. The files themselves never cross the socket: the importer stages them in
 //! the data dir's tmp dir and the server moves them into place.
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{
     Store,
-    import::{ImportItem, ImportOutcome, Known},
+    import::{ImportItem, ImportOutcome, ImportThumb, Known, ThumbOutcome},
 };
 
 /// The first line an importer sends.
@@ -28,6 +29,7 @@ const MAX_LINE: u64 = 16 * 1024 * 1024;
 enum Request {
     Lookup(Vec<String>),
     Commit(Vec<ImportItem>),
+    Thumbnails(Vec<ImportThumb>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +37,7 @@ enum Request {
 enum Response {
     Known(Vec<Known>),
     Outcomes(Vec<ImportOutcome>),
+    ThumbOutcomes(Vec<ThumbOutcome>),
     Error(String),
 }
 
@@ -59,6 +62,10 @@ pub fn serve(store: &Store, stream: &UnixStream) -> io::Result<()> {
                     commits += 1;
                     Response::Outcomes(outcomes)
                 }
+                Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
+            },
+            Ok(Request::Thumbnails(thumbs)) => match store.commit_import_thumbnails(&thumbs) {
+                Ok(outcomes) => Response::ThumbOutcomes(outcomes),
                 Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
             },
             Err(e) => Response::Error(format!("malformed import request: {e}")),
@@ -106,6 +113,13 @@ impl Client {
     pub(crate) fn commit(&mut self, items: Vec<ImportItem>) -> io::Result<Vec<ImportOutcome>> {
         match self.call(&Request::Commit(items))? {
             Response::Outcomes(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn thumbnails(&mut self, thumbs: Vec<ImportThumb>) -> io::Result<Vec<ThumbOutcome>> {
+        match self.call(&Request::Thumbnails(thumbs))? {
+            Response::ThumbOutcomes(outcomes) => Ok(outcomes),
             other => Err(unexpected(other)),
         }
     }

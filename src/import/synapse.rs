@@ -333,3 +333,143 @@ fn split_id(id: &str) -> Option<(&str, &str, &str)> {
     let rest = id.get(4..).filter(|r| !r.is_empty())?;
     Some((a, b, rest))
 }
+
+/// One row of `local_media_repository_thumbnails` or `remote_media_cache_thumbnails`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ThumbRow {
+    /// `None` for thumbnails of local media.
+    pub(crate) origin: Option<String>,
+    pub(crate) media_id: String,
+    /// The file id of the remote media the thumbnail was made from.
+    pub(crate) filesystem_id: Option<String>,
+    pub(crate) width: i64,
+    pub(crate) height: i64,
+    pub(crate) content_type: String,
+    pub(crate) method: String,
+    pub(crate) length: Option<i64>,
+}
+
+impl Table {
+    fn thumbnails(self) -> &'static str {
+        match self {
+            Self::Local => "local_media_repository_thumbnails",
+            Self::Remote => "remote_media_cache_thumbnails",
+        }
+    }
+
+    fn select_thumbnails(self) -> String {
+        let (origin, fs_id) = match self {
+            Self::Local => ("CAST(NULL AS TEXT)", "CAST(NULL AS TEXT)"),
+            Self::Remote => ("media_origin", "filesystem_id"),
+        };
+        format!(
+            "SELECT {origin}, media_id, {fs_id}, CAST(thumbnail_width AS BIGINT), \
+             CAST(thumbnail_height AS BIGINT), thumbnail_type, thumbnail_method, \
+             CAST(thumbnail_length AS BIGINT) FROM {}",
+            self.thumbnails()
+        )
+    }
+}
+
+impl Database {
+    /// Calls `f` with every thumbnail row of `table`, streamed, as `for_each` does with media.
+    pub(crate) fn for_each_thumbnail<E>(
+        &mut self,
+        table: Table,
+        f: &mut dyn FnMut(ThumbRow) -> Result<(), E>,
+    ) -> Result<Result<(), E>, SourceError> {
+        let query = table.select_thumbnails();
+        match self {
+            Self::Sqlite { conn, .. } => {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+                let mut stmt = tx.prepare(&query)?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let row = ThumbRow {
+                        origin: r.get(0)?,
+                        media_id: r.get(1)?,
+                        filesystem_id: r.get(2)?,
+                        width: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                        height: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                        content_type: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        method: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        length: r.get(7)?,
+                    };
+                    if let Err(e) = f(row) {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(Ok(()))
+            }
+            Self::Postgres { client, .. } => {
+                let mut tx = client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .start()?;
+                let portal = tx.bind(query.as_str(), &[])?;
+                loop {
+                    let page = tx.query_portal(&portal, 512)?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for r in page {
+                        let row = ThumbRow {
+                            origin: r.try_get(0)?,
+                            media_id: r.try_get(1)?,
+                            filesystem_id: r.try_get(2)?,
+                            width: r.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
+                            height: r.try_get::<_, Option<i64>>(4)?.unwrap_or(0),
+                            content_type: r.try_get::<_, Option<String>>(5)?.unwrap_or_default(),
+                            method: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
+                            length: r.try_get(7)?,
+                        };
+                        if let Err(e) = f(row) {
+                            return Ok(Err(e));
+                        }
+                    }
+                }
+                tx.rollback()?;
+                Ok(Ok(()))
+            }
+        }
+    }
+}
+
+/// Where Synapse keeps the thumbnail file of `row`:
+/// `local_thumbnails/ab/cd/rest/W-H-top-sub-method` (or `remote_thumbnail/<origin>/…` by file id).
+pub(crate) fn thumbnail_path(media_store: &Path, row: &ThumbRow) -> Result<PathBuf, &'static str> {
+    let (top, sub) = row
+        .content_type
+        .split_once('/')
+        .ok_or("thumbnail type is not a MIME type")?;
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+            && s != "."
+            && s != ".."
+    };
+    if !safe(top) || !safe(sub) || !safe(&row.method) {
+        return Err("invalid thumbnail type or method");
+    }
+    let name = format!("{}-{}-{top}-{sub}-{}", row.width, row.height, row.method);
+    let media = Row {
+        origin: row.origin.clone(),
+        media_id: row.media_id.clone(),
+        filesystem_id: row.filesystem_id.clone(),
+        ..Row::default()
+    };
+    // The original's path, with the thumbnail directory in place of the content directory.
+    let original = file_path(media_store, &media)?;
+    let relative = original
+        .strip_prefix(media_store)
+        .map_err(|_| "thumbnail path outside the media store")?;
+    let mut parts = relative.components();
+    let top_dir = match parts.next().and_then(|c| c.as_os_str().to_str()) {
+        Some("local_content") => "local_thumbnails",
+        Some("remote_content") => "remote_thumbnail",
+        _ => return Err("unexpected media store layout"),
+    };
+    Ok(media_store.join(top_dir).join(parts.as_path()).join(name))
+}

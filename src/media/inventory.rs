@@ -1,16 +1,16 @@
 //! What the Synapse admin API asks about stored media: one item's details, a user's media
 //! (listed and deleted page by page, in Synapse's orders), local media by age and size, remote
 //! media by last access, and per-user usage. Orders and pages are decided here; the store only
-//! scans.
+//! looks up (by index where it has one).
 
-use std::{cmp::Ordering, collections::BTreeMap};
+use std::cmp::Ordering;
 
 use super::MediaService;
 use crate::{
     error::{Error, Result},
     model::{
         id::MediaKey,
-        meta::{MediaMeta, MediaState},
+        meta::{MediaMeta, MediaState, PREVIEW_UPLOADER},
     },
     store::{inventory::Item, quarantine::QuarantineState},
 };
@@ -268,36 +268,27 @@ impl MediaService {
         page: Page,
     ) -> Result<(Vec<UserUsage>, usize)> {
         let own = self.server_name.as_str().to_owned();
-        let items = self
+        let (from, until) = (filter.from_ts, filter.until_ts);
+        let totals = self
             .store
-            .blocking(move |s| s.local_media(&own, None))
+            .blocking(move |s| s.usage_by_user(&own, from, until))
             .await?;
-        let mut users: BTreeMap<String, UserUsage> = BTreeMap::new();
-        for Item { meta, .. } in items {
-            let MediaState::Complete(content) = &meta.state else {
-                continue;
-            };
-            if filter.from_ts.is_some_and(|from| meta.created_at < from)
-                || filter.until_ts.is_some_and(|until| meta.created_at > until)
-            {
-                continue;
-            }
-            if let Some(term) = &filter.search_term
-                && !localpart(&meta.uploader).contains(term.as_str())
-            {
-                continue;
-            }
-            let usage = users
-                .entry(meta.uploader.clone())
-                .or_insert_with(|| UserUsage {
-                    user_id: meta.uploader.clone(),
-                    media_count: 0,
-                    media_length: 0,
-                });
-            usage.media_count += 1;
-            usage.media_length += content.len;
-        }
-        let mut all: Vec<UserUsage> = users.into_values().collect();
+        let mut all: Vec<UserUsage> = totals
+            .into_iter()
+            // Nobody's uploads: Synapse leaves `url_cache` media out of user statistics too.
+            .filter(|(user, _)| user != PREVIEW_UPLOADER)
+            .filter(|(user, _)| {
+                filter
+                    .search_term
+                    .as_ref()
+                    .is_none_or(|term| localpart(user).contains(term.as_str()))
+            })
+            .map(|(user_id, (media_count, media_length))| UserUsage {
+                user_id,
+                media_count,
+                media_length,
+            })
+            .collect();
         all.sort_by(|a, b| {
             let primary = match order {
                 // No display names here: the user id stands in for it.

@@ -23,6 +23,7 @@ use crate::{
     },
     store::{
         Expect, Store, Upload,
+        blob::Staged,
         spool::{Spool, SpoolError},
     },
 };
@@ -151,26 +152,15 @@ impl MediaService {
         user: &str,
         key: &MediaKey,
         info: UploadInfo,
-        mut body: S,
+        body: S,
         expect: Expect<'_>,
     ) -> Result<()>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let too_large = || {
-            Error::TooLarge(format!(
-                "Cannot upload files larger than {} bytes",
-                self.max_upload
-            ))
-        };
-        let spool_error = |e: SpoolError| match e {
-            SpoolError::TooLarge(_) => too_large(),
-            SpoolError::NoSpace => Error::InsufficientStorage,
-            SpoolError::Io(e) => Error::from(e),
-        };
         if info.declared_len.is_some_and(|len| len > self.max_upload) {
-            return Err(too_large());
+            return Err(self.too_large());
         }
         // Rates, then the quota, before a byte of the body is read; the quota again as bytes
         // arrive, so a body without a declared length cannot go past it either.
@@ -181,29 +171,16 @@ impl MediaService {
             .quotas
             .begin(&self.store, user, info.declared_len)
             .await?;
-        // A declared length that cannot fit is refused before the body is read; what is actually
-        // received is reserved step by step by the spool, declared or not.
-        self.budget.check(info.declared_len.unwrap_or(0)).await?;
-        let staging = self.store.blocking(Store::stage).await?;
-        let mut spool = Spool::new(staging, self.max_upload, self.budget.reservation());
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                tracing::debug!(error = %e, "upload body interrupted");
-                Error::InvalidParam("The upload body could not be read to the end".into())
-            })?;
-            if let Some(quota) = &mut quota {
-                let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-                quota.cover(spool.len().saturating_add(len))?;
-            }
-            spool.write(&chunk).await.map_err(spool_error)?;
-        }
-        let bytes = spool.len();
+        let staged = self
+            .spool_body(body, info.declared_len, |received| match &mut quota {
+                Some(quota) => quota.cover(received),
+                None => Ok(()),
+            })
+            .await?;
+        let bytes = staged.len;
         // What came beyond the declared length was not charged yet: later uploads pay for it.
         self.upload_bytes_rate
             .spend(user, bytes.saturating_sub(declared));
-        // Fsynced before the commit, and its reservation kept: committing moves the bytes, it
-        // does not add to them.
-        let staged = spool.finish().await?;
         let content_type = info
             .content_type
             .filter(|t| !t.is_empty())
@@ -240,6 +217,50 @@ impl MediaService {
         metrics::counter!("mxmedia_uploads_total").increment(1);
         metrics::counter!("mxmedia_upload_bytes_total").increment(bytes);
         Ok(())
+    }
+}
+
+impl MediaService {
+    pub(super) fn too_large(&self) -> Error {
+        Error::TooLarge(format!(
+            "Cannot upload files larger than {} bytes",
+            self.max_upload
+        ))
+    }
+
+    /// Streams `body` into a staging file through the spool: bounded memory, `max_upload_size`
+    /// and the free-space floor checked on every chunk, `admit` asked with the bytes there
+    /// will be before each chunk is written. A declared length that cannot fit on disk is
+    /// refused before the body is read. Fsynced when it returns, its disk reservation kept:
+    /// committing moves the bytes, it does not add to them.
+    pub(super) async fn spool_body<S, E>(
+        &self,
+        mut body: S,
+        declared_len: Option<u64>,
+        mut admit: impl FnMut(u64) -> Result<()>,
+    ) -> Result<Staged>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let spool_error = |e: SpoolError| match e {
+            SpoolError::TooLarge(_) => self.too_large(),
+            SpoolError::NoSpace => Error::InsufficientStorage,
+            SpoolError::Io(e) => Error::from(e),
+        };
+        self.budget.check(declared_len.unwrap_or(0)).await?;
+        let staging = self.store.blocking(Store::stage).await?;
+        let mut spool = Spool::new(staging, self.max_upload, self.budget.reservation());
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                tracing::debug!(error = %e, "upload body interrupted");
+                Error::InvalidParam("The upload body could not be read to the end".into())
+            })?;
+            let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+            admit(spool.len().saturating_add(len))?;
+            spool.write(&chunk).await.map_err(spool_error)?;
+        }
+        Ok(spool.finish().await?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fetching for previews: GET with redirects followed by hand (each hop re-checked by the
-//! guard), bodies read up to a limit, and images streamed into the media store.
+//! guard), bodies read up to a limit, and images streamed into the media store as preview
+//! images (nobody's uploads; see `media::preview_images`).
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _, stream};
@@ -8,7 +9,7 @@ use url::Url;
 use super::{Failure, guard::Guard};
 use crate::{
     error::Error,
-    media::{MediaService, UploadInfo},
+    media::{MediaService, preview_images::PreviewImage},
     model::id::MediaKey,
 };
 
@@ -142,17 +143,25 @@ pub struct ImageLimits {
     pub max_pixels: u64,
 }
 
-/// Streams an image answer into the media store as `user`'s media. `Ok(None)` when it is not
-/// an image we keep: an unknown format, too many bytes or pixels.
+/// Where a preview's image is stored: its limits, the preview it is for, the total cap.
+pub struct ImageTarget<'a> {
+    pub limits: &'a ImageLimits,
+    pub preview_key: Vec<u8>,
+    pub ttl_ms: u64,
+    pub cache_max_bytes: u64,
+}
+
+/// Streams an image answer into the media store as a preview image. `Ok(None)` when it is not
+/// an image we keep: an unknown format, too many bytes or pixels, quarantined bytes.
 pub async fn store_image<S>(
     media: &MediaService,
-    user: &str,
     mut answer: Answer<S>,
-    limits: &ImageLimits,
+    target: &ImageTarget<'_>,
 ) -> Result<Option<StoredImage>, Failure>
 where
     S: Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
+    let limits = target.limits;
     if !answer.is_image() || answer.length.is_some_and(|len| len > limits.max_bytes) {
         return Ok(None);
     }
@@ -188,25 +197,21 @@ where
             }
             Ok(chunk)
         });
-    let info = UploadInfo {
-        content_type: Some(content_type.clone()),
-        filename: None,
+    let image = PreviewImage {
+        content_type: content_type.clone(),
         declared_len: answer.length,
+        preview_key: target.preview_key.clone(),
+        ttl_ms: target.ttl_ms,
+        cache_max_bytes: target.cache_max_bytes,
     };
-    match media.upload(user, info, body).await {
-        Ok(key) => {
-            let len = media
-                .content(&key, None)
-                .await
-                .map_err(|e| Failure::Internal(e.to_string()))?
-                .len;
-            Ok(Some(StoredImage {
-                key,
-                content_type,
-                len,
-                dims,
-            }))
-        }
+    match media.store_preview_image(image, body).await {
+        Ok(Some((key, len))) => Ok(Some(StoredImage {
+            key,
+            content_type,
+            len,
+            dims,
+        })),
+        Ok(None) => Ok(None),
         Err(Error::InvalidParam(_) | Error::TooLarge(_)) => Ok(None),
         Err(e) => Err(Failure::Internal(e.to_string())),
     }

@@ -29,7 +29,7 @@ use super::{
     Result, Store, StoreError, abort,
     blob::{Placement, Staged},
     blocked::Blocked,
-    decode, encode, keys,
+    decode, encode, index, keys,
     refs::add_blob_ref,
     tx_error,
 };
@@ -39,7 +39,7 @@ use crate::model::{
 };
 
 /// The sled tree of `ImportRecord`s.
-const TREE: &str = "mediaid_imported";
+pub(super) const TREE: &str = "mediaid_imported";
 
 /// One item to import. Serializable: a running server receives it over its socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,74 +233,86 @@ impl Store {
             &self.inner.blocked,
             &self.inner.access,
             imported,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         );
         let result = trees
-            .transaction(|(meta, blobs, chunks, blocked, access, imported)| {
-                let mut outcomes = Vec::with_capacity(items.len());
-                for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
-                    if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
-                        outcomes.push(ImportOutcome::AlreadyThere);
-                        continue;
-                    }
-                    match &item.content {
-                        ImportContent::Quarantined { by, at } => {
-                            let record = Blocked {
-                                by: by.clone(),
-                                at: *at,
-                            };
-                            blocked.insert(
-                                *key,
-                                encode(&record).map_err(ConflictableTransactionError::Abort)?,
-                            )?;
-                            outcomes.push(ImportOutcome::Blocked);
+            .transaction(
+                |(meta, blobs, chunks, blocked, access, imported, user_index, hash_index)| {
+                    let mut outcomes = Vec::with_capacity(items.len());
+                    for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
+                        if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
+                            outcomes.push(ImportOutcome::AlreadyThere);
+                            continue;
                         }
-                        ImportContent::File {
-                            sha256,
-                            len,
-                            content_type,
-                            filename,
-                            ..
-                        } => {
-                            let new_blob = blobs.get(sha256.as_bytes())?.is_none();
-                            let placement = if *len <= self.inner.inline_max {
-                                Placement::Inline
-                            } else {
-                                Placement::File
-                            };
-                            if new_blob && placement == Placement::Inline && bytes.is_none() {
-                                // Read before only for blobs that looked new; not one then.
-                                return abort(StoreError::Corrupt(format!(
-                                    "import: blob {sha256} vanished under the blob lock"
-                                )));
+                        match &item.content {
+                            ImportContent::Quarantined { by, at } => {
+                                let record = Blocked {
+                                    by: by.clone(),
+                                    at: *at,
+                                };
+                                blocked.insert(
+                                    *key,
+                                    encode(&record).map_err(ConflictableTransactionError::Abort)?,
+                                )?;
+                                outcomes.push(ImportOutcome::Blocked);
                             }
-                            add_blob_ref(blobs, chunks, sha256, *len, placement, bytes.as_deref())?;
-                            let record = MediaMeta {
-                                uploader: item.uploader.clone(),
-                                created_at: item.created_at,
-                                state: MediaState::Complete(Content {
-                                    content_type: content_type.clone(),
-                                    filename: filename.clone(),
-                                    len: *len,
-                                    sha256: sha256.clone(),
-                                }),
-                            };
-                            meta.insert(
-                                *key,
-                                encode(&record).map_err(ConflictableTransactionError::Abort)?,
-                            )?;
-                            outcomes.push(ImportOutcome::Imported { new_blob });
+                            ImportContent::File {
+                                sha256,
+                                len,
+                                content_type,
+                                filename,
+                                ..
+                            } => {
+                                let new_blob = blobs.get(sha256.as_bytes())?.is_none();
+                                let placement = if *len <= self.inner.inline_max {
+                                    Placement::Inline
+                                } else {
+                                    Placement::File
+                                };
+                                if new_blob && placement == Placement::Inline && bytes.is_none() {
+                                    // Read before only for blobs that looked new; not one then.
+                                    return abort(StoreError::Corrupt(format!(
+                                        "import: blob {sha256} vanished under the blob lock"
+                                    )));
+                                }
+                                add_blob_ref(
+                                    blobs,
+                                    chunks,
+                                    sha256,
+                                    *len,
+                                    placement,
+                                    bytes.as_deref(),
+                                )?;
+                                let record = MediaMeta {
+                                    uploader: item.uploader.clone(),
+                                    created_at: item.created_at,
+                                    state: MediaState::Complete(Content {
+                                        content_type: content_type.clone(),
+                                        filename: filename.clone(),
+                                        len: *len,
+                                        sha256: sha256.clone(),
+                                    }),
+                                };
+                                meta.insert(
+                                    *key,
+                                    encode(&record).map_err(ConflictableTransactionError::Abort)?,
+                                )?;
+                                index::add(user_index, hash_index, key, &record)?;
+                                outcomes.push(ImportOutcome::Imported { new_blob });
+                            }
                         }
+                        if let Some(ms) = item.remote_access {
+                            access.insert(*key, &ms.to_be_bytes())?;
+                        }
+                        imported.insert(
+                            *key,
+                            encode(&item.extra).map_err(ConflictableTransactionError::Abort)?,
+                        )?;
                     }
-                    if let Some(ms) = item.remote_access {
-                        access.insert(*key, &ms.to_be_bytes())?;
-                    }
-                    imported.insert(
-                        *key,
-                        encode(&item.extra).map_err(ConflictableTransactionError::Abort)?,
-                    )?;
-                }
-                Ok(outcomes)
-            })
+                    Ok(outcomes)
+                },
+            )
             .map_err(tx_error);
         // A file persisted for an id that turned out taken belongs to no record: drop it.
         let cleanup = self.unlink_unreferenced(&guard, &persisted);
@@ -347,5 +359,79 @@ impl Store {
         Ok(self
             .import_record(key)?
             .is_some_and(|r| !r.authenticated && r.sha256.as_deref() == Some(sha256)))
+    }
+}
+
+/// A thumbnail the source had made, to keep as the thumbnail `key` (`keys::thumb`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportThumb {
+    pub key: String,
+    /// Bytes staged at this path relative to the tmp dir, already hashed.
+    pub staged: String,
+    pub sha256: String,
+    pub len: u64,
+    pub content_type: String,
+}
+
+/// What became of one thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThumbOutcome {
+    Imported,
+    /// A thumbnail is stored under the key already (an earlier run, or rendered here).
+    AlreadyThere,
+    /// The media it was made from is gone (or its bytes are quarantined).
+    SourceGone,
+}
+
+impl Store {
+    /// Stores imported thumbnails, leaving any already stored under their keys as they are.
+    /// Like rendered ones they are not flushed one by one: one flush at the end.
+    pub fn commit_import_thumbnails(&self, thumbs: &[ImportThumb]) -> Result<Vec<ThumbOutcome>> {
+        let mut outcomes = Vec::with_capacity(thumbs.len());
+        for thumb in thumbs {
+            let path = self.staged_path(&thumb.staged)?;
+            let outcome = self.commit_import_thumbnail(thumb, &path);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "import: staged file left");
+            }
+            outcomes.push(outcome?);
+        }
+        self.flush()?;
+        Ok(outcomes)
+    }
+
+    fn commit_import_thumbnail(&self, thumb: &ImportThumb, path: &Path) -> Result<ThumbOutcome> {
+        if self.get_thumbnail(&thumb.key)?.is_some() {
+            return Ok(ThumbOutcome::AlreadyThere);
+        }
+        let actual = fs::metadata(path)?.len();
+        if actual != thumb.len {
+            return Err(StoreError::Corrupt(format!(
+                "import: staged {} has {actual} bytes, not {}",
+                path.display(),
+                thumb.len
+            )));
+        }
+        let stored = if thumb.len <= self.inner.inline_max {
+            self.put_thumbnail(&thumb.key, &fs::read(path)?, &thumb.content_type)
+        } else {
+            let staged = Staged {
+                file: NamedTempFile::from_parts(
+                    fs::File::open(path)?,
+                    TempPath::try_from_path(path)?,
+                ),
+                sha256: thumb.sha256.clone(),
+                len: thumb.len,
+            };
+            self.commit_thumbnail(&thumb.key, staged, &thumb.content_type)
+        };
+        match stored {
+            Ok(_) => Ok(ThumbOutcome::Imported),
+            Err(StoreError::NotFound) => Ok(ThumbOutcome::SourceGone),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! What the admin API lists and removes in bulk: a user's local media, local media by age and
-//! size, remote media by last access. Each lookup is one scan of `mediaid_meta` (there is no
-//! index by uploader), so it is for admin requests, never for a client's path.
+//! What the admin API lists and removes in bulk: a user's local media and usage per user (from
+//! the `userid_media` index, so their cost follows what is listed, not the store), local media
+//! by age and size, remote media by last access (scans, for admin requests only).
 
 use std::collections::BTreeMap;
 
@@ -19,21 +19,73 @@ pub struct Item {
 
 impl Store {
     /// Every media id of the server `own` (local media), optionally only those `uploader`
-    /// created, in key order.
+    /// created: all in key order, one user's oldest first.
     pub fn local_media(&self, own: &str, uploader: Option<&str>) -> Result<Vec<Item>> {
         let mut prefix = own.as_bytes().to_vec();
         prefix.push(b'/');
         let mut out = Vec::new();
-        for item in self.inner.meta.scan_prefix(&prefix) {
-            let (db_key, raw) = item?;
-            let meta: MediaMeta = decode(&raw)?;
-            if uploader.is_some_and(|u| u != meta.uploader) {
+        let Some(uploader) = uploader else {
+            for item in self.inner.meta.scan_prefix(&prefix) {
+                let (db_key, raw) = item?;
+                if let Some(key) = keys::parse_media(&db_key) {
+                    out.push(Item {
+                        key,
+                        meta: decode(&raw)?,
+                    });
+                }
+            }
+            return Ok(out);
+        };
+        for db_key in self.user_media_keys(uploader)? {
+            if !db_key.starts_with(&prefix) {
                 continue;
             }
-            if let Some(key) = keys::parse_media(&db_key) {
+            let (Some(key), Some(raw)) =
+                (keys::parse_media(&db_key), self.inner.meta.get(&db_key)?)
+            else {
+                continue;
+            };
+            let meta: MediaMeta = decode(&raw)?;
+            // The index and the record are written together; a mismatch is a bug, not theirs.
+            if meta.uploader == uploader {
                 out.push(Item { key, meta });
             }
         }
+        Ok(out)
+    }
+
+    /// Complete local media (server `own`) per uploader, created within `from_ms..=until_ms`:
+    /// (files, bytes) by user id, read from the index alone.
+    pub fn usage_by_user(
+        &self,
+        own: &str,
+        from_ms: Option<u64>,
+        until_ms: Option<u64>,
+    ) -> Result<BTreeMap<String, (u64, u64)>> {
+        let mut prefix = own.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut last: Option<(Vec<u8>, String)> = None;
+        self.each_user_media(|user, at, len, db_key| {
+            if !db_key.starts_with(&prefix)
+                || from_ms.is_some_and(|from| at < from)
+                || until_ms.is_some_and(|until| at > until)
+            {
+                return;
+            }
+            // Entries come grouped by user: decode each user id once.
+            let name = match &last {
+                Some((raw, name)) if raw.as_slice() == user => name.clone(),
+                _ => {
+                    let name = String::from_utf8_lossy(user).into_owned();
+                    last = Some((user.to_vec(), name.clone()));
+                    name
+                }
+            };
+            let entry = out.entry(name).or_default();
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = entry.1.saturating_add(len);
+        })?;
         Ok(out)
     }
 

@@ -132,6 +132,45 @@ pub(super) fn remote_thumb_media(thumb_key: &[u8]) -> Option<&[u8]> {
     rest.get(..server_end + 1 + id_end)
 }
 
+/// `userid_media` key of the media `db_key` that `user` created at `created_at`: the user id,
+/// a NUL (which no user id holds), the time big-endian, the `server/mediaId` key; so a prefix
+/// scan lists one user's media oldest first.
+pub(super) fn user_media(user: &str, created_at: u64, db_key: &[u8]) -> Vec<u8> {
+    let mut out = pending_prefix(user);
+    out.extend_from_slice(&created_at.to_be_bytes());
+    out.extend_from_slice(db_key);
+    out
+}
+
+/// Prefix of every `userid_media` key of `user`.
+pub(super) fn user_media_prefix(user: &str) -> Vec<u8> {
+    pending_prefix(user)
+}
+
+/// The user, creation time and `server/mediaId` key a `userid_media` key names.
+pub(super) fn parse_user_media(key: &[u8]) -> Option<(&[u8], u64, &[u8])> {
+    let nul = key.iter().position(|&b| b == 0)?;
+    let (user, rest) = key.split_at_checked(nul)?;
+    let (at, db_key) = rest.get(1..)?.split_at_checked(8)?;
+    Some((user, u64::from_be_bytes(at.try_into().ok()?), db_key))
+}
+
+/// Length of a hex sha256, the fixed-size start of every `sha256_holder` key.
+const SHA256_HEX: usize = 64;
+
+/// `sha256_holder` key of `holder` (a `server/mediaId` key, or a `remote:` thumbnail key) holding
+/// the bytes `sha256`: the hex hash, then the holder.
+pub(super) fn hash_holder(sha256: &str, holder: &[u8]) -> Vec<u8> {
+    let mut out = sha256.as_bytes().to_vec();
+    out.extend_from_slice(holder);
+    out
+}
+
+/// The holder a `sha256_holder` key names, if the key is well formed.
+pub(super) fn parse_hash_holder(key: &[u8]) -> Option<&[u8]> {
+    key.get(SHA256_HEX..).filter(|rest| !rest.is_empty())
+}
+
 /// Key of chunk `index` of an inline blob: the 32 hash bytes, then the big-endian index, so a
 /// prefix scan returns the chunks in order.
 pub fn chunk(sha256: &str, index: u32) -> Vec<u8> {
@@ -149,7 +188,10 @@ pub fn chunk_prefix(sha256: &str) -> Vec<u8> {
 mod tests {
     use mxmedia_image::Method;
 
-    use super::{remote_thumb, remote_thumb_media, thumb};
+    use super::{
+        hash_holder, parse_hash_holder, parse_user_media, remote_thumb, remote_thumb_media, thumb,
+        user_media,
+    };
     use crate::model::{id::MediaKey, thumb::ThumbSpec};
 
     #[test]
@@ -194,5 +236,24 @@ mod tests {
             remote_thumb_media(remote_thumb(&media, spec).as_bytes()),
             Some(&b"example.org/abc"[..])
         );
+    }
+
+    /// Index keys give back what they were built from; malformed ones give nothing.
+    #[test]
+    fn index_keys_round_trip() {
+        let key = user_media("@a:x", 7, b"x/abc");
+        assert_eq!(
+            parse_user_media(&key),
+            Some((&b"@a:x"[..], 7, &b"x/abc"[..]))
+        );
+        assert_eq!(parse_user_media(b"@a:x\0short"), None);
+        assert_eq!(parse_user_media(b"no nul"), None);
+        let sha = "ab".repeat(32);
+        let held = hash_holder(&sha, b"remote:y/id/1x1/crop/false");
+        assert_eq!(
+            parse_hash_holder(&held),
+            Some(&b"remote:y/id/1x1/crop/false"[..])
+        );
+        assert_eq!(parse_hash_holder(sha.as_bytes()), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use sled::{Transactional, transaction::ConflictableTransactionError};
 
-use super::{Result, Store, StoreError, abort, decode, encode, keys, read_u64, tx_error};
+use super::{Result, Store, StoreError, abort, decode, encode, index, keys, read_u64, tx_error};
 use crate::model::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
@@ -18,12 +18,20 @@ impl Store {
         let value = encode(meta)?;
         let pending_key = keys::pending(&meta.uploader, key);
         let _writing = self.writing()?;
-        (&self.inner.meta, &self.inner.pending)
-            .transaction(|(meta_tree, pending_tree)| {
-                if meta_tree.get(keys::media(key))?.is_some() {
+        let db_key = keys::media(key);
+        let trees = (
+            &self.inner.meta,
+            &self.inner.pending,
+            &self.inner.user_index,
+            &self.inner.hash_index,
+        );
+        trees
+            .transaction(|(meta_tree, pending_tree, user_index, hash_index)| {
+                if meta_tree.get(&db_key)?.is_some() {
                     return abort(StoreError::Exists);
                 }
-                meta_tree.insert(keys::media(key), value.as_slice())?;
+                meta_tree.insert(db_key.as_slice(), value.as_slice())?;
+                index::add(user_index, hash_index, &db_key, meta)?;
                 pending_tree.insert(pending_key.as_slice(), &unused_expires_at.to_be_bytes())?;
                 Ok(())
             })
@@ -54,19 +62,25 @@ impl Store {
                 continue;
             }
             let media_key = keys::pending_media(&pkey).to_vec();
-            (&self.inner.meta, &self.inner.pending)
-                .transaction(|(meta_tree, pending_tree)| {
+            let trees = (
+                &self.inner.meta,
+                &self.inner.pending,
+                &self.inner.user_index,
+                &self.inner.hash_index,
+            );
+            trees
+                .transaction(|(meta_tree, pending_tree, user_index, hash_index)| {
                     pending_tree.remove(&pkey)?;
                     if let Some(v) = meta_tree.get(&media_key)?
-                        && matches!(
-                            decode::<MediaMeta>(&v),
-                            Ok(MediaMeta {
+                        && let Ok(
+                            meta @ MediaMeta {
                                 state: MediaState::Pending { .. },
                                 ..
-                            })
-                        )
+                            },
+                        ) = decode::<MediaMeta>(&v)
                     {
                         meta_tree.remove(media_key.as_slice())?;
+                        index::remove(user_index, hash_index, &media_key, &meta)?;
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>(())
                 })

@@ -9,14 +9,15 @@
 //!   holding them is quarantined, and so is every later upload or remote fetch of them, in the
 //!   same transaction that stores it (`commit_upload`), so nobody can download it in between.
 //!
-//! Finding the ids that hold some bytes scans `mediaid_meta`: admin actions are rare and the
-//! scan is one pass however many hashes it looks for.
+//! The ids that hold some bytes are found in `sha256_holder` (see `index`): the media stored
+//! with them, and remote media whose origin sent a thumbnail made of them, which is quarantined
+//! as a whole.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, decode, encode, keys};
+use super::{Result, Store, decode, encode, index::Holder, keys};
 use crate::model::{
     id::MediaKey,
     meta::{MediaMeta, MediaState},
@@ -155,23 +156,18 @@ impl Store {
     /// Marks every unprotected id holding one of `hashes` as quarantined by `value`.
     fn quarantine_holders(&self, hashes: &HashSet<String>, value: &[u8]) -> Result<Marked> {
         let mut marked = Marked::default();
-        if hashes.is_empty() {
-            return Ok(marked);
-        }
-        for item in &self.inner.meta {
-            let (db_key, raw) = item?;
-            let meta: MediaMeta = decode(&raw)?;
-            let MediaState::Complete(content) = meta.state else {
-                continue;
-            };
-            if !hashes.contains(&content.sha256) || self.inner.protected.contains_key(&db_key)? {
-                continue;
-            }
-            if self.inner.quarantine.insert(&db_key, value)?.is_none()
-                && let Some(key) = keys::parse_media(&db_key)
-            {
-                marked.stored += 1;
-                marked.keys.push((key, Some(content.sha256)));
+        for sha256 in hashes {
+            for holder in self.holders(sha256)? {
+                let (db_key, bytes) = holder_key(holder, sha256);
+                if self.inner.protected.contains_key(&db_key)? {
+                    continue;
+                }
+                if self.inner.quarantine.insert(&db_key, value)?.is_none()
+                    && let Some(key) = keys::parse_media(&db_key)
+                {
+                    marked.stored += 1;
+                    marked.keys.push((key, bytes));
+                }
             }
         }
         Ok(marked)
@@ -224,20 +220,16 @@ impl Store {
                 removed += 1;
             }
         }
-        let wanted: HashSet<&String> = hashes.iter().collect();
         let mut marked = Marked::default();
-        for item in &self.inner.meta {
-            let (db_key, raw) = item?;
-            let meta: MediaMeta = decode(&raw)?;
-            let MediaState::Complete(content) = meta.state else {
-                continue;
-            };
-            if wanted.contains(&content.sha256)
-                && self.inner.quarantine.remove(&db_key)?.is_some()
-                && let Some(key) = keys::parse_media(&db_key)
-            {
-                marked.stored += 1;
-                marked.keys.push((key, Some(content.sha256)));
+        for sha256 in hashes {
+            for holder in self.holders(sha256)? {
+                let (db_key, bytes) = holder_key(holder, sha256);
+                if self.inner.quarantine.remove(&db_key)?.is_some()
+                    && let Some(key) = keys::parse_media(&db_key)
+                {
+                    marked.stored += 1;
+                    marked.keys.push((key, bytes));
+                }
             }
         }
         Ok((removed, marked))
@@ -294,5 +286,14 @@ impl Store {
         }
         self.flush()?;
         Ok(true)
+    }
+}
+
+/// The `server/mediaId` key a holder of `sha256` is quarantined under, and the bytes that id
+/// holds itself (to forget from memory caches), if they are these.
+fn holder_key(holder: Holder, sha256: &str) -> (Vec<u8>, Option<String>) {
+    match holder {
+        Holder::Media(db_key) => (db_key, Some(sha256.to_owned())),
+        Holder::RemoteThumb(db_key) => (db_key, None),
     }
 }

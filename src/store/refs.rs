@@ -13,11 +13,14 @@ use sled::{
 use super::{
     Result, Store, StoreError, abort,
     blob::{CHUNK_SIZE, Placement},
-    decode, encode, keys,
+    decode, encode, index, keys,
     thumbs::drop_thumbnails,
     tx_error,
 };
-use crate::model::{id::MediaKey, meta::MediaMeta, meta::MediaState};
+use crate::model::{
+    id::MediaKey,
+    meta::{MediaMeta, MediaState, PREVIEW_UPLOADER},
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct BlobRecord {
@@ -78,10 +81,27 @@ impl Store {
             &self.inner.pending,
             &self.inner.blocked,
             &self.inner.usage,
+            &self.inner.preview_images,
+            &self.inner.previews,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         );
         let (existed, gone, sha256) = trees
             .transaction(
-                |(meta, blobs, chunks, thumbs, access, pending, blocked, usage)| {
+                |(
+                    meta,
+                    blobs,
+                    chunks,
+                    thumbs,
+                    access,
+                    pending,
+                    blocked,
+                    usage,
+                    preview_images,
+                    previews,
+                    user_index,
+                    hash_index,
+                )| {
                     if let Some(value) = block {
                         blocked.insert(db_key, value)?;
                     }
@@ -92,6 +112,7 @@ impl Store {
                         existed = true;
                         let old: MediaMeta =
                             decode(&old).map_err(ConflictableTransactionError::Abort)?;
+                        index::remove(user_index, hash_index, db_key, &old)?;
                         match old.state {
                             MediaState::Complete(content) => {
                                 if source.as_deref() != Some(content.sha256.as_str()) {
@@ -100,12 +121,27 @@ impl Store {
                                     ));
                                 }
                                 super::usage::count(usage, &old.uploader, content.len, false)?;
+                                if old.uploader == PREVIEW_UPLOADER {
+                                    super::preview_images::leave(
+                                        preview_images,
+                                        previews,
+                                        old.created_at,
+                                        db_key,
+                                    )?;
+                                }
                                 if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
                                     // No media holds these bytes any more, so nothing can ask for
                                     // thumbnails of them.
                                     gone.push(blob);
                                     gone.extend(
-                                        drop_thumbnails(thumbs, blobs, chunks, &source_thumbs)?.1,
+                                        drop_thumbnails(
+                                            thumbs,
+                                            blobs,
+                                            chunks,
+                                            hash_index,
+                                            &source_thumbs,
+                                        )?
+                                        .1,
                                     );
                                 }
                                 sha256 = Some(content.sha256);
@@ -115,7 +151,8 @@ impl Store {
                             }
                         }
                     }
-                    let dropped = drop_thumbnails(thumbs, blobs, chunks, &remote_thumbs)?;
+                    let dropped =
+                        drop_thumbnails(thumbs, blobs, chunks, hash_index, &remote_thumbs)?;
                     existed |= dropped.0;
                     gone.extend(dropped.1);
                     access.remove(db_key)?;

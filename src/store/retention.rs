@@ -5,7 +5,8 @@
 //! origin. Removing it loses nothing for good: the next request fetches it again. Last-access
 //! times live in `mediaid_access` (`server/mediaId` -> ms, big-endian); media stored before
 //! this tree existed counts from its fetch time, thumbnails-only ids from the first sweep that
-//! sees them.
+//! sees them. Quarantined media is not cache: it is kept for an admin to review (and undo), so
+//! sweeps pass it by and do not count it against the size budget.
 
 use std::collections::BTreeMap;
 
@@ -142,6 +143,9 @@ impl Store {
         let mut unseen = Vec::new();
         let mut by_age = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
+            if self.inner.quarantine.contains_key(&key)? {
+                continue;
+            }
             let last = match (self.inner.access.get(&key)?, entry.fetched_at) {
                 (Some(ms), _) => read_u64(&ms),
                 (None, Some(fetched)) => fetched,

@@ -322,6 +322,7 @@ fn thumbnails_small_and_large() {
     assert_eq!(store.get_thumbnail("l").unwrap(), Some(large));
 }
 
+mod index;
 mod retention;
 
 /// Per-user usage follows uploads and deletions, and a store from before the usage tree is

@@ -11,7 +11,7 @@ use super::{Result, StoreError};
 use super::{
     Store, abort,
     blob::{Placement, Staged},
-    decode, encode,
+    decode, encode, index,
     keys::{self, ThumbSource},
     refs::{Unreferenced, add_blob_ref, drop_blob_ref},
     tx_error,
@@ -101,38 +101,60 @@ impl Store {
         }
         let value = encode(record)?;
         let source = keys::thumb_source(key);
-        let stored = (
+        let trees = (
             &self.inner.thumbs,
             &self.inner.blobs,
             &self.inner.chunks,
             &self.inner.blocked,
-        )
-            .transaction(|(thumb_tree, blob_tree, chunk_tree, blocked_tree)| {
-                // A render or fetch that finishes after its source was deleted stores nothing:
-                // deletion removes thumbnails in the same transaction as the source, so one
-                // stored now would outlive it.
-                let gone = match source {
-                    Some(ThumbSource::Bytes(sha256)) => blob_tree.get(sha256)?.is_none(),
-                    Some(ThumbSource::Remote(media)) => blocked_tree.get(media)?.is_some(),
-                    None => false,
-                };
-                if gone {
-                    return abort(StoreError::NotFound);
-                }
-                if let Some(existing) = thumb_tree.get(key)? {
-                    return Ok(Some(existing));
-                }
-                add_blob_ref(
+            &self.inner.hash_index,
+            &self.inner.hash_quarantine,
+            &self.inner.quarantine,
+        );
+        let stored = trees
+            .transaction(
+                |(
+                    thumb_tree,
                     blob_tree,
                     chunk_tree,
-                    &record.sha256,
-                    record.len,
-                    placement,
-                    inline_bytes,
-                )?;
-                thumb_tree.insert(key, value.as_slice())?;
-                Ok(None)
-            })
+                    blocked_tree,
+                    hash_index,
+                    listed,
+                    quarantine,
+                )| {
+                    // A render or fetch that finishes after its source was deleted stores nothing:
+                    // deletion removes thumbnails in the same transaction as the source, so one
+                    // stored now would outlive it.
+                    let gone = match source {
+                        Some(ThumbSource::Bytes(sha256)) => blob_tree.get(sha256)?.is_none(),
+                        Some(ThumbSource::Remote(media)) => blocked_tree.get(media)?.is_some(),
+                        None => false,
+                    };
+                    if gone {
+                        return abort(StoreError::NotFound);
+                    }
+                    if let Some(existing) = thumb_tree.get(key)? {
+                        return Ok(Some(existing));
+                    }
+                    add_blob_ref(
+                        blob_tree,
+                        chunk_tree,
+                        &record.sha256,
+                        record.len,
+                        placement,
+                        inline_bytes,
+                    )?;
+                    thumb_tree.insert(key, value.as_slice())?;
+                    index::thumb(hash_index, key.as_bytes(), &record.sha256, true)?;
+                    // A remote origin's thumbnail made of quarantined bytes quarantines its media in
+                    // this transaction, as a fetched original would: nobody downloads it in between.
+                    if let Some(ThumbSource::Remote(media)) = source
+                        && let Some(by) = listed.get(record.sha256.as_bytes())?
+                    {
+                        quarantine.insert(media, by)?;
+                    }
+                    Ok(None)
+                },
+            )
             .map_err(tx_error);
         drop(pin);
         match stored {
@@ -165,6 +187,7 @@ pub(super) fn drop_thumbnails(
     thumbs: &TransactionalTree,
     blobs: &TransactionalTree,
     chunks: &TransactionalTree,
+    hash_index: &TransactionalTree,
     keys: &[sled::IVec],
 ) -> Result<(bool, Vec<Unreferenced>), ConflictableTransactionError<StoreError>> {
     let mut existed = false;
@@ -173,6 +196,7 @@ pub(super) fn drop_thumbnails(
         if let Some(old) = thumbs.remove(key)? {
             existed = true;
             let old: ThumbRecord = decode(&old).map_err(ConflictableTransactionError::Abort)?;
+            index::thumb(hash_index, key, &old.sha256, false)?;
             gone.extend(drop_blob_ref(blobs, chunks, &old.sha256)?);
         }
     }

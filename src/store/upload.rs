@@ -1,18 +1,20 @@
 //! Committing an upload: a staged blob becomes the content of a media id in one transaction
 //! with its blob reference, after the id's reservation (if any) and block list are checked.
+//! An image stored for a URL preview commits the same way, and is entered in
+//! `createdid_previewimage` in the same transaction (see `preview_images`).
 
 use sled::{Transactional, transaction::ConflictableTransactionError};
 
 use super::{
     Result, Store, StoreError, abort,
     blob::{Placement, Staged},
-    decode, encode, keys,
+    decode, encode, index, keys, preview_images,
     refs::add_blob_ref,
     tx_error, usage,
 };
 use crate::model::{
     id::MediaKey,
-    meta::{Content, MediaMeta, MediaState},
+    meta::{Content, MediaMeta, MediaState, PREVIEW_UPLOADER},
 };
 
 /// How a committed upload relates to what was there before.
@@ -34,12 +36,39 @@ pub struct Upload<'a> {
 
 impl Store {
     /// Makes a staged blob the content of `key`, atomically, and flushes before returning.
-    pub fn commit_upload(
+    pub fn commit_upload(&self, key: &MediaKey, staged: Staged, upload: Upload<'_>) -> Result<()> {
+        self.commit(key, staged, upload, None).map(drop)
+    }
+
+    /// Makes a staged image the content of the new id `key` as the image of the URL preview
+    /// cached under `preview_key`: nobody's upload, listed for expiry in
+    /// `createdid_previewimage`. Quarantined bytes are quarantined here as anywhere; true if
+    /// these were.
+    pub fn commit_preview_image(
+        &self,
+        key: &MediaKey,
+        staged: Staged,
+        content_type: String,
+        created_at: u64,
+        preview_key: &[u8],
+    ) -> Result<bool> {
+        let upload = Upload {
+            content_type,
+            filename: None,
+            uploader: PREVIEW_UPLOADER,
+            created_at,
+            expect: Expect::Absent,
+        };
+        self.commit(key, staged, upload, Some(preview_key))
+    }
+
+    fn commit(
         &self,
         key: &MediaKey,
         mut staged: Staged,
         upload: Upload<'_>,
-    ) -> Result<()> {
+        preview_key: Option<&[u8]>,
+    ) -> Result<bool> {
         let Upload {
             content_type,
             filename,
@@ -87,6 +116,9 @@ impl Store {
             &self.inner.hash_quarantine,
             &self.inner.quarantine,
             &self.inner.usage,
+            &self.inner.preview_images,
+            &self.inner.user_index,
+            &self.inner.hash_index,
         )
             .transaction(
                 |(
@@ -98,6 +130,9 @@ impl Store {
                     hash_tree,
                     quarantine_tree,
                     usage_tree,
+                    preview_tree,
+                    user_index,
+                    hash_index,
                 )| {
                     // Checked here, not before the bytes were received: an admin may block the id
                     // while a remote fetch of it is in flight, and that fetch must lose.
@@ -150,26 +185,42 @@ impl Store {
                         db_key.as_slice(),
                         encode(&meta).map_err(ConflictableTransactionError::Abort)?,
                     )?;
+                    index::add(user_index, hash_index, &db_key, &meta)?;
                     // Quarantined bytes are quarantined under every id from the moment they
                     // become visible, uploaded or fetched: nobody downloads them in between.
-                    if let Some(by) = hash_tree.get(sha256.as_bytes())? {
+                    let quarantined = hash_tree.get(sha256.as_bytes())?;
+                    if let Some(by) = &quarantined {
                         quarantine_tree.insert(db_key.as_slice(), by)?;
                     }
                     usage::count(usage_tree, uploader, content.len, true)?;
-                    Ok(())
+                    if let Some(preview_key) = preview_key {
+                        preview_images::enter(
+                            preview_tree,
+                            created_at,
+                            &db_key,
+                            content.len,
+                            preview_key,
+                        )?;
+                    }
+                    Ok(quarantined.is_some())
                 },
             )
             .map_err(tx_error);
         // Committed or failed: the blob may be removed again (by the failure handling below).
         drop(pin);
-        if let Err(err) = result {
-            // The file may now be a blob nothing points at; drop it unless another record does.
-            if !inline {
-                self.unlink_unreferenced(&_guard, std::slice::from_ref(&sha256))?;
+        let quarantined = match result {
+            Ok(quarantined) => quarantined,
+            Err(err) => {
+                // The file may now be a blob nothing points at; drop it unless another record
+                // does.
+                if !inline {
+                    self.unlink_unreferenced(&_guard, std::slice::from_ref(&sha256))?;
+                }
+                return Err(err);
             }
-            return Err(err);
-        }
+        };
         drop(_guard);
-        self.flush()
+        self.flush()?;
+        Ok(quarantined)
     }
 }

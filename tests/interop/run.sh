@@ -169,6 +169,20 @@ else
     echo "$want_stamp" >"$VENV/.interop-stamp"
     venv_ok || die "the fresh venv cannot import synapse and nio"
 fi
+# synadm, an admin tool speaking Synapse's admin API, in a venv of its own (its pins are not Synapse's).
+SYNADM_VENV="$CACHE/synadm-venv"
+synadm_stamp="$(sha256sum "$HERE/requirements-synadm.txt" | cut -c1-64) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+if [[ -f "$SYNADM_VENV/.interop-stamp" && "$(cat "$SYNADM_VENV/.interop-stamp")" == "$synadm_stamp" ]] &&
+    "$SYNADM_VENV/bin/synadm" --version >/dev/null 2>&1; then
+    say "reusing the cached synadm venv"
+else
+    say "creating the synadm venv"
+    rm -rf "$SYNADM_VENV"
+    "$PYTHON" -m venv "$SYNADM_VENV"
+    "$SYNADM_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements-synadm.txt"
+    echo "$synadm_stamp" >"$SYNADM_VENV/.interop-stamp"
+    "$SYNADM_VENV/bin/synadm" --version >/dev/null || die "the fresh synadm venv cannot run synadm"
+fi
 flock -u 9
 PY="$VENV/bin/python"
 "$PY" -c 'import sys, synapse, nio; from importlib.metadata import version as v; print("[interop] python", sys.version.split()[0], "synapse", v("matrix-synapse"), "matrix-nio", v("matrix-nio"))'
@@ -530,6 +544,7 @@ cat >"$WORK/context.json" <<EOF
   "mxmedia_log": "$WORK/logs/mxmedia.log",
   "appservice_token": "$AS_TOKEN",
   "fixtures": "$ROOT/tests/fixtures",
+  "synadm": "$SYNADM_VENV/bin/synadm",
   "hs2_media": {"mxmedia": "$WORK/bin/mxmedia2", "route": "$WORK/bin/route-hs2-media",
                 "media_store": "$WORK/hs2/media_store", "database": "$WORK/hs2/homeserver.db",
                 "work_dir": "$WORK/mxmedia2",

@@ -96,6 +96,7 @@ class Context:
     doctor: dict[str, Any]
     # The second mxmedia (for hs2) and the scripts around it, for the import scenario.
     hs2_media: dict[str, str] = field(default_factory=dict)
+    synadm: str = ""  # the synadm executable, in a venv of its own
     ssl: ssl.SSLContext = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
 
@@ -117,6 +118,7 @@ class Context:
             fixtures=Path(raw["fixtures"]),
             doctor=raw["doctor"],
             hs2_media=raw.get("hs2_media", {}),
+            synadm=raw.get("synadm", ""),
         )
 
     async def open(self) -> None:
@@ -932,6 +934,111 @@ async def import_from_synapse_on_postgresql(ctx: Context) -> None:
     expect_eq(again["imported"], "0", f"second run from PostgreSQL; {text}")
 
 
+async def start_fresh_synapse(ctx: Context, dir: Path, port: int) -> tuple[asyncio.subprocess.Process, Homeserver]:
+    """A third Synapse with hs2's server name and signing key but its own empty SQLite database
+    and media store, listening on `port` of hs2's address: the Synapse an admin moves back to."""
+    hs2 = ctx.hs2
+    config = (Path(ctx.hs2_media["database"]).parent / "homeserver.yaml").read_text()
+    secret = secrets.token_hex(24)
+    for key, value in (("pid_file", f'"{dir}/homeserver.pid"'), ("media_store_path", f'"{dir}/media_store"'),
+                       ("registration_shared_secret", f'"{secret}"'), ("enable_media_repo", "true")):
+        config, n = re.subn(rf"(?m)^{key}: .*$", f"{key}: {value}", config)
+        expect_eq(n, 1, f"{key} in hs2's homeserver.yaml")
+    config, n = re.subn(r'(?m)^    database: ".*"$', f'    database: "{dir}/homeserver.db"', config)
+    expect_eq(n, 1, "database path in hs2's homeserver.yaml")
+    config, n = re.subn(r"(?m)^  - port: 8008$", f"  - port: {port}", config)
+    expect_eq(n, 1, "listener port in hs2's homeserver.yaml")
+    # Synapse only serves thumbnails it has rows for, unless it may make them on demand.
+    config += "dynamic_thumbnails: true\n"
+    (dir / "homeserver.yaml").write_text(config)
+    log = open(dir / "homeserver.log", "wb")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "synapse.app.homeserver", "-c",
+                                                str(dir / "homeserver.yaml"), stdout=log, stderr=log)
+    log.close()
+    host = hs2.synapse_url.rsplit(":", 1)[0]
+    url = f"{host}:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            r = await ctx.request("GET", f"{url}/health")
+            if r.status == 200:
+                break
+        except aiohttp.ClientError:
+            pass
+        if proc.returncode is not None or time.monotonic() > deadline:
+            tail = (dir / "homeserver.log").read_text(errors="replace")[-2000:]
+            raise Failed(f"the fresh Synapse did not come up; its log ends:\n{tail}")
+        await asyncio.sleep(0.5)
+    return proc, Homeserver(name="hs3", server_name=hs2.server_name, base_url=url, synapse_url=url,
+                            shared_secret=secret)
+
+
+@scenario
+async def export_to_a_fresh_synapse(ctx: Context) -> None:
+    """The way back: media uploaded through hs2's Synapse (imported into mxmedia2) and media
+    uploaded to mxmedia2 itself are exported from the running mxmedia2 with `mxmedia export
+    synapse`; a fresh Synapse with hs2's server name, given the exported media store and the SQL
+    loaded (twice) into its own SQLite database, serves every item through its client API with
+    the same bytes, name and type, and a thumbnail of the JPEG."""
+    hs2, m = ctx.hs2, ctx.hs2_media
+    _, t2 = await ctx.new_user(hs2, "goback")
+    photo = (ctx.fixtures / "photo_640x480.jpg").read_bytes()
+    items = [  # (bytes, content type, file name)
+        (photo, "image/jpeg", "back home.jpg"),
+        ("back ✓".encode(), "text/plain; charset=utf-8", "l'été \"☃\" 日本.txt"),
+        (os.urandom(300_000), "application/octet-stream", "large back.bin"),
+    ]
+    mxcs = [await ctx.upload(hs2, t2, data, ctype, name) for data, ctype, name in items]
+    _, text = await run_import(ctx)
+    # One more uploaded to mxmedia2 directly (its own listener): native media goes back too.
+    # (Not text/*: Synapse adds a charset to those it serves.)
+    native = (os.urandom(5_000), "application/pdf", "native ✓.pdf")
+    mxmedia2 = hs2.synapse_url.rsplit(":", 1)[0] + ":8090"
+    r = await ctx.request("POST", f"{mxmedia2}/_matrix/media/v3/upload?filename={quote(native[2])}", token=t2,
+                          body=native[0], headers={"Content-Type": native[1]})
+    expect_status(r, 200)
+    items.append(native)
+    mxcs.append(r.json()["content_uri"])
+
+    dir = Path(m["work_dir"]).parent / "hs3"
+    dir.mkdir(exist_ok=True)
+    sql = dir / "media.sql"
+    proc = await asyncio.create_subprocess_exec(
+        m["mxmedia"], "export", "synapse", "--media-store", str(dir / "media_store"), "--sql", str(sql),
+        "--dialect", "sqlite", cwd=m["work_dir"], stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode("utf-8", "replace")
+    expect_eq(proc.returncode, 0, f"mxmedia export exit status; output:\n{text}")
+    expect("from the running server" in text, f"export from the running mxmedia2: {text}")
+
+    synapse, hs3 = await start_fresh_synapse(ctx, dir, 8018)
+    try:
+        import sqlite3
+        db = sqlite3.connect(dir / "homeserver.db", timeout=30)
+        for _ in range(2):
+            db.executescript(sql.read_text())
+        db.close()
+        user, password = await ctx.register(hs3, "back")
+        t3 = await ctx.login(hs3, user, password)
+        for (data, ctype, name), mxc in zip(items, mxcs):
+            r = await ctx.request("GET", ctx.download_url(hs3.base_url, mxc), token=t3)
+            expect_status(r, 200)
+            expect(r.body == data, f"{name}: bytes differ on the fresh Synapse")
+            expect_eq(r.headers.get("Content-Type"), ctype, f"{name}: Content-Type")
+            expect_eq(disposition_filename(r.headers.get("Content-Disposition", "")), name, f"{name}: file name")
+        r = await ctx.request("GET", f"{hs3.base_url}/_matrix/client/v1/media/thumbnail/{quote(hs2.server_name, safe='')}/"
+                              f"{parse_mxc(mxcs[0])[1]}?width=96&height=96&method=crop", token=t3)
+        expect_status(r, 200)
+    finally:
+        synapse.terminate()
+        try:
+            await asyncio.wait_for(synapse.wait(), 15)
+        except asyncio.TimeoutError:
+            synapse.kill()
+            await synapse.wait()
+
+
 def expect_too_large(r: Response) -> None:
     """413 for an upload over the limit: the README's nginx config leaves the limit to mxmedia,
     so clients get the Matrix error (with CORS headers), not an nginx HTML page."""
@@ -1131,6 +1238,132 @@ async def synapse_admin_quarantines_a_real_room_through_mxmedia(ctx: Context) ->
     r = await ctx.request("GET", info, token=admin)
     expect_eq(r.json()["media_info"]["quarantined_by"], admin_id, "quarantined_by")
 
+
+
+class Synadm:
+    """synadm, configured non-interactively (a config file, as `synadm config` would write it)
+    for one account on one homeserver, run as a subprocess exactly as an admin runs it."""
+
+    def __init__(self, ctx: Context, hs: Homeserver, user_id: str, token: str, home: Path):
+        expect(bool(ctx.synadm) and os.access(ctx.synadm, os.X_OK), f"no synadm executable at {ctx.synadm!r}")
+        self.exe = ctx.synadm
+        home.mkdir(parents=True, exist_ok=True)
+        self.config = home / "synadm.yaml"
+        # JSON is YAML; every key synadm asks for, so it never prompts.
+        self.config.write_text(json.dumps({
+            "user": user_id, "token": token, "protocol": "http", "base_url": hs.base_url,
+            "admin_path": "/_synapse/admin", "matrix_path": "/_matrix", "timeout": 30,
+            "server_discovery": "well-known", "homeserver": hs.server_name, "ssl_verify": True,
+            "format": "json",
+        }))
+        # requests verifies against the suite's CA through its usual variable.
+        self.env = {**os.environ, "HOME": str(home), "REQUESTS_CA_BUNDLE": ctx.ca_file}
+
+    async def run(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.exe, "--no-confirm", "-o", "json", "-c", str(self.config), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    async def json(self, *args: str) -> Any:
+        """Runs synadm, which must succeed, and returns what it printed as JSON."""
+        rc, out, err = await self.run(*args)
+        cmd = "synadm " + " ".join(args)
+        expect(rc == 0, f"{cmd} exited {rc}: {out[-400:]!r} {err[-400:]!r}")
+        expect("returned status code" not in err, f"{cmd}: {err[-400:]!r}")
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise Failed(f"{cmd} printed no JSON: {out[-400:]!r} {err[-400:]!r}") from None
+
+
+@scenario
+async def synadm_moderates_media_through_mxmedia(ctx: Context) -> None:
+    """synadm, a real admin CLI for Synapse's admin API, run unchanged through nginx against
+    mxmedia: it lists a user's media, quarantines and releases one item (by server and id, and
+    by id alone), protects one, quarantines all of a user's media (the protected one passed by),
+    deletes by id and by age and size (refused while keep_profiles is Synapse's default, as
+    mxmedia cannot tell avatars), purges the remote media cache (a quarantined remote item kept
+    for review); a non-admin's synadm is refused 403. mxmedia's state is checked after each."""
+    hs, hs2 = ctx.hs1, ctx.hs2
+    admin_id, admin_password = await ctx.register(hs, "synadm", admin=True)
+    admin = await ctx.login(hs, admin_id, admin_password)
+    user_id, user = await ctx.new_user(hs, "synuser")
+    mxcs = [await ctx.upload(hs, user, os.urandom(3000 + i), "image/png", f"s{i}.png") for i in range(3)]
+    ids = [parse_mxc(m)[1] for m in mxcs]
+    home = Path(ctx.mxmedia_data_dir).parent / f"synadm-{secrets.token_hex(4)}"
+    synadm = Synadm(ctx, hs, admin_id, admin, home / "admin")
+
+    async def status(mxc: str) -> int:
+        return (await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=user)).status
+
+    async def info(server: str, media_id: str) -> Response:
+        return await ctx.request("GET", f"{hs.base_url}/_synapse/admin/v1/media/{quote(server, safe='')}/{media_id}",
+                                 token=admin)
+
+    listed = await synadm.json("media", "list", "-u", user_id, "--ts")
+    expect_eq(listed["total"], 3, "synadm media list: total")
+    expect_eq(sorted(m["media_id"] for m in listed["media"]), sorted(ids), "synadm media list: ids")
+    expect_eq(sorted(m["media_length"] for m in listed["media"]), [3000, 3001, 3002], "synadm media list: lengths")
+
+    expect_eq(await synadm.json("media", "quarantine", "-s", hs.server_name, "-i", ids[0]), {}, "quarantine answer")
+    expect_eq(await status(mxcs[0]), 404, "quarantined download")
+    expect_eq((await info(hs.server_name, ids[0])).json()["media_info"]["quarantined_by"], admin_id, "quarantined_by")
+    expect_eq(await synadm.json("media", "unquarantine", "-i", ids[0]), {}, "unquarantine answer")
+    expect_eq(await status(mxcs[0]), 200, "released download")
+
+    expect_eq(await synadm.json("media", "protect", ids[1]), {}, "protect answer")
+    expect_eq(await synadm.json("media", "quarantine", "-u", user_id), {"num_quarantined": 2}, "user quarantine answer")
+    expect_eq([await status(m) for m in mxcs], [404, 200, 404], "downloads after the user quarantine")
+    listed = await synadm.json("media", "list", "-u", user_id, "--ts", "-s", "media_id")
+    by_id = {m["media_id"]: m for m in listed["media"]}
+    expect_eq([by_id[i]["quarantined_by"] for i in ids], [admin_id, None, admin_id], "listed quarantined_by")
+    expect_eq(by_id[ids[1]]["safe_from_quarantine"], True, "listed safe_from_quarantine")
+
+    expect_eq(await synadm.json("media", "delete", "-i", ids[2]), {"deleted_media": [ids[2]], "total": 1},
+              "delete by id answer")
+    expect_eq((await info(hs.server_name, ids[2])).status, 404, "deleted media info")
+
+    big = await ctx.upload(hs, user, os.urandom(6 * 1024 * 1024), "application/octet-stream", "big.bin")
+    small = await ctx.upload(hs, user, os.urandom(1000), "image/png", "small.png")
+    await asyncio.sleep(0.01)
+    before = str(int(time.time() * 1000))
+    refused = await synadm.run("media", "delete", "--before-ts", before, "--size", "5120")
+    expect(refused[0] == 0 and "M_INVALID_PARAM" in refused[1] and "keep_profiles" in refused[1],
+           f"delete keeping profiles was not refused: {refused}")
+    expect_eq(await status(big), 200, "big media after the refused delete")
+    deleted = await synadm.json("media", "delete", "--before-ts", before, "--size", "5120", "--delete-profiles")
+    # Other scenarios' uploads over 5 MiB go too (the largest upload's): by age and size, as asked.
+    expect(parse_mxc(big)[1] in deleted["deleted_media"] and deleted["total"] == len(deleted["deleted_media"])
+           and not {parse_mxc(small)[1], *ids} & set(deleted["deleted_media"]),
+           f"delete by age and size answer: {deleted}")
+    expect_eq([await status(big), await status(small), await status(mxcs[1])], [404, 200, 200],
+              "downloads after delete by age and size")
+
+    # Remote media cached by mxmedia: one of two quarantined, then the cache purged.
+    _, remote_user = await ctx.new_user(hs2, "synremote")
+    remote = [await ctx.upload(hs2, remote_user, os.urandom(2000 + i), "image/png", f"r{i}.png") for i in range(2)]
+    for mxc in remote:
+        r = await ctx.request("GET", ctx.download_url(hs.base_url, mxc), token=user)
+        expect_status(r, 200)
+    held = parse_mxc(remote[0])[1]
+    expect_eq(await synadm.json("media", "quarantine", "-s", hs2.server_name, "-i", held), {},
+              "remote quarantine answer")
+    await asyncio.sleep(0.05)
+    purged = await synadm.json("media", "purge", "--before-ts", str(int(time.time() * 1000)))
+    expect(purged.get("deleted", 0) >= 1, f"purge deleted nothing: {purged}")
+    expect_eq((await info(hs2.server_name, parse_mxc(remote[1])[1])).status, 404, "purged remote media info")
+    r = await info(hs2.server_name, held)
+    expect_status(r, 200)
+    expect_eq(r.json()["media_info"]["media_length"], 2000, "quarantined remote media kept by the purge")
+
+    outsider = Synadm(ctx, hs, user_id, user, home / "user")
+    rc, out, err = await outsider.run("media", "list", "-u", user_id)
+    expect(rc == 0 and "M_FORBIDDEN" in out and "403" in err, f"non-admin synadm not refused: {(rc, out, err)}")
+    rc, out, err = await outsider.run("media", "quarantine", "-s", hs.server_name, "-i", parse_mxc(small)[1])
+    expect("M_FORBIDDEN" in out and "403" in err, f"non-admin quarantine not refused: {(rc, out, err)}")
+    expect_eq(await status(small), 200, "media after the refused quarantine")
 
 async def run(ctx_path: str) -> tuple[int, int]:
     ctx = Context.load(ctx_path)

@@ -158,7 +158,7 @@ impl TestServer {
 
     /// Blobs kept outside sled, on either backend.
     pub fn blob_count(&self) -> usize {
-        blob_count(&self.store, self.dir.path())
+        blob_count(&self.store, &self.config.data_dir)
     }
 }
 

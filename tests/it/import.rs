@@ -21,7 +21,7 @@ const PHOTO: &str = concat!(
 );
 
 /// Synapse's two media tables as its current schema has them (full schema plus deltas).
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE TABLE local_media_repository ( media_id TEXT, media_type TEXT, media_length INTEGER,
   created_ts BIGINT, upload_name TEXT, user_id TEXT, quarantined_by TEXT, url_cache TEXT,
   last_access_ts BIGINT, safe_from_quarantine BOOLEAN NOT NULL DEFAULT 0,
@@ -30,29 +30,37 @@ CREATE TABLE remote_media_cache ( media_origin TEXT, media_id TEXT, media_type T
   created_ts BIGINT, upload_name TEXT, media_length INTEGER, filesystem_id TEXT,
   last_access_ts BIGINT, quarantined_by TEXT, authenticated BOOLEAN DEFAULT FALSE NOT NULL,
   sha256 TEXT, UNIQUE (media_origin, media_id) );
+CREATE TABLE local_media_repository_thumbnails ( media_id TEXT, thumbnail_width INTEGER,
+  thumbnail_height INTEGER, thumbnail_type TEXT, thumbnail_method TEXT, thumbnail_length INTEGER,
+  UNIQUE ( media_id, thumbnail_width, thumbnail_height, thumbnail_type, thumbnail_method ) );
+CREATE TABLE remote_media_cache_thumbnails ( media_origin TEXT, media_id TEXT,
+  thumbnail_width INTEGER, thumbnail_height INTEGER, thumbnail_method TEXT, thumbnail_type TEXT,
+  thumbnail_length INTEGER, filesystem_id TEXT,
+  UNIQUE ( media_origin, media_id, thumbnail_width, thumbnail_height, thumbnail_type,
+           thumbnail_method ) );
 ";
 
 /// A Synapse media repository on disk: `homeserver.db` and `media_store/`.
-struct Synapse {
-    dir: tempfile::TempDir,
+pub struct Synapse {
+    pub dir: tempfile::TempDir,
     db: rusqlite::Connection,
 }
 
 /// One local row; fields left `None` are NULL.
 #[derive(Clone, Default)]
-struct Local<'a> {
-    id: &'a str,
-    user: &'a str,
-    bytes: Option<&'a [u8]>,
-    media_type: &'a str,
-    name: Option<&'a str>,
-    quarantined_by: Option<&'a str>,
-    url_cache: bool,
-    authenticated: bool,
+pub struct Local<'a> {
+    pub id: &'a str,
+    pub user: &'a str,
+    pub bytes: Option<&'a [u8]>,
+    pub media_type: &'a str,
+    pub name: Option<&'a str>,
+    pub quarantined_by: Option<&'a str>,
+    pub url_cache: bool,
+    pub authenticated: bool,
     /// Write this sha256 into the row instead of the real one.
-    wrong_sha256: bool,
+    pub wrong_sha256: bool,
     /// Leave the file out of the media store.
-    no_file: bool,
+    pub no_file: bool,
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -60,7 +68,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 impl Synapse {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("media_store")).unwrap();
         let db = rusqlite::Connection::open(dir.path().join("homeserver.db")).unwrap();
@@ -69,15 +77,15 @@ impl Synapse {
         Self { dir, db }
     }
 
-    fn store(&self) -> PathBuf {
+    pub fn store(&self) -> PathBuf {
         self.dir.path().join("media_store")
     }
 
-    fn db_path(&self) -> PathBuf {
+    pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("homeserver.db")
     }
 
-    fn add_local(&self, row: Local<'_>) {
+    pub fn add_local(&self, row: Local<'_>) {
         let id = row.id;
         if let (Some(bytes), false) = (row.bytes, row.no_file) {
             let path = self
@@ -116,6 +124,47 @@ impl Synapse {
             .unwrap();
     }
 
+    /// A thumbnail Synapse made of local media `id`; `bytes: None` leaves its file out.
+    pub fn add_local_thumbnail(
+        &self,
+        id: &str,
+        (width, height): (u32, u32),
+        content_type: &str,
+        method: &str,
+        bytes: Option<&[u8]>,
+    ) {
+        let (top, sub) = content_type.split_once('/').unwrap();
+        let dir = self
+            .store()
+            .join("local_thumbnails")
+            .join(&id[..2])
+            .join(&id[2..4])
+            .join(&id[4..]);
+        if let Some(bytes) = bytes {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join(format!("{width}-{height}-{top}-{sub}-{method}")),
+                bytes,
+            )
+            .unwrap();
+        }
+        self.db
+            .execute(
+                "INSERT INTO local_media_repository_thumbnails (media_id, thumbnail_width,
+                   thumbnail_height, thumbnail_type, thumbnail_method, thumbnail_length)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    id,
+                    width,
+                    height,
+                    content_type,
+                    method,
+                    bytes.map_or(100, |b| b.len() as i64)
+                ],
+            )
+            .unwrap();
+    }
+
     fn add_remote(&self, origin: &str, id: &str, fs_id: &str, bytes: &[u8], name: &str) {
         let path = self
             .store()
@@ -138,7 +187,7 @@ impl Synapse {
 }
 
 /// Runs `mxmedia import synapse` on `data_dir`; `extra` arguments after the usual ones.
-fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
+pub fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .env_clear()
         .env("MXMEDIA_DATA_DIR", data_dir)
@@ -155,16 +204,16 @@ fn import(synapse: &Synapse, data_dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr(out: &Output) -> String {
+pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The number after `label` in the summary.
-fn count(out: &Output, label: &str) -> u64 {
+pub fn count(out: &Output, label: &str) -> u64 {
     let text = stdout(out);
     let line = text
         .lines()
@@ -179,7 +228,7 @@ fn count(out: &Output, label: &str) -> u64 {
         .unwrap()
 }
 
-async fn get(
+pub async fn get(
     base: &str,
     path: &str,
     token: Option<&str>,
@@ -199,7 +248,7 @@ async fn get(
     (res.status().as_u16(), body, ct, cd)
 }
 
-async fn download(
+pub async fn download(
     base: &str,
     server: &str,
     id: &str,
@@ -579,4 +628,107 @@ async fn killed_import_resumes_to_the_same_result() {
         0,
         "no staged file left"
     );
+}
+
+/// A JPEG of `width`×`height` noisy pixels of `seed`, unlike anything our renderer makes.
+fn noisy_jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([seed, (x * 7 + y * 13) as u8, (x ^ y) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// The counts of the summary's thumbnail line: imported, already there, left out, failed.
+fn thumbnail_counts(out: &Output) -> [u64; 4] {
+    let text = stdout(out);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("thumbnails:"))
+        .unwrap_or_else(|| panic!("no thumbnail line in the summary:\n{text}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    [numbers[0], numbers[1], numbers[2], numbers[3]]
+}
+
+/// With `--thumbnails`, the thumbnails Synapse stored are served as they were where they are
+/// what this server serves (a 96×96 crop; a 320×240 scale of a 640×480 photo, over the inline
+/// threshold), instead of being rendered again; one of a size not served here, one of a type
+/// not rendered here and one whose source is served as it is are left out, a missing file is
+/// counted; a second run adds nothing.
+#[actix_web::test]
+async fn synapse_thumbnails_are_kept_where_they_match_ours() {
+    let server = TestServer::start_with(|c| {
+        c.store.inline_blob_max = bytesize::ByteSize::kib(4);
+    })
+    .await;
+    let photo = std::fs::read(PHOTO).unwrap();
+    let s = Synapse::new();
+    let id = "TTTTthumbnailedPhotoooo";
+    s.add_local(Local {
+        id,
+        user: "@alice:localhost",
+        bytes: Some(&photo),
+        media_type: "image/jpeg",
+        ..Local::default()
+    });
+    let crop = noisy_jpeg(96, 96, 1);
+    let scale = noisy_jpeg(320, 240, 2);
+    assert!(scale.len() > 4096, "stored as a blob file");
+    s.add_local_thumbnail(id, (96, 96), "image/jpeg", "crop", Some(&crop));
+    s.add_local_thumbnail(id, (320, 240), "image/jpeg", "scale", Some(&scale));
+    let odd = noisy_jpeg(123, 77, 3);
+    s.add_local_thumbnail(id, (123, 77), "image/jpeg", "scale", Some(&odd));
+    s.add_local_thumbnail(id, (32, 32), "image/webp", "crop", Some(&crop));
+    s.add_local_thumbnail(id, (640, 480), "image/jpeg", "scale", Some(&odd));
+    s.add_local_thumbnail(id, (32, 32), "image/jpeg", "crop", None);
+
+    let out = import(&s, server.dir.path(), &["--thumbnails"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(count(&out, "imported:"), 1, "{text}");
+    assert_eq!(thumbnail_counts(&out), [2, 0, 3, 1], "{text}");
+
+    let thumb = |query: &str| format!("/_matrix/client/v1/media/thumbnail/localhost/{id}?{query}");
+    let (status, body, ct, _) = get(
+        &server.base,
+        &thumb("width=96&height=96&method=crop"),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!((status, ct.as_deref()), (200, Some("image/jpeg")));
+    assert!(
+        body == crop,
+        "Synapse's crop is served, not one rendered here"
+    );
+    let (status, body, ..) = get(
+        &server.base,
+        &thumb("width=300&height=200&method=scale"),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body == scale,
+        "Synapse's 320x240 scale is served for the 320x240 size"
+    );
+    let (status, body, ..) = get(
+        &server.base,
+        &thumb("width=32&height=32&method=crop"),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body != crop, "the 32x32 crop is rendered here");
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 32);
+
+    let again = import(&s, server.dir.path(), &["--thumbnails"]);
+    let text = format!("{}{}", stdout(&again), stderr(&again));
+    assert_eq!(again.status.code(), Some(0), "{text}");
+    assert_eq!(count(&again, "imported:"), 0, "{text}");
+    assert_eq!(thumbnail_counts(&again), [0, 2, 3, 1], "{text}");
 }

@@ -13,6 +13,7 @@ use std::{
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use mxmedia::config::{Config, UrlPattern};
+use serde_json::json;
 
 use crate::{
     common::{ALICE, BOB, TestServer, assert_error, urlencode},
@@ -632,4 +633,212 @@ async fn ipv4_embedded_in_ipv6_is_judged_as_ipv4() {
         }
     }
     assert_eq!(site.hits("/og"), 0, "nothing reached the site");
+}
+
+/// `method` on `path` as `token`: the status and the JSON body (null if none).
+async fn call(
+    server: &TestServer,
+    method: actix_web::http::Method,
+    path: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let mut res = server.send_as(method, server.url(path), token, "").await;
+    let status = res.status().as_u16();
+    let body = res.body().limit(1 << 20).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn media_id(og: &serde_json::Value) -> String {
+    og["og:image"].as_str().unwrap()["mxc://localhost/".len()..].to_owned()
+}
+
+async fn download_status(server: &TestServer, id: &str) -> u16 {
+    let mut res = server.get_as(server.download_url(id), ALICE).await;
+    let status = res.status().as_u16();
+    if status != 200 {
+        assert_error(&mut res, 404, "M_NOT_FOUND").await;
+    }
+    status
+}
+
+/// Uploads `bytes` as alice, returning the media id.
+async fn upload_as_alice(server: &TestServer, bytes: &[u8]) -> (u16, String) {
+    let mut res = server
+        .client
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(ALICE)
+        .insert_header(("content-type", "image/jpeg"))
+        .send_body(bytes.to_vec())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.unwrap();
+    let id = body["content_uri"]
+        .as_str()
+        .map(|uri| uri["mxc://localhost/".len()..].to_owned())
+        .unwrap_or_default();
+    (status, id)
+}
+
+/// An image fetched for alice's preview is not alice's media: it is not in her media list,
+/// her statistics, her quota or her MSC4034 usage, her one-file quota still takes an upload,
+/// deleting her media leaves it, and the admin media info names no user. It is still served.
+#[actix_web::test]
+async fn preview_images_are_nobodys_media() {
+    use actix_web::http::Method;
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.auth.admins = vec!["@bob:localhost".into()];
+        c.media.user_quota_files = 1;
+    })
+    .await;
+    let og = preview(&server, &site.url("/og")).await;
+    let id = media_id(&og);
+    assert_eq!(
+        download(&server, og["og:image"].as_str().unwrap()).await,
+        PHOTO
+    );
+
+    let alice_media = "/_synapse/admin/v1/users/@alice:localhost/media";
+    let (code, body) = call(&server, Method::GET, alice_media, BOB).await;
+    assert_eq!(code, 200);
+    assert_eq!((&body["media"], &body["total"]), (&json!([]), &json!(0)));
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        "/_synapse/admin/v1/statistics/users/media",
+        BOB,
+    )
+    .await;
+    assert_eq!(body, json!({"users": [], "total": 0}));
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        "/_mxmedia/admin/v1/users/@alice:localhost/quota",
+        BOB,
+    )
+    .await;
+    assert_eq!((&body["bytes"], &body["files"]), (&json!(0), &json!(0)));
+    let (code, body) = call(
+        &server,
+        Method::GET,
+        "/_matrix/media/unstable/org.matrix.msc4034/usage",
+        ALICE,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        json!({"org.matrix.msc4034.storage.used": 0, "org.matrix.msc4034.storage.files": 0})
+    );
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("/_synapse/admin/v1/media/localhost/{id}"),
+        BOB,
+    )
+    .await;
+    assert_eq!(body["media_info"]["user_id"], json!(null));
+    assert_eq!(body["media_info"]["media_length"], json!(PHOTO.len()));
+
+    // Her quota of one file is all hers.
+    let (code, _) = upload_as_alice(&server, b"a file of her own").await;
+    assert_eq!(code, 200);
+    let (code, body) = call(&server, Method::DELETE, alice_media, BOB).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["total"], json!(1));
+    assert_eq!(download_status(&server, &id).await, 200);
+}
+
+/// A preview image lives `image_ttl_secs`: once older, its id answers 404 (removed when the
+/// next preview image is stored, without waiting for the minute's sweep), while alice's own
+/// upload of the same bytes keeps them, and the newer image is served.
+#[actix_web::test]
+async fn preview_images_expire_and_spare_uploads_of_the_same_bytes() {
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.cache_ttl_secs = 1;
+        c.preview.image_ttl_secs = 1;
+    })
+    .await;
+    let (code, upload) = upload_as_alice(&server, PHOTO).await;
+    assert_eq!(code, 200);
+    let first = media_id(&preview(&server, &site.url("/og")).await);
+    assert_eq!(download_status(&server, &first).await, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = media_id(&preview(&server, &site.url("/og-cached")).await);
+    assert_eq!(download_status(&server, &first).await, 404);
+    assert_eq!(download_status(&server, &second).await, 200);
+    assert_eq!(
+        download(&server, &format!("mxc://localhost/{upload}")).await,
+        PHOTO
+    );
+
+    // The minute's sweep removes the rest once they are old, and the bytes stay alice's.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let swept = server
+        .media
+        .expire_preview_images(mxmedia::clock::now_ms() - 1000, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!((swept.removed, swept.kept_bytes), (1, 0));
+    assert_eq!(download_status(&server, &second).await, 404);
+    assert_eq!(
+        download(&server, &format!("mxc://localhost/{upload}")).await,
+        PHOTO
+    );
+}
+
+/// All preview images stay within `image_cache_max_size`: a new one pushes out the oldest,
+/// which then answers 404, and the cached preview showing it goes too, so asking for that
+/// preview again fetches the page and stores an image that is there.
+#[actix_web::test]
+async fn preview_images_stay_within_the_size_cap() {
+    let site = Site::start();
+    let cap = u64::try_from(PHOTO.len()).unwrap() * 3 / 2;
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.image_cache_max_size = bytesize::ByteSize::b(cap);
+    })
+    .await;
+    let oldest = media_id(&preview(&server, &site.url("/og")).await);
+    let newest = media_id(&preview(&server, &site.url("/og-cached")).await);
+    assert_eq!(download_status(&server, &oldest).await, 404);
+    assert_eq!(download_status(&server, &newest).await, 200);
+    assert_eq!(site.hits("/og"), 1);
+    let again = media_id(&preview(&server, &site.url("/og")).await);
+    assert_eq!(site.hits("/og"), 2);
+    assert_ne!(again, oldest);
+    assert_eq!(download_status(&server, &again).await, 200);
+    assert_eq!(download_status(&server, &newest).await, 404);
+}
+
+/// Bytes on the hash quarantine list are quarantined as a preview image too, and the preview
+/// leaves the image out rather than show an id that answers 404.
+#[actix_web::test]
+async fn quarantined_bytes_are_left_out_of_previews() {
+    use actix_web::http::Method;
+    let site = Site::start();
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.auth.admins = vec!["@bob:localhost".into()];
+    })
+    .await;
+    let (_, upload) = upload_as_alice(&server, PHOTO).await;
+    let (code, _) = call(
+        &server,
+        Method::POST,
+        &format!("/_synapse/admin/v1/media/quarantine/localhost/{upload}"),
+        BOB,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let og = preview(&server, &site.url("/og")).await;
+    assert_eq!(og["og:title"], "A Blog Post");
+    assert!(og.get("og:image").is_none(), "{og}");
 }

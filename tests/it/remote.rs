@@ -896,6 +896,78 @@ async fn quarantined_bytes_from_a_remote_are_never_served() {
     setup.signatures_were_valid();
 }
 
+/// A remote origin's own thumbnail whose bytes are on the quarantine list is never served:
+/// one kept already is quarantined with its media when the hash is listed, and one fetched
+/// later quarantines its media as it is stored, before anyone gets it; the original of such
+/// media is then never fetched.
+#[actix_web::test]
+async fn quarantined_bytes_in_a_remote_thumbnail_are_never_served() {
+    use actix_web::http::Method;
+    use sha2::Digest as _;
+
+    let setup = Setup::moderated(|_| {}).await;
+    for id in ["early", "late"] {
+        let mut file = File::new(PHOTO.to_vec(), "image/jpeg");
+        file.thumbnail = Some((PNG.to_vec(), "image/png".into()));
+        setup.host.put(id, file);
+    }
+    let query = "width=64&height=64&method=scale";
+    assert_eq!(
+        setup.get(&setup.thumbnail_url("early", query)).await.2,
+        PNG,
+        "not listed yet"
+    );
+    let sha = hex::encode(sha2::Sha256::digest(PNG));
+    let (code, body) = admin_call(
+        &setup,
+        Method::POST,
+        &format!("/_mxmedia/admin/v1/quarantine/hash/{sha}"),
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            serde_json::json!({"added": true, "quarantined_media": 1})
+        ),
+        "the kept thumbnail's media is found by its bytes"
+    );
+    for id in ["early", "late"] {
+        for url in [setup.thumbnail_url(id, query), setup.download_url(id)] {
+            let mut res = setup.server.get_as(&url, ALICE).await;
+            assert_error(&mut res, 404, "M_NOT_FOUND").await;
+        }
+        assert_eq!(
+            setup.remote.hits(&format!("{FED_DOWNLOAD}/{id}")),
+            0,
+            "{id}"
+        );
+    }
+    assert_eq!(setup.remote.hits(&format!("{FED_THUMBNAIL}/early")), 1);
+    assert_eq!(
+        setup.remote.hits(&format!("{FED_THUMBNAIL}/late")),
+        1,
+        "fetched once, kept for review"
+    );
+    let late = mxmedia::model::id::MediaKey {
+        server_name: setup.remote.name().clone(),
+        media_id: "late".parse().unwrap(),
+    };
+    let state = setup.server.media.store().quarantine_state(&late).unwrap();
+    assert_eq!(state.quarantined.unwrap().by, "@alice:localhost");
+
+    // Taken off the list, the bytes are served again.
+    let (code, _) = admin_call(
+        &setup,
+        Method::DELETE,
+        &format!("/_mxmedia/admin/v1/quarantine/hash/{sha}"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(setup.get(&setup.thumbnail_url("late", query)).await.2, PNG);
+    setup.signatures_were_valid();
+}
+
 /// `purge_media_cache` removes remote media not asked for since `before_ts` (quarantined media
 /// kept for review); purged media is fetched again when asked for.
 #[actix_web::test]

@@ -175,8 +175,17 @@ pub(super) async fn fetch_thumbnail(
         )));
     }
     let staged = spool.finish().await.map_err(local)?;
+    let key = job.key.clone();
     job.store
-        .blocking(move |s| s.commit_thumbnail(&thumb_key, staged, &fetched.content_type))
+        .blocking(move |s| {
+            let record = s.commit_thumbnail(&thumb_key, staged, &fetched.content_type)?;
+            // Bytes on the quarantine list quarantined the media as they were stored (kept for
+            // review): this thumbnail is never served, as a fetched original would not be.
+            if s.is_withheld(&key)? {
+                return Err(StoreError::NotFound);
+            }
+            Ok(record)
+        })
         .await
         .map_err(committed)
 }

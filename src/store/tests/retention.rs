@@ -184,3 +184,63 @@ fn size_limit_removes_least_recent_first() {
         0
     );
 }
+
+/// Quarantined remote media, original or thumbnails only, is kept by every sweep however idle
+/// and whatever the size limit, for an admin to review; it does not count against the limit.
+/// Released from quarantine, it is cache again and goes.
+#[test]
+fn sweeps_keep_quarantined_remote_media() {
+    use crate::store::quarantine::Quarantined;
+
+    let (dir, store) = store(16);
+    let held = media("remote.example", "held");
+    let thumbs_only = media("other.example", "only");
+    let plain = media("remote.example", "plain");
+    fetch(&store, &held, b"abusive bytes an admin must review", 0);
+    fetch(&store, &plain, b"ordinary remote bytes, idle too", 0);
+    store
+        .put_thumbnail(
+            "remote:other.example/only/96x96/crop/false",
+            &[3; 40],
+            "image/jpeg",
+        )
+        .unwrap();
+    let by = Quarantined {
+        by: "@admin:localhost".into(),
+        at: 1,
+    };
+    store
+        .quarantine_media(&[held.clone(), thumbs_only.clone()], &by)
+        .unwrap();
+    let both = RetentionPolicy {
+        max_idle_ms: Some(DAY),
+        max_bytes: Some(1),
+    };
+    let swept = store
+        .sweep_remote("localhost", 400 * DAY, &both, |_| {})
+        .unwrap();
+    assert_eq!((swept.removed, swept.kept_bytes), (1, 0), "{swept:?}");
+    assert!(store.get_meta(&plain).unwrap().is_none());
+    assert!(store.get_meta(&held).unwrap().is_some(), "kept for review");
+    assert!(
+        store
+            .get_thumbnail("remote:other.example/only/96x96/crop/false")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(blob_files(&dir), 2);
+    assert!(
+        store
+            .remote_idle_since("localhost", 400 * DAY)
+            .unwrap()
+            .is_empty(),
+        "purge_media_cache keeps them too"
+    );
+
+    store.unquarantine_media(&held).unwrap();
+    let swept = store
+        .sweep_remote("localhost", 400 * DAY, &both, |_| {})
+        .unwrap();
+    assert_eq!(swept.removed, 1, "released: cache again");
+    assert!(store.get_meta(&held).unwrap().is_none());
+}
