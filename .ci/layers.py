@@ -14,8 +14,10 @@ LAYERS runs bottom-up, the direction of the arrows in README.md's "Architecture"
   layer's error becomes it; then auth and the layers above, which answer with it;
 - media, the service, then preview, which stores its images through media;
 - backup (the command and socket), import (`mxmedia import`, which talks to a running server
-  through backup's socket), export (`mxmedia export`, the way back, likewise), doctor (the command checking the path from outside, and the nonce
-  the server recognises its requests by), state (what handlers share), http (the handlers).
+  through backup's socket), export (`mxmedia export`, the way back, likewise), migrate
+  (`mxmedia migrate-store`, likewise), doctor (the command checking the path from outside, and
+  the nonce the server recognises its requests by), state (what handlers share), http (the
+  handlers).
 lib.rs and main.rs wire everything together and are not checked; cli (the binary's subcommand
 bodies, beside main.rs) sits on top.
 
@@ -26,8 +28,8 @@ import pathlib, re, sys
 
 LAYERS = [
     "clock", "model", "ttl_cache", "singleflight", "metrics", "config", "tls", "net",
-    "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "import", "export",
-    "doctor", "state", "http", "cli",
+    "store", "thumbnail", "federation", "error", "auth", "media", "preview", "backup", "import",
+    "export", "migrate", "doctor", "state", "http", "cli",
 ]
 rank = {m: i for i, entry in enumerate(LAYERS) for m in entry.split("|")}
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")

@@ -6,5 +6,6 @@ pub(crate) mod doctor;
 pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod keys;
+pub(crate) mod migrate;
 pub(crate) mod s3;
 pub(crate) mod serve;

@@ -13,6 +13,7 @@ pub mod http;
 pub mod import;
 pub mod media;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod net;
 pub mod preview;
@@ -55,10 +56,12 @@ pub struct Running {
 
 /// Opens the store, binds nothing itself (the listener is given), and builds the server.
 /// What the data dir's socket answers besides backups: imports, committed by this process
-/// because sled admits only one, and exports, read by it for the same reason.
+/// because sled admits only one, exports, read by it for the same reason, and the blob lists
+/// of `mxmedia migrate-store`.
 const SOCKET_REQUESTS: &[(&[u8], backup::Handler)] = &[
     (import::socket::REQUEST, import::socket::serve),
     (export::REQUEST, export::serve),
+    (migrate::socket::REQUEST, migrate::socket::serve),
 ];
 
 pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {

@@ -16,6 +16,7 @@ use crate::cli::{
     export::run_export,
     import::run_import,
     keys::{check_signing_key, generate_key},
+    migrate::run_migrate,
     s3::check_bucket,
     serve::{init_tracing, serve},
 };
@@ -72,6 +73,24 @@ enum Command {
     /// Bring in the media of another media repository, keeping every mxc:// URI.
     #[command(subcommand)]
     Import(ImportFrom),
+    /// Copy every blob file to the other blob backend (the data dir's blobs/ or the S3 bucket
+    /// of [store.s3]), verified by hash, while the server keeps serving. Run it again to copy
+    /// what was uploaded meanwhile; see the README for switching over.
+    MigrateStore {
+        /// The backend to copy to: `s3` (from the data dir) or `fs` (from the bucket).
+        #[arg(long, value_enum)]
+        to: BackendArg,
+        /// Say what would be copied, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// After the copy, remove the copies in the old backend, once every blob is verified in
+        /// the new one; refused unless the running server already reads from the new one.
+        #[arg(long)]
+        remove_source: bool,
+        /// The data dir whose blobs to move. Default: the configured one, as `serve` would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Write this server's media for another media repository, so nobody is locked in.
     #[command(subcommand)]
     Export(ExportTo),
@@ -101,6 +120,12 @@ enum ExportTo {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    S3,
+    Fs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -211,6 +236,30 @@ fn main() -> ExitCode {
                 thumbnails,
             };
             run_import(&config, &options)
+        }
+        Command::MigrateStore {
+            to,
+            dry_run,
+            remove_source,
+            data_dir,
+        } => {
+            for var in &ignored_env {
+                eprintln!("mxmedia: ignoring {var}: it names no setting");
+            }
+            let mut config = config;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            let options = mxmedia::migrate::Options {
+                to: match to {
+                    BackendArg::S3 => mxmedia::store::backends::Backend::S3,
+                    BackendArg::Fs => mxmedia::store::backends::Backend::Fs,
+                },
+                dry_run,
+                remove_source,
+                progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            run_migrate(&config, &options)
         }
         Command::Export(ExportTo::Synapse {
             media_store,

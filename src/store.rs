@@ -23,6 +23,7 @@
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
 //! leaves at most an unreferenced blob file, swept at the next start.
 
+pub mod backends;
 pub mod backup;
 pub mod blob;
 pub mod blocked;
@@ -141,9 +142,16 @@ impl Store {
             Some(s3) => Some(S3Blobs::new(s3).map_err(|e| StoreError::Backend(e.to_string()))?),
             None => None,
         };
+        let local = data_dir.join("blobs");
         let files: Box<dyn BlobStore> = match &s3 {
+            // Blobs not migrated yet (uploaded after the last `migrate-store` run) are still
+            // read from the data dir, until `--remove-source` empties and removes it.
+            Some(s3) if local.is_dir() => Box::new(backends::Fallback::new(
+                Box::new(s3.clone()),
+                FileBlobs::open(local)?,
+            )),
             Some(s3) => Box::new(s3.clone()),
-            None => Box::new(FileBlobs::open(data_dir.join("blobs"))?),
+            None => Box::new(FileBlobs::open(local)?),
         };
         let store = Self {
             inner: Arc::new(Inner {

@@ -28,6 +28,7 @@ mod garage;
 mod head;
 mod import;
 mod media_usage;
+mod migrate;
 mod moderation;
 mod preview;
 mod process;
