@@ -720,6 +720,17 @@ async fn remote_fetch_and_upload_share_the_free_space_floor() {
                 .is_ok_and(|body| body.len() == LEN),
             other => panic!("fetch answered {other}"),
         };
+        // The upload goes on only once the losing fetch's staging file is gone: a client that
+        // stops reading first (a slow machine's timeout) leaves the fetch running a while, and
+        // its bytes still count against the floor until then.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while dir_bytes(&tmp) > u64::try_from(HELD + 256 * 1024).unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "the losing fetch never let go of its bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let _ = release.send(());
         fetched
     };
