@@ -237,10 +237,22 @@ impl Store {
             &self.inner.user_index,
             &self.inner.hash_index,
             &self.inner.protected,
+            &self.inner.usage,
         );
         let result = trees
             .transaction(
-                |(meta, blobs, chunks, blocked, access, imported, user_index, hash_index, safe)| {
+                |(
+                    meta,
+                    blobs,
+                    chunks,
+                    blocked,
+                    access,
+                    imported,
+                    user_index,
+                    hash_index,
+                    safe,
+                    usage,
+                )| {
                     let mut outcomes = Vec::with_capacity(items.len());
                     for ((item, key), bytes) in items.iter().zip(keys).zip(&inline) {
                         if meta.get(key)?.is_some() || blocked.get(key)?.is_some() {
@@ -301,6 +313,9 @@ impl Store {
                                     encode(&record).map_err(ConflictableTransactionError::Abort)?,
                                 )?;
                                 index::add(user_index, hash_index, key, &record)?;
+                                // Imported media counts against its uploader's quota like any
+                                // upload of theirs.
+                                super::usage::count(usage, &item.uploader, *len, true)?;
                                 if item.extra.safe_from_quarantine {
                                     // Protected with the record, so no crash leaves it exposed
                                     // to bulk quarantines. Synapse keeps no time of protection:

@@ -464,6 +464,52 @@ async fn import_into_running_server() {
     assert!(body == later);
 }
 
+/// Imported media counts against its uploader's quota as their uploads do: after importing
+/// two files for alice, a two-file quota refuses her next upload and the usage endpoint reports
+/// the imported bytes.
+#[actix_web::test]
+async fn imported_media_counts_against_the_quota() {
+    let server = TestServer::start_with(|c| c.media.user_quota_files = 2).await;
+    let s = Synapse::new();
+    for (id, seed) in [
+        ("QQQQimportedOneeeeeeeeee", 31),
+        ("QQQQimportedTwoooooooooo", 32),
+    ] {
+        s.add_local(Local {
+            id,
+            user: "@alice:localhost",
+            bytes: Some(&pseudo_random(5_000, seed)),
+            media_type: "application/pdf",
+            ..Local::default()
+        });
+    }
+    let out = import(&s, server.dir.path(), &[]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(count(&out, "imported:"), 2, "{text}");
+
+    let mut usage = server
+        .get_as(
+            server.url("/_matrix/media/unstable/org.matrix.msc4034/usage"),
+            ALICE,
+        )
+        .await;
+    assert_eq!(usage.status(), 200);
+    let usage: serde_json::Value = usage.json().await.unwrap();
+    assert_eq!(usage["org.matrix.msc4034.storage.files"], 2, "{usage}");
+    assert_eq!(usage["org.matrix.msc4034.storage.used"], 10_000, "{usage}");
+    let mut res = server
+        .client
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(ALICE)
+        .insert_header(("content-type", "application/pdf"))
+        .send_body(vec![1u8; 100])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "the quota holds the imported files");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_USER_LIMIT_EXCEEDED", "{body}");
+}
+
 /// Media Synapse protected from quarantine (`safe_from_quarantine`) is protected in mxmedia
 /// once imported: the admin API says so, and quarantining its uploader's media passes it by
 /// while it takes the unprotected item.
