@@ -19,6 +19,7 @@
 //! The backup is built in a hidden sibling of `DIR` and renamed to `DIR` only when complete, so
 //! `DIR` is always either absent or a whole data dir that `mxmedia serve` can run on.
 
+pub mod lines;
 mod socket;
 
 use std::{

@@ -13,6 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::lines;
 use crate::store::{BlobReader, Store, StoreError, export::ExportPage};
 
 /// The first line an exporter sends.
@@ -170,12 +171,13 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> io::Result<Response> {
-        serde_json::to_writer(&mut self.writer, request)?;
-        self.writer.write_all(b"\n")?;
-        self.writer.flush()?;
-        let line = read_line(&mut self.reader)?
-            .ok_or_else(|| io::Error::other("the server closed the export connection"))?;
-        serde_json::from_slice(&line).map_err(io::Error::other)
+        lines::call(
+            &mut self.writer,
+            &mut self.reader,
+            request,
+            MAX_LINE,
+            "export",
+        )
     }
 }
 
@@ -186,18 +188,6 @@ fn unexpected(response: Response) -> io::Error {
     }
 }
 
-/// One line without its newline; `None` at the end of the stream.
 fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    reader.take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
-    if line.is_empty() {
-        return Ok(None);
-    }
-    if line.pop() != Some(b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "export line too long or cut short",
-        ));
-    }
-    Ok(Some(line))
+    lines::read_line(reader, MAX_LINE, "export")
 }

@@ -13,9 +13,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{
-    Store,
-    import::{ImportItem, ImportOutcome, ImportThumb, Known, ThumbOutcome},
+use crate::{
+    backup::lines,
+    store::{
+        Store,
+        import::{ImportItem, ImportOutcome, ImportThumb, Known, ThumbOutcome},
+    },
 };
 
 /// The first line an importer sends.
@@ -70,9 +73,7 @@ pub fn serve(store: &Store, stream: &UnixStream) -> io::Result<()> {
             },
             Err(e) => Response::Error(format!("malformed import request: {e}")),
         };
-        serde_json::to_writer(&mut writer, &response)?;
-        writer.write_all(b"\n")?;
-        writer.flush()?;
+        lines::send(&mut writer, &response)?;
     }
     tracing::info!(batches = commits, "import: importer done");
     Ok(())
@@ -125,12 +126,13 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> io::Result<Response> {
-        serde_json::to_writer(&mut self.writer, request)?;
-        self.writer.write_all(b"\n")?;
-        self.writer.flush()?;
-        let line = read_line(&mut self.reader)?
-            .ok_or_else(|| io::Error::other("the server closed the import connection"))?;
-        serde_json::from_slice(&line).map_err(io::Error::other)
+        lines::call(
+            &mut self.writer,
+            &mut self.reader,
+            request,
+            MAX_LINE,
+            "import",
+        )
     }
 }
 
@@ -141,18 +143,6 @@ fn unexpected(response: Response) -> io::Error {
     }
 }
 
-/// One line without its newline; `None` at the end of the stream.
 fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    reader.take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
-    if line.is_empty() {
-        return Ok(None);
-    }
-    if line.pop() != Some(b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "import line too long or cut short",
-        ));
-    }
-    Ok(Some(line))
+    lines::read_line(reader, MAX_LINE, "import")
 }

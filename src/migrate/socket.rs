@@ -10,12 +10,13 @@
 //! Removals asked for meanwhile happen when the command hangs up or dies.
 
 use std::{
-    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    io::{self, BufRead, BufReader, BufWriter, Write},
     os::unix::net::UnixStream,
 };
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::lines;
 use crate::store::{
     Store,
     backends::{Backend, FileBlob},
@@ -99,9 +100,7 @@ pub fn serve(store: &Store, stream: &UnixStream) -> io::Result<()> {
 }
 
 fn send(writer: &mut impl Write, response: &Response) -> io::Result<()> {
-    serde_json::to_writer(&mut *writer, response)?;
-    writer.write_all(b"\n")?;
-    writer.flush()
+    lines::send(writer, response)
 }
 
 /// The command's side of the connection.
@@ -146,9 +145,7 @@ impl Client {
         let next = Next {
             after: after.map(str::to_owned),
         };
-        serde_json::to_writer(&mut self.writer, &next)?;
-        self.writer.write_all(b"\n")?;
-        self.writer.flush()?;
+        lines::send(&mut self.writer, &next)?;
         let line = read_line(&mut self.reader)?
             .ok_or_else(|| io::Error::other("the server closed the migration connection"))?;
         match serde_json::from_slice(&line).map_err(io::Error::other)? {
@@ -165,18 +162,6 @@ impl Client {
     }
 }
 
-/// One line without its newline; `None` at the end of the stream.
 fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    reader.take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
-    if line.is_empty() {
-        return Ok(None);
-    }
-    if line.pop() != Some(b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "migrate line too long or cut short",
-        ));
-    }
-    Ok(Some(line))
+    lines::read_line(reader, MAX_LINE, "migrate")
 }
