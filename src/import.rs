@@ -19,7 +19,7 @@ mod problems;
 pub(crate) mod progress;
 mod sink;
 pub mod socket;
-mod staging;
+pub(crate) mod staging;
 pub mod synapse;
 mod thumbs;
 

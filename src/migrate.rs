@@ -410,7 +410,7 @@ impl StagingDir {
             move |source| Error::Io { path, source }
         };
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        remove_stale(&tmp);
+        crate::import::staging::remove_stale(&tmp, "migrate-");
         let dir = tmp.join(format!("migrate-{}", std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)
@@ -423,26 +423,6 @@ impl StagingDir {
 impl Drop for StagingDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Staging dirs of migrations that were killed: their process is gone.
-fn remove_stale(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("migrate-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! export, migrate-store): one JSON value per line, every line read bounded, so a peer that
 //! sends an endless line costs its reader `max` bytes and an error, never more memory.
 
-use std::io::{self, BufRead, Read as _, Write};
+use std::{
+    io::{self, BufRead, BufReader, BufWriter, Read as _, Write},
+    os::unix::net::UnixStream,
+};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -44,4 +47,29 @@ pub fn call<T: DeserializeOwned>(
     let line = read_line(reader, max, what)?
         .ok_or_else(|| io::Error::other(format!("the server closed the {what} connection")))?;
     serde_json::from_slice(&line).map_err(io::Error::other)
+}
+
+/// Opens a command's conversation with the server behind `stream`: sends `request` (the
+/// command's first line) and expects `ready` back. Anything else means the server does not take
+/// `what` (say "imports"), most likely an older mxmedia, and says what it answered.
+pub fn open(
+    stream: UnixStream,
+    request: &[u8],
+    ready: &[u8],
+    what: &str,
+) -> io::Result<(BufReader<UnixStream>, BufWriter<UnixStream>)> {
+    let mut writer = BufWriter::new(stream.try_clone()?);
+    writer.write_all(request)?;
+    writer.flush()?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = Vec::new();
+    (&mut reader).take(256).read_until(b'\n', &mut answer)?;
+    if answer != ready {
+        let said = String::from_utf8_lossy(&answer);
+        return Err(io::Error::other(format!(
+            "the running server does not take {what} (an older mxmedia?): it answered {:?}",
+            said.trim()
+        )));
+    }
+    Ok((reader, writer))
 }

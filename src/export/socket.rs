@@ -120,19 +120,7 @@ pub(crate) struct Client {
 impl Client {
     /// Asks the server behind `stream` to take an export.
     pub(crate) fn start(stream: UnixStream) -> io::Result<Self> {
-        let mut writer = BufWriter::new(stream.try_clone()?);
-        writer.write_all(REQUEST)?;
-        writer.flush()?;
-        let mut reader = BufReader::new(stream);
-        let mut ready = Vec::new();
-        (&mut reader).take(256).read_until(b'\n', &mut ready)?;
-        if ready != READY {
-            let said = String::from_utf8_lossy(&ready);
-            return Err(io::Error::other(format!(
-                "the running server does not take exports (an older mxmedia?): it answered {:?}",
-                said.trim()
-            )));
-        }
+        let (reader, writer) = lines::open(stream, REQUEST, READY, "exports")?;
         Ok(Self { reader, writer })
     }
 

@@ -7,7 +7,7 @@
 //! the data dir's tmp dir and the server moves them into place.
 
 use std::{
-    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    io::{self, BufRead, BufReader, BufWriter, Write},
     os::unix::net::UnixStream,
 };
 
@@ -88,19 +88,7 @@ pub(crate) struct Client {
 impl Client {
     /// Asks the server behind `stream` to take imports.
     pub(crate) fn start(stream: UnixStream) -> io::Result<Self> {
-        let mut writer = BufWriter::new(stream.try_clone()?);
-        writer.write_all(REQUEST)?;
-        writer.flush()?;
-        let mut reader = BufReader::new(stream);
-        let mut ready = Vec::new();
-        (&mut reader).take(256).read_until(b'\n', &mut ready)?;
-        if ready != READY {
-            let said = String::from_utf8_lossy(&ready);
-            return Err(io::Error::other(format!(
-                "the running server does not take imports (an older mxmedia?): it answered {:?}",
-                said.trim()
-            )));
-        }
+        let (reader, writer) = lines::open(stream, REQUEST, READY, "imports")?;
         Ok(Self { reader, writer })
     }
 

@@ -30,7 +30,7 @@ impl Staging {
             move |source| Error::Io { path, source }
         };
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        remove_stale(&tmp);
+        remove_stale(&tmp, "import-");
         let name = format!("import-{}", std::process::id());
         let dir = tmp.join(&name);
         fs::DirBuilder::new()
@@ -74,8 +74,9 @@ impl Staging {
     }
 }
 
-/// Staging dirs of imports that were killed: their process is gone, so are their uses.
-fn remove_stale(tmp: &Path) {
+/// Staging dirs `<prefix><pid>` of commands that were killed (imports, migrations): their
+/// process is gone, so are their uses.
+pub(crate) fn remove_stale(tmp: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
@@ -83,7 +84,7 @@ fn remove_stale(tmp: &Path) {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("import-"))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
