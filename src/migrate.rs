@@ -444,7 +444,8 @@ mod tests {
         },
     };
 
-    fn put(store: &Store, bytes: &[u8]) -> String {
+    /// Stores `bytes` as a new local upload: its key and hash (also for `socket_tests`).
+    pub(super) fn put_keyed(store: &Store, bytes: &[u8]) -> (MediaKey, String) {
         let key = MediaKey {
             server_name: "localhost".parse::<ServerName>().unwrap(),
             media_id: MediaId::generate(),
@@ -461,7 +462,11 @@ mod tests {
             expect: Expect::Absent,
         };
         store.commit_upload(&key, staged, upload).unwrap();
-        sha256
+        (key, sha256)
+    }
+
+    fn put(store: &Store, bytes: &[u8]) -> String {
+        put_keyed(store, bytes).1
     }
 
     fn report() -> Report {
@@ -574,36 +579,13 @@ mod tests {
 mod socket_tests {
     use std::os::unix::net::UnixStream;
 
-    use mxmedia_proto::ids::{MediaId, ServerName};
-
-    use super::*;
+    use super::{tests::put_keyed as put, *};
     use crate::{
         backup::{BackupSocket, Handler},
-        model::id::MediaKey,
-        store::{Expect, Upload, blob::file_path},
+        store::blob::file_path,
     };
 
     const HANDLERS: &[(&[u8], Handler)] = &[(socket::REQUEST, socket::serve)];
-
-    fn put(store: &Store, bytes: &[u8]) -> (MediaKey, String) {
-        let key = MediaKey {
-            server_name: "localhost".parse::<ServerName>().unwrap(),
-            media_id: MediaId::generate(),
-        };
-        let mut staging = store.stage().unwrap();
-        staging.write(bytes).unwrap();
-        let staged = staging.finish().unwrap();
-        let sha256 = staged.sha256.clone();
-        let upload = Upload {
-            content_type: "text/plain".into(),
-            filename: None,
-            uploader: "@a:localhost",
-            created_at: 1,
-            expect: Expect::Absent,
-        };
-        store.commit_upload(&key, staged, upload).unwrap();
-        (key, sha256)
-    }
 
     /// The running server lists every file blob over its socket, page by page, with its
     /// backend; a blob deleted while the migration is connected keeps its file until the
