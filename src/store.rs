@@ -139,7 +139,10 @@ impl Store {
         }
         std::fs::create_dir_all(&tmp_dir)?;
         let s3 = match &config.store.s3 {
-            Some(s3) => Some(S3Blobs::new(s3).map_err(|e| StoreError::Backend(e.to_string()))?),
+            Some(s3) => Some(
+                S3Blobs::with_cache(s3, &data_dir, config.store.min_free_space)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
             None => None,
         };
         let local = data_dir.join("blobs");
@@ -295,7 +298,7 @@ impl Store {
         };
         let record: BlobRecord = decode(&record)?;
         match record.placement {
-            Placement::File => match self.inner.files.open(sha256) {
+            Placement::File => match self.inner.files.open_sized(sha256, record.len) {
                 Ok(file) => Ok(BlobReader::Stream(file)),
                 // Deleted between the record's read and the file's.
                 Err(e)
