@@ -523,3 +523,94 @@ fn free_space(dir: &Path) -> io::Result<(u64, u64)> {
 fn gauge(state: &State) {
     metrics::gauge!("mxmedia_s3_cache_bytes").set(state.bytes.to_f64().unwrap_or(f64::MAX));
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn open(dir: &Path, max: u64) -> Arc<Cache> {
+        Arc::new(Cache::open(dir.to_path_buf(), max, FreeSpace::Bytes(0)).unwrap())
+    }
+
+    fn read_through(cache: &Arc<Cache>, name: &str, bytes: &[u8], seek_to: Option<u64>) {
+        let len = u64::try_from(bytes.len()).unwrap();
+        let fill = cache.fill(name, len).unwrap();
+        let mut teed = Teed::new(Cursor::new(bytes.to_vec()), fill);
+        if let Some(at) = seek_to {
+            teed.seek(SeekFrom::Start(at)).unwrap();
+        }
+        let mut out = Vec::new();
+        teed.read_to_end(&mut out).unwrap();
+    }
+
+    /// Only a read from the first byte to the last whose sha256 is the blob's name is kept; a
+    /// second fill of a blob being filled is refused (concurrent misses make one fill).
+    #[test]
+    fn only_whole_verified_reads_are_kept_and_one_fill_per_blob_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        let bytes = vec![7u8; 300_000];
+        let name = sha(&bytes);
+
+        let first = cache.fill(&name, 300_000).unwrap();
+        assert!(cache.fill(&name, 300_000).is_none(), "one fill at a time");
+        drop(first);
+
+        read_through(&cache, &name, &bytes, Some(10));
+        assert!(cache.get(&name, None).is_none(), "a read from the middle");
+        let other = vec![8u8; 300_000];
+        read_through(&cache, &name, &other, None);
+        assert!(
+            cache.get(&name, None).is_none(),
+            "bytes not matching the hash"
+        );
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+
+        read_through(&cache, &name, &bytes, None);
+        let mut file = cache.get(&name, Some(300_000)).unwrap();
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        assert_eq!(out, bytes);
+        assert!(
+            cache.get(&name, Some(299_999)).is_none(),
+            "a record of another length is a miss, and the file goes"
+        );
+        assert!(!cache.path(&name).exists());
+    }
+
+    /// At start-up, temp files go and the files are indexed oldest first: over the size, the
+    /// oldest are deleted.
+    #[test]
+    fn the_rebuild_keeps_the_newest_within_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0u8..3).map(|i| sha(&[i])).collect();
+        let now = SystemTime::now();
+        for (age, name) in (0u64..3).rev().zip(&names) {
+            let path = super::super::super::blob::file_path(dir.path(), name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, [0u8; 10]).unwrap();
+            let when = now - std::time::Duration::from_secs(100 * (age + 1));
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        fs::create_dir_all(dir.path().join(TMP)).unwrap();
+        fs::write(dir.path().join(TMP).join("cut-short"), b"x").unwrap();
+
+        let cache = open(dir.path(), 25);
+        assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
+        assert!(!cache.path(&names[0]).exists(), "the oldest went");
+        assert!(cache.get(&names[1], Some(10)).is_some());
+        assert!(cache.get(&names[2], Some(10)).is_some());
+    }
+}
