@@ -408,3 +408,49 @@ async fn an_upload_is_cached_as_it_is_stored() {
     garage.stop();
     assert_eq!(download(&server, &id).await, (200, body.clone()));
 }
+
+/// `check-config` and start-up create the cache directory and refuse one that cannot be
+/// written, naming `MXMEDIA_STORE__S3__CACHE_DIR`.
+#[test]
+fn check_config_and_start_up_check_the_cache_dir() {
+    let garage = garage::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let run = |args: &[&str], cache_dir: &Path| {
+        let out = std::process::Command::new(crate::process::BIN)
+            .args(args)
+            .env_clear()
+            .env("MXMEDIA_DATA_DIR", dir.path().join("data"))
+            .env("MXMEDIA_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("MXMEDIA_STORE__S3__BUCKET", garage::BUCKET)
+            .env("MXMEDIA_STORE__S3__ENDPOINT", &garage.endpoint)
+            .env("MXMEDIA_STORE__S3__REGION", garage::REGION)
+            .env("MXMEDIA_STORE__S3__ACCESS_KEY_ID", garage::ACCESS_KEY)
+            .env("MXMEDIA_STORE__S3__SECRET_ACCESS_KEY", garage::SECRET_KEY)
+            .env("MXMEDIA_STORE__S3__PATH_STYLE", "true")
+            .env("MXMEDIA_STORE__S3__PREFIX", garage::fresh_prefix())
+            .env("MXMEDIA_STORE__S3__CACHE_MAX_SIZE", "1GiB")
+            .env("MXMEDIA_STORE__S3__CACHE_DIR", cache_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
+    };
+    let good = dir.path().join("cache");
+    let (ok, text) = run(&["check-config"], &good);
+    assert!(ok, "{text}");
+    assert!(text.contains("writable"), "{text}");
+    assert!(good.is_dir(), "created");
+
+    let bad = not_a_dir.join("cache");
+    for args in [&["check-config"][..], &["serve"][..]] {
+        let (ok, text) = run(args, &bad);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(
+            text.contains("MXMEDIA_STORE__S3__CACHE_DIR"),
+            "{args:?}: {text}"
+        );
+    }
+}
