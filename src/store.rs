@@ -7,7 +7,8 @@
 //! - `blob_chunks`: sha256 bytes + chunk index -> bytes of an inline blob
 //! - `thumbkey_thumb`: `sha256/WxH/method/animated` -> `ThumbRecord` (JSON), thumbnails by source
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
-//! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
+//! - `servername_keys`: server name -> until when it may be kept, when it was fetched (ms,
+//!   big-endian) and its last validated key response, for X-Matrix checks (see `server_keys`)
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
 //! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
@@ -41,6 +42,7 @@ pub mod quarantine;
 mod refs;
 pub mod retention;
 pub mod s3;
+pub mod server_keys;
 pub mod space;
 pub mod spool;
 mod thumbs;

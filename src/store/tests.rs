@@ -324,6 +324,7 @@ fn thumbnails_small_and_large() {
 
 mod index;
 mod retention;
+mod server_keys;
 
 /// Per-user usage follows uploads and deletions, and a store from before the usage tree is
 /// counted once when opened: quotas see what users stored before the upgrade.
