@@ -10,7 +10,8 @@
 //! - `servername_keys`: server name -> until when it may be kept, when it was fetched (ms,
 //!   big-endian) and its last validated key response, for X-Matrix checks (see `server_keys`)
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
-//! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
+//! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian);
+//!   also imported local media, with its last access at the source
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
