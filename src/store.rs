@@ -189,6 +189,7 @@ impl Store {
         };
         store.count_usage_once()?;
         store.migrate_preview_images_once(config.server_name.as_str())?;
+        store.count_preview_images_by_blob_once()?;
         store.build_indexes_once()?;
         Ok(store)
     }
