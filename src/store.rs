@@ -45,6 +45,7 @@ pub mod retention;
 pub mod s3;
 pub mod server_keys;
 pub mod space;
+mod spill;
 pub mod spool;
 mod thumbs;
 mod upload;
@@ -191,6 +192,7 @@ impl Store {
         store.migrate_preview_images_once(config.server_name.as_str())?;
         store.count_preview_images_by_blob_once()?;
         store.build_indexes_once()?;
+        store.spill_large_inline_blobs_once()?;
         Ok(store)
     }
 
