@@ -476,7 +476,7 @@ mod tests {
             (swept.removed, swept.removed_bytes, swept.kept_bytes),
             (1, 0, 14)
         );
-        assert!(store.get_meta(&images[0]).unwrap().is_none());
+        assert!(store.get_meta(images.first().unwrap()).unwrap().is_none());
         let swept = store.expire_preview_images(12, u64::MAX, |_| {}).unwrap();
         assert_eq!(
             (swept.removed, swept.removed_bytes, swept.kept_bytes),

@@ -130,7 +130,7 @@ impl Store {
             }
         }
         // Newest first: servers that keep talking to us are fetched again and stay.
-        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        live.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         let mut full = false;
         for (fetched, key, len) in live {
             let bytes = swept.kept_bytes.saturating_add(len);
