@@ -335,7 +335,7 @@ fn spawn_expiry(state: web::Data<AppState>) {
                     evicted = s.evicted,
                     kept = s.kept,
                     kept_bytes = s.kept_bytes,
-                    "removed remote servers' keys past their validity or the count bound"
+                    "removed remote servers' kept keys past their validity or the bounds"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweeping remote servers' keys failed"),

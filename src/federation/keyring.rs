@@ -3,10 +3,11 @@
 //! Keys come from the server itself (`/_matrix/key/v2/server`, after discovery), else from the
 //! configured notaries. Every response is validated (self-signature, server name, expiry) before
 //! use, kept in memory and in sled until `min(valid_until_ts, now + 7 days)`, and validated again
-//! when read back after a restart. The periodic sweep removes sled records past that time and
-//! bounds their number (`store::server_keys`): no floor is kept past it, since a record whose
-//! keys expired fails validation on load and can only cost space. Concurrent requests from one origin cause one fetch; a failed
-//! fetch is remembered briefly so a flood of bad requests cannot make us hammer anybody.
+//! when read back after a restart. The periodic sweep removes sled records past that time (no
+//! grace after it: a record whose keys expired fails validation on load and only costs space;
+//! the 7-day ceiling is the spec's) and bounds their number and bytes (`store::server_keys`).
+//! Concurrent requests from one origin cause one fetch; a failed fetch is remembered briefly
+//! so a flood of bad requests cannot make us hammer anybody.
 //!
 //! Fetching keys is work an unauthenticated request causes, so it has a budget: one fetch per
 //! request (`FetchAllowance`), at most `FETCH_CONCURRENCY` origins fetched at once, and origins
