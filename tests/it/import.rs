@@ -67,6 +67,17 @@ pub struct Local<'a> {
     pub never_accessed: bool,
 }
 
+/// A PNG row of alice's: the other fields as `Local::default()`.
+fn alice_png<'a>(id: &'a str, bytes: &'a [u8]) -> Local<'a> {
+    Local {
+        id,
+        user: "@alice:localhost",
+        bytes: Some(bytes),
+        media_type: "image/png",
+        ..Local::default()
+    }
+}
+
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -529,12 +540,8 @@ async fn imported_protection_from_quarantine_is_kept() {
         ("UUUUunprotectedddddddddd", &other, false),
     ] {
         s.add_local(Local {
-            id,
-            user: "@alice:localhost",
-            bytes: Some(bytes),
-            media_type: "image/png",
             safe,
-            ..Local::default()
+            ..alice_png(id, bytes)
         });
     }
     let out = import(&s, server.dir.path(), &[]);
@@ -870,12 +877,8 @@ async fn imported_last_access_is_kept_and_used() {
         ("NNNNneverAccessedddddddd", &unused, true),
     ] {
         s.add_local(Local {
-            id,
-            user: "@alice:localhost",
-            bytes: Some(bytes),
-            media_type: "image/png",
             never_accessed,
-            ..Local::default()
+            ..alice_png(id, bytes)
         });
     }
     s.add_remote(
