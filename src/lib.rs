@@ -90,6 +90,12 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     if swept > 0 {
         tracing::info!(swept, "removed blob files left by an interrupted upload");
     }
+    let aborted = store
+        .sweep_uploads()
+        .context("aborting S3 uploads left unfinished")?;
+    if aborted > 0 {
+        tracing::info!(aborted, "aborted S3 uploads left by an interrupted process");
+    }
     let backup_socket = match BackupSocket::listen_with(store.clone(), SOCKET_REQUESTS) {
         Ok(socket) => Some(socket),
         Err(e) => {

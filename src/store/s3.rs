@@ -16,8 +16,11 @@ mod probe;
 mod put;
 mod read;
 mod runtime;
+mod stream;
 
-use self::runtime::{Runtime, backend_error, from_object_store, measured, run_on, spawn_on, wait};
+use self::runtime::{
+    Runtime, backend_error, from_object_store, join, measured, run_on, spawn_async, spawn_on, wait,
+};
 
 use std::{fmt, future::Future, io, sync::Arc, time::Duration};
 
@@ -27,7 +30,12 @@ use object_store::{
     path::Path,
 };
 
-pub use self::probe::{CheckError, Problem};
+pub(crate) use self::stream::Received;
+pub use self::{
+    probe::{CheckError, Problem},
+    put::PART_SIZE,
+    stream::{Streamed, Streaming},
+};
 use super::blob::{BlobRead, BlobStore, Staged};
 use crate::config::S3Config;
 
@@ -67,7 +75,7 @@ struct Shared {
     /// How clients may fetch objects directly (`presign`), if at all.
     direct: Option<presign::Direct>,
     /// Part buffers free (of `BUFFERS`), and the uploads waiting for one.
-    buffers: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl S3Blobs {
@@ -127,10 +135,7 @@ impl S3Blobs {
                 read_timeout: timeout,
                 sweep_grace: Duration::from_secs(config.sweep_grace_secs),
                 direct: presign::Direct::from_config(config),
-                buffers: Arc::new((
-                    std::sync::Mutex::new(put::BUFFERS),
-                    std::sync::Condvar::new(),
-                )),
+                buffers: Arc::new(tokio::sync::Semaphore::new(put::BUFFERS)),
             }),
         })
     }
