@@ -206,6 +206,10 @@ impl Streaming {
         self.len = self
             .len
             .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+        // A part that failed fails the upload now, not once the body has ended.
+        if let Some(multipart) = &mut self.multipart {
+            multipart.collect_sent()?;
+        }
         let mut rest = chunk;
         while !rest.is_empty() {
             // A full part goes only once more bytes come: an upload ending here is one PUT.
@@ -310,6 +314,24 @@ impl Multipart {
         .map_err(io::Error::other)?
         .map_err(io::Error::other)?;
         Ok(multipart)
+    }
+
+    /// Takes in the parts sent so far, without waiting; the first failure is returned.
+    fn collect_sent(&mut self) -> io::Result<()> {
+        while let Some(part) = self.in_flight.front_mut() {
+            let sent = match part.try_recv() {
+                Ok(sent) => sent?,
+                Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(io::Error::other(super::BackendError(
+                        "an S3 request was lost".into(),
+                    )));
+                }
+            };
+            self.in_flight.pop_front();
+            self.parts.push(sent);
+        }
+        Ok(())
     }
 
     /// Sends one part, after waiting for the oldest while `PARTS_IN_FLIGHT` are in flight.
