@@ -277,7 +277,8 @@ impl MediaService {
     }
 
     /// Streams `body` into the bucket as it arrives (`Store::stream_upload`): no local disk is
-    /// used, so the free-space floor does not apply; `max_upload_size` and `admit` are checked
+    /// used, so the free-space floor does not count its length (only a disk already below the
+    /// floor refuses it); `max_upload_size` and `admit` are checked
     /// before each chunk is taken in, as for a spooled body. Dropped unfinished (a refusal, an
     /// error, a client gone), the upload is aborted in the bucket.
     async fn stream_body<S, E>(
@@ -291,6 +292,9 @@ impl MediaService {
         E: std::fmt::Display,
     {
         let s3_error = |e: std::io::Error| Error::from(StoreError::from(e));
+        // The bytes do not touch the disk, but the records do: a disk already below the floor
+        // refuses the upload, whatever its length.
+        self.budget.check(0).await?;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 tracing::debug!(error = %e, "upload body interrupted");
