@@ -257,7 +257,7 @@ async fn kill_9_mid_upload_leaves_no_multipart_upload_and_no_object() {
 #[actix_web::test]
 async fn garage_stopped_mid_upload_records_nothing_and_leaves_no_multipart_upload() {
     let garage = &Garage::start();
-    let server = server_on(&garage).await;
+    let server = server_on(garage).await;
     let (tx, body) = fed_body();
     let request = server
         .client
@@ -268,7 +268,7 @@ async fn garage_stopped_mid_upload_records_nothing_and_leaves_no_multipart_uploa
     let sender = async move {
         for i in 0..40 {
             if i == 20 {
-                until_a_multipart_upload_runs(&garage).await;
+                until_a_multipart_upload_runs(garage).await;
                 garage.stop();
             }
             if tx.send(Ok(chunk.clone())).is_err() {
@@ -293,9 +293,9 @@ async fn garage_stopped_mid_upload_records_nothing_and_leaves_no_multipart_uploa
     );
 
     garage.resume();
-    until_no_unfinished_upload(&garage, Duration::from_secs(60)).await;
+    until_no_unfinished_upload(garage, Duration::from_secs(60)).await;
     assert_eq!(
-        objects(&garage, &prefix_of(&server)).await,
+        objects(garage, &prefix_of(&server)).await,
         Vec::<String>::new()
     );
 }
