@@ -98,6 +98,9 @@ impl ConfigError {
     }
 }
 
+/// The largest object S3's CopyObject copies.
+const S3_COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
 impl Config {
     /// Loads defaults, then the TOML file (if any), then the environment. Every `MXMEDIA_*`
     /// variable that names no setting is an error (`check-config`).
@@ -161,6 +164,15 @@ impl Config {
         self.preview.validate()?;
         self.store.validate()?;
         self.tls.validate()?;
+        // An upload to S3 larger than one part reaches its final key by a server-side copy,
+        // which S3 allows up to 5 GiB (https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html).
+        if self.store.s3.is_some() && self.media.max_upload_size.as_u64() > S3_COPY_MAX {
+            return Err(ConfigError::invalid(
+                "MXMEDIA_MEDIA__MAX_UPLOAD_SIZE",
+                "must be at most 5GiB while MXMEDIA_STORE__S3__BUCKET is set: uploads reach \
+                 their final key in the bucket by a server-side copy, which S3 limits to 5 GiB",
+            ));
+        }
         Ok(())
     }
 

@@ -90,6 +90,14 @@ pub fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Runnin
     if swept > 0 {
         tracing::info!(swept, "removed blob files left by an interrupted upload");
     }
+    // Not fatal: what is left costs only bucket space, and the next start tries again.
+    match store.sweep_uploads() {
+        Ok(0) => {}
+        Ok(aborted) => {
+            tracing::info!(aborted, "aborted S3 uploads left by an interrupted process");
+        }
+        Err(e) => tracing::warn!(error = %e, "aborting S3 uploads left unfinished failed"),
+    }
     let backup_socket = match BackupSocket::listen_with(store.clone(), SOCKET_REQUESTS) {
         Ok(socket) => Some(socket),
         Err(e) => {

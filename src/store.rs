@@ -20,6 +20,8 @@
 //!   size (see `preview_images`)
 //! - `userid_media`, `sha256_holder`: each user's media by creation time, and who holds which
 //!   bytes (see `index`)
+//! - `tempkey_intent`: temporary key of a multipart upload to S3 in flight -> its upload id and
+//!   start (JSON), for the start-up sweep to abort what a crash left (see `s3::Streaming`)
 //!
 //! Crash safety: bytes reach disk (fsync, rename) before the sled transaction that makes them
 //! visible, and the transaction is flushed before an upload is acknowledged. A crash in between
@@ -107,6 +109,7 @@ struct Inner {
     preview_images: sled::Tree,
     user_index: sled::Tree,
     hash_index: sled::Tree,
+    intents: sled::Tree,
     files: Box<dyn BlobStore>,
     /// The bucket, when blobs are in S3 (`files` is then the same backend).
     s3: Option<S3Blobs>,
@@ -179,6 +182,7 @@ impl Store {
                 preview_images: db.open_tree("createdid_previewimage")?,
                 user_index: db.open_tree("userid_media")?,
                 hash_index: db.open_tree("sha256_holder")?,
+                intents: db.open_tree("tempkey_intent")?,
                 files,
                 s3,
                 pins: Mutex::new(HashMap::new()),

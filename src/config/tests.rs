@@ -435,3 +435,23 @@ fn s3_section_from_the_environment() {
         Ok(())
     });
 }
+
+/// With blobs in S3, an upload size limit above 5 GiB (S3's server-side copy limit, which
+/// uploads reach their final key by) is refused, naming both variables; 5 GiB is accepted.
+#[test]
+fn s3_refuses_uploads_larger_than_a_copy() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "6GiB");
+        Config::load(None).map_err(|e| e.to_string())?;
+        jail.set_env("MXMEDIA_STORE__S3__BUCKET", "media");
+        let err = Config::load(None).err().ok_or("accepted 6GiB")?.to_string();
+        assert!(
+            err.contains("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE")
+                && err.contains("MXMEDIA_STORE__S3__BUCKET"),
+            "{err}"
+        );
+        jail.set_env("MXMEDIA_MEDIA__MAX_UPLOAD_SIZE", "5GiB");
+        Config::load(None).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+}

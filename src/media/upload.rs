@@ -1,5 +1,6 @@
 //! Uploads: `POST /upload` (a new id), `POST /create` (a reservation, bounded per user) and
-//! `PUT /upload/{serverName}/{mediaId}` (filling one), all received through the store's spool.
+//! `PUT /upload/{serverName}/{mediaId}` (filling one), all received through the store's spool,
+//! or, with blobs in S3, streamed straight into the bucket.
 //! See <https://spec.matrix.org/v1.16/client-server-api/#content-repository>.
 
 use std::{
@@ -22,8 +23,9 @@ use crate::{
         meta::{MediaMeta, MediaState},
     },
     store::{
-        Expect, Store, Upload,
+        Expect, Store, StoreError, Upload,
         blob::Staged,
+        s3::{Streamed, Streaming},
         spool::{Spool, SpoolError},
     },
 };
@@ -146,7 +148,8 @@ impl MediaService {
     }
 
     /// Streams `body` into a staging file through the spool (bounded memory, the size limit
-    /// and the free-space floor checked on every chunk), then commits it under `key`.
+    /// and the free-space floor checked on every chunk), or into the bucket, then commits it
+    /// under `key`.
     async fn receive<S, E>(
         &self,
         user: &str,
@@ -171,13 +174,18 @@ impl MediaService {
             .quotas
             .begin(&self.store, user, info.declared_len)
             .await?;
-        let staged = self
-            .spool_body(body, info.declared_len, |received| match &mut quota {
-                Some(quota) => quota.cover(received),
-                None => Ok(()),
-            })
-            .await?;
-        let bytes = staged.len;
+        let admit = |received| match &mut quota {
+            Some(quota) => quota.cover(received),
+            None => Ok(()),
+        };
+        let received = match self.store.stream_upload() {
+            Some(streaming) => Received::Streamed(self.stream_body(streaming, body, admit).await?),
+            None => Received::Staged(self.spool_body(body, info.declared_len, admit).await?),
+        };
+        let bytes = match &received {
+            Received::Staged(staged) => staged.len,
+            Received::Streamed(streamed) => streamed.len,
+        };
         // What came beyond the declared length was not charged yet: later uploads pay for it.
         self.upload_bytes_rate
             .spend(user, bytes.saturating_sub(declared));
@@ -208,7 +216,12 @@ impl MediaService {
                     created_at,
                     expect,
                 };
-                s.commit_upload(&key, staged, upload)
+                match received {
+                    Received::Staged(staged) => s.commit_upload(&key, staged, upload),
+                    Received::Streamed(streamed) => {
+                        s.commit_streamed_upload(&key, streamed, upload)
+                    }
+                }
             })
             .await?;
         if let Some(quota) = &mut quota {
@@ -262,6 +275,70 @@ impl MediaService {
         }
         Ok(spool.finish().await?)
     }
+
+    /// Streams `body` into the bucket as it arrives (`Store::stream_upload`): no local disk is
+    /// used, so the free-space floor does not count its length (only a disk already below the
+    /// floor refuses it); `max_upload_size` and `admit` are checked
+    /// before each chunk is taken in, as for a spooled body. Dropped unfinished (a refusal, an
+    /// error, a client gone), the upload is aborted in the bucket.
+    async fn stream_body<S, E>(
+        &self,
+        mut upload: Streaming,
+        mut body: S,
+        mut admit: impl FnMut(u64) -> Result<()>,
+    ) -> Result<Streamed>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let s3_error = |e: std::io::Error| Error::from(StoreError::from(e));
+        // The bytes do not touch the disk, but the records do: a disk already below the floor
+        // refuses the upload, whatever its length.
+        self.budget.check(0).await?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                tracing::debug!(error = %e, "upload body interrupted");
+                Error::InvalidParam("The upload body could not be read to the end".into())
+            })?;
+            let received = upload
+                .len()
+                .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            if received > self.max_upload {
+                return Err(self.too_large());
+            }
+            admit(received)?;
+            if let Err(e) = upload.write(&chunk).await {
+                // Aborted at once; the rest of the body is read and dropped (up to the size
+                // limit), as a spooled upload would have read it, so the connection stays
+                // usable for the client's next request.
+                drop(upload);
+                drain(body, received, self.max_upload).await;
+                return Err(s3_error(e));
+            }
+        }
+        upload.finish().await.map_err(s3_error)
+    }
+}
+
+/// Reads and drops what is left of `body`, until it ends, fails, or `limit` bytes came in all.
+async fn drain<S, E>(mut body: S, mut received: u64, limit: u64)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    while received <= limit {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                received = received.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            }
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+/// An upload's body, received: staged on disk, or already in the bucket (S3).
+enum Received {
+    Staged(Staged),
+    Streamed(Streamed),
 }
 
 enum OwnedExpect {

@@ -17,8 +17,11 @@ mod probe;
 mod put;
 mod read;
 mod runtime;
+mod stream;
 
-use self::runtime::{Runtime, backend_error, from_object_store, measured, run_on, spawn_on, wait};
+use self::runtime::{
+    Runtime, backend_error, from_object_store, join, measured, run_on, spawn_async, spawn_on, wait,
+};
 
 use std::{fmt, future::Future, io, sync::Arc, time::Duration};
 
@@ -28,9 +31,12 @@ use object_store::{
     path::Path,
 };
 
+pub(crate) use self::stream::Received;
 pub use self::{
     cache::check_dir as check_cache_dir,
     probe::{CheckError, Problem},
+    put::PART_SIZE,
+    stream::{Streamed, Streaming},
 };
 use super::blob::{BlobRead, BlobStore, Staged};
 use crate::config::{FreeSpace, S3Config};
@@ -71,7 +77,7 @@ struct Shared {
     /// How clients may fetch objects directly (`presign`), if at all.
     direct: Option<presign::Direct>,
     /// Part buffers free (of `BUFFERS`), and the uploads waiting for one.
-    buffers: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    buffers: Arc<tokio::sync::Semaphore>,
     /// The local disk cache of blobs (`cache_max_size`), when it is on.
     cache: Option<Arc<cache::Cache>>,
 }
@@ -133,10 +139,7 @@ impl S3Blobs {
                 read_timeout: timeout,
                 sweep_grace: Duration::from_secs(config.sweep_grace_secs),
                 direct: presign::Direct::from_config(config),
-                buffers: Arc::new((
-                    std::sync::Mutex::new(put::BUFFERS),
-                    std::sync::Condvar::new(),
-                )),
+                buffers: Arc::new(tokio::sync::Semaphore::new(put::BUFFERS)),
                 cache: None,
             }),
         })

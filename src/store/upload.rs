@@ -2,6 +2,10 @@
 //! with its blob reference, after the id's reservation (if any) and block list are checked.
 //! An image stored for a URL preview commits the same way, and is entered in
 //! `createdid_previewimage` in the same transaction (see `preview_images`).
+//!
+//! With blobs in S3, a client upload is not staged on disk: it streams into the bucket as it
+//! arrives (`s3::Streaming`, begun by `stream_upload`), and is placed under its final key here,
+//! with its hash pinned, before the same transaction makes it visible.
 
 use sled::{Transactional, transaction::ConflictableTransactionError};
 
@@ -10,6 +14,7 @@ use super::{
     blob::{Placement, Staged},
     decode, encode, index, keys, preview_images,
     refs::add_blob_ref,
+    s3::{Received, Streamed, Streaming},
     tx_error, usage,
 };
 use crate::model::{
@@ -34,10 +39,45 @@ pub struct Upload<'a> {
     pub expect: Expect<'a>,
 }
 
+/// The bytes of an upload being committed.
+enum Body {
+    Staged(Staged),
+    Streamed(Streamed),
+}
+
 impl Store {
     /// Makes a staged blob the content of `key`, atomically, and flushes before returning.
     pub fn commit_upload(&self, key: &MediaKey, staged: Staged, upload: Upload<'_>) -> Result<()> {
-        self.commit(key, staged, upload, None).map(drop)
+        self.commit(key, Body::Staged(staged), upload, None)
+            .map(drop)
+    }
+
+    /// Starts receiving a client upload straight into the bucket, when blobs are in S3; `None`
+    /// when they are files (the upload is then staged on disk, `stage`). No blocking call.
+    pub fn stream_upload(&self) -> Option<Streaming> {
+        let s3 = self.inner.s3.as_ref()?;
+        Some(s3.stream(self.inner.intents.clone(), self.inner.inline_max))
+    }
+
+    /// Makes an upload received by `stream_upload` the content of `key`: puts or copies it to
+    /// its final key, then commits it as `commit_upload` does. Acknowledge only after this.
+    pub fn commit_streamed_upload(
+        &self,
+        key: &MediaKey,
+        streamed: Streamed,
+        upload: Upload<'_>,
+    ) -> Result<()> {
+        self.commit(key, Body::Streamed(streamed), upload, None)
+            .map(drop)
+    }
+
+    /// Aborts the S3 multipart uploads a stopped process left, and removes old temporary
+    /// objects (see `s3::Streaming`). Run at start-up, before any upload. Returns how many.
+    pub fn sweep_uploads(&self) -> Result<usize> {
+        match &self.inner.s3 {
+            Some(s3) => Ok(s3.sweep_uploads(&self.inner.intents)?),
+            None => Ok(0),
+        }
     }
 
     /// Makes a staged image the content of the new id `key` as the image of the URL preview
@@ -59,13 +99,13 @@ impl Store {
             created_at,
             expect: Expect::Absent,
         };
-        self.commit(key, staged, upload, Some(preview_key))
+        self.commit(key, Body::Staged(staged), upload, Some(preview_key))
     }
 
     fn commit(
         &self,
         key: &MediaKey,
-        mut staged: Staged,
+        body: Body,
         upload: Upload<'_>,
         preview_key: Option<&[u8]>,
     ) -> Result<bool> {
@@ -76,20 +116,34 @@ impl Store {
             created_at,
             expect,
         } = upload;
-        let inline = staged.len <= self.inner.inline_max;
-        let inline_bytes = if inline {
-            Some(staged.read_all()?)
-        } else {
-            None
+        let (sha256, len) = match &body {
+            Body::Staged(staged) => (staged.sha256.clone(), staged.len),
+            Body::Streamed(streamed) => (streamed.sha256.clone(), streamed.len),
         };
-        let sha256 = staged.sha256.clone();
-        let len = staged.len;
+        let inline = len <= self.inner.inline_max;
         // Sent before the gate and the lock are taken: a slow S3 holds up only this upload.
-        let (staged, pin) = if inline {
-            (None, None)
-        } else {
-            self.send_ahead(staged)?
+        let (inline_bytes, staged, pin) = match body {
+            Body::Staged(mut staged) if inline => (Some(staged.read_all()?), None, None),
+            Body::Staged(staged) => {
+                let (staged, pin) = self.send_ahead(staged)?;
+                (None, staged, pin)
+            }
+            Body::Streamed(Streamed {
+                body: Received::Inline(bytes),
+                ..
+            }) => (Some(bytes), None, None),
+            Body::Streamed(streamed) => {
+                let s3 = self.inner.s3.as_ref().ok_or(StoreError::Misuse(
+                    "an upload streamed to S3 without an S3 store",
+                ))?;
+                // Pinned before the final key is checked or written: a removal of the last
+                // other reference to the same bytes then leaves the object alone.
+                let pin = self.pin(&sha256)?;
+                streamed.body.place(s3, &sha256, len)?;
+                (None, None, Some(pin))
+            }
         };
+        let inline = inline_bytes.is_some();
         let _writing = self.writing()?;
         let content = Content {
             content_type,

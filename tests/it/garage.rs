@@ -191,6 +191,31 @@ impl Garage {
     }
 }
 
+impl Garage {
+    /// Multipart uploads begun in the bucket and neither completed nor aborted, as Garage itself
+    /// counts them (`garage bucket info`, which prints the line only when there are some). The
+    /// count is the whole bucket's: a test asking it uses a Garage of its own.
+    pub fn unfinished_multipart_uploads(&self) -> u64 {
+        let out = Command::new(binary())
+            .arg("-c")
+            .arg(self.dir.path().join("garage.toml"))
+            .args(["bucket", "info", BUCKET])
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "garage bucket info: {text}");
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix("Unfinished uploads:"))
+            .map_or(0, |rest| {
+                rest.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("unreadable count in {text}"))
+            })
+    }
+}
+
 impl Drop for Garage {
     fn drop(&mut self) {
         self.stop();

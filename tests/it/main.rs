@@ -37,6 +37,7 @@ mod remote;
 mod remote_stream;
 mod s3;
 mod s3_cache;
+mod s3_upload;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;

@@ -391,15 +391,17 @@ async fn the_cache_leaves_the_free_space_floor_alone() {
     assert_error(&mut res, 502, "M_UNKNOWN").await;
 }
 
-/// An upload stored from a staged file is cached as it is stored, by a hard link (the cache on
-/// the data dir's file system): its first download needs no S3 request, so Garage may be down.
+/// An upload streams into the bucket without touching the disk, so it is cached by its first
+/// whole download: after that one, Garage may be down.
 #[actix_web::test]
-async fn an_upload_is_cached_as_it_is_stored() {
+async fn an_upload_is_cached_by_its_first_whole_download() {
     let garage = Garage::start();
     let server = server_on(&garage, ByteSize::mib(64), None, FreeSpace::Bytes(0)).await;
     let body = pseudo_random(10 * MIB, 96);
     let id = server.upload(&body, "application/octet-stream", None).await;
     let cache_dir = server.dir.path().join("s3-cache");
+    assert_eq!(cached(&cache_dir), vec![]);
+    assert_eq!(download(&server, &id).await, (200, body.clone()));
     assert_eq!(
         cached(&cache_dir),
         vec![(sha256_hex(&body), body.len() as u64)]

@@ -13,13 +13,17 @@ use std::{
 use bytes::Bytes;
 use object_store::{ObjectStore as _, PutPayload, path::Path};
 
-use super::{S3Blobs, measured, presign, spawn_on, wait};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{S3Blobs, Shared, measured, presign, run_on, spawn_on, wait};
 use crate::store::blob::Staged;
 
-/// Bytes per multipart part; S3's smallest allowed part (but the last) is 5 MiB.
-const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts uploaded at once per blob: memory per upload is at most this many parts.
-const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes per multipart part; S3's smallest allowed part (but the last) is 5 MiB. A blob of up
+/// to this size is put in one request.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once per blob: memory per upload is at most this many parts (plus the
+/// one a streamed upload is filling).
+pub(super) const PARTS_IN_FLIGHT: usize = 2;
 /// Part buffers in memory at once across all uploads (8 MiB each): more uploads wait.
 pub(super) const BUFFERS: usize = 8;
 
@@ -30,7 +34,7 @@ impl S3Blobs {
         let len = staged.len;
         let mut file = staged.file.reopen()?;
         if len <= u64::try_from(PART_SIZE).unwrap_or(u64::MAX) {
-            let _buffer = Buffer::take(&self.shared.buffers);
+            let _buffer = Buffer::take_blocking(&self.shared)?;
             let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             (&mut file).take(len).read_to_end(&mut buf)?;
             let store = self.client();
@@ -97,7 +101,7 @@ impl S3Blobs {
                 wait(part)??;
             }
             let want = usize::try_from(len - sent).map_or(PART_SIZE, |left| left.min(PART_SIZE));
-            let buffer = Buffer::take(&self.shared.buffers);
+            let buffer = Buffer::take_blocking(&self.shared)?;
             let mut buf = vec![0; want];
             file.read_exact(&mut buf)?;
             sent = sent.saturating_add(u64::try_from(want).unwrap_or(u64::MAX));
@@ -117,7 +121,7 @@ impl S3Blobs {
     }
 
     /// A part may take its request's bound plus a second per MiB (a 1 MiB/s floor).
-    fn part_deadline(&self, len: usize) -> Duration {
+    pub(super) fn part_deadline(&self, len: usize) -> Duration {
         let secs = u64::try_from(len / (1024 * 1024)).unwrap_or(u64::MAX);
         self.shared
             .op_deadline
@@ -126,28 +130,23 @@ impl S3Blobs {
 }
 
 /// One of the `BUFFERS` part buffers, given back when dropped.
-struct Buffer(Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>);
-
-impl Buffer {
-    /// Waits (on a blocking thread) until a buffer is free.
-    fn take(buffers: &Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>) -> Self {
-        let (free, freed) = &**buffers;
-        // A poisoned count means a panic elsewhere; going on unbounded beats deadlocking.
-        if let Ok(guard) = free.lock()
-            && let Ok(mut guard) = freed.wait_while(guard, |free| *free == 0)
-        {
-            *guard -= 1;
-        }
-        Self(Arc::clone(buffers))
-    }
+pub(crate) struct Buffer {
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        let (free, freed) = &*self.0;
-        if let Ok(mut free) = free.lock() {
-            *free = free.saturating_add(1);
-        }
-        freed.notify_one();
+impl Buffer {
+    /// Waits until a buffer is free, from a blocking thread.
+    fn take_blocking(shared: &Shared) -> io::Result<Self> {
+        let buffers = Arc::clone(&shared.buffers);
+        run_on(shared, async move { Self::take(buffers).await })?
+    }
+
+    /// Waits until a buffer is free; a streamed upload waiting here reads no more of its body.
+    pub(super) async fn take(buffers: Arc<Semaphore>) -> io::Result<Self> {
+        buffers
+            .acquire_owned()
+            .await
+            .map(|permit| Self { _permit: permit })
+            .map_err(|_| io::Error::other("the S3 part buffers are closed"))
     }
 }

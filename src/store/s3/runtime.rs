@@ -49,6 +49,30 @@ pub(super) fn spawn_on<T: Send + 'static>(
     Ok(rx)
 }
 
+/// A task on the S3 runtime awaited from another runtime (an upload's, on an actix worker):
+/// the caller's task waits without blocking its thread.
+pub(super) fn spawn_async<T: Send + 'static>(
+    shared: &Shared,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> io::Result<tokio::sync::oneshot::Receiver<T>> {
+    let runtime = shared
+        .runtime
+        .0
+        .as_ref()
+        .ok_or_else(|| io::Error::other(BackendError("the S3 runtime is shut down".into())))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    Ok(rx)
+}
+
+/// Awaits a task of `spawn_async`.
+pub(super) async fn join<T>(task: tokio::sync::oneshot::Receiver<T>) -> io::Result<T> {
+    task.await
+        .map_err(|_| io::Error::other(BackendError("an S3 request was lost".into())))
+}
+
 /// Waits on a plain channel, not tokio's, so that any thread may wait.
 pub(super) fn wait<T>(task: Task<T>) -> io::Result<T> {
     task.recv()
