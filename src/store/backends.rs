@@ -159,8 +159,16 @@ impl BlobStore for Fallback {
 
     /// Only the primary's blobs: the start-up sweep must never judge the old copies, which the
     /// migration removes itself once they are verified in the primary.
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.primary.list()
+    fn visit(&self, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        self.primary.visit(each)
+    }
+
+    /// Where `open` would read it from: the primary, else the old copy.
+    fn len(&self, sha256: &str) -> io::Result<Option<u64>> {
+        match self.primary.len(sha256)? {
+            Some(len) => Ok(Some(len)),
+            None => self.local.len(sha256),
+        }
     }
 }
 
