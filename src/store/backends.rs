@@ -195,8 +195,9 @@ mod tests {
         Ok(out)
     }
 
-    /// A blob only in the old blob directory is served, new blobs go to the primary only, and a
-    /// removal takes the blob from both, so it cannot reappear from the old copy.
+    /// A blob only in the old blob directory is served (and its length found), new blobs go to
+    /// the primary only, and a removal takes the blob from both, so it cannot reappear from
+    /// the old copy.
     #[test]
     fn fallback_reads_old_copies_writes_new_ones_to_the_primary() {
         let dir = tempfile::tempdir().unwrap();
@@ -218,6 +219,9 @@ mod tests {
             io::ErrorKind::NotFound
         );
         assert_eq!(both.list().unwrap(), vec![new_sha.clone()]);
+        // Its length is found where it would be read from.
+        assert_eq!(both.len(&old_sha).unwrap(), Some(26));
+        assert_eq!(both.len(&new_sha).unwrap(), Some(25));
 
         both.remove(&old_sha).unwrap();
         assert_eq!(

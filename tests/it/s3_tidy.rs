@@ -46,6 +46,8 @@ struct ProxyState {
     /// Cut the response being relayed once this many more bytes have gone to the client.
     cut_after: Option<u64>,
     cuts: u32,
+    /// Relay responses at this many bytes a second at most.
+    throttle: Option<u64>,
     /// Hold back a PUT whose target contains this, until released.
     hold: Option<String>,
     held: u32,
@@ -117,6 +119,7 @@ fn requests(client: TcpStream, mut server: TcpStream, state: &(Mutex<ProxyState>
         let mut head = Vec::new();
         let mut body_len = 0u64;
         let mut plain = true;
+        let mut range = None;
         loop {
             let mut line = Vec::new();
             match reader.read_until(b'\n', &mut line) {
@@ -133,6 +136,9 @@ fn requests(client: TcpStream, mut server: TcpStream, state: &(Mutex<ProxyState>
             if text.starts_with("transfer-encoding:") {
                 plain = false;
             }
+            if text.starts_with("range:") {
+                range = Some(text.trim().to_owned());
+            }
             let end = line == b"\r\n";
             head.extend_from_slice(&line);
             if end {
@@ -145,11 +151,14 @@ fn requests(client: TcpStream, mut server: TcpStream, state: &(Mutex<ProxyState>
             .unwrap_or_default()
             .to_owned();
         let mut parts = first.split_whitespace();
-        let seen = format!(
+        let mut seen = format!(
             "{} {}",
             parts.next().unwrap_or_default(),
             parts.next().unwrap_or_default()
         );
+        if let Some(range) = range {
+            seen = format!("{seen} {range}");
+        }
         {
             let (lock, cond) = state;
             let mut st = lock.lock().unwrap();
@@ -208,6 +217,10 @@ fn responses(mut server: TcpStream, mut client: TcpStream, state: &(Mutex<ProxyS
         }
         if client.write_all(&buf[..pass]).is_err() {
             return;
+        }
+        let throttle = state.0.lock().unwrap().throttle;
+        if let Some(rate) = throttle {
+            std::thread::sleep(Duration::from_secs_f64(pass as f64 / rate as f64));
         }
         if cut {
             // A connection that drops midway, as a reset or a restarting proxy would.
@@ -422,35 +435,51 @@ async fn migrate_rerun_checks_objects_by_head_and_recopies_a_short_one() {
     assert!(copy == *short_bytes, "the short object was not replaced");
 }
 
-/// A download whose S3 body is cut midway (the connection to S3 drops after 1 MiB) reaches
-/// the client whole and byte for byte: the server takes the object up again from the first
-/// byte it did not receive, with a ranged GET, instead of cutting the client's download.
+/// A download whose S3 body is cut midway (the connection to S3 drops), seconds after it
+/// began (a large file, a slow link), reaches the client whole and byte for byte: the server takes the
+/// object up again from the first byte it did not receive, with a ranged GET, instead of
+/// cutting the client's download. (The S3 client's own resumption gives up once the request
+/// is older than its retry timeout: it covers only cuts in a download's first seconds.)
 #[actix_web::test]
 async fn a_download_cut_between_s3_and_mxmedia_is_resumed_whole() {
     let proxy = Proxy::start(&garage::shared().endpoint);
-    let s3 = proxy.s3_config(&garage::fresh_prefix());
+    let mut s3 = proxy.s3_config(&garage::fresh_prefix());
+    s3.timeout_secs = 3;
     let server = TestServer::start_with(move |config| {
         config.store.inline_blob_max = bytesize::ByteSize::kib(1);
         config.store.s3 = Some(s3);
     })
     .await;
-    let body = pseudo_random(3 * 1024 * 1024 + 77, 400);
+    let body = pseudo_random(12 * 1024 * 1024 + 77, 400);
     let id = server.upload(&body, "application/octet-stream", None).await;
 
     proxy.forget_requests();
-    proxy.lock().cut_after = Some(1024 * 1024);
+    {
+        // At 2 MiB/s, the 8th MiB passes about 4 s into the GET, past its retry timeout.
+        let mut proxy = proxy.lock();
+        proxy.throttle = Some(2 * 1024 * 1024);
+        proxy.cut_after = Some(8 * 1024 * 1024);
+    }
     let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.status(), 200);
-    let got = res.body().limit(64 << 20).await.unwrap();
+    let mut got = Vec::with_capacity(body.len());
+    while let Some(chunk) = res.next().await {
+        got.extend_from_slice(&chunk.expect("the client's download was cut"));
+    }
     assert_eq!(proxy.lock().cuts, 1, "the connection was never cut");
     assert_eq!(got.len(), body.len());
-    assert!(got == body.as_slice(), "the resumed body differs");
+    assert!(got == body, "the resumed body differs");
     let gets = proxy
         .requests()
         .iter()
         .filter(|r| r.starts_with("GET ") && r.contains(&sha256_hex(&body)))
         .count();
-    assert_eq!(gets, 2, "one GET, then one ranged GET from the cut");
+    assert_eq!(
+        gets,
+        2,
+        "one GET, then one ranged GET from the cut: {:?}",
+        proxy.requests()
+    );
 }
 
 /// While `mxmedia import synapse` sends a blob to S3 (held back here for as long as the test
