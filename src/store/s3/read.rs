@@ -43,6 +43,11 @@ impl S3Reader {
         })
     }
 
+    /// The object's length, from the GET's answer.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Receives at least `want` bytes (less at the end of the object) into `pending`. A body
     /// that breaks off (a connection reset, a proxy giving up, an early end) is taken up again
     /// by a ranged GET from the first byte not received, at most `RESUMES` times per call, so
