@@ -4,10 +4,11 @@
 //!
 //! A blob is written to the target only after its bytes were verified, and both backends make
 //! a blob visible only once it is whole (a rename after fsync; a completed S3 put), so a blob
-//! present in the target with its record's length is a verified copy: a rerun skips it.
+//! present in the target with its record's length is a verified copy: a rerun skips it,
+//! having asked the target for the length only (`BlobStore::len`: a HEAD, not a GET).
 
 use std::{
-    io::{self, Read, Seek, SeekFrom},
+    io::{self, Read},
     path::Path,
 };
 
@@ -27,13 +28,10 @@ pub(crate) enum Outcome {
     Failed(String),
 }
 
-/// The length of `sha256` in `store`, or `None` when it is not there.
+/// The length of `sha256` in `store`, or `None` when it is not there: a HEAD in a bucket, a
+/// `stat` on disk, so a rerun over blobs already copied reads none of their bytes.
 pub(crate) fn stored_len(store: &dyn BlobStore, sha256: &str) -> io::Result<Option<u64>> {
-    match store.open(sha256) {
-        Ok(mut reader) => Ok(Some(reader.seek(SeekFrom::End(0))?)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    store.len(sha256)
 }
 
 /// Copies `blob` from `source` to `target` unless the target has it; with `tmp_dir` `None`
@@ -60,24 +58,26 @@ fn copy_or_fail(
     if stored_len(target, sha256).map_err(|e| context("checking the target", e))? == Some(*len) {
         return Ok(Outcome::AlreadyThere);
     }
+    let Some(tmp_dir) = tmp_dir else {
+        return Ok(
+            match source
+                .len(sha256)
+                .map_err(|e| context("checking the source", e))?
+            {
+                None => Outcome::Failed(MISSING.to_owned()),
+                Some(found) if found == *len => Outcome::Copied,
+                Some(found) => Outcome::Failed(format!(
+                    "the source holds {found} bytes, its record says {len}"
+                )),
+            },
+        );
+    };
     let mut reader = match source.open(sha256) {
         Ok(reader) => reader,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Outcome::Failed(
-                "missing in the source (and not in the target)".to_owned(),
-            ));
+            return Ok(Outcome::Failed(MISSING.to_owned()));
         }
         Err(e) => return Err(context("opening it in the source", e)),
-    };
-    let Some(tmp_dir) = tmp_dir else {
-        let found = reader.seek(SeekFrom::End(0))?;
-        return Ok(if found == *len {
-            Outcome::Copied
-        } else {
-            Outcome::Failed(format!(
-                "the source holds {found} bytes, its record says {len}"
-            ))
-        });
     };
     let mut staging = Staging::new(tmp_dir).map_err(|e| context("staging", e))?;
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -115,6 +115,8 @@ fn copy_or_fail(
         ))),
     }
 }
+
+const MISSING: &str = "missing in the source (and not in the target)";
 
 fn context(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))

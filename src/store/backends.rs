@@ -174,8 +174,16 @@ impl BlobStore for Fallback {
 
     /// Only the primary's blobs: the start-up sweep must never judge the old copies, which the
     /// migration removes itself once they are verified in the primary.
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.primary.list()
+    fn visit(&self, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        self.primary.visit(each)
+    }
+
+    /// Where `open` would read it from: the primary, else the old copy.
+    fn len(&self, sha256: &str) -> io::Result<Option<u64>> {
+        match self.primary.len(sha256)? {
+            Some(len) => Ok(Some(len)),
+            None => self.local.len(sha256),
+        }
     }
 }
 
@@ -202,8 +210,9 @@ mod tests {
         Ok(out)
     }
 
-    /// A blob only in the old blob directory is served, new blobs go to the primary only, and a
-    /// removal takes the blob from both, so it cannot reappear from the old copy.
+    /// A blob only in the old blob directory is served (and its length found), new blobs go to
+    /// the primary only, and a removal takes the blob from both, so it cannot reappear from
+    /// the old copy.
     #[test]
     fn fallback_reads_old_copies_writes_new_ones_to_the_primary() {
         let dir = tempfile::tempdir().unwrap();
@@ -225,6 +234,9 @@ mod tests {
             io::ErrorKind::NotFound
         );
         assert_eq!(both.list().unwrap(), vec![new_sha.clone()]);
+        // Its length is found where it would be read from.
+        assert_eq!(both.len(&old_sha).unwrap(), Some(26));
+        assert_eq!(both.len(&new_sha).unwrap(), Some(25));
 
         both.remove(&old_sha).unwrap();
         assert_eq!(

@@ -108,10 +108,24 @@ pub trait BlobStore: Send + Sync {
     }
     /// Removes a blob; a missing one is not an error.
     fn remove(&self, sha256: &str) -> io::Result<()>;
-    /// Every blob present, for the start-up sweep of blobs no record points at. A backend
-    /// whose puts are not under the store's lock (`sends_ahead`) lists only blobs old enough
-    /// that no upload can still be committing them.
-    fn list(&self) -> io::Result<Vec<String>>;
+    /// Calls `each` with every blob present, for the start-up sweep of blobs no record points
+    /// at, as the listing arrives: a backend holds at most a page of it in memory, however
+    /// many blobs there are. A backend whose puts are not under the store's lock
+    /// (`sends_ahead`) visits only blobs old enough that no upload can still be committing
+    /// them. An error from `each` ends the visit with that error.
+    fn visit(&self, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()>;
+    /// What `visit` visits, gathered: for tools and tests, not for a bucket of millions.
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.visit(&mut |sha256| {
+            out.push(sha256.to_owned());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// The length of blob `sha256`, or `None` when it is not there: asked of the backend
+    /// (a HEAD, a `stat`), without reading any of the bytes.
+    fn len(&self, sha256: &str) -> io::Result<Option<u64>>;
     /// Whether `persist` is slow (a network transfer): the store then calls it before taking
     /// its blob lock, with the hash pinned against removal until the record is committed,
     /// instead of under the lock as for a rename.
@@ -191,8 +205,8 @@ impl BlobStore for FileBlobs {
         }
     }
 
-    fn list(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
+    fn visit(&self, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        // `read_dir` reads the directory as it is iterated: one shard's names at a time.
         for shard in fs::read_dir(&self.root)? {
             let shard = shard?;
             if !shard.file_type()?.is_dir() {
@@ -200,11 +214,19 @@ impl BlobStore for FileBlobs {
             }
             for entry in fs::read_dir(shard.path())? {
                 if let Some(name) = entry?.file_name().to_str() {
-                    out.push(name.to_owned());
+                    each(name)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn len(&self, sha256: &str) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path(sha256)) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {

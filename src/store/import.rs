@@ -27,7 +27,7 @@ use sled::{Transactional, transaction::ConflictableTransactionError};
 use tempfile::{NamedTempFile, TempPath};
 
 use super::{
-    Result, Store, StoreError, abort,
+    Pin, Result, Store, StoreError, abort,
     blob::{Placement, Staged},
     blocked::Blocked,
     decode, encode, index, keys,
@@ -179,13 +179,18 @@ impl Store {
         staged_paths: &[Option<PathBuf>],
         imported: &sled::Tree,
     ) -> Result<Vec<ImportOutcome>> {
+        // Sent before the gate and the lock are taken, as uploads are: the transfer of a
+        // whole batch to S3 holds up no upload or deletion meanwhile.
+        let (sent, pins) = self.send_import_ahead(items, keys, staged_paths)?;
         let _writing = self.writing()?;
         let guard = self.lock_blobs()?;
         // Complete media and blob records are written only under the blob lock, which we hold:
         // what we see now is what the transaction sees, but for reservations and blocks, which
         // it checks again.
         let mut inline = Vec::with_capacity(items.len());
-        let mut persisted = Vec::new();
+        // What was sent ahead is judged with the rest: an id taken meanwhile leaves its blob
+        // unreferenced, for the cleanup below.
+        let mut persisted: Vec<String> = sent.iter().cloned().collect();
         let mut to_persist = Vec::new();
         let mut seen = HashSet::new();
         for ((item, key), path) in items.iter().zip(keys).zip(staged_paths) {
@@ -196,30 +201,20 @@ impl Store {
             };
             let taken =
                 self.inner.meta.contains_key(key)? || self.inner.blocked.contains_key(key)?;
-            if taken || !seen.insert(sha256.clone()) || self.inner.blobs.contains_key(sha256)? {
+            if taken
+                || !seen.insert(sha256.clone())
+                || sent.contains(sha256)
+                || self.inner.blobs.contains_key(sha256)?
+            {
                 inline.push(None);
                 continue;
             }
-            let actual = fs::metadata(path)?.len();
-            if actual != *len {
-                return Err(StoreError::Corrupt(format!(
-                    "import: staged {} has {actual} bytes, not {len}",
-                    path.display()
-                )));
-            }
             if *len <= self.inner.inline_max {
+                check_staged_len(path, *len)?;
                 inline.push(Some(fs::read(path)?));
             } else {
                 inline.push(None);
-                let staged = Staged {
-                    file: NamedTempFile::from_parts(
-                        fs::File::open(path)?,
-                        TempPath::try_from_path(path)?,
-                    ),
-                    sha256: sha256.clone(),
-                    len: *len,
-                };
-                to_persist.push(staged);
+                to_persist.push(staged_file(path, sha256, *len)?);
                 persisted.push(sha256.clone());
             }
         }
@@ -338,6 +333,8 @@ impl Store {
                 },
             )
             .map_err(tx_error);
+        // The records are in (or not): a blob sent ahead may go now if none points at it.
+        drop(pins);
         // A file persisted for an id that turned out taken belongs to no record: drop it.
         let cleanup = self.unlink_unreferenced(&guard, &persisted);
         let outcomes = result?;
@@ -345,6 +342,52 @@ impl Store {
         drop(guard);
         self.flush()?;
         Ok(outcomes)
+    }
+
+    /// For a backend that sends ahead (S3): puts the large blobs of `items` that look new
+    /// (id free, bytes not stored yet) into it now, without the blob lock, each pinned against
+    /// removal until the caller's transaction is in; what it sent, and the pins. Other
+    /// backends persist under the lock, as a rename is quick: nothing is sent here.
+    fn send_import_ahead(
+        &self,
+        items: &[ImportItem],
+        keys: &[&[u8]],
+        staged_paths: &[Option<PathBuf>],
+    ) -> Result<(HashSet<String>, Vec<Pin<'_>>)> {
+        let mut sent = HashSet::new();
+        let mut pins = Vec::new();
+        if !self.inner.files.sends_ahead() {
+            return Ok((sent, pins));
+        }
+        for ((item, key), path) in items.iter().zip(keys).zip(staged_paths) {
+            let (ImportContent::File { sha256, len, .. }, Some(path)) = (&item.content, path)
+            else {
+                continue;
+            };
+            if *len <= self.inner.inline_max
+                || sent.contains(sha256)
+                || self.inner.meta.contains_key(key)?
+                || self.inner.blocked.contains_key(key)?
+                || self.inner.blobs.contains_key(sha256)?
+            {
+                continue;
+            }
+            let put = staged_file(path, sha256, *len).and_then(|staged| {
+                pins.push(self.pin(sha256)?);
+                sent.insert(sha256.clone());
+                Ok(self.inner.files.persist(staged)?)
+            });
+            if let Err(e) = put {
+                // None of them is referenced: remove what was sent, as the sweep would.
+                drop(pins);
+                let _writing = self.writing()?;
+                let guard = self.lock_blobs()?;
+                let sent: Vec<String> = sent.into_iter().collect();
+                self.unlink_unreferenced(&guard, &sent)?;
+                return Err(e);
+            }
+        }
+        Ok((sent, pins))
     }
 
     /// Where a staged file named by the importer lies: inside the tmp dir, nowhere else.
@@ -384,6 +427,29 @@ impl Store {
             .import_record(key)?
             .is_some_and(|r| !r.authenticated && r.sha256.as_deref() == Some(sha256)))
     }
+}
+
+/// Fails unless the staged file at `path` has the `len` bytes the importer hashed.
+fn check_staged_len(path: &Path, len: u64) -> Result<()> {
+    let actual = fs::metadata(path)?.len();
+    if actual != len {
+        return Err(StoreError::Corrupt(format!(
+            "import: staged {} has {actual} bytes, not {len}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The staged file at `path` as a blob to persist, once its length is checked; it is removed
+/// with the `Staged` unless persisted.
+fn staged_file(path: &Path, sha256: &str, len: u64) -> Result<Staged> {
+    check_staged_len(path, len)?;
+    Ok(Staged {
+        file: NamedTempFile::from_parts(fs::File::open(path)?, TempPath::try_from_path(path)?),
+        sha256: sha256.to_owned(),
+        len,
+    })
 }
 
 /// A thumbnail the source had made, to keep as the thumbnail `key` (`keys::thumb`).

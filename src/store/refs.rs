@@ -179,18 +179,19 @@ impl Store {
     pub(crate) fn settle(&self, files: &[String]) -> Result<()> {
         let guard = self.lock_blobs()?;
         self.flush()?;
-        self.unlink_unreferenced(&guard, files)
+        self.unlink_unreferenced(&guard, files)?;
+        Ok(())
     }
 
     /// With the blob lock held (`_locked`): removes the files of those `files` that no record
-    /// points at, after a flush, so that their absence is on disk first. A record absent in
-    /// memory may still be on disk (a deletion not yet flushed), and while we hold the lock
-    /// nothing can add one back.
+    /// points at, after a flush, so that their absence is on disk first, and says how many. A
+    /// record absent in memory may still be on disk (a deletion not yet flushed), and while we
+    /// hold the lock nothing can add one back.
     pub(super) fn unlink_unreferenced(
         &self,
         _locked: &MutexGuard<'_, ()>,
         files: &[String],
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let mut unreferenced = Vec::new();
         for sha256 in files {
             if self.inner.blobs.get(sha256)?.is_none() {
@@ -198,32 +199,62 @@ impl Store {
             }
         }
         if unreferenced.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.flush()?;
-        for sha256 in unreferenced {
+        for sha256 in &unreferenced {
             self.remove_blob_file(sha256)?;
         }
-        Ok(())
+        Ok(unreferenced.len())
     }
 
     /// Removes blob files that no record points at: left by a crash between a rename and its
     /// transaction, or between a transaction and a file removal.
+    ///
+    /// The backend's listing is judged as it arrives, `SWEEP_BATCH` blobs at a time, each batch
+    /// under the blob lock (as a deletion's removal is), so neither the listing of a bucket of
+    /// millions nor its removals are held in memory, and uploads commit between batches rather
+    /// than waiting for the whole sweep. A blob listed in one batch and committed by an upload
+    /// before its batch is judged has its record by then: only what no record points at goes.
     pub fn sweep_orphans(&self) -> Result<usize> {
-        let _writing = self.writing()?;
-        let _guard = self.lock_blobs()?;
-        // Only what no record on disk points at goes.
-        self.flush()?;
         let mut removed = 0;
-        for sha256 in self.inner.files.list()? {
-            if self.inner.blobs.get(&sha256)?.is_none() {
-                self.remove_blob_file(&sha256)?;
-                removed += 1;
+        let mut batch = Vec::with_capacity(SWEEP_BATCH);
+        let mut failed = None;
+        let visited = self.inner.files.visit(&mut |sha256| {
+            batch.push(sha256.to_owned());
+            if batch.len() < SWEEP_BATCH {
+                return Ok(());
             }
+            match self.sweep_batch(&batch) {
+                Ok(n) => {
+                    removed += n;
+                    batch.clear();
+                    Ok(())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Err(std::io::Error::other("the sweep failed"))
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        Ok(removed)
+        visited?;
+        Ok(removed + self.sweep_batch(&batch)?)
+    }
+
+    fn sweep_batch(&self, batch: &[String]) -> Result<usize> {
+        let _writing = self.writing()?;
+        let guard = self.lock_blobs()?;
+        self.unlink_unreferenced(&guard, batch)
     }
 }
+
+/// Listed blobs judged under one hold of the blob lock by the sweep: small enough that an
+/// upload waits for one batch of removals at most, large enough that the lock and the flush
+/// are not taken per blob.
+const SWEEP_BATCH: usize = 256;
 
 pub(super) fn add_blob_ref(
     blob_tree: &TransactionalTree,

@@ -265,8 +265,12 @@ impl BlobStore for S3Blobs {
     /// Only blobs older than `sweep_grace`: a younger one may belong to an upload whose
     /// record is not committed yet (in another process sharing the prefix; this one's are
     /// pinned).
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.list_older_than(self.shared.sweep_grace)
+    fn visit(&self, each: &mut dyn FnMut(&str) -> io::Result<()>) -> io::Result<()> {
+        self.visit_older_than(self.shared.sweep_grace, each)
+    }
+
+    fn len(&self, sha256: &str) -> io::Result<Option<u64>> {
+        self.head_len(sha256)
     }
 
     fn serves_directly(&self) -> bool {

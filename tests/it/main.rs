@@ -38,6 +38,7 @@ mod remote_stream;
 mod s3;
 mod s3_cache;
 mod s3_upload;
+mod s3_tidy;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;

@@ -1,7 +1,8 @@
 //! Reading an S3 object as `Read + Seek` for the download path and the thumbnailer: one
 //! streaming GET from the current offset, read as the caller reads (never the whole object in
 //! memory: at most what one `read` asks for is gathered); a seek elsewhere drops it and the
-//! next read opens a ranged GET (`Range: bytes=N-`) from there.
+//! next read opens a ranged GET (`Range: bytes=N-`) from there, as does a read whose body
+//! broke off midway (`fill`).
 
 use std::{
     collections::VecDeque,
@@ -47,31 +48,50 @@ impl S3Reader {
         self.len
     }
 
-    /// Receives at least `want` bytes (less at the end of the object) into `pending`.
+    /// Receives at least `want` bytes (less at the end of the object) into `pending`. A body
+    /// that breaks off (a connection reset, a proxy giving up, an early end) is taken up again
+    /// by a ranged GET from the first byte not received, at most `RESUMES` times per call, so
+    /// the reader sees one unbroken object; a body that stalls fails as it did (the read
+    /// timeout keeps its meaning).
     fn fill(&mut self, want: usize) -> io::Result<()> {
-        let body = match self.body.take() {
-            Some(body) => body,
-            None => get_from(&self.blobs, &self.key, self.pos)?.1,
-        };
-        let timeout = self.blobs.shared.read_timeout;
-        let (body, got) = self.blobs.run(async move {
-            let mut body = body;
-            let mut got = Vec::new();
-            let mut total = 0usize;
-            while total < want {
-                match tokio::time::timeout(timeout, body.next()).await {
-                    Err(_) => return (body, Err(backend_error("get", "the download stalled"))),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return (body, Err(from_object_store("get", e))),
-                    Ok(Some(Ok(bytes))) => {
-                        total = total.saturating_add(bytes.len());
-                        got.push(bytes);
-                    }
+        let mut got = Vec::new();
+        let mut total = 0usize;
+        let mut resumes = 0u32;
+        loop {
+            let at = self
+                .pos
+                .saturating_add(u64::try_from(total).unwrap_or(u64::MAX));
+            if total >= want || at >= self.len {
+                break;
+            }
+            let body = match self.body.take() {
+                Some(body) => body,
+                None => self.reopen(at)?,
+            };
+            let (body, chunks, end) = self.receive(body, want.saturating_sub(total))?;
+            total = chunks
+                .iter()
+                .fold(total, |sum, bytes| sum.saturating_add(bytes.len()));
+            got.extend(chunks);
+            match end {
+                End::Enough => self.body = Some(body),
+                End::Stalled => return Err(backend_error("get", "the download stalled")),
+                End::Ended | End::Broke(_) if resumes >= RESUMES => {
+                    return Err(match end {
+                        End::Broke(e) => e,
+                        _ => io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("S3 object {} ended at {at} of {} bytes", self.key, self.len),
+                        ),
+                    });
+                }
+                End::Ended | End::Broke(_) => {
+                    // Past the object's end the loop stops; short of it, the body broke off.
+                    resumes += 1;
+                    tracing::debug!(key = %self.key, at, "S3 download broke off: resuming");
                 }
             }
-            (body, Ok(got))
-        })?;
-        let got = got?;
+        }
         if got.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -81,10 +101,65 @@ impl S3Reader {
                 ),
             ));
         }
-        self.body = Some(body);
         self.pending.extend(got);
         Ok(())
     }
+
+    /// A ranged GET from `offset`, of the same object: a length other than the one it had
+    /// when opened would splice two objects into one body.
+    fn reopen(&self, offset: u64) -> io::Result<Body> {
+        let (len, body) = get_from(&self.blobs, &self.key, offset)?;
+        if len != self.len {
+            return Err(backend_error(
+                "get",
+                &format!(
+                    "{} changed length while read: {} bytes, then {len}",
+                    self.key, self.len
+                ),
+            ));
+        }
+        Ok(body)
+    }
+
+    /// Up to `want` bytes of `body`, received on the S3 runtime, and why it stopped there.
+    fn receive(&self, body: Body, want: usize) -> io::Result<(Body, Vec<Bytes>, End)> {
+        let timeout = self.blobs.shared.read_timeout;
+        self.blobs.run(async move {
+            let mut body = body;
+            let mut got = Vec::new();
+            let mut total = 0usize;
+            let end = loop {
+                if total >= want {
+                    break End::Enough;
+                }
+                match tokio::time::timeout(timeout, body.next()).await {
+                    Err(_) => break End::Stalled,
+                    Ok(None) => break End::Ended,
+                    Ok(Some(Err(e))) => break End::Broke(from_object_store("get", e)),
+                    Ok(Some(Ok(bytes))) => {
+                        total = total.saturating_add(bytes.len());
+                        got.push(bytes);
+                    }
+                }
+            };
+            (body, got, end)
+        })
+    }
+}
+
+/// Ranged GETs one `read` may open after the body broke off, before it fails.
+const RESUMES: u32 = 3;
+
+/// Why receiving stopped.
+enum End {
+    /// As many bytes as asked for.
+    Enough,
+    /// The body ended (at the object's end, or early).
+    Ended,
+    /// The body failed: the connection went.
+    Broke(io::Error),
+    /// No bytes within the read timeout.
+    Stalled,
 }
 
 impl Read for S3Reader {
