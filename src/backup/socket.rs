@@ -1,11 +1,12 @@
 //! The server's end of `backup.sock`: the listener (private from the moment it is reachable),
 //! its accept loop, and the answer to each connection: a dump of the database for
-//! `mxmedia backup`, holding blob removals until the client hangs up, or another command's
-//! request (`Handler`).
+//! `mxmedia backup`, holding blob removals until the client hangs up (and, asked with
+//! `backup 2`, sending the bytes of each blob it then names), or another command's request
+//! (`Handler`).
 
 use std::{
     fs,
-    io::{self, BufWriter, Read},
+    io::{self, BufReader, BufWriter, Read},
     os::unix::{
         fs::PermissionsExt as _,
         net::{UnixListener, UnixStream},
@@ -18,8 +19,14 @@ use std::{
     time::Duration,
 };
 
-use super::{REQUEST, SOCKET_NAME};
-use crate::store::{Store, backup::write_failure};
+use super::{REQUEST, REQUEST_WITH_BLOBS, SOCKET_NAME, lines};
+use crate::store::{
+    Store,
+    backup::{send_blob, write_failure},
+};
+
+/// Longest line naming a blob: a sha256 and a newline, with room to spare.
+const MAX_BLOB_LINE: u64 = 128;
 
 /// Serves one more kind of request on the socket (`mxmedia import`'s), given its first line.
 /// Wired in by `lib.rs`, so this module needs to know nothing of the commands above it.
@@ -122,8 +129,12 @@ fn serve_backup(
         return handler(store, stream);
     }
     let mut out = BufWriter::new(stream);
-    if request != REQUEST {
-        return write_failure(&mut out, "unknown request; this server speaks `backup 1`");
+    let with_blobs = request == REQUEST_WITH_BLOBS;
+    if request != REQUEST && !with_blobs {
+        return write_failure(
+            &mut out,
+            "unknown request; this server speaks `backup 1` and `backup 2`",
+        );
     }
     tracing::info!("backup: dumping the database for `mxmedia backup`");
     let hold = match store.hold_blob_files() {
@@ -140,11 +151,25 @@ fn serve_backup(
         }
         Err(e) => return write_failure(&mut out, &e.to_string()),
     }
-    drop(out);
-    // The client copies blob files now and hangs up when done; until then none is removed.
+    // The client copies blobs now and hangs up when done; until then none is removed. Copying
+    // a large blob may take minutes: no read timeout from here on.
     stream.set_read_timeout(None)?;
-    let mut sink = [0u8; 64];
-    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    if with_blobs {
+        let mut reader = BufReader::new(stream);
+        let mut sent = 0u64;
+        while let Ok(Some(line)) = lines::read_line(&mut reader, MAX_BLOB_LINE, "backup") {
+            let sha256 = String::from_utf8_lossy(&line);
+            if send_blob(store, &sha256, &mut out).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        tracing::info!(blobs = sent, "backup: blobs sent");
+    } else {
+        drop(out);
+        let mut sink = [0u8; 64];
+        while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    }
     drop(hold);
     tracing::info!("backup: client done");
     Ok(())
