@@ -457,9 +457,10 @@ fn blob_file_count(dir: &std::path::Path) -> usize {
 }
 
 /// With blobs in S3, `backup --include-s3-blobs`, taken from the running server while uploads
-/// go on and given no S3 settings (the bytes come over the server's socket), is a data dir a
-/// server without S3 serves every item from, byte for byte; without the flag the summary says
-/// the blobs stayed in the bucket and the backup holds none of them.
+/// go on and given no S3 settings (the bytes come over the server's socket), or from the
+/// stopped data dir, is a data dir a server without S3 serves every item from, byte for byte;
+/// without the flag the summary says the blobs stayed in the bucket and the backup holds none
+/// of them.
 #[actix_web::test]
 async fn backup_with_s3_blobs_restores_without_the_bucket() {
     use crate::process::{download, free_port, spawn_with, upload, wait_ready};
@@ -514,13 +515,26 @@ async fn backup_with_s3_blobs_restores_without_the_bucket() {
     assert_eq!(blob_file_count(&partial), 0);
     drop(proc);
 
+    // With the server stopped the command reads the bucket itself, given its settings.
+    let stopped = backups.path().join("stopped");
+    let stdout = backup_ok(
+        dir.path(),
+        &env,
+        &["--include-s3-blobs".as_ref(), stopped.as_os_str()],
+    )
+    .await;
+    assert!(stdout.contains("from the stopped data dir"), "{stdout}");
+    assert!(!stdout.contains("stayed in S3"), "{stdout}");
+
     // Served from disk alone: no S3 settings at all.
-    let restored = spawn_with(&whole, free_port(), true, &[]);
-    wait_ready(&restored.base).await;
-    for (id, bytes) in &items {
-        let (status, body) = download(&restored.base, ALICE, id).await;
-        assert_eq!(status, 200, "{id}");
-        assert!(body == *bytes, "{id} came back different");
+    for backup in [&whole, &stopped] {
+        let restored = spawn_with(backup, free_port(), true, &[]);
+        wait_ready(&restored.base).await;
+        for (id, bytes) in &items {
+            let (status, body) = download(&restored.base, ALICE, id).await;
+            assert_eq!(status, 200, "{id} from {}", backup.display());
+            assert!(body == *bytes, "{id} came back different");
+        }
     }
 }
 
