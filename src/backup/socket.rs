@@ -181,3 +181,92 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use std::io::{BufRead, Write as _};
+
+    use mxmedia_proto::ids::{MediaId, ServerName};
+
+    use super::*;
+    use crate::{
+        config::Config,
+        model::id::MediaKey,
+        store::{
+            Expect, Upload,
+            backup::{BackupError, receive_blob, restore_dump},
+            blob::Staging,
+        },
+    };
+
+    fn put(store: &Store, bytes: &[u8]) -> (MediaKey, String) {
+        let key = MediaKey {
+            server_name: "localhost".parse::<ServerName>().unwrap(),
+            media_id: MediaId::generate(),
+        };
+        let mut staging = store.stage().unwrap();
+        staging.write(bytes).unwrap();
+        let staged = staging.finish().unwrap();
+        let sha256 = staged.sha256.clone();
+        let upload = Upload {
+            content_type: "text/plain".into(),
+            filename: None,
+            uploader: "@a:localhost",
+            created_at: 1,
+            expect: Expect::Absent,
+        };
+        store.commit_upload(&key, staged, upload).unwrap();
+        (key, sha256)
+    }
+
+    fn ask(
+        writer: &mut UnixStream,
+        reader: &mut dyn BufRead,
+        tmp: &Path,
+        sha256: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, BackupError> {
+        writer.write_all(format!("{sha256}\n").as_bytes()).unwrap();
+        let mut staged = receive_blob(reader, Staging::new(tmp).unwrap(), sha256, len)?;
+        Ok(staged.read_all().unwrap())
+    }
+
+    /// After the dump, `backup 2` sends the bytes of each blob named, also one whose media was
+    /// deleted after the dump (held for the backup); a blob it does not have, or a name that is
+    /// not a sha256 (a path, say), gets a reason and the conversation goes on.
+    #[test]
+    fn backup_2_sends_held_blobs_and_refuses_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&config).unwrap();
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        let (key, sha256) = put(&store, &bytes);
+        let _socket = BackupSocket::listen(store.clone()).unwrap();
+
+        let mut writer = UnixStream::connect(dir.path().join(SOCKET_NAME)).unwrap();
+        writer.write_all(REQUEST_WITH_BLOBS).unwrap();
+        let mut reader = BufReader::new(writer.try_clone().unwrap());
+        let out = tempfile::tempdir().unwrap();
+        let restored = restore_dump(&mut reader, &out.path().join("db")).unwrap();
+        assert_eq!(restored.files, vec![(sha256.clone(), 700_000)]);
+        assert!(store.delete_media(&key).unwrap());
+
+        let len = 700_000;
+        assert_eq!(
+            ask(&mut writer, &mut reader, out.path(), &sha256, len).unwrap(),
+            bytes
+        );
+        let absent = "0".repeat(64);
+        let err = ask(&mut writer, &mut reader, out.path(), &absent, 1).unwrap_err();
+        assert!(matches!(err, BackupError::UnreadableBlob { .. }), "{err}");
+        let err = ask(&mut writer, &mut reader, out.path(), "../../db/conf", 1).unwrap_err();
+        assert!(err.to_string().contains("not a sha256"), "{err}");
+        // A wrong expected length is caught by the reader.
+        let err = ask(&mut writer, &mut reader, out.path(), &sha256, len + 1).unwrap_err();
+        assert!(matches!(err, BackupError::BlobMismatch { .. }), "{err}");
+    }
+}
