@@ -37,6 +37,7 @@ mod refused_body;
 mod remote;
 mod remote_stream;
 mod s3;
+mod s3_cache;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;
