@@ -54,6 +54,10 @@ enum Command {
         data_dir: Option<PathBuf>,
         /// Where to write the backup: a directory that does not exist yet.
         dir: PathBuf,
+        /// With blobs in S3: copy every blob into DIR/blobs too (verified by hash), so the
+        /// backup does not depend on the bucket. Interrupted, run it again: it goes on.
+        #[arg(long)]
+        include_s3_blobs: bool,
     },
     /// Check the whole path to this server from outside (proxy routes and headers, upload size,
     /// federation keys and delegation, TLS, disk, clock) and print the fix for each problem.
@@ -198,7 +202,11 @@ fn main() -> ExitCode {
             }
         }
         Command::GenerateKey { .. } => ExitCode::FAILURE,
-        Command::Backup { data_dir, dir } => {
+        Command::Backup {
+            data_dir,
+            dir,
+            include_s3_blobs,
+        } => {
             for var in &ignored_env {
                 eprintln!("mxmedia: ignoring {var}: it names no setting");
             }
@@ -206,7 +214,11 @@ fn main() -> ExitCode {
             if let Some(data_dir) = data_dir {
                 config.data_dir = data_dir;
             }
-            run_backup(&config, &dir)
+            let options = mxmedia::backup::Options {
+                include_s3_blobs,
+                progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            run_backup(&config, &dir, &options)
         }
         Command::Import(ImportFrom::Synapse {
             media_store,

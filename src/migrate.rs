@@ -18,7 +18,6 @@
 //! that it reads from the target, and only those verified there.
 
 mod copy;
-mod progress;
 pub mod socket;
 
 use std::{
@@ -31,12 +30,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use self::{
-    copy::{Outcome, copy_blob},
-    progress::Progress,
-};
+use self::copy::{Outcome, copy_blob};
 use crate::{
-    backup::SOCKET_NAME,
+    backup::{SOCKET_NAME, progress::Progress},
     config::Config,
     store::{
         Store, StoreError,
@@ -247,7 +243,7 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, Error> {
         removed: 0,
         bytes_removed: 0,
     };
-    let mut progress = Progress::new(totals.0, totals.1, options.progress_bar);
+    let mut progress = Progress::new("migrate-store", totals.0, totals.1, options.progress_bar);
     let outcome = copy_passes(
         &mut records,
         &*source_store,
@@ -510,7 +506,7 @@ mod tests {
         let target = FileBlobs::open(to_root.clone()).unwrap();
         let tmp = StagingDir::create(dir.path()).unwrap();
         let mut records = Records::Local(store.clone());
-        let mut progress = Progress::new(0, 0, false);
+        let mut progress = Progress::new("migrate-store", 0, 0, false);
 
         let mut first = report();
         copy_passes(

@@ -1,11 +1,12 @@
 //! The server's end of `backup.sock`: the listener (private from the moment it is reachable),
 //! its accept loop, and the answer to each connection: a dump of the database for
-//! `mxmedia backup`, holding blob removals until the client hangs up, or another command's
-//! request (`Handler`).
+//! `mxmedia backup`, holding blob removals until the client hangs up (and, asked with
+//! `backup 2`, sending the bytes of each blob it then names), or another command's request
+//! (`Handler`).
 
 use std::{
     fs,
-    io::{self, BufWriter, Read},
+    io::{self, BufReader, BufWriter, Read},
     os::unix::{
         fs::PermissionsExt as _,
         net::{UnixListener, UnixStream},
@@ -18,8 +19,14 @@ use std::{
     time::Duration,
 };
 
-use super::{REQUEST, SOCKET_NAME};
-use crate::store::{Store, backup::write_failure};
+use super::{REQUEST, REQUEST_WITH_BLOBS, SOCKET_NAME, lines};
+use crate::store::{
+    Store,
+    backup::{send_blob, write_failure},
+};
+
+/// Longest line naming a blob: a sha256 and a newline, with room to spare.
+const MAX_BLOB_LINE: u64 = 128;
 
 /// Serves one more kind of request on the socket (`mxmedia import`'s), given its first line.
 /// Wired in by `lib.rs`, so this module needs to know nothing of the commands above it.
@@ -122,8 +129,12 @@ fn serve_backup(
         return handler(store, stream);
     }
     let mut out = BufWriter::new(stream);
-    if request != REQUEST {
-        return write_failure(&mut out, "unknown request; this server speaks `backup 1`");
+    let with_blobs = request == REQUEST_WITH_BLOBS;
+    if request != REQUEST && !with_blobs {
+        return write_failure(
+            &mut out,
+            "unknown request; this server speaks `backup 1` and `backup 2`",
+        );
     }
     tracing::info!("backup: dumping the database for `mxmedia backup`");
     let hold = match store.hold_blob_files() {
@@ -140,11 +151,25 @@ fn serve_backup(
         }
         Err(e) => return write_failure(&mut out, &e.to_string()),
     }
-    drop(out);
-    // The client copies blob files now and hangs up when done; until then none is removed.
+    // The client copies blobs now and hangs up when done; until then none is removed. Copying
+    // a large blob may take minutes: no read timeout from here on.
     stream.set_read_timeout(None)?;
-    let mut sink = [0u8; 64];
-    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    if with_blobs {
+        let mut reader = BufReader::new(stream);
+        let mut sent = 0u64;
+        while let Ok(Some(line)) = lines::read_line(&mut reader, MAX_BLOB_LINE, "backup") {
+            let sha256 = String::from_utf8_lossy(&line);
+            if send_blob(store, &sha256, &mut out).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        tracing::info!(blobs = sent, "backup: blobs sent");
+    } else {
+        drop(out);
+        let mut sink = [0u8; 64];
+        while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    }
     drop(hold);
     tracing::info!("backup: client done");
     Ok(())
@@ -154,5 +179,94 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use std::io::{BufRead, Write as _};
+
+    use mxmedia_proto::ids::{MediaId, ServerName};
+
+    use super::*;
+    use crate::{
+        config::Config,
+        model::id::MediaKey,
+        store::{
+            Expect, Upload,
+            backup::{BackupError, receive_blob, restore_dump},
+            blob::Staging,
+        },
+    };
+
+    fn put(store: &Store, bytes: &[u8]) -> (MediaKey, String) {
+        let key = MediaKey {
+            server_name: "localhost".parse::<ServerName>().unwrap(),
+            media_id: MediaId::generate(),
+        };
+        let mut staging = store.stage().unwrap();
+        staging.write(bytes).unwrap();
+        let staged = staging.finish().unwrap();
+        let sha256 = staged.sha256.clone();
+        let upload = Upload {
+            content_type: "text/plain".into(),
+            filename: None,
+            uploader: "@a:localhost",
+            created_at: 1,
+            expect: Expect::Absent,
+        };
+        store.commit_upload(&key, staged, upload).unwrap();
+        (key, sha256)
+    }
+
+    fn ask(
+        writer: &mut UnixStream,
+        reader: &mut dyn BufRead,
+        tmp: &Path,
+        sha256: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, BackupError> {
+        writer.write_all(format!("{sha256}\n").as_bytes()).unwrap();
+        let mut staged = receive_blob(reader, Staging::new(tmp).unwrap(), sha256, len)?;
+        Ok(staged.read_all().unwrap())
+    }
+
+    /// After the dump, `backup 2` sends the bytes of each blob named, also one whose media was
+    /// deleted after the dump (held for the backup); a blob it does not have, or a name that is
+    /// not a sha256 (a path, say), gets a reason and the conversation goes on.
+    #[test]
+    fn backup_2_sends_held_blobs_and_refuses_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&config).unwrap();
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        let (key, sha256) = put(&store, &bytes);
+        let _socket = BackupSocket::listen(store.clone()).unwrap();
+
+        let mut writer = UnixStream::connect(dir.path().join(SOCKET_NAME)).unwrap();
+        writer.write_all(REQUEST_WITH_BLOBS).unwrap();
+        let mut reader = BufReader::new(writer.try_clone().unwrap());
+        let out = tempfile::tempdir().unwrap();
+        let restored = restore_dump(&mut reader, &out.path().join("db")).unwrap();
+        assert_eq!(restored.files, vec![(sha256.clone(), 700_000)]);
+        assert!(store.delete_media(&key).unwrap());
+
+        let len = 700_000;
+        assert_eq!(
+            ask(&mut writer, &mut reader, out.path(), &sha256, len).unwrap(),
+            bytes
+        );
+        let absent = "0".repeat(64);
+        let err = ask(&mut writer, &mut reader, out.path(), &absent, 1).unwrap_err();
+        assert!(matches!(err, BackupError::UnreadableBlob { .. }), "{err}");
+        let err = ask(&mut writer, &mut reader, out.path(), "../../db/conf", 1).unwrap_err();
+        assert!(err.to_string().contains("not a sha256"), "{err}");
+        // A wrong expected length is caught by the reader.
+        let err = ask(&mut writer, &mut reader, out.path(), &sha256, len + 1).unwrap_err();
+        assert!(matches!(err, BackupError::BlobMismatch { .. }), "{err}");
     }
 }

@@ -1,20 +1,37 @@
 //! Upload endpoints: direct (`POST /upload`) and asynchronous (`POST /create`, then `PUT`).
+//!
+//! An upload refused before its body is read to the end (too large, over quota, rate limited)
+//! still has its client sending. Closing the connection then would make the client's kernel
+//! see a reset, which discards the error reply it has not read yet: the user sees a broken
+//! pipe instead of `M_TOO_LARGE`. So the rest of a refused body is read and thrown away first,
+//! bounded in bytes and time and under the same idle and minimum-rate limits as any body
+//! (`drain_refused`); a body beyond those bounds is answered and the connection closed after
+//! actix's short linger (`client_disconnect_timeout`, 1 s), never drained without end.
 
 use std::{
-    cell::Cell,
     pin::Pin,
-    rc::Rc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use futures_util::Stream;
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError as _,
+    body::{BodySize, BoxBody, MessageBody},
+    http::{ConnectionType, header},
+    web,
+};
+use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{AuthedUser, MediaPath};
 use crate::{error::Error, media::UploadInfo, state::AppState};
+
+/// Most body bytes read and thrown away after an upload is refused: a client announcing more
+/// than this beyond what was read gets its answer at once and a closed connection.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest a refused body is read for before the answer goes out anyway.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 pub struct UploadQuery {
@@ -31,12 +48,11 @@ pub async fn create_content(
 ) -> Result<HttpResponse, Error> {
     let user = user.not_guest()?;
     let info = upload_info(&req, query.into_inner())?;
-    let body = IdleLimited::new(body, &state);
-    let stalled = body.stalled();
-    let key = match state.media.upload(&user.user_id, info, body).await {
+    let declared_len = info.declared_len;
+    let mut body = IdleLimited::new(body, &state);
+    let key = match state.media.upload(&user.user_id, info, &mut body).await {
         Ok(key) => key,
-        Err(_) if stalled.get() => return Ok(stalled_response(&state)),
-        Err(e) => return Err(e),
+        Err(e) => return Ok(refused(e, body, declared_len, &state).await),
     };
     Ok(HttpResponse::Ok().json(json!({ "content_uri": key.to_string() })))
 }
@@ -73,12 +89,10 @@ pub async fn upload_content(
     let user = user.not_guest()?;
     let key = path.key()?;
     let info = upload_info(&req, query.into_inner())?;
-    let body = IdleLimited::new(body, &state);
-    let stalled = body.stalled();
-    match state.media.put(&user.user_id, &key, info, body).await {
-        Ok(()) => {}
-        Err(_) if stalled.get() => return Ok(stalled_response(&state)),
-        Err(e) => return Err(e),
+    let declared_len = info.declared_len;
+    let mut body = IdleLimited::new(body, &state);
+    if let Err(e) = state.media.put(&user.user_id, &key, info, &mut body).await {
+        return Ok(refused(e, body, declared_len, &state).await);
     }
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -128,7 +142,10 @@ struct IdleLimited {
     min_rate: u64,
     started: tokio::time::Instant,
     received: u64,
-    stalled: Rc<Cell<bool>>,
+    /// Set once the whole body has arrived.
+    ended: bool,
+    /// Set once the body stalled: the upload's failure is then the client's silence.
+    stalled: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +168,9 @@ impl IdleLimited {
             min_rate: state.config.http.body_min_rate.as_u64(),
             started: tokio::time::Instant::now(),
             received: 0,
-            stalled: Rc::default(),
+            ended: false,
+            stalled: false,
         }
-    }
-
-    /// Set once the body stalled: the upload's failure is then the client's silence.
-    fn stalled(&self) -> Rc<Cell<bool>> {
-        Rc::clone(&self.stalled)
     }
 }
 
@@ -166,7 +179,7 @@ impl Stream for IdleLimited {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.stalled.get() {
+        if this.stalled {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.body).poll_next(cx) {
@@ -178,19 +191,105 @@ impl Stream for IdleLimited {
                     && u128::from(this.received) * 1000
                         < u128::from(this.min_rate) * elapsed.as_millis()
                 {
-                    this.stalled.set(true);
+                    this.stalled = true;
                     return Poll::Ready(Some(Err(BodyError::TooSlow(this.min_rate))));
                 }
                 this.timer.as_mut().reset(now + this.idle);
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(item) => Poll::Ready(item.map(|chunk| chunk.map_err(BodyError::from))),
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::from(e)))),
             Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => {
-                this.stalled.set(true);
+                this.stalled = true;
                 Poll::Ready(Some(Err(BodyError::Idle(this.idle))))
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The answer to an upload that failed with `error`: 408 if the body stalled, else `error`,
+/// given once what is left of the body is drained (`drain_refused`). A body not read to its end
+/// is kept alive by the answer's body (`HoldingBody`), so actix, once the answer is sent, sees
+/// it unread and closes the connection after its linger, instead of reading the rest (which
+/// it would do for a chunked body, without end).
+async fn refused(
+    error: Error,
+    mut body: IdleLimited,
+    declared_len: Option<u64>,
+    state: &AppState,
+) -> HttpResponse {
+    if !body.stalled {
+        drain_refused(&mut body, declared_len).await;
+    }
+    let mut response = if body.stalled {
+        stalled_response(state)
+    } else {
+        error.error_response()
+    };
+    if body.ended {
+        return response;
+    }
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    response
+        .map_body(|_, answer| HoldingBody {
+            answer,
+            _unread: body,
+        })
+        .map_into_boxed_body()
+}
+
+/// An answer that keeps the request body it refused alive until the answer is sent; see
+/// `refused`.
+struct HoldingBody {
+    answer: BoxBody,
+    _unread: IdleLimited,
+}
+
+impl MessageBody for HoldingBody {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.answer.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().answer).poll_next(cx)
+    }
+}
+
+/// Reads and throws away the rest of a refused body, so that the client, still sending, reads
+/// the answer instead of a reset: at most `DRAIN_MAX_BYTES` for at most `DRAIN_MAX_TIME`,
+/// nothing when the declared length says it would be more. Bytes arriving too slowly end it as
+/// they would end an upload (`IdleLimited`).
+async fn drain_refused(body: &mut IdleLimited, declared_len: Option<u64>) {
+    if body.ended
+        || declared_len.is_some_and(|len| len.saturating_sub(body.received) > DRAIN_MAX_BYTES)
+    {
+        return;
+    }
+    let limit = body.received.saturating_add(DRAIN_MAX_BYTES);
+    let drained = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while let Some(Ok(_)) = body.next().await {
+            if body.received > limit {
+                return;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            received = body.received,
+            "a refused upload body was still arriving after the drain time"
+        );
     }
 }
 

@@ -11,6 +11,12 @@
 //! - `E` len key len value: one entry;
 //! - `.`: the end of a complete dump;
 //! - `!` len message: the dump failed on the sending side.
+//!
+//! With blobs in S3 (or another backend that is not the data dir), `mxmedia backup
+//! --include-s3-blobs` then asks for the bytes of each blob the dump points at, by its sha256 on
+//! a line; the answer is `D` len bytes frames (at most one `CHUNK_SIZE` each), then `.`, or `-`
+//! len message when the blob cannot be read. The reader hashes what it receives and keeps a
+//! blob only if it hashes to its name (`receive_blob`).
 
 use std::{
     fs,
@@ -22,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     BlobRecord, Store,
-    blob::{self, CHUNK_SIZE, Placement},
+    blob::{self, BlobRead, CHUNK_SIZE, Placement, Staged, Staging},
     decode,
 };
 use super::{Result, StoreError};
@@ -43,7 +49,12 @@ pub enum BackupError {
     Format(&'static str),
     #[error("the server could not read its database: {0}")]
     Remote(String),
-    #[error("blob {sha256} is in the database but its file {} is missing", path.display())]
+    #[error(
+        "blob {sha256} is in the database but its file {} is missing (if the server keeps its \
+         blobs in S3, give this command the same MXMEDIA_STORE__S3__* settings, or \
+         --include-s3-blobs)",
+        path.display()
+    )]
     MissingBlob { sha256: String, path: PathBuf },
     #[error(
         "blob file {} does not hold what the database says (length or sha256 differs)",
@@ -52,6 +63,18 @@ pub enum BackupError {
     CorruptBlob { path: PathBuf },
     #[error("reading the copied database")]
     Store(#[from] StoreError),
+    #[error("blob {sha256} could not be read: {message}")]
+    UnreadableBlob { sha256: String, message: String },
+    #[error(
+        "blob {sha256} does not hold what the database says: {len} bytes hashing to {found}, \
+         its record says {expected} bytes"
+    )]
+    BlobMismatch {
+        sha256: String,
+        found: String,
+        len: u64,
+        expected: u64,
+    },
 }
 
 /// Backups in progress and the blob files whose removal waits for them.
@@ -168,6 +191,19 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Opens the blob `sha256` in its backend (files or the bucket), whether or not a record
+    /// still points at it: while a hold lasts, blobs whose last record went after the dump are
+    /// still there, and a backup wants them. Only a well-formed hash names a blob.
+    pub fn open_held_blob(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {
+        if !is_sha256(sha256) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a sha256 in lowercase hex",
+            ));
+        }
+        self.inner.files.open(sha256)
     }
 
     fn lock_holds(&self) -> Result<std::sync::MutexGuard<'_, Holds>> {
@@ -292,6 +328,107 @@ pub fn copy_blob_file(
     tmp.as_file().sync_all()?;
     tmp.persist(&target).map_err(|e| e.error)?;
     Ok(Placed::Copied)
+}
+
+/// Sends the bytes of blob `sha256` as frames (see the module's doc), or the reason it cannot.
+/// An error writing to `out` means the reader is gone.
+pub fn send_blob(store: &Store, sha256: &str, out: &mut dyn Write) -> io::Result<()> {
+    let mut reader = match store.open_held_blob(sha256) {
+        Ok(reader) => reader,
+        Err(e) => return send_blob_failure(out, &e),
+    };
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return send_blob_failure(out, &e),
+        };
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        out.write_all(b"D")?;
+        write_bytes(out, chunk)?;
+    }
+    out.write_all(b".")?;
+    out.flush()
+}
+
+fn send_blob_failure(out: &mut dyn Write, e: &io::Error) -> io::Result<()> {
+    out.write_all(b"-")?;
+    write_bytes(out, e.to_string().as_bytes())?;
+    out.flush()
+}
+
+/// Receives the frames of blob `sha256` (`send_blob`) into `staging`, and hands it back staged
+/// only if its bytes hash to `sha256` and number `len`.
+pub fn receive_blob(
+    input: &mut dyn BufRead,
+    mut staging: Staging,
+    sha256: &str,
+    len: u64,
+) -> Result<Staged, BackupError> {
+    loop {
+        let mut tag = [0u8; 1];
+        input.read_exact(&mut tag).map_err(cut_short)?;
+        match &tag {
+            b"D" => staging.write(&read_bytes(input)?)?,
+            b"." => break,
+            b"-" => {
+                let message = read_bytes(input)?;
+                return Err(BackupError::UnreadableBlob {
+                    sha256: sha256.to_owned(),
+                    message: String::from_utf8_lossy(&message).into_owned(),
+                });
+            }
+            _ => return Err(BackupError::Format("unknown blob frame")),
+        }
+    }
+    verified(staging.finish()?, sha256, len)
+}
+
+/// Streams blob `sha256` from `reader` into `staging`, verified as `receive_blob` does.
+pub fn stage_blob(
+    reader: &mut dyn Read,
+    mut staging: Staging,
+    sha256: &str,
+    len: u64,
+) -> Result<Staged, BackupError> {
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(BackupError::UnreadableBlob {
+                    sha256: sha256.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        staging.write(chunk)?;
+    }
+    verified(staging.finish()?, sha256, len)
+}
+
+fn verified(staged: Staged, sha256: &str, len: u64) -> Result<Staged, BackupError> {
+    if staged.sha256 == sha256 && staged.len == len {
+        return Ok(staged);
+    }
+    Err(BackupError::BlobMismatch {
+        sha256: sha256.to_owned(),
+        found: staged.sha256.clone(),
+        len: staged.len,
+        expected: len,
+    })
+}
+
+/// Whether `name` is a sha256 as blobs are named: 64 lowercase hex digits.
+pub fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn write_bytes(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {

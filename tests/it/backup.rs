@@ -129,10 +129,12 @@ async fn backup_while_running_and_uploading() {
     let backup_started = Instant::now();
     let report = {
         let target = target.clone();
-        tokio::task::spawn_blocking(move || mxmedia::backup::run(&config, &target))
-            .await
-            .unwrap()
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            mxmedia::backup::run(&config, &target, &Default::default())
+        })
+        .await
+        .unwrap()
+        .unwrap()
     };
     let backup_ended = Instant::now();
     wait_until(|| {
@@ -163,9 +165,11 @@ async fn backup_while_running_and_uploading() {
     let config = server.config.clone();
     let again = {
         let target = target.clone();
-        tokio::task::spawn_blocking(move || mxmedia::backup::run(&config, &target))
-            .await
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            mxmedia::backup::run(&config, &target, &Default::default())
+        })
+        .await
+        .unwrap()
     };
     assert!(again.unwrap_err().to_string().contains("already exists"));
 
@@ -404,4 +408,201 @@ async fn restore_keeps_the_signing_key() {
             && stdout.contains(outside.to_str().unwrap()),
         "{stdout}"
     );
+}
+
+/// Runs `mxmedia backup ARGS` on the data dir `dir` with `env`, as an admin would.
+fn backup_command(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    args: &[&std::ffi::OsStr],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(crate::process::BIN);
+    cmd.env_clear()
+        .arg("backup")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// The output of a finished command, checked to have succeeded.
+async fn backup_ok(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    args: &[&std::ffi::OsStr],
+) -> String {
+    let mut cmd = backup_command(dir, env, args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The blob files under a data dir (or a partial backup).
+fn blob_file_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("blobs"))
+        .into_iter()
+        .flatten()
+        .map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+/// With blobs in S3, `backup --include-s3-blobs`, taken from the running server while uploads
+/// go on and given no S3 settings (the bytes come over the server's socket), or from the
+/// stopped data dir, is a data dir a server without S3 serves every item from, byte for byte;
+/// without the flag the summary says the blobs stayed in the bucket and the backup holds none
+/// of them.
+#[actix_web::test]
+async fn backup_with_s3_blobs_restores_without_the_bucket() {
+    use crate::process::{download, free_port, spawn_with, upload, wait_ready};
+    let s3 = crate::garage::shared().config();
+    let env = crate::migrate::s3_env(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_with(dir.path(), free_port(), true, &env);
+    wait_ready(&proc.base).await;
+    let mut items = Vec::new();
+    for (i, len) in [1000, 200_000, 1_500_000, 3 << 20, 50_000]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = pseudo_random(len, 7000 + i as u64);
+        items.push((upload(&proc.base, ALICE, bytes.clone()).await, bytes));
+    }
+    assert_eq!(blob_file_count(dir.path()), 0, "blobs went to disk on S3");
+
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let uploader = {
+        let (stop, base) = (stop.clone(), proc.base.clone());
+        actix_web::rt::spawn(async move {
+            let mut n = 0;
+            while !stop.get() {
+                n += 1;
+                upload(&base, ALICE, pseudo_random(300_000, 9000 + n)).await;
+            }
+            n
+        })
+    };
+    let backups = tempfile::tempdir().unwrap();
+    let whole = backups.path().join("whole");
+    let stdout = backup_ok(
+        dir.path(),
+        &[],
+        &["--include-s3-blobs".as_ref(), whole.as_os_str()],
+    )
+    .await;
+    stop.set(true);
+    assert!(uploader.await.unwrap() > 0, "uploads went on");
+    assert!(stdout.contains("from the running server"), "{stdout}");
+    assert!(
+        stdout.contains("fetched from the server's blob store"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("stayed in S3"), "{stdout}");
+
+    let partial = backups.path().join("meta");
+    let stdout = backup_ok(dir.path(), &env, &[partial.as_os_str()]).await;
+    assert!(stdout.contains("stayed in S3 bucket"), "{stdout}");
+    assert!(stdout.contains("--include-s3-blobs"), "{stdout}");
+    assert_eq!(blob_file_count(&partial), 0);
+    drop(proc);
+
+    // With the server stopped the command reads the bucket itself, given its settings.
+    let stopped = backups.path().join("stopped");
+    let stdout = backup_ok(
+        dir.path(),
+        &env,
+        &["--include-s3-blobs".as_ref(), stopped.as_os_str()],
+    )
+    .await;
+    assert!(stdout.contains("from the stopped data dir"), "{stdout}");
+    assert!(!stdout.contains("stayed in S3"), "{stdout}");
+
+    // Served from disk alone: no S3 settings at all.
+    for backup in [&whole, &stopped] {
+        let restored = spawn_with(backup, free_port(), true, &[]);
+        wait_ready(&restored.base).await;
+        for (id, bytes) in &items {
+            let (status, body) = download(&restored.base, ALICE, id).await;
+            assert_eq!(status, 200, "{id} from {}", backup.display());
+            assert!(body == *bytes, "{id} came back different");
+        }
+    }
+}
+
+/// `backup --include-s3-blobs` killed with -9 while it fetches blobs leaves no `DIR`; run again
+/// it takes over what the killed run had verified, fetches the rest, and the backup serves
+/// every item without the bucket.
+#[actix_web::test]
+async fn backup_with_s3_blobs_killed_midway_then_rerun_is_whole() {
+    use crate::process::{download, free_port, spawn_with, upload, wait_ready};
+    let s3 = crate::garage::shared().config();
+    let env = crate::migrate::s3_env(&s3);
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_with(dir.path(), free_port(), true, &env);
+    wait_ready(&proc.base).await;
+    let mut items = Vec::new();
+    for i in 0..40u64 {
+        let bytes = pseudo_random(1_000_000 + usize::try_from(i).unwrap(), 4000 + i);
+        items.push((upload(&proc.base, ALICE, bytes.clone()).await, bytes));
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let target = backups.path().join("backup");
+    let mut child = backup_command(
+        dir.path(),
+        &[],
+        &["--include-s3-blobs".as_ref(), target.as_os_str()],
+    )
+    .spawn()
+    .unwrap();
+    let partial = backups
+        .path()
+        .join(format!(".backup.partial-{}", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while blob_file_count(&partial) < 5 {
+        assert!(Instant::now() < deadline, "the backup fetched nothing");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = blob_file_count(&partial);
+    assert!(
+        kept < items.len(),
+        "killed too late: all {kept} blobs fetched"
+    );
+    assert!(!target.exists(), "a killed backup left DIR");
+
+    let stdout = backup_ok(
+        dir.path(),
+        &[],
+        &["--include-s3-blobs".as_ref(), target.as_os_str()],
+    )
+    .await;
+    assert!(
+        !stdout.contains(" 0 kept from an interrupted run"),
+        "the rerun fetched everything again: {stdout}"
+    );
+    assert!(!partial.exists(), "the killed run's partial backup left");
+    assert_eq!(blob_file_count(&target), items.len());
+    drop(proc);
+
+    let restored = spawn_with(&target, free_port(), true, &[]);
+    wait_ready(&restored.base).await;
+    for (id, bytes) in &items {
+        let (status, body) = download(&restored.base, ALICE, id).await;
+        assert_eq!(status, 200, "{id}");
+        assert!(body == *bytes, "{id} came back different");
+    }
 }

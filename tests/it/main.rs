@@ -33,6 +33,7 @@ mod moderation;
 mod preview;
 mod process;
 mod redirect;
+mod refused_body;
 mod remote;
 mod remote_stream;
 mod s3;

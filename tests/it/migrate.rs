@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// The variables that give a process the bucket of `s3`.
-fn s3_env(s3: &S3Config) -> Vec<(&'static str, String)> {
+pub(crate) fn s3_env(s3: &S3Config) -> Vec<(&'static str, String)> {
     vec![
         ("MXMEDIA_STORE__S3__BUCKET", s3.bucket.clone()),
         (

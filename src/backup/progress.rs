@@ -1,5 +1,6 @@
-//! How far a migration is: a bar of bytes with rate and ETA on a terminal, otherwise (a log, a
-//! journal) a plain line every few seconds. Both on stderr, so stdout keeps only the summary.
+//! How far a long command that copies blobs is (`mxmedia backup`, `mxmedia migrate-store`): a
+//! bar of bytes with rate and ETA on a terminal, otherwise (a log, a journal) a plain line every
+//! few seconds. Both on stderr, so stdout keeps only the summary.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use num_traits::ToPrimitive as _;
 /// How often the plain line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
-pub(super) struct Progress {
+pub(crate) struct Progress {
+    /// The command, at the start of each plain line.
+    command: &'static str,
     bar: Option<ProgressBar>,
     total_files: u64,
     total_bytes: u64,
@@ -21,7 +24,12 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new(total_files: u64, total_bytes: u64, bar: bool) -> Self {
+    pub(crate) fn new(
+        command: &'static str,
+        total_files: u64,
+        total_bytes: u64,
+        bar: bool,
+    ) -> Self {
         let bar = bar.then(|| {
             let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -34,6 +42,7 @@ impl Progress {
         });
         let now = Instant::now();
         Self {
+            command,
             bar,
             total_files,
             total_bytes,
@@ -45,7 +54,7 @@ impl Progress {
     }
 
     /// One blob of the first pass done (copied, found, or failed).
-    pub(super) fn blob(&mut self, len: u64) {
+    pub(crate) fn blob(&mut self, len: u64) {
         self.files += 1;
         self.bytes = self.bytes.saturating_add(len);
         match &self.bar {
@@ -62,14 +71,14 @@ impl Progress {
     }
 
     /// A message that must not be drawn over by the bar.
-    pub(super) fn note(&self, message: &str) {
+    pub(crate) fn note(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
             None => eprintln!("{message}"),
         }
     }
 
-    pub(super) fn finish(&self) {
+    pub(crate) fn finish(&self) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None if self.files > 0 => eprintln!("{}", self.line()),
@@ -85,7 +94,8 @@ impl Progress {
                 .unwrap_or(0),
         );
         format!(
-            "migrate-store: {}/{} blobs, {}/{}, {rate}/s",
+            "{}: {}/{} blobs, {}/{}, {rate}/s",
+            self.command,
             self.files,
             self.total_files,
             ByteSize::b(self.bytes),
