@@ -36,6 +36,8 @@ mod redirect;
 mod remote;
 mod remote_stream;
 mod s3;
+mod s3_engine;
+mod seaweed;
 mod slow_clients;
 mod thumbnail;
 mod thumbnail_budget;
