@@ -264,7 +264,7 @@ async fn the_sweep_removes_only_old_unreferenced_objects() {
 #[actix_web::test]
 async fn s3_dying_mid_upload_fails_it_fast_and_the_service_resumes() {
     let engine = Engine::start();
-    let server = server_on(&engine, |_| {}).await;
+    let mut server = server_on(&engine, |_| {}).await;
     let body = pseudo_random(12 * 1024 * 1024, 4);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
     let rx = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -307,6 +307,9 @@ async fn s3_dying_mid_upload_fails_it_fast_and_the_service_resumes() {
     assert_eq!(res.status(), 200, "the server stays healthy");
 
     engine.resume();
+    // resume() blocked this thread for seconds (SeaweedFS takes longer than the server's 5 s
+    // keep-alive), so the pool's idle connections may be closed under it: a new client.
+    server.client = client();
     let id = server.upload(&body, "application/octet-stream", None).await;
     let mut res = server.get_as(server.download_url(&id), ALICE).await;
     assert_eq!(res.status(), 200);
@@ -363,7 +366,13 @@ async fn s3_dying_mid_download_cuts_the_stream_and_the_service_resumes() {
     );
 
     engine.resume();
-    let mut res = server.get_as(server.download_url(&id), ALICE).await;
+    // A new client, as above: idle connections may have been closed meanwhile.
+    let mut res = client()
+        .get(server.download_url(&id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.body().limit(64 << 20).await.unwrap(), body.as_slice());
 }
