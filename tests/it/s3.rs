@@ -15,7 +15,7 @@ use crate::{
     common::{ALICE, TestServer, assert_error, client, pseudo_random},
     garage,
     process::{BIN, free_port, spawn_with, upload, wait_ready},
-    s3_engine::{self, Engine},
+    s3_engine::{self, Engine, Kind},
 };
 
 /// Inline blobs off: everything above 1 KiB is an S3 object.
@@ -168,6 +168,35 @@ fn the_bucket_check_says_exactly_what_is_wrong() {
         assert_eq!(err.problem, problem, "{name}: {err}");
         assert!(err.to_string().contains(words), "{name}: {err}");
     }
+}
+
+/// A key allowed only its own bucket (how an admin gives one server a key, on SeaweedFS as on
+/// AWS) is refused a misspelt bucket with 403, not told it does not exist: the bucket check
+/// reports it as denied and says to check the bucket name as well as the key. SeaweedFS only:
+/// Garage's test key is made with the bucket.
+#[test]
+fn a_key_scoped_to_its_bucket_is_told_to_check_the_bucket_name() {
+    use mxmedia::store::s3::Problem;
+    let engine = s3_engine::shared();
+    if engine.kind() != Kind::SeaweedFs {
+        return;
+    }
+    let scoped = |bucket: &str| {
+        let mut config = engine.config();
+        config.access_key_id = Some(crate::seaweed::SCOPED_ACCESS_KEY.into());
+        config.bucket = bucket.into();
+        config.timeout_secs = 2;
+        S3Blobs::new(&config).unwrap().check()
+    };
+    scoped(garage::BUCKET).unwrap();
+    let err = scoped("mxmedia-tset").unwrap_err();
+    assert_eq!(err.problem, Problem::Denied, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("`mxmedia-tset`"), "{text}");
+    assert!(
+        text.contains("check MXMEDIA_STORE__S3__BUCKET too"),
+        "{text}"
+    );
 }
 
 /// `mxmedia check-config` probes the bucket: it passes against the engine and exits 1 with the

@@ -25,6 +25,9 @@ use crate::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, fresh_prefix};
 /// the tests' requests name.
 pub const REGION: &str = "us-east-1";
 
+/// A second key (same secret), allowed only the test bucket.
+pub const SCOPED_ACCESS_KEY: &str = "SW0123456789abcdef012345";
+
 /// Where the `weed` binary is.
 pub fn binary() -> PathBuf {
     std::env::var_os("MXMEDIA_TEST_SEAWEEDFS").map_or_else(
@@ -83,11 +86,25 @@ impl SeaweedFs {
         std::fs::write(
             seaweed.dir.path().join("s3.json"),
             serde_json::json!({
-                "identities": [{
-                    "name": "mxmedia-test",
-                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                    "actions": ["Read", "Write", "List", "Tagging", "Admin"],
-                }]
+                "identities": [
+                    {
+                        "name": "mxmedia-test",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        // No Admin, as the README advises: it would also let a put create a
+                        // misspelt bucket instead of failing.
+                        "actions": ["Read", "Write", "List"],
+                    },
+                    {
+                        "name": "mxmedia-test-scoped",
+                        "credentials": [{"accessKey": SCOPED_ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        // A key for the test bucket only, as an admin would give one server.
+                        "actions": [
+                            format!("Read:{BUCKET}"),
+                            format!("Write:{BUCKET}"),
+                            format!("List:{BUCKET}"),
+                        ],
+                    },
+                ]
             })
             .to_string(),
         )
