@@ -145,17 +145,6 @@ impl SeaweedFs {
             assert!(Instant::now() < deadline, "SeaweedFS did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Each gRPC server also listens on a Unix socket named by its port in /tmp, which a
-        // killed process leaves behind.
-        let p = &self.ports;
-        for (role, port) in [
-            ("master", p.master_grpc),
-            ("volume", p.volume_grpc),
-            ("filer", p.filer_grpc),
-            ("s3", p.s3_grpc),
-        ] {
-            let _ = std::fs::remove_file(format!("/tmp/seaweedfs-{role}-grpc-{port}.sock"));
-        }
     }
 
     /// Starts SeaweedFS (again, on the same ports and data) and waits until the bucket works.
@@ -212,11 +201,23 @@ impl SeaweedFs {
             // create the bucket.
             "-s3.autoCreateBucket=false".to_owned(),
         ];
+        // Each gRPC server also listens on a Unix socket in /tmp named by its port, which a
+        // killed process leaves behind: `sh` removes them after the kill (the shared engine's
+        // too, which is never dropped).
+        let sockets = [
+            ("master", p.master_grpc),
+            ("volume", p.volume_grpc),
+            ("filer", p.filer_grpc),
+            ("s3", p.s3_grpc),
+        ]
+        .map(|(role, port)| format!("/tmp/seaweedfs-{role}-grpc-{port}.sock"))
+        .join(" ");
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#"bin="$0"; "$bin" "$@" </dev/null & read _; kill -9 $!; wait"#)
+            .arg(r#"bin="$0"; "$bin" "$@" </dev/null & read _; kill -9 $!; wait; rm -f $WEED_SOCKETS"#)
             .arg(&bin)
             .args(&args)
+            .env("WEED_SOCKETS", sockets)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
