@@ -2,7 +2,8 @@
 # mxmedia on S3 (a real single-node Garage on loopback) against references in the same run:
 # - downloads of 64 KiB and 10 MiB media through mxmedia backed by Garage vs a plain GET of the
 #   same object straight from Garage (a presigned URL, so no proxy or client library is in the
-#   way): req/s, MiB/s, and the ratio mxmedia/Garage;
+#   way): req/s, MiB/s, and the ratio mxmedia/Garage; and through mxmedia on S3 with its local
+#   disk cache on (MXMEDIA_STORE__S3__CACHE_MAX_SIZE: the blob read from the cache file);
 # - the upload of a 1 GiB file to mxmedia on S3 vs mxmedia on local disk: MiB/s and the ratio;
 # - mxmedia's peak RSS (VmHWM) during the downloads and during the upload, on each backend.
 # mxmedia (one worker) and Garage share core 0; wrk and curl run on core 1.
@@ -71,6 +72,10 @@ done
 pids+=("$s3_mx")
 fs_mx=$(start_mxmedia 18091 "$work/data-fs"); pids+=("$fs_mx")
 wait_healthy http://127.0.0.1:18091
+# The same bucket under a prefix of its own, with the local disk cache on.
+cache_mx=$(start_mxmedia 18092 "$work/data-cache" "${s3_env[@]}" MXMEDIA_STORE__S3__PREFIX=bench-cache/ \
+    MXMEDIA_STORE__S3__CACHE_MAX_SIZE=1GiB); pids+=("$cache_mx")
+wait_healthy http://127.0.0.1:18092
 auth=(-H "Authorization: Bearer benchtoken")
 
 # The aws CLI signs S3 URLs with SigV4 (all Garage accepts) and path-style only when told.
@@ -96,19 +101,27 @@ for size in 64KiB 10MiB; do
     sha=$(sha256sum "$work/$size.bin" | cut -d' ' -f1)
     direct_url=$(presign "bench/${sha:0:2}/$sha")
     curl -sf "$direct_url" | cmp - "$work/$size.bin"
+    cache_id=$(upload http://127.0.0.1:18092 "$work/$size.bin")
+    cache_url="http://127.0.0.1:18092/_matrix/client/v1/media/download/localhost/$cache_id"
+    curl -sf "${auth[@]}" "$cache_url" | cmp - "$work/$size.bin"
     wrk_rps "${auth[@]}" "$mx_url" >/dev/null   # warm-up
-    : > "$work/mx.runs"; : > "$work/garage.runs"
+    wrk_rps "${auth[@]}" "$cache_url" >/dev/null
+    : > "$work/mx.runs"; : > "$work/garage.runs"; : > "$work/cache.runs"
     for _ in $(seq "$ROUNDS"); do
         wrk_rps "${auth[@]}" "$mx_url" >> "$work/mx.runs"
         wrk_rps "$direct_url" >> "$work/garage.runs"
+        wrk_rps "${auth[@]}" "$cache_url" >> "$work/cache.runs"
     done
     mx=$(median < "$work/mx.runs"); garage=$(median < "$work/garage.runs")
-    for row in "mxmedia (S3 backend) $mx" "Garage (presigned GET) $garage"; do
+    cached=$(median < "$work/cache.runs")
+    for row in "mxmedia (S3 backend) $mx" "Garage (presigned GET) $garage" "mxmedia (S3 + disk cache) $cached"; do
         rps=${row##* }; name=${row% *}
         printf '%-7s %-26s %10s %9.1f\n' "$size" "$name" "$rps" \
             "$(awk -v r="$rps" -v b="$bytes" 'BEGIN {print r * b / 1048576}')"
     done
     awk -v a="$mx" -v b="$garage" -v s="$size" 'BEGIN {printf "%-7s mxmedia/Garage: %.2fx\n", s, a / b}'
+    awk -v a="$cached" -v b="$garage" -v s="$size" \
+        'BEGIN {printf "%-7s mxmedia with disk cache/Garage: %.2fx\n", s, a / b}'
 done
 echo "peak RSS (VmHWM) of mxmedia on S3 after the downloads: $(( $(hwm_kib "$s3_mx") / 1024 )) MiB"
 

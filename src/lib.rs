@@ -281,8 +281,8 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// Every minute: removes expired `/create` reservations and URL preview images, and writes
-/// remote media access times.
+/// Every minute: removes expired `/create` reservations, URL preview images and remote servers'
+/// keys, and writes remote media access times.
 /// A minute after start and then hourly: applies the remote media retention, if configured.
 fn spawn_expiry(state: web::Data<AppState>) {
     actix_web::rt::spawn(async move {
@@ -324,6 +324,21 @@ fn spawn_expiry(state: web::Data<AppState>) {
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "expiring URL preview images failed"),
+            }
+            match state
+                .key_ring
+                .sweep(clock::now_ms(), Default::default())
+                .await
+            {
+                Ok(s) if s.expired + s.evicted > 0 => tracing::info!(
+                    expired = s.expired,
+                    evicted = s.evicted,
+                    kept = s.kept,
+                    kept_bytes = s.kept_bytes,
+                    "removed remote servers' kept keys past their validity or the bounds"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweeping remote servers' keys failed"),
             }
             match state.media.expire_pending().await {
                 Ok(0) => {}

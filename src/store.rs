@@ -7,9 +7,11 @@
 //! - `blob_chunks`: sha256 bytes + chunk index -> bytes of an inline blob
 //! - `thumbkey_thumb`: `sha256/WxH/method/animated` -> `ThumbRecord` (JSON), thumbnails by source
 //! - `userid_pending`: `user\0server/mediaId` -> expiry (ms, big-endian), async uploads not yet made
-//! - `servername_keys`: server name -> its last validated key response (JSON), for X-Matrix checks
+//! - `servername_keys`: server name -> until when it may be kept, when it was fetched (ms,
+//!   big-endian) and its last validated key response, for X-Matrix checks (see `server_keys`)
 //! - `urlts_preview`: URL + `\0` + hour (big-endian) -> expiry (ms, big-endian) + preview JSON
-//! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian)
+//! - `mediaid_access`: remote `server/mediaId` -> when it was last asked for (ms, big-endian);
+//!   also imported local media, with its last access at the source
 //! - `mediaid_blocked`: `server/mediaId` -> `Blocked` (JSON), media an admin removed
 //! - `mediaid_quarantine`, `mediaid_protected`, `sha256_quarantine`: quarantined ids, ids
 //!   protected from quarantine, quarantined bytes (see `quarantine`)
@@ -41,7 +43,9 @@ pub mod quarantine;
 mod refs;
 pub mod retention;
 pub mod s3;
+pub mod server_keys;
 pub mod space;
+mod spill;
 pub mod spool;
 mod thumbs;
 mod upload;
@@ -139,7 +143,10 @@ impl Store {
         }
         std::fs::create_dir_all(&tmp_dir)?;
         let s3 = match &config.store.s3 {
-            Some(s3) => Some(S3Blobs::new(s3).map_err(|e| StoreError::Backend(e.to_string()))?),
+            Some(s3) => Some(
+                S3Blobs::with_cache(s3, &data_dir, config.store.min_free_space)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
             None => None,
         };
         let local = data_dir.join("blobs");
@@ -186,7 +193,9 @@ impl Store {
         };
         store.count_usage_once()?;
         store.migrate_preview_images_once(config.server_name.as_str())?;
+        store.count_preview_images_by_blob_once()?;
         store.build_indexes_once()?;
+        store.spill_large_inline_blobs_once()?;
         Ok(store)
     }
 
@@ -295,7 +304,7 @@ impl Store {
         };
         let record: BlobRecord = decode(&record)?;
         match record.placement {
-            Placement::File => match self.inner.files.open(sha256) {
+            Placement::File => match self.inner.files.open_sized(sha256, record.len) {
                 Ok(file) => Ok(BlobReader::Stream(file)),
                 // Deleted between the record's read and the file's.
                 Err(e)

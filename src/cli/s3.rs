@@ -16,6 +16,19 @@ pub(crate) fn check_bucket(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(dir) = s3.cache_dir(&config.data_dir) {
+        match mxmedia::store::s3::check_cache_dir(&dir) {
+            Ok(()) => eprintln!(
+                "S3 cache `{}`: writable, up to {}",
+                dir.display(),
+                s3.cache_max_size.display().iec()
+            ),
+            Err(e) => {
+                eprintln!("mxmedia: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match blobs.check() {
         Ok(()) => {
             eprintln!(

@@ -92,6 +92,15 @@ pub struct S3Config {
     /// of it. Short, so a quarantine soon reaches URLs already handed out. Default 300.
     #[serde(default = "default_presign_ttl")]
     pub presign_ttl_secs: u64,
+    /// Disk for a local cache of S3 blobs (`cache_dir`), in bytes or as `"20GiB"`: a blob read
+    /// whole is kept there and later downloads, ranges and thumbnails read it without an S3
+    /// request; the least recently used go first. 0 turns it off. Default 0.
+    #[serde(default)]
+    pub cache_max_size: ByteSize,
+    /// Where the S3 cache keeps its files. Unset: `data_dir/s3-cache`. Only this server may
+    /// use it. It counts against `min_free_space` when it is on the data dir's disk.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn default_region() -> String {
@@ -111,6 +120,15 @@ fn default_presign_ttl() -> u64 {
 }
 
 impl S3Config {
+    /// The cache's directory, if the cache is on.
+    pub fn cache_dir(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        (self.cache_max_size.as_u64() > 0).then(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("s3-cache"))
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.bucket.is_empty() {
             return Err(ConfigError::invalid(

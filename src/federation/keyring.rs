@@ -3,8 +3,11 @@
 //! Keys come from the server itself (`/_matrix/key/v2/server`, after discovery), else from the
 //! configured notaries. Every response is validated (self-signature, server name, expiry) before
 //! use, kept in memory and in sled until `min(valid_until_ts, now + 7 days)`, and validated again
-//! when read back after a restart. Concurrent requests from one origin cause one fetch; a failed
-//! fetch is remembered briefly so a flood of bad requests cannot make us hammer anybody.
+//! when read back after a restart. The periodic sweep removes sled records past that time (no
+//! grace after it: a record whose keys expired fails validation on load and only costs space;
+//! the 7-day ceiling is the spec's) and bounds their number and bytes (`store::server_keys`).
+//! Concurrent requests from one origin cause one fetch; a failed fetch is remembered briefly
+//! so a flood of bad requests cannot make us hammer anybody.
 //!
 //! Fetching keys is work an unauthenticated request causes, so it has a budget: one fetch per
 //! request (`FetchAllowance`), at most `FETCH_CONCURRENCY` origins fetched at once, and origins
@@ -25,7 +28,10 @@ use crate::{
     clock::now_ms,
     config::TrustedKeyServer,
     singleflight::SingleFlight,
-    store::Store,
+    store::{
+        Store, StoreError,
+        server_keys::{KeyBounds, SweptKeys},
+    },
     ttl_cache::{Count, TtlCache},
 };
 
@@ -311,16 +317,34 @@ impl KeyRing {
         self.remember(origin, &known);
         if let Ok(bytes) = serde_json::to_vec(&record) {
             let name = origin.as_str().to_owned();
-            if let Err(e) = self
+            let until = known.usable_until_ms;
+            match self
                 .inner
                 .store
-                .blocking(move |s| s.put_server_keys(&name, &bytes))
+                .blocking(move |s| s.put_server_keys(&name, &bytes, now, until))
                 .await
             {
-                tracing::warn!(origin = %origin, error = %e, "could not keep server keys");
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(
+                    origin = %origin,
+                    "server key response too large to keep across restarts"
+                ),
+                Err(e) => {
+                    tracing::warn!(origin = %origin, error = %e, "could not keep server keys")
+                }
             }
         }
         Ok(known)
+    }
+
+    /// Drops kept key records that can no longer verify anything at `now_ms`, then the oldest
+    /// beyond `bounds`. Run by the periodic sweep; an origin whose record went is fetched again
+    /// at its next request.
+    pub async fn sweep(&self, now_ms: u64, bounds: KeyBounds) -> Result<SweptKeys, StoreError> {
+        self.inner
+            .store
+            .blocking(move |s| s.sweep_server_keys(now_ms, bounds, fetch::Record::stamps))
+            .await
     }
 }
 

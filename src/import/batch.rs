@@ -207,10 +207,8 @@ impl Run<'_> {
             None => row.user_id.clone().unwrap_or_default(),
             Some(origin) => origin.clone(),
         };
-        let remote_access = match &row.origin {
-            Some(_) => Some(extra.last_access.unwrap_or(created_at)),
-            None => None,
-        };
+        // Synapse leaves `last_access_ts` NULL on rows it never served; they were new then.
+        let access_at = Some(extra.last_access.unwrap_or(created_at));
         if let Some(by) = &row.quarantined_by {
             return Some(ImportItem {
                 key,
@@ -221,7 +219,7 @@ impl Run<'_> {
                     at: self.now,
                 },
                 extra,
-                remote_access: None,
+                access_at: None,
             });
         }
         let source = match synapse::file_path(&self.options.media_store, &row) {
@@ -296,7 +294,7 @@ impl Run<'_> {
                 sha256: Some(sha256),
                 ..extra
             },
-            remote_access,
+            access_at,
         })
     }
 }

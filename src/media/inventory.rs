@@ -139,7 +139,8 @@ impl MediaService {
                     return Ok(None);
                 };
                 Ok(Some(MediaInfo {
-                    last_access_ts: if local { None } else { s.last_access(&lookup)? },
+                    // Local media has one only when imported with it.
+                    last_access_ts: s.last_access(&lookup)?,
                     quarantine: s.quarantine_state(&lookup)?,
                     key: lookup,
                     meta,
@@ -182,7 +183,7 @@ impl MediaService {
                     .map(|Item { key, meta }| {
                         Ok(MediaInfo {
                             quarantine: s.quarantine_state(&key)?,
-                            last_access_ts: None,
+                            last_access_ts: s.last_access(&key)?,
                             key,
                             meta,
                             local: true,
@@ -215,8 +216,8 @@ impl MediaService {
         Ok(deleted)
     }
 
-    /// Local media created before `before_ms` and larger than `size_gt` bytes, protected and
-    /// quarantined media excepted (as Synapse keeps them).
+    /// Local media last accessed (imported media) or created before `before_ms` and larger than
+    /// `size_gt` bytes, protected and quarantined media excepted (as Synapse keeps them).
     pub async fn old_local_media(&self, before_ms: u64, size_gt: u64) -> Result<Vec<MediaKey>> {
         let own = self.server_name.as_str().to_owned();
         self.store
@@ -226,7 +227,9 @@ impl MediaService {
                     let MediaState::Complete(content) = &meta.state else {
                         continue;
                     };
-                    if meta.created_at >= before_ms || content.len <= size_gt {
+                    // By last access, as Synapse; only imported media has one here.
+                    let last = s.last_access(&key)?.unwrap_or(meta.created_at);
+                    if last >= before_ms || content.len <= size_gt {
                         continue;
                     }
                     let state = s.quarantine_state(&key)?;

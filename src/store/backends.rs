@@ -127,6 +127,25 @@ impl Fallback {
     }
 }
 
+impl Fallback {
+    /// The primary's answer, or the local copy when the primary has no such blob.
+    fn or_local(
+        &self,
+        sha256: &str,
+        primary: io::Result<Box<dyn BlobRead>>,
+    ) -> io::Result<Box<dyn BlobRead>> {
+        match primary {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.local.open(sha256) {
+                Ok(file) => Ok(file),
+                // Missing in both: what the caller sees is the primary's answer.
+                Err(local) if local.kind() == io::ErrorKind::NotFound => Err(e),
+                Err(local) => Err(local),
+            },
+            other => other,
+        }
+    }
+}
+
 impl BlobStore for Fallback {
     fn persist(&self, staged: Staged) -> io::Result<()> {
         self.primary.persist(staged)
@@ -141,15 +160,11 @@ impl BlobStore for Fallback {
     }
 
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {
-        match self.primary.open(sha256) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.local.open(sha256) {
-                Ok(file) => Ok(file),
-                // Missing in both: what the caller sees is the primary's answer.
-                Err(local) if local.kind() == io::ErrorKind::NotFound => Err(e),
-                Err(local) => Err(local),
-            },
-            other => other,
-        }
+        self.or_local(sha256, self.primary.open(sha256))
+    }
+
+    fn open_sized(&self, sha256: &str, len: u64) -> io::Result<Box<dyn BlobRead>> {
+        self.or_local(sha256, self.primary.open_sized(sha256, len))
     }
 
     fn remove(&self, sha256: &str) -> io::Result<()> {

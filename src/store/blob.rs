@@ -101,6 +101,11 @@ pub trait BlobStore: Send + Sync {
     }
     /// Opens a blob for reading from any offset.
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>>;
+    /// Opens a blob whose record says it has `len` bytes: a backend with a cache serves its
+    /// copy only if it has that length.
+    fn open_sized(&self, sha256: &str, _len: u64) -> io::Result<Box<dyn BlobRead>> {
+        self.open(sha256)
+    }
     /// Removes a blob; a missing one is not an error.
     fn remove(&self, sha256: &str) -> io::Result<()>;
     /// Every blob present, for the start-up sweep of blobs no record points at. A backend

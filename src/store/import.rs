@@ -53,9 +53,10 @@ pub struct ImportItem {
     pub content: ImportContent,
     #[serde(default)]
     pub extra: ImportRecord,
-    /// Last access of remote media, for retention (`mediaid_access`); `None` for local media.
+    /// Last access at the source (`mediaid_access`), which the admin API shows and retention
+    /// and `delete_old_media` go by; `None` for quarantined media.
     #[serde(default)]
-    pub remote_access: Option<u64>,
+    pub access_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,7 +326,7 @@ impl Store {
                                 outcomes.push(ImportOutcome::Imported { new_blob });
                             }
                         }
-                        if let Some(ms) = item.remote_access {
+                        if let Some(ms) = item.access_at {
                             access.insert(*key, &ms.to_be_bytes())?;
                         }
                         imported.insert(

@@ -1,23 +1,9 @@
-//! Small key-value caches beside the media: validated server key responses
-//! (`servername_keys`) and URL previews with their expiry (`urlts_preview`).
+//! A small key-value cache beside the media: URL previews with their expiry (`urlts_preview`).
 
 use super::Result;
 use super::{Store, read_u64};
 
 impl Store {
-    /// The key record kept for `server`, as stored by `put_server_keys`.
-    pub fn get_server_keys(&self, server: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.server_keys.get(server)?.map(|v| v.to_vec()))
-    }
-
-    /// Keeps a server's key record, flushed: fetches are rare, and a restart after a crash
-    /// should not make every origin's keys be fetched again at once.
-    pub fn put_server_keys(&self, server: &str, record: &[u8]) -> Result<()> {
-        self.inner.server_keys.insert(server, record)?;
-        self.inner.server_keys.flush()?;
-        Ok(())
-    }
-
     /// The cached URL preview under `key`, unless it expired by `now_ms` (then it is removed).
     pub fn get_preview(&self, key: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>> {
         let Some(value) = self.inner.previews.get(key)? else {

@@ -3,11 +3,16 @@
 //! are listed here, oldest first, to expire with the preview cache.
 //!
 //! `createdid_previewimage`: creation time (ms, big-endian) + `server/mediaId` -> the image's
-//! length (u64, big-endian) + the `urlts_preview` key of the preview it was fetched for. Two
+//! length (u64, big-endian) + the `urlts_preview` key of the preview it was fetched for. The
 //! special keys start with 0xff, which no creation time before the year 584 million does:
-//! `TOTAL`, the bytes of all listed images, kept in step by the transactions that list and
-//! unlist them, so the size cap costs one read per new image; and `MIGRATED`, present once the
-//! images earlier versions stored as the requesting user's media were moved here.
+//! `TOTAL`, the bytes of the distinct blobs listed images hold, kept in step by the
+//! transactions that list and unlist them, so the size cap costs one read per new image;
+//! `BLOB` + sha256, how many listed images hold those bytes (so a page's image seen on many
+//! pages counts once, as its blob is stored once); `MIGRATED`, present once the images earlier
+//! versions stored as the requesting user's media were moved here; and `BY_BLOB`, present once
+//! `TOTAL` was recounted by blob for a store that counted every image.
+
+use std::collections::{HashMap, hash_map::Entry};
 
 use sled::{
     Transactional,
@@ -19,6 +24,9 @@ use crate::model::meta::{MediaMeta, MediaState, PREVIEW_UPLOADER};
 
 const TOTAL: &[u8] = b"\xfftotal";
 const MIGRATED: &[u8] = b"\xffmigrated";
+const BY_BLOB: &[u8] = b"\xffby_blob";
+/// Prefix of the holder counts, followed by the hex sha256.
+const BLOB: &[u8] = b"\xffsha256:";
 /// Every listed image's key sorts before this.
 const SPECIAL: &[u8] = b"\xff";
 
@@ -55,19 +63,37 @@ fn add_total(
     Ok(())
 }
 
-/// Lists the image `db_key` of `len` bytes, created at `created_at` for the preview cached
-/// under `preview_key`, in the transaction that commits it.
+fn blob_key(sha256: &str) -> Vec<u8> {
+    let mut key = BLOB.to_vec();
+    key.extend_from_slice(sha256.as_bytes());
+    key
+}
+
+/// The image `db_key`: `len` bytes with hash `sha256`, created at `created_at`.
+pub(super) struct Image<'a> {
+    pub(super) db_key: &'a [u8],
+    pub(super) created_at: u64,
+    pub(super) sha256: &'a str,
+    pub(super) len: u64,
+}
+
+/// Lists `image`, fetched for the preview cached under `preview_key`, in the transaction that
+/// commits it; its bytes count towards the total unless another listed image holds them.
 pub(super) fn enter(
     tree: &TransactionalTree,
-    created_at: u64,
-    db_key: &[u8],
-    len: u64,
+    image: &Image<'_>,
     preview_key: &[u8],
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let mut value = len.to_be_bytes().to_vec();
+    let mut value = image.len.to_be_bytes().to_vec();
     value.extend_from_slice(preview_key);
-    tree.insert(entry_key(created_at, db_key), value)?;
-    add_total(tree, len, true)
+    tree.insert(entry_key(image.created_at, image.db_key), value)?;
+    let blob = blob_key(image.sha256);
+    let holders = tree.get(&blob)?.map_or(0, |raw| read_u64(&raw));
+    tree.insert(blob, &holders.saturating_add(1).to_be_bytes())?;
+    if holders == 0 {
+        add_total(tree, image.len, true)?;
+    }
+    Ok(())
 }
 
 /// Unlists the image `db_key` in the transaction that removes it, and drops the cached preview
@@ -76,14 +102,23 @@ pub(super) fn enter(
 pub(super) fn leave(
     tree: &TransactionalTree,
     previews: &TransactionalTree,
-    created_at: u64,
-    db_key: &[u8],
+    image: &Image<'_>,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let Some(value) = tree.remove(entry_key(created_at, db_key))? else {
+    let db_key = image.db_key;
+    let Some(value) = tree.remove(entry_key(image.created_at, db_key))? else {
         return Ok(());
     };
     let (len, preview_key) = parse_entry(&value);
-    add_total(tree, len, false)?;
+    let blob = blob_key(image.sha256);
+    match tree.get(&blob)?.map_or(0, |raw| read_u64(&raw)) {
+        0 | 1 => {
+            tree.remove(blob)?;
+            add_total(tree, len, false)?;
+        }
+        holders => {
+            tree.insert(blob, &(holders - 1).to_be_bytes())?;
+        }
+    }
     // Only if the preview cached there is still the one with this image (media ids are unique
     // and random, so their text in the JSON says so).
     let media_id = db_key.rsplit(|&b| b == b'/').next().unwrap_or_default();
@@ -127,6 +162,8 @@ impl Store {
     ) -> Result<PreviewImagesSwept> {
         let mut kept = self.preview_images_bytes()?;
         let mut victims = Vec::new();
+        // Listed images of each blob not chosen yet: its bytes stop counting with the last.
+        let mut holders_left: HashMap<String, u64> = HashMap::new();
         for item in self.inner.preview_images.range(..SPECIAL) {
             let (key, value) = item?;
             let Some((created_at, db_key)) = parse_entry_key(&key) else {
@@ -137,17 +174,32 @@ impl Store {
                 break;
             }
             let (len, _) = parse_entry(&value);
-            kept = kept.saturating_sub(len);
-            victims.push((db_key.to_vec(), len));
+            let freed = match self.image_sha256(db_key)? {
+                Some(sha256) => {
+                    let left = match holders_left.entry(sha256) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            let holders = self.inner.preview_images.get(blob_key(e.key()))?;
+                            e.insert(holders.map_or(1, |raw| read_u64(&raw)))
+                        }
+                    };
+                    *left = left.saturating_sub(1);
+                    if *left == 0 { len } else { 0 }
+                }
+                // Gone already: its removal below only tidies the entry.
+                None => 0,
+            };
+            kept = kept.saturating_sub(freed);
+            victims.push((db_key.to_vec(), freed));
         }
         let mut swept = PreviewImagesSwept::default();
         let mut files = Vec::new();
-        for (db_key, len) in victims {
+        for (db_key, freed) in victims {
             let gone = self.remove_entry(&db_key, None)?;
             files.extend(gone.files);
             if gone.existed {
                 swept.removed += 1;
-                swept.removed_bytes = swept.removed_bytes.saturating_add(len);
+                swept.removed_bytes = swept.removed_bytes.saturating_add(freed);
             }
             removed(&db_key);
         }
@@ -156,6 +208,50 @@ impl Store {
         }
         swept.kept_bytes = self.preview_images_bytes()?;
         Ok(swept)
+    }
+
+    /// The sha256 of the complete media `db_key`, if it is.
+    fn image_sha256(&self, db_key: &[u8]) -> Result<Option<String>> {
+        let Some(raw) = self.inner.meta.get(db_key)? else {
+            return Ok(None);
+        };
+        Ok(match decode::<MediaMeta>(&raw)?.state {
+            MediaState::Complete(content) => Some(content.sha256),
+            MediaState::Pending { .. } => None,
+        })
+    }
+
+    /// Counts `TOTAL` and the holder counts by blob for a store that counted every image,
+    /// unless done before. Run at open, before any writer, after `migrate_preview_images_once`.
+    pub(super) fn count_preview_images_by_blob_once(&self) -> Result<()> {
+        let tree = &self.inner.preview_images;
+        if tree.contains_key(BY_BLOB)? {
+            return Ok(());
+        }
+        let mut holders: HashMap<String, (u64, u64)> = HashMap::new();
+        for item in tree.range(..SPECIAL) {
+            let (key, value) = item?;
+            if let Some((_, db_key)) = parse_entry_key(&key)
+                && let Some(sha256) = self.image_sha256(db_key)?
+            {
+                let (len, _) = parse_entry(&value);
+                holders.entry(sha256).or_insert((0, len)).0 += 1;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for old in tree.scan_prefix(BLOB) {
+            batch.remove(old?.0);
+        }
+        let mut total = 0u64;
+        for (sha256, (count, len)) in &holders {
+            batch.insert(blob_key(sha256), &count.to_be_bytes());
+            total = total.saturating_add(*len);
+        }
+        batch.insert(TOTAL, &total.to_be_bytes());
+        batch.insert(BY_BLOB, &[]);
+        tree.apply_batch(batch)?;
+        self.flush()?;
+        Ok(())
     }
 
     /// Moves the images that versions before this tree stored as the requesting user's media
@@ -219,7 +315,13 @@ impl Store {
                         db_key.as_slice(),
                         encode(&meta).map_err(ConflictableTransactionError::Abort)?,
                     )?;
-                    enter(preview_tree, meta.created_at, &db_key, len, &preview_key)?;
+                    let image = Image {
+                        db_key: &db_key,
+                        created_at: meta.created_at,
+                        sha256: &content.sha256,
+                        len,
+                    };
+                    enter(preview_tree, &image, &preview_key)?;
                     Ok(true)
                 })
                 .map_err(tx_error)?;
@@ -241,7 +343,7 @@ impl Store {
 mod tests {
     use mxmedia_proto::ids::MediaId;
 
-    use super::{MIGRATED, parse_entry, parse_entry_key};
+    use super::{BLOB, BY_BLOB, MIGRATED, TOTAL, parse_entry, parse_entry_key};
     use crate::{
         config::Config,
         model::{id::MediaKey, meta::PREVIEW_UPLOADER},
@@ -326,6 +428,59 @@ mod tests {
                 .get_preview(&keys::preview("https://b.example/", 1), 0)
                 .unwrap()
                 .is_some()
+        );
+    }
+
+    /// A store that counted every preview image is recounted by blob once when opened: two
+    /// images of the same bytes count once, and removing one leaves the other's bytes counted.
+    #[test]
+    fn older_totals_are_recounted_by_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let images = {
+            let store = Store::open(&config).unwrap();
+            let images: Vec<MediaKey> = (0..2u64)
+                .map(|i| {
+                    let key = MediaKey {
+                        server_name: "localhost".parse().unwrap(),
+                        media_id: MediaId::generate(),
+                    };
+                    let mut staging = store.stage().unwrap();
+                    staging.write(b"the same image").unwrap();
+                    let staged = staging.finish().unwrap();
+                    let preview = keys::preview("https://a.example/", i);
+                    store
+                        .commit_preview_image(&key, staged, "image/png".into(), 10 + i, &preview)
+                        .unwrap();
+                    key
+                })
+                .collect();
+            assert_eq!(store.preview_images_bytes().unwrap(), 14);
+            // As the earlier version left it: every image counted, no holder counts.
+            let tree = &store.inner.preview_images;
+            for old in tree.scan_prefix(BLOB) {
+                tree.remove(old.unwrap().0).unwrap();
+            }
+            tree.remove(BY_BLOB).unwrap();
+            tree.insert(TOTAL, &28u64.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+            images
+        };
+        let store = Store::open(&config).unwrap();
+        assert_eq!(store.preview_images_bytes().unwrap(), 14);
+        let swept = store.expire_preview_images(11, u64::MAX, |_| {}).unwrap();
+        assert_eq!(
+            (swept.removed, swept.removed_bytes, swept.kept_bytes),
+            (1, 0, 14)
+        );
+        assert!(store.get_meta(images.first().unwrap()).unwrap().is_none());
+        let swept = store.expire_preview_images(12, u64::MAX, |_| {}).unwrap();
+        assert_eq!(
+            (swept.removed, swept.removed_bytes, swept.kept_bytes),
+            (1, 14, 0)
         );
     }
 

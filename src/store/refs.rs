@@ -122,12 +122,13 @@ impl Store {
                                 }
                                 super::usage::count(usage, &old.uploader, content.len, false)?;
                                 if old.uploader == PREVIEW_UPLOADER {
-                                    super::preview_images::leave(
-                                        preview_images,
-                                        previews,
-                                        old.created_at,
+                                    let image = super::preview_images::Image {
                                         db_key,
-                                    )?;
+                                        created_at: old.created_at,
+                                        sha256: &content.sha256,
+                                        len: content.len,
+                                    };
+                                    super::preview_images::leave(preview_images, previews, &image)?;
                                 }
                                 if let Some(blob) = drop_blob_ref(blobs, chunks, &content.sha256)? {
                                     // No media holds these bytes any more, so nothing can ask for

@@ -75,7 +75,8 @@ impl Store {
         Ok(())
     }
 
-    /// When remote media was last asked for, as last written by `record_access`.
+    /// When remote media was last asked for, as last written by `record_access`; for local
+    /// media, its last access at the source it was imported from (else `None`).
     pub fn last_access(&self, key: &MediaKey) -> Result<Option<u64>> {
         Ok(self
             .inner

@@ -10,6 +10,7 @@
 //! Every request is bounded: connecting and each wait for bytes by `timeout_secs`, every
 //! request as a whole by `op_deadline`, transient failures retried with backoff within it.
 
+mod cache;
 mod list;
 mod presign;
 mod probe;
@@ -27,9 +28,12 @@ use object_store::{
     path::Path,
 };
 
-pub use self::probe::{CheckError, Problem};
+pub use self::{
+    cache::check_dir as check_cache_dir,
+    probe::{CheckError, Problem},
+};
 use super::blob::{BlobRead, BlobStore, Staged};
-use crate::config::S3Config;
+use crate::config::{FreeSpace, S3Config};
 
 /// Retries of a failed request (connection refused, 5xx, 429), with backoff.
 const MAX_RETRIES: usize = 3;
@@ -68,6 +72,8 @@ struct Shared {
     direct: Option<presign::Direct>,
     /// Part buffers free (of `BUFFERS`), and the uploads waiting for one.
     buffers: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    /// The local disk cache of blobs (`cache_max_size`), when it is on.
+    cache: Option<Arc<cache::Cache>>,
 }
 
 impl S3Blobs {
@@ -131,8 +137,28 @@ impl S3Blobs {
                     std::sync::Mutex::new(put::BUFFERS),
                     std::sync::Condvar::new(),
                 )),
+                cache: None,
             }),
         })
+    }
+
+    /// The backend with its local disk cache when `cache_max_size` is set: the cache directory
+    /// (`cache_dir`, or `data_dir/s3-cache`) is created and its files indexed. Only the server
+    /// uses it; other commands reading the bucket do without.
+    pub fn with_cache(
+        config: &S3Config,
+        data_dir: &std::path::Path,
+        floor: FreeSpace,
+    ) -> Result<Self, BackendError> {
+        let mut blobs = Self::new(config)?;
+        if let Some(dir) = config.cache_dir(data_dir) {
+            let cache = cache::Cache::open(dir, config.cache_max_size.as_u64(), floor)
+                .map_err(|e| BackendError(format!("opening the cache: {e}")))?;
+            let shared = Arc::get_mut(&mut blobs.shared)
+                .ok_or_else(|| BackendError("the client is already shared".into()))?;
+            shared.cache = Some(Arc::new(cache));
+        }
+        Ok(blobs)
     }
 
     /// The key of blob `sha256`.
@@ -169,9 +195,41 @@ impl S3Blobs {
     }
 }
 
+impl S3Blobs {
+    /// From the cache when it holds the blob whole (`len`: the blob's length, if known), else
+    /// a GET, teed into the cache when it has room.
+    fn open_cached(&self, sha256: &str, len: Option<u64>) -> io::Result<Box<dyn BlobRead>> {
+        let Some(cache) = &self.shared.cache else {
+            return Ok(Box::new(read::S3Reader::open(
+                self.clone(),
+                self.key(sha256),
+            )?));
+        };
+        if let Some(file) = cache.get(sha256, len) {
+            return Ok(Box::new(file));
+        }
+        let reader = read::S3Reader::open(self.clone(), self.key(sha256))?;
+        Ok(match cache.fill(sha256, reader.len()) {
+            Some(fill) => Box::new(cache::Teed::new(reader, fill)),
+            None => Box::new(reader),
+        })
+    }
+}
+
 impl BlobStore for S3Blobs {
     fn persist(&self, staged: Staged) -> io::Result<()> {
-        self.put(staged)
+        // Linked before the staged file goes with the put, in place only once the object is
+        // in the bucket: a failed put caches nothing.
+        let linked = self
+            .shared
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.link(&staged.sha256, staged.len, staged.file.path()));
+        self.put(staged)?;
+        if let Some(linked) = linked {
+            linked.commit();
+        }
+        Ok(())
     }
 
     fn sends_ahead(&self) -> bool {
@@ -179,13 +237,17 @@ impl BlobStore for S3Blobs {
     }
 
     fn open(&self, sha256: &str) -> io::Result<Box<dyn BlobRead>> {
-        Ok(Box::new(read::S3Reader::open(
-            self.clone(),
-            self.key(sha256),
-        )?))
+        self.open_cached(sha256, None)
+    }
+
+    fn open_sized(&self, sha256: &str, len: u64) -> io::Result<Box<dyn BlobRead>> {
+        self.open_cached(sha256, Some(len))
     }
 
     fn remove(&self, sha256: &str) -> io::Result<()> {
+        if let Some(cache) = &self.shared.cache {
+            cache.remove(sha256);
+        }
         let store = self.client();
         let key = self.key(sha256);
         // A missing object is no error: S3's DELETE answers 204 either way.

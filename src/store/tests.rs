@@ -121,6 +121,71 @@ fn multi_chunk_inline_roundtrip() {
     assert_eq!(read(&store, &sha(&store, &k)), bytes);
 }
 
+/// A store written with a larger inline limit (an older default was 256 KiB), opened with
+/// today's, moves the inline blobs above the limit to files once: every media and thumbnail
+/// serves the same bytes, and no inline chunk above the limit is left. A move interrupted
+/// after the file was written is finished at the next open.
+#[test]
+fn inline_blobs_above_the_limit_move_to_files_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |inline_max: u64| {
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.store.inline_blob_max = bytesize::ByteSize::b(inline_max);
+        Store::open(&config).unwrap()
+    };
+    let multi_chunk: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    let (large, small, thumb) = (vec![3u8; 100_000], vec![4u8; 3_000], vec![5u8; 50_000]);
+    let (keys, thumb_sha) = {
+        let store = open(1 << 20);
+        let keys = [key(), key(), key()];
+        for (key, bytes) in keys.iter().zip([&multi_chunk, &large, &small]) {
+            put(&store, key, bytes);
+        }
+        let thumb_key = format!("{}/1x1/crop/false", sha(&store, &keys[2]));
+        let record = store
+            .put_thumbnail(&thumb_key, &thumb, "image/png")
+            .unwrap();
+        assert_eq!(blob_files(&dir), 0, "all inline");
+        (keys, record.sha256)
+    };
+    // An earlier open was killed after writing the large blob's file, before its transaction.
+    {
+        let store = open(1 << 20);
+        let hash = sha(&store, &keys[1]);
+        let path = super::blob::file_path(&dir.path().join("blobs"), &hash);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &large).unwrap();
+    }
+    let default = Config::default().store.inline_blob_max.as_u64();
+    let store = open(default);
+    assert_eq!(blob_files(&dir), 3, "the three large blobs are files");
+    for (key, bytes) in keys.iter().zip([&multi_chunk, &large, &small]) {
+        assert_eq!(&read(&store, &sha(&store, key)), bytes);
+    }
+    assert_eq!(read(&store, &thumb_sha), thumb);
+    for item in &store.inner.blobs {
+        let (hash, raw) = item.unwrap();
+        let record: super::refs::BlobRecord = super::decode(&raw).unwrap();
+        let chunk_bytes: usize = store
+            .inner
+            .chunks
+            .scan_prefix(hex::decode(&hash).unwrap())
+            .map(|c| c.unwrap().1.len())
+            .sum();
+        match record.placement {
+            super::Placement::Inline => {
+                assert!(record.len <= default, "{record:?}");
+                assert_eq!(chunk_bytes as u64, record.len);
+            }
+            super::Placement::File => assert_eq!(chunk_bytes, 0, "chunks dropped"),
+        }
+    }
+    assert_eq!(store.spill_large_inline_blobs_once().unwrap(), 0, "once");
+}
+
 /// An unreferenced blob file (a crash between rename and commit) is swept; referenced ones stay.
 #[test]
 fn sweep_removes_only_orphans() {
@@ -324,6 +389,7 @@ fn thumbnails_small_and_large() {
 
 mod index;
 mod retention;
+mod server_keys;
 
 /// Per-user usage follows uploads and deletions, and a store from before the usage tree is
 /// counted once when opened: quotas see what users stored before the upgrade.

@@ -194,13 +194,13 @@ impl Store {
                     }
                     usage::count(usage_tree, uploader, content.len, true)?;
                     if let Some(preview_key) = preview_key {
-                        preview_images::enter(
-                            preview_tree,
+                        let image = preview_images::Image {
+                            db_key: &db_key,
                             created_at,
-                            &db_key,
-                            content.len,
-                            preview_key,
-                        )?;
+                            sha256: &content.sha256,
+                            len: content.len,
+                        };
+                        preview_images::enter(preview_tree, &image, preview_key)?;
                     }
                     Ok(quarantined.is_some())
                 },

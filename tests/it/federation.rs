@@ -676,3 +676,42 @@ async fn srv_pin_expires_with_the_record() {
         "the new SRV target was asked"
     );
 }
+
+/// Keys kept on disk go once they can no longer verify anything: the periodic sweep removes
+/// them, and the origin's next request fetches them again and is served.
+#[actix_web::test]
+async fn kept_keys_past_their_validity_are_swept_and_fetched_again() {
+    use std::sync::atomic::Ordering;
+    let (_pki, remote, server) = setup().await;
+    remote.state.valid_for_ms.store(1_500, Ordering::SeqCst);
+    let id = server.upload(PNG, "image/png", None).await;
+    let uri = format!("/_matrix/federation/v1/media/download/{id}");
+    assert_eq!(
+        fed_get(&server, &remote, &uri, "localhost").await.status(),
+        200
+    );
+    let origin = remote.name().to_string();
+    let kept = server.store.get_server_keys(&origin).unwrap();
+    assert!(kept.is_some(), "the keys are kept on disk");
+
+    let ring = mxmedia::federation::keyring::KeyRing::new(server.store.clone(), &[]);
+    let bounds = mxmedia::store::server_keys::KeyBounds::default();
+    let swept = ring.sweep(mxmedia::clock::now_ms(), bounds).await.unwrap();
+    assert_eq!((swept.expired, swept.kept), (0, 1), "still valid: kept");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    let swept = ring.sweep(mxmedia::clock::now_ms(), bounds).await.unwrap();
+    assert_eq!((swept.expired, swept.kept), (1, 0), "{swept:?}");
+    assert_eq!(server.store.get_server_keys(&origin).unwrap(), None);
+
+    remote
+        .state
+        .valid_for_ms
+        .store(24 * 3600 * 1000, Ordering::SeqCst);
+    assert_eq!(
+        fed_get(&server, &remote, &uri, "localhost").await.status(),
+        200
+    );
+    assert_eq!(remote.hits("/_matrix/key/v2/server"), 2, "fetched again");
+    assert!(server.store.get_server_keys(&origin).unwrap().is_some());
+}

@@ -115,6 +115,8 @@ impl Garage {
             redirect: mxmedia::config::redirect::Redirect::Off,
             public_base_url: None,
             presign_ttl_secs: 300,
+            cache_max_size: bytesize::ByteSize::b(0),
+            cache_dir: None,
         }
     }
 

@@ -63,6 +63,19 @@ pub struct Local<'a> {
     pub wrong_sha256: bool,
     /// Leave the file out of the media store.
     pub no_file: bool,
+    /// `last_access_ts` NULL instead of 1700000000000 (created_ts is 1600000000000).
+    pub never_accessed: bool,
+}
+
+/// A PNG row of alice's: the other fields as `Local::default()`.
+fn alice_png<'a>(id: &'a str, bytes: &'a [u8]) -> Local<'a> {
+    Local {
+        id,
+        user: "@alice:localhost",
+        bytes: Some(bytes),
+        media_type: "image/png",
+        ..Local::default()
+    }
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -110,7 +123,7 @@ impl Synapse {
                 "INSERT INTO local_media_repository (media_id, media_type, media_length,
                    created_ts, upload_name, user_id, quarantined_by, url_cache, last_access_ts,
                    authenticated, sha256, safe_from_quarantine)
-                 VALUES (?1, ?2, ?3, 1600000000000, ?4, ?5, ?6, ?7, 1700000000000, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, 1600000000000, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10)",
                 rusqlite::params![
                     id,
                     row.media_type,
@@ -122,6 +135,7 @@ impl Synapse {
                     row.authenticated,
                     sha,
                     row.safe,
+                    (!row.never_accessed).then_some(1_700_000_000_000_i64),
                 ],
             )
             .unwrap();
@@ -526,12 +540,8 @@ async fn imported_protection_from_quarantine_is_kept() {
         ("UUUUunprotectedddddddddd", &other, false),
     ] {
         s.add_local(Local {
-            id,
-            user: "@alice:localhost",
-            bytes: Some(bytes),
-            media_type: "image/png",
             safe,
-            ..Local::default()
+            ..alice_png(id, bytes)
         });
     }
     let out = import(&s, server.dir.path(), &[]);
@@ -845,4 +855,113 @@ async fn synapse_thumbnails_are_kept_where_they_match_ours() {
     assert_eq!(again.status.code(), Some(0), "{text}");
     assert_eq!(count(&again, "imported:"), 0, "{text}");
     assert_eq!(thumbnail_counts(&again), [0, 2, 3, 1], "{text}");
+}
+
+/// Imported media keeps Synapse's last access: the admin API shows it for local and remote
+/// media (the creation time where Synapse has none), and deleting local media not accessed
+/// since a date, like purging the remote cache, goes by it.
+#[actix_web::test]
+async fn imported_last_access_is_kept_and_used() {
+    let server = TestServer::start_with(|c| {
+        c.auth.admins = vec!["@alice:localhost".into()];
+    })
+    .await;
+    let s = Synapse::new();
+    let (used, unused, remote) = (
+        pseudo_random(3_000, 31),
+        pseudo_random(3_000, 32),
+        pseudo_random(3_000, 33),
+    );
+    for (id, bytes, never_accessed) in [
+        ("UUUUusedLateeeeeeeeeeeee", &used, false),
+        ("NNNNneverAccessedddddddd", &unused, true),
+    ] {
+        s.add_local(Local {
+            never_accessed,
+            ..alice_png(id, bytes)
+        });
+    }
+    s.add_remote(
+        "other.example",
+        "RRRRremoteeeeeeeeeeeeeee",
+        "fsidremote",
+        &remote,
+        "r.jpg",
+    );
+    let out = import(&s, server.dir.path(), &["--remote"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(count(&out, "imported:"), 3, "{text}");
+
+    let base = &server.base;
+    for (server_name, id, last) in [
+        (
+            "localhost",
+            "UUUUusedLateeeeeeeeeeeee",
+            1_700_000_000_000_u64,
+        ),
+        ("localhost", "NNNNneverAccessedddddddd", 1_600_000_000_000),
+        (
+            "other.example",
+            "RRRRremoteeeeeeeeeeeeeee",
+            1_700_000_000_000,
+        ),
+    ] {
+        let path = format!("/_synapse/admin/v1/media/{server_name}/{id}");
+        let (status, body, ..) = get(base, &path, Some(ALICE)).await;
+        assert_eq!(status, 200, "{id}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["media_info"]["last_access_ts"],
+            serde_json::json!(last),
+            "{id}: {body}"
+        );
+    }
+    let (status, body, ..) = get(
+        base,
+        "/_synapse/admin/v1/users/@alice:localhost/media",
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut listed: Vec<_> = body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["last_access_ts"].clone())
+        .collect();
+    listed.sort_by_key(|v| v.as_u64());
+    assert_eq!(
+        listed,
+        [1_600_000_000_000_u64, 1_700_000_000_000].map(|t| serde_json::json!(t))
+    );
+
+    // Between the creation and the last access: only what was not used since goes.
+    let before = 1_650_000_000_000_u64;
+    for (path, deleted) in [
+        (
+            format!("/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=false"),
+            serde_json::json!(["NNNNneverAccessedddddddd"]),
+        ),
+        (
+            format!("/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
+            serde_json::json!(0),
+        ),
+    ] {
+        let mut res = client()
+            .post(format!("{base}{path}"))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        let got = body.get("deleted_media").unwrap_or(&body["deleted"]);
+        assert_eq!(got, &deleted, "{path}: {body}");
+    }
+    let (status, ..) = download(base, "localhost", "UUUUusedLateeeeeeeeeeeee").await;
+    assert_eq!(status, 200, "accessed after the date: kept");
+    let (status, ..) = download(base, "localhost", "NNNNneverAccessedddddddd").await;
+    assert_eq!(status, 404, "not accessed since: deleted");
 }

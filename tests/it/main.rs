@@ -36,6 +36,7 @@ mod redirect;
 mod remote;
 mod remote_stream;
 mod s3;
+mod s3_cache;
 mod s3_engine;
 mod seaweed;
 mod slow_clients;

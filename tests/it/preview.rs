@@ -21,6 +21,14 @@ use crate::{
 };
 
 const PHOTO: &[u8] = include_bytes!("../fixtures/photo_640x480.jpg");
+const PNG: &[u8] = include_bytes!("../fixtures/tiny_64x64.png");
+
+/// The photo with bytes after its end marker: the same picture, other bytes (another blob).
+fn other_photo() -> Vec<u8> {
+    let mut bytes = PHOTO.to_vec();
+    bytes.extend_from_slice(b"trailing bytes that decoders ignore");
+    bytes
+}
 
 /// A small web site that counts the requests for each path.
 struct Site {
@@ -128,6 +136,14 @@ async fn page(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
         "/photo.jpg" => HttpResponse::Ok()
             .content_type("image/jpeg")
             .body(PHOTO.to_vec()),
+        "/og-other" => html(OG_PAGE.replace("/photo.jpg", "/other.jpg")),
+        "/other.jpg" => HttpResponse::Ok()
+            .content_type("image/jpeg")
+            .body(other_photo()),
+        "/og-png" => html(OG_PAGE.replace("/photo.jpg", "/tiny.png")),
+        "/tiny.png" => HttpResponse::Ok()
+            .content_type("image/png")
+            .body(PNG.to_vec()),
         "/big" => {
             let mut body = String::from(
                 "<html><head><meta property=\"og:title\" content=\"Big page\"></head><body>",
@@ -807,7 +823,7 @@ async fn preview_images_stay_within_the_size_cap() {
     })
     .await;
     let oldest = media_id(&preview(&server, &site.url("/og")).await);
-    let newest = media_id(&preview(&server, &site.url("/og-cached")).await);
+    let newest = media_id(&preview(&server, &site.url("/og-other")).await);
     assert_eq!(download_status(&server, &oldest).await, 404);
     assert_eq!(download_status(&server, &newest).await, 200);
     assert_eq!(site.hits("/og"), 1);
@@ -816,6 +832,71 @@ async fn preview_images_stay_within_the_size_cap() {
     assert_ne!(again, oldest);
     assert_eq!(download_status(&server, &again).await, 200);
     assert_eq!(download_status(&server, &newest).await, 404);
+}
+
+/// The size cap counts stored bytes: an image shown by two pages, or equal to an upload, is one
+/// blob and counts once, so it pushes out no other preview image; its bytes stop counting when
+/// the last preview image holding them goes, and an upload of them stays.
+#[actix_web::test]
+async fn preview_images_sharing_bytes_count_once_against_the_cap() {
+    let site = Site::start();
+    let (photo, png) = (
+        u64::try_from(PHOTO.len()).unwrap(),
+        u64::try_from(PNG.len()).unwrap(),
+    );
+    // Room for the photo and the PNG once each, not for the photo twice.
+    let cap = photo + png + png / 2;
+    let server = TestServer::start_with(|c| {
+        enable(c);
+        c.preview.image_cache_max_size = bytesize::ByteSize::b(cap);
+    })
+    .await;
+    let (code, upload) = upload_as_alice(&server, PNG).await;
+    assert_eq!(code, 200);
+    let mut ids = Vec::new();
+    for page in ["/og", "/og-cached", "/og-png"] {
+        ids.push(media_id(&preview(&server, &site.url(page)).await));
+        // Apart in creation time, so the sweeps below can take them one at a time.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let [first, second, tiny] = <[String; 3]>::try_from(ids).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(server.store.preview_images_bytes().unwrap(), photo + png);
+    for id in [&first, &second, &tiny, &upload] {
+        assert_eq!(download_status(&server, id).await, 200, "{id}: kept");
+    }
+
+    // Past their lifetime, oldest first: the photo counts until both its images are gone.
+    let expire = |before: u64| {
+        let media = server.media.clone();
+        async move { media.expire_preview_images(before, cap).await.unwrap() }
+    };
+    let swept = expire(created_ms(&server, &first) + 1).await;
+    assert_eq!((swept.removed, swept.removed_bytes), (1, 0), "{swept:?}");
+    assert_eq!(server.store.preview_images_bytes().unwrap(), photo + png);
+    let swept = expire(created_ms(&server, &second) + 1).await;
+    assert_eq!(
+        (swept.removed, swept.removed_bytes),
+        (1, photo),
+        "{swept:?}"
+    );
+    assert_eq!(server.store.preview_images_bytes().unwrap(), png);
+    let swept = expire(u64::MAX).await;
+    assert_eq!((swept.removed, swept.kept_bytes), (1, 0), "{swept:?}");
+    assert_eq!(download_status(&server, &tiny).await, 404);
+    assert_eq!(
+        download(&server, &format!("mxc://localhost/{upload}")).await,
+        PNG
+    );
+}
+
+/// When the stored media `id` was created (ms).
+fn created_ms(server: &TestServer, id: &str) -> u64 {
+    let key = mxmedia::model::id::MediaKey {
+        server_name: "localhost".parse().unwrap(),
+        media_id: id.parse().unwrap(),
+    };
+    server.store.get_meta(&key).unwrap().unwrap().created_at
 }
 
 /// Bytes on the hash quarantine list are quarantined as a preview image too, and the preview

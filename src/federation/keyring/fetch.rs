@@ -4,7 +4,8 @@
 //! validated before anything is kept.
 
 use mxmedia_proto::{
-    ServerKeys, ServerName, server_keys::validate_notary_server_keys, validate_server_keys,
+    ServerKeys, ServerName, server_keys::MAX_KEY_VALIDITY_MS,
+    server_keys::validate_notary_server_keys, validate_server_keys,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,18 @@ pub(super) struct Record {
     /// The notary it came through, if not from the server itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) notary: Option<String>,
+}
+
+impl Record {
+    /// `(keep_until, fetched_at)` of a record kept before the store stamped them:
+    /// `min(valid_until_ts, fetched_at + 7 days)`, as when it was fetched. `None` if it does not
+    /// parse or has no expiry: it could not be used anyway.
+    pub(super) fn stamps(bytes: &[u8]) -> Option<(u64, u64)> {
+        let record: Self = serde_json::from_slice(bytes).ok()?;
+        let valid_until = record.response.get("valid_until_ts")?.as_u64()?;
+        let ceiling = record.fetched_at_ms.saturating_add(MAX_KEY_VALIDITY_MS);
+        Some((valid_until.min(ceiling), record.fetched_at_ms))
+    }
 }
 
 pub(super) async fn direct(

@@ -42,6 +42,11 @@ impl S3Reader {
         })
     }
 
+    /// The object's length, from the GET's answer.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Receives at least `want` bytes (less at the end of the object) into `pending`.
     fn fill(&mut self, want: usize) -> io::Result<()> {
         let body = match self.body.take() {
