@@ -28,9 +28,18 @@ pub use self::{
 };
 
 /// Environment variables with the `MXMEDIA_` prefix that are not config keys. The `test_*`
-/// ones are the test suite's (`tests/test.sh`: the Garage binary, the blob backend under test),
-/// so a shell that ran it can still start and check the server.
-const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format", "test_garage", "test_backend"];
+/// ones are the test suite's (`tests/test.sh`: the Garage and SeaweedFS binaries, the blob
+/// backend and the S3 engine under test), so a shell that ran it can still start and check the
+/// server.
+const NON_CONFIG_ENV: &[&str] = &[
+    "config",
+    "log",
+    "log_format",
+    "test_garage",
+    "test_backend",
+    "test_seaweedfs",
+    "test_s3_engine",
+];
 
 /// Where a TOML file is looked for when neither `--config` nor `MXMEDIA_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxmedia/config.toml";

@@ -464,7 +464,7 @@ fn blob_file_count(dir: &std::path::Path) -> usize {
 #[actix_web::test]
 async fn backup_with_s3_blobs_restores_without_the_bucket() {
     use crate::process::{download, free_port, spawn_with, upload, wait_ready};
-    let s3 = crate::garage::shared().config();
+    let s3 = crate::s3_engine::shared().config();
     let env = crate::migrate::s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let proc = spawn_with(dir.path(), free_port(), true, &env);
@@ -544,7 +544,7 @@ async fn backup_with_s3_blobs_restores_without_the_bucket() {
 #[actix_web::test]
 async fn backup_with_s3_blobs_killed_midway_then_rerun_is_whole() {
     use crate::process::{download, free_port, spawn_with, upload, wait_ready};
-    let s3 = crate::garage::shared().config();
+    let s3 = crate::s3_engine::shared().config();
     let env = crate::migrate::s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let proc = spawn_with(dir.path(), free_port(), true, &env);

@@ -29,7 +29,7 @@ pub fn test_config(dir: &Path) -> Config {
     };
     config.store.min_free_space = FreeSpace::Bytes(0);
     if crate::garage::backend_is_s3() {
-        config.store.s3 = Some(crate::garage::shared().config());
+        config.store.s3 = Some(crate::s3_engine::shared().config());
     }
     // The tests count blob files assuming photos and thumbnails live in sled, as they did
     // before the default went down to 4 KiB.

@@ -1,6 +1,6 @@
-//! A real Garage (the S3 engine) on loopback for the S3 tests: `shared()` starts one per test
-//! process, the first time a test asks, and each test server takes a prefix of its own in its
-//! bucket; `Garage::start()` gives a test one of its own, to stop and restart.
+//! A real Garage on loopback, the S3 engine the S3 tests run on by default (`s3_engine` picks
+//! it, or SeaweedFS): `Garage::start()` starts one, with the test key and bucket that every
+//! engine has (each test server takes a prefix of its own in the bucket).
 //!
 //! The binary is `$MXMEDIA_TEST_GARAGE` (`.ci/garage.sh` ensures it and prints its path), else
 //! Garage's cache path. Garage runs under `sh`, which kills it once its stdin closes: the pipe
@@ -12,7 +12,7 @@ use std::{
     path::PathBuf,
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
-        Mutex, OnceLock,
+        Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -44,12 +44,6 @@ pub struct Garage {
     s3_port: u16,
     rpc_port: u16,
     process: Mutex<Option<(Child, ChildStdin)>>,
-}
-
-/// The Garage this test process shares.
-pub fn shared() -> &'static Garage {
-    static SHARED: OnceLock<Garage> = OnceLock::new();
-    SHARED.get_or_init(Garage::start)
 }
 
 /// A prefix no other test server of this process uses.

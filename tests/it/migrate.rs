@@ -1,4 +1,4 @@
-//! `mxmedia migrate-store` against a real Garage: the binary as an admin runs it, beside a
+//! `mxmedia migrate-store` against a real S3 engine: the binary as an admin runs it, beside a
 //! running server taking uploads and downloads, then the switch and a restart, both ways;
 //! `kill -9` midway; a source blob whose bytes rotted.
 
@@ -14,8 +14,8 @@ use mxmedia::{config::S3Config, store::s3::S3Blobs};
 
 use crate::{
     common::{ALICE, pseudo_random},
-    garage,
     process::{BIN, Proc, download, free_port, nix_kill, spawn_with, upload, wait_ready},
+    s3_engine,
 };
 
 /// The variables that give a process the bucket of `s3`.
@@ -200,7 +200,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// copies go only with `--remove-source`, which is refused while the server still reads them.
 #[actix_web::test]
 async fn migrate_fs_to_s3_under_load_then_switch() {
-    let s3 = garage::shared().config();
+    let s3 = s3_engine::shared().config();
     let env = s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -265,7 +265,7 @@ async fn migrate_fs_to_s3_under_load_then_switch() {
 /// from disk, and `--remove-source` then empties the bucket.
 #[actix_web::test]
 async fn migrate_s3_to_fs_under_load_then_switch_back() {
-    let s3 = garage::shared().config();
+    let s3 = s3_engine::shared().config();
     let env = s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -304,7 +304,7 @@ async fn migrate_s3_to_fs_under_load_then_switch_back() {
 /// copies the rest, and the server switched to S3 serves everything.
 #[actix_web::test]
 async fn migrate_killed_midway_then_rerun_completes() {
-    let s3 = garage::shared().config();
+    let s3 = s3_engine::shared().config();
     let env = s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -361,7 +361,7 @@ async fn migrate_killed_midway_then_rerun_completes() {
 /// and the command exits non-zero.
 #[actix_web::test]
 async fn corrupt_source_blob_is_reported_not_copied() {
-    let s3 = garage::shared().config();
+    let s3 = s3_engine::shared().config();
     let env = s3_env(&s3);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -1,4 +1,4 @@
-//! Downloads redirected to the bucket (`[store.s3] redirect`), against a real Garage: the
+//! Downloads redirected to the bucket (`[store.s3] redirect`), against a real S3 engine: the
 //! `307`, the presigned answer's headers as a real client following it sees them, what is
 //! never redirected (no `allow_redirect`, `HEAD`, inline blobs, withheld media, unsafe types
 //! under `public`), URLs that expire, and the federation answer's `Location` part.
@@ -12,14 +12,14 @@ use crate::{
     common::{ALICE, BOB, TestServer, assert_error, pseudo_random},
     fake_remote::{FakeRemote, Pki},
     federation::{federate, parse_multipart},
-    garage,
+    s3_engine,
 };
 
 const PHOTO: &[u8] = include_bytes!("../fixtures/photo_640x480.jpg");
 
-/// A server on the shared Garage with `redirect`, every blob above 1 KiB in the bucket.
+/// A server on the shared S3 engine with `redirect`, every blob above 1 KiB in the bucket.
 async fn server_with(redirect: Redirect, tweak: impl FnOnce(&mut S3Config)) -> TestServer {
-    let mut s3 = garage::shared().config();
+    let mut s3 = s3_engine::shared().config();
     s3.redirect = redirect;
     tweak(&mut s3);
     TestServer::start_with(move |config| {
@@ -32,7 +32,7 @@ async fn server_with(redirect: Redirect, tweak: impl FnOnce(&mut S3Config)) -> T
 }
 
 /// A client that follows redirects, as browsers and SDKs do: awc drops the access token
-/// when the redirect leaves for another origin (Garage's port), so the bucket sees none.
+/// when the redirect leaves for another origin (the engine's port), so the bucket sees none.
 fn following_client() -> awc::Client {
     awc::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -69,7 +69,7 @@ fn max_age(cache_control: &str) -> u64 {
 }
 
 /// With `allow_redirect=true`, a download of a blob in the bucket is a short-lived `307`; a
-/// real client following it gets, from Garage and without any token, exactly the bytes and the
+/// real client following it gets, from the bucket and without any token, exactly the bytes and the
 /// Content-Type and Content-Disposition mxmedia streams (an SVG and an HTML page as safe
 /// attachments, never inline), and a `Range` works there too. The legacy endpoint redirects
 /// the same way, cached as public.
@@ -100,7 +100,7 @@ async fn presigned_redirects_answer_with_the_headers_mxmedia_would_send() {
             "cached no longer than the URL lives: {cache}"
         );
         assert!(
-            location.starts_with(&garage::shared().endpoint),
+            location.starts_with(s3_engine::shared().endpoint()),
             "{location}"
         );
         assert!(
@@ -366,7 +366,7 @@ async fn public_redirects_only_inline_safe_media() {
 async fn federation_answers_point_at_the_bucket() {
     let pki = Pki::new();
     let remote = FakeRemote::start(&pki, "127.0.0.1:0", None);
-    let mut s3 = garage::shared().config();
+    let mut s3 = s3_engine::shared().config();
     s3.redirect = Redirect::Presigned;
     let server = TestServer::start_with(|c| {
         federate(c, &pki, None);

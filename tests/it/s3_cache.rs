@@ -14,8 +14,9 @@ use mxmedia::{config::FreeSpace, model::id::MediaKey};
 
 use crate::{
     common::{ALICE, TestServer, Tmpfs, assert_error, pseudo_random},
-    garage::{self, Garage},
+    garage,
     process::{free_port, spawn_with, wait_ready},
+    s3_engine::{self, Engine},
 };
 
 const MIB: usize = 1024 * 1024;
@@ -23,7 +24,7 @@ const MIB: usize = 1024 * 1024;
 /// A server on `garage` whose blobs above 1 KiB are S3 objects, with a cache of `max` bytes in
 /// `cache_dir` (default: in the data dir).
 async fn server_on(
-    garage: &Garage,
+    garage: &Engine,
     max: ByteSize,
     cache_dir: Option<PathBuf>,
     floor: FreeSpace,
@@ -112,7 +113,7 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
 /// range, while Garage is stopped; the same blob on a server without the cache answers 502.
 #[actix_web::test]
 async fn a_cached_blob_is_served_with_garage_stopped_and_an_uncached_one_is_502() {
-    let garage = Garage::start();
+    let garage = Engine::start();
     let cache_dir = other_fs();
     let server = server_on(
         &garage,
@@ -151,7 +152,7 @@ async fn a_cached_blob_is_served_with_garage_stopped_and_an_uncached_one_is_502(
 /// does not fit deletes the least recently used one, and a blob read again meanwhile stays.
 #[actix_web::test]
 async fn the_cache_stays_within_its_size_and_the_least_recently_used_goes_first() {
-    let garage = garage::shared();
+    let garage = s3_engine::shared();
     let cache_dir = other_fs();
     let max = 25 * MIB;
     let server = server_on(
@@ -207,7 +208,7 @@ async fn the_cache_stays_within_its_size_and_the_least_recently_used_goes_first(
 /// bytes, leaves no cache file and no temp file; a whole one then does.
 #[actix_web::test]
 async fn a_ranged_or_cut_first_download_leaves_no_cache_file() {
-    let garage = garage::shared();
+    let garage = s3_engine::shared();
     let cache_dir = other_fs();
     let server = server_on(
         garage,
@@ -248,7 +249,7 @@ async fn a_ranged_or_cut_first_download_leaves_no_cache_file() {
 /// blob, and the cache gets a whole copy again.
 #[actix_web::test]
 async fn a_truncated_cache_file_is_not_served() {
-    let garage = garage::shared();
+    let garage = s3_engine::shared();
     let cache_dir = other_fs();
     let server = server_on(
         garage,
@@ -283,7 +284,7 @@ async fn a_truncated_cache_file_is_not_served() {
 /// Deleting the media deletes its cached file, as it deletes the object.
 #[actix_web::test]
 async fn deleting_the_media_removes_its_cache_file() {
-    let garage = garage::shared();
+    let garage = s3_engine::shared();
     let cache_dir = other_fs();
     let server = server_on(
         garage,
@@ -316,13 +317,13 @@ async fn deleting_the_media_removes_its_cache_file() {
 /// Garage stopped.
 #[actix_web::test]
 async fn the_cache_survives_a_restart() {
-    let garage = Garage::start();
+    let garage = Engine::start();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env = vec![
         ("MXMEDIA_STORE__S3__BUCKET", garage::BUCKET.to_owned()),
-        ("MXMEDIA_STORE__S3__ENDPOINT", garage.endpoint.clone()),
-        ("MXMEDIA_STORE__S3__REGION", garage::REGION.to_owned()),
+        ("MXMEDIA_STORE__S3__ENDPOINT", garage.endpoint().to_owned()),
+        ("MXMEDIA_STORE__S3__REGION", garage.region().to_owned()),
         (
             "MXMEDIA_STORE__S3__ACCESS_KEY_ID",
             garage::ACCESS_KEY.to_owned(),
@@ -367,7 +368,7 @@ async fn the_cache_leaves_the_free_space_floor_alone() {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     };
-    let garage = Garage::start();
+    let garage = Engine::start();
     let server = server_on(
         &garage,
         ByteSize::mib(64),
@@ -395,7 +396,7 @@ async fn the_cache_leaves_the_free_space_floor_alone() {
 /// whole download: after that one, Garage may be down.
 #[actix_web::test]
 async fn an_upload_is_cached_by_its_first_whole_download() {
-    let garage = Garage::start();
+    let garage = Engine::start();
     let server = server_on(&garage, ByteSize::mib(64), None, FreeSpace::Bytes(0)).await;
     let body = pseudo_random(10 * MIB, 96);
     let id = server.upload(&body, "application/octet-stream", None).await;
@@ -415,7 +416,7 @@ async fn an_upload_is_cached_by_its_first_whole_download() {
 /// written, naming `MXMEDIA_STORE__S3__CACHE_DIR`.
 #[test]
 fn check_config_and_start_up_check_the_cache_dir() {
-    let garage = garage::shared();
+    let garage = s3_engine::shared();
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("a-file");
     std::fs::write(&not_a_dir, b"x").unwrap();
@@ -426,8 +427,8 @@ fn check_config_and_start_up_check_the_cache_dir() {
             .env("MXMEDIA_DATA_DIR", dir.path().join("data"))
             .env("MXMEDIA_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("MXMEDIA_STORE__S3__BUCKET", garage::BUCKET)
-            .env("MXMEDIA_STORE__S3__ENDPOINT", &garage.endpoint)
-            .env("MXMEDIA_STORE__S3__REGION", garage::REGION)
+            .env("MXMEDIA_STORE__S3__ENDPOINT", garage.endpoint())
+            .env("MXMEDIA_STORE__S3__REGION", garage.region())
             .env("MXMEDIA_STORE__S3__ACCESS_KEY_ID", garage::ACCESS_KEY)
             .env("MXMEDIA_STORE__S3__SECRET_ACCESS_KEY", garage::SECRET_KEY)
             .env("MXMEDIA_STORE__S3__PATH_STYLE", "true")

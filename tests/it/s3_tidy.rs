@@ -101,7 +101,7 @@ impl Proxy {
         S3Config {
             endpoint: Some(self.endpoint.clone()),
             prefix: prefix.to_owned(),
-            ..garage::shared().config()
+            ..crate::s3_engine::shared().config()
         }
     }
 
@@ -269,7 +269,7 @@ fn put_objects(s3: &S3Config, objects: Vec<(String, Vec<u8>)>) {
 /// runs is committed before the sweep ends instead of waiting for all of it.
 #[actix_web::test]
 async fn the_sweep_of_thousands_of_objects_removes_them_as_it_lists() {
-    let mut s3 = garage::shared().config();
+    let mut s3 = crate::s3_engine::shared().config();
     s3.sweep_grace_secs = 0;
     let server = TestServer::start_with({
         let s3 = s3.clone();
@@ -391,7 +391,7 @@ async fn migrate_rerun_checks_objects_by_head_and_recopies_a_short_one() {
         blobs.push((sha256_hex(&bytes), bytes));
     }
     drop(store);
-    let proxy = Proxy::start(&garage::shared().endpoint);
+    let proxy = Proxy::start(crate::s3_engine::shared().endpoint());
     let s3 = proxy.s3_config(&garage::fresh_prefix());
 
     let first = migrate_to_s3(dir.path(), &s3);
@@ -417,7 +417,7 @@ async fn migrate_rerun_checks_objects_by_head_and_recopies_a_short_one() {
 
     // An object cut short in the bucket (by hand, or a broken tool): copied again.
     let direct = S3Config {
-        endpoint: Some(garage::shared().endpoint.clone()),
+        endpoint: Some(crate::s3_engine::shared().endpoint().to_owned()),
         ..s3.clone()
     };
     let (short_sha, short_bytes) = &blobs[2];
@@ -442,7 +442,7 @@ async fn migrate_rerun_checks_objects_by_head_and_recopies_a_short_one() {
 /// is older than its retry timeout: it covers only cuts in a download's first seconds.)
 #[actix_web::test]
 async fn a_download_cut_between_s3_and_mxmedia_is_resumed_whole() {
-    let proxy = Proxy::start(&garage::shared().endpoint);
+    let proxy = Proxy::start(crate::s3_engine::shared().endpoint());
     let mut s3 = proxy.s3_config(&garage::fresh_prefix());
     s3.timeout_secs = 3;
     let server = TestServer::start_with(move |config| {
@@ -487,7 +487,7 @@ async fn a_download_cut_between_s3_and_mxmedia_is_resumed_whole() {
 /// lock. Once the send goes through, the import's results are what they would have been.
 #[actix_web::test]
 async fn an_upload_completes_while_an_import_sends_to_s3() {
-    let proxy = Proxy::start(&garage::shared().endpoint);
+    let proxy = Proxy::start(crate::s3_engine::shared().endpoint());
     let mut s3 = proxy.s3_config(&garage::fresh_prefix());
     // The held PUT must not time out while the test holds it.
     s3.timeout_secs = 120;

@@ -52,7 +52,8 @@ impl fmt::Display for CheckError {
             Problem::Timeout => "the S3 endpoint did not answer in time",
             Problem::Denied => {
                 "access denied (401/403): check MXMEDIA_STORE__S3__ACCESS_KEY_ID and its secret, \
-                 and that the key may read and write the bucket"
+                 and that the key may read and write the bucket; a key allowed only its own \
+                 bucket is denied any other, so check MXMEDIA_STORE__S3__BUCKET too"
             }
             Problem::NoSuchBucket => "no such bucket (check MXMEDIA_STORE__S3__BUCKET)",
             Problem::WrongRegion => {
