@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 MXMEDIA_TEST_GARAGE="${MXMEDIA_TEST_GARAGE:-$(bash .ci/garage.sh)}"
 MXMEDIA_TEST_SEAWEEDFS="${MXMEDIA_TEST_SEAWEEDFS:-$(bash .ci/seaweed.sh)}"
 export MXMEDIA_TEST_GARAGE MXMEDIA_TEST_SEAWEEDFS
-store_facing=(download:: upload:: thumbnail:: remote:: remote_stream:: async_upload:: head::)
+store_facing=(download:: upload:: thumbnail:: remote:: remote_stream:: async_upload:: head:: refused_body::)
 engine_facing=(s3:: s3_cache:: redirect:: migrate::)
 cargo test --workspace --locked "$@"
 echo "== the store-facing integration tests again, with blobs in S3 (Garage)"
