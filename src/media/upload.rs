@@ -307,31 +307,11 @@ impl MediaService {
                 return Err(self.too_large());
             }
             admit(received)?;
-            if let Err(e) = upload.write(&chunk).await {
-                // Aborted at once; the rest of the body is read and dropped (up to the size
-                // limit), as a spooled upload would have read it, so the connection stays
-                // usable for the client's next request.
-                drop(upload);
-                drain(body, received, self.max_upload).await;
-                return Err(s3_error(e));
-            }
+            // A failed write drops `upload`, which aborts it at once; the http layer drains
+            // what is left of the body before answering, as for any refused upload.
+            upload.write(&chunk).await.map_err(s3_error)?;
         }
         upload.finish().await.map_err(s3_error)
-    }
-}
-
-/// Reads and drops what is left of `body`, until it ends, fails, or `limit` bytes came in all.
-async fn drain<S, E>(mut body: S, mut received: u64, limit: u64)
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    while received <= limit {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                received = received.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
-            }
-            Some(Err(_)) | None => return,
-        }
     }
 }
 
