@@ -64,6 +64,45 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The `[store.s3]` of a test server on the engine at `endpoint` with the test key and bucket,
+/// under a fresh prefix.
+pub fn test_config(endpoint: &str, region: &str) -> S3Config {
+    S3Config {
+        bucket: BUCKET.into(),
+        endpoint: Some(endpoint.to_owned()),
+        region: region.into(),
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        secret_access_key_file: None,
+        prefix: fresh_prefix(),
+        path_style: true,
+        timeout_secs: 5,
+        sweep_grace_secs: 3600,
+        redirect: mxmedia::config::redirect::Redirect::Off,
+        public_base_url: None,
+        presign_ttl_secs: 300,
+        cache_max_size: bytesize::ByteSize::b(0),
+        cache_dir: None,
+    }
+}
+
+/// Kills an engine run under `sh` at once (its stdin told to stop, then closed), as a crash or a
+/// pulled cable would, and waits until its S3 port is closed: until then a test could still reach
+/// the dying process.
+pub fn kill(process: &Mutex<Option<(Child, ChildStdin)>>, port: u16, what: &str) {
+    let Some((mut child, mut stdin)) = process.lock().unwrap().take() else {
+        return;
+    };
+    let _ = stdin.write_all(b"stop\n");
+    drop(stdin);
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "{what} did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Garage {
     /// Starts a single-node Garage with the test key and bucket, and waits until it serves.
     pub fn start() -> Self {
@@ -101,39 +140,12 @@ impl Garage {
 
     /// The `[store.s3]` of a test server using this Garage, under a fresh prefix.
     pub fn config(&self) -> S3Config {
-        S3Config {
-            bucket: BUCKET.into(),
-            endpoint: Some(self.endpoint.clone()),
-            region: REGION.into(),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            secret_access_key_file: None,
-            prefix: fresh_prefix(),
-            path_style: true,
-            timeout_secs: 5,
-            sweep_grace_secs: 3600,
-            redirect: mxmedia::config::redirect::Redirect::Off,
-            public_base_url: None,
-            presign_ttl_secs: 300,
-            cache_max_size: bytesize::ByteSize::b(0),
-            cache_dir: None,
-        }
+        test_config(&self.endpoint, REGION)
     }
 
     /// Kills Garage at once (SIGKILL), as a crash or a pulled cable would.
     pub fn stop(&self) {
-        let Some((mut child, mut stdin)) = self.process.lock().unwrap().take() else {
-            return;
-        };
-        let _ = stdin.write_all(b"stop\n");
-        drop(stdin);
-        let _ = child.wait();
-        // Until the port is closed, a test could still reach the dying process.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
-            assert!(Instant::now() < deadline, "Garage did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill(&self.process, self.s3_port, "Garage");
     }
 
     /// Starts Garage (again, on the same ports and data) and waits until the bucket works.

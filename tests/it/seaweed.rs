@@ -19,7 +19,7 @@ use std::{
 
 use mxmedia::{config::S3Config, store::s3::S3Blobs};
 
-use crate::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, fresh_prefix};
+use crate::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, kill, test_config};
 
 /// SeaweedFS signs with whatever region a request names and enforces none; this is the one
 /// the tests' requests name.
@@ -115,38 +115,12 @@ impl SeaweedFs {
 
     /// The `[store.s3]` of a test server using this SeaweedFS, under a fresh prefix.
     pub fn config(&self) -> S3Config {
-        S3Config {
-            bucket: BUCKET.into(),
-            endpoint: Some(self.endpoint.clone()),
-            region: REGION.into(),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            secret_access_key_file: None,
-            prefix: fresh_prefix(),
-            path_style: true,
-            timeout_secs: 5,
-            sweep_grace_secs: 3600,
-            redirect: mxmedia::config::redirect::Redirect::Off,
-            public_base_url: None,
-            presign_ttl_secs: 300,
-            cache_max_size: bytesize::ByteSize::b(0),
-            cache_dir: None,
-        }
+        test_config(&self.endpoint, REGION)
     }
 
     /// Kills SeaweedFS at once (SIGKILL), as a crash or a pulled cable would.
     pub fn stop(&self) {
-        let Some((mut child, mut stdin)) = self.process.lock().unwrap().take() else {
-            return;
-        };
-        let _ = stdin.write_all(b"stop\n");
-        drop(stdin);
-        let _ = child.wait();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.ports.s3)).is_ok() {
-            assert!(Instant::now() < deadline, "SeaweedFS did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill(&self.process, self.ports.s3, "SeaweedFS");
     }
 
     /// Starts SeaweedFS (again, on the same ports and data) and waits until the bucket works.
